@@ -1,0 +1,180 @@
+//! The conformance suite every [`Backend`] must pass.
+//!
+//! Each check is a plain function over `&dyn Backend` that panics on a failure, so any test
+//! harness can run it: `conformance::run_all(&my_backend)`. The backend must be empty of the keys
+//! the suite uses (they all start with `conformance|`); pass a fresh one.
+
+use std::time::Duration;
+
+use super::{Backend, SetItem};
+
+/// Runs every check.
+pub fn run_all(backend: &dyn Backend) {
+    get_missing_is_none(backend);
+    set_then_get_many_in_order(backend);
+    set_replaces(backend);
+    binary_values_round_trip(backend);
+    add_only_when_missing(backend);
+    incr_creates_then_adds(backend);
+    incr_many_is_per_key(backend);
+    incr_is_atomic_across_threads(backend);
+    delete_removes(backend);
+    ttl_expires(backend);
+}
+
+/// A key no one stored is `None`; an empty batch is an empty answer.
+pub fn get_missing_is_none(backend: &dyn Backend) {
+    assert_eq!(
+        backend.get_many(&["conformance|missing"]).unwrap(),
+        vec![None]
+    );
+    assert_eq!(
+        backend.get_many(&[]).unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+}
+
+/// `get_many` answers in the order of the keys asked, with `None` for the gaps.
+pub fn set_then_get_many_in_order(backend: &dyn Backend) {
+    let items = [
+        SetItem {
+            key: "conformance|a",
+            value: b"1",
+            ttl: None,
+        },
+        SetItem {
+            key: "conformance|b",
+            value: b"22",
+            ttl: Some(Duration::from_secs(60)),
+        },
+    ];
+    backend.set_many(&items).unwrap();
+    let got = backend
+        .get_many(&["conformance|b", "conformance|nope", "conformance|a"])
+        .unwrap();
+    assert_eq!(got, vec![Some(b"22".to_vec()), None, Some(b"1".to_vec())]);
+}
+
+/// `set_many` overwrites.
+pub fn set_replaces(backend: &dyn Backend) {
+    let key = "conformance|replace";
+    backend
+        .set_many(&[SetItem {
+            key,
+            value: b"old",
+            ttl: None,
+        }])
+        .unwrap();
+    backend
+        .set_many(&[SetItem {
+            key,
+            value: b"new",
+            ttl: None,
+        }])
+        .unwrap();
+    assert_eq!(
+        backend.get_many(&[key]).unwrap(),
+        vec![Some(b"new".to_vec())]
+    );
+}
+
+/// Values are bytes: NUL, CR LF and invalid UTF-8 come back unchanged, as does a large value.
+pub fn binary_values_round_trip(backend: &dyn Backend) {
+    let odd = b"\0\r\nEND\r\n\xff\xfe".to_vec();
+    let large: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
+    backend
+        .set_many(&[
+            SetItem {
+                key: "conformance|odd",
+                value: &odd,
+                ttl: None,
+            },
+            SetItem {
+                key: "conformance|large",
+                value: &large,
+                ttl: None,
+            },
+        ])
+        .unwrap();
+    let got = backend
+        .get_many(&["conformance|odd", "conformance|large"])
+        .unwrap();
+    assert_eq!(got, vec![Some(odd), Some(large)]);
+}
+
+/// `add` stores only when the key has no value, and says which.
+pub fn add_only_when_missing(backend: &dyn Backend) {
+    let key = "conformance|add";
+    assert!(backend.add(key, b"first", None).unwrap());
+    assert!(!backend.add(key, b"second", None).unwrap());
+    assert_eq!(
+        backend.get_many(&[key]).unwrap(),
+        vec![Some(b"first".to_vec())]
+    );
+}
+
+/// A missing counter is created at `initial`; an existing one gets `delta`.
+pub fn incr_creates_then_adds(backend: &dyn Backend) {
+    let key = "conformance|counter";
+    assert_eq!(backend.incr_many(&[key], 1, 1_000).unwrap(), vec![1_000]);
+    assert_eq!(backend.incr_many(&[key], 1, 5).unwrap(), vec![1_001]);
+    assert_eq!(backend.incr_many(&[key], 0, 5).unwrap(), vec![1_001]);
+    assert_eq!(
+        backend.get_many(&[key]).unwrap(),
+        vec![Some(b"1001".to_vec())]
+    );
+}
+
+/// `incr_many` treats each key on its own, in order.
+pub fn incr_many_is_per_key(backend: &dyn Backend) {
+    let (a, b) = ("conformance|ca", "conformance|cb");
+    assert_eq!(backend.incr_many(&[a], 0, 10).unwrap(), vec![10]);
+    assert_eq!(backend.incr_many(&[a, b], 2, 20).unwrap(), vec![12, 20]);
+}
+
+/// Concurrent increments are never lost.
+pub fn incr_is_atomic_across_threads(backend: &dyn Backend) {
+    let key = "conformance|race";
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..250 {
+                    backend.incr_many(&[key], 1, 0).unwrap();
+                }
+            });
+        }
+    });
+    // Whoever came first created the counter at 0 without adding; the other 999 added one each.
+    assert_eq!(backend.incr_many(&[key], 0, 0).unwrap(), vec![999]);
+}
+
+/// `delete` removes, and says whether there was anything.
+pub fn delete_removes(backend: &dyn Backend) {
+    let key = "conformance|delete";
+    backend
+        .set_many(&[SetItem {
+            key,
+            value: b"x",
+            ttl: None,
+        }])
+        .unwrap();
+    assert!(backend.delete(key).unwrap());
+    assert!(!backend.delete(key).unwrap());
+    assert_eq!(backend.get_many(&[key]).unwrap(), vec![None]);
+}
+
+/// A value with a time to live is gone after it.
+pub fn ttl_expires(backend: &dyn Backend) {
+    let key = "conformance|ttl";
+    backend
+        .set_many(&[SetItem {
+            key,
+            value: b"x",
+            ttl: Some(Duration::from_secs(1)),
+        }])
+        .unwrap();
+    assert_eq!(backend.get_many(&[key]).unwrap(), vec![Some(b"x".to_vec())]);
+    // memcached counts whole seconds from its own clock tick: allow two.
+    std::thread::sleep(Duration::from_millis(2_100));
+    assert_eq!(backend.get_many(&[key]).unwrap(), vec![None]);
+}

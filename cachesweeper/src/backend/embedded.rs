@@ -1,0 +1,167 @@
+//! The in-process backend, on moka: bounded by bytes, with a time to live per entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+
+use super::{Backend, SetItem};
+use crate::{Error, Result};
+
+#[derive(Clone)]
+struct Entry {
+    bytes: Arc<[u8]>,
+    ttl: Option<Duration>,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
+        entry.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.ttl
+    }
+}
+
+/// An in-process cache, bounded by the bytes of its keys and values.
+///
+/// The default backend: no server to run, shared by every thread of the process, gone with it.
+/// Entries expire after their own time to live; when the bound is reached the least useful
+/// entries are evicted (moka's TinyLFU).
+///
+/// ```
+/// use cachesweeper::backend::{Backend, Embedded};
+///
+/// let cache = Embedded::new(64 * 1024 * 1024);
+/// assert!(cache.add("k", b"1", None)?);
+/// assert!(!cache.add("k", b"2", None)?);
+/// assert_eq!(cache.incr_many(&["k", "new"], 1, 100)?, vec![2, 100]);
+/// # Ok::<(), cachesweeper::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Embedded {
+    cache: Cache<String, Entry>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("max_bytes", &self.max_bytes)
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl Embedded {
+    /// A cache holding at most `max_bytes` of keys and values.
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &Entry| {
+                u32::try_from(key.len() + entry.bytes.len()).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        Embedded { cache, max_bytes }
+    }
+
+    /// The bound this cache was built with, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+}
+
+/// Counters live as long as memcached's do, so both backends age alike.
+const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+fn parse_counter(key: &str, bytes: &[u8]) -> Result<u64> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Error::NotACounter {
+            key: key.to_owned(),
+        })
+}
+
+impl Embedded {
+    fn incr_one(&self, key: &str, delta: u64, initial: u64) -> Result<u64> {
+        use moka::ops::compute::Op;
+        let mut outcome = Ok(initial);
+        self.cache
+            .entry(key.to_owned())
+            .and_compute_with(|existing| {
+                let next = match existing {
+                    None => initial,
+                    Some(entry) => match parse_counter(key, &entry.into_value().bytes) {
+                        // memcached wraps at 2^64; so do we.
+                        Ok(n) => n.wrapping_add(delta),
+                        Err(e) => {
+                            outcome = Err(e);
+                            return Op::Nop;
+                        }
+                    },
+                };
+                outcome = Ok(next);
+                Op::Put(Entry {
+                    bytes: next.to_string().into_bytes().into(),
+                    ttl: Some(COUNTER_TTL),
+                })
+            });
+        outcome
+    }
+}
+
+impl Backend for Embedded {
+    fn name(&self) -> &str {
+        "embedded"
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        Ok(keys
+            .iter()
+            .map(|key| self.cache.get(*key).map(|entry| entry.bytes.to_vec()))
+            .collect())
+    }
+
+    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+        for item in items {
+            self.cache.insert(
+                item.key.to_owned(),
+                Entry {
+                    bytes: item.value.into(),
+                    ttl: item.ttl,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let entry = self.cache.entry(key.to_owned()).or_insert_with(|| Entry {
+            bytes: value.into(),
+            ttl,
+        });
+        Ok(entry.is_fresh())
+    }
+
+    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+        keys.iter()
+            .map(|key| self.incr_one(key, delta, initial))
+            .collect()
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.cache.remove(key).is_some())
+    }
+}

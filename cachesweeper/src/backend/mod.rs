@@ -1,0 +1,96 @@
+//! Where fragments and version counters live.
+//!
+//! A backend implements [`Backend`]: the few operations that differ per store, in batch form so
+//! that a page can be served in a constant number of round trips. [`Embedded`] (on moka) is always
+//! compiled; [`Memcached`] sits behind the `memcache` feature. Every backend passes the same
+//! [`conformance`] suite.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Result;
+
+pub mod conformance;
+mod embedded;
+#[cfg(feature = "memcache")]
+mod memcached;
+
+pub use embedded::Embedded;
+#[cfg(feature = "memcache")]
+pub use memcached::{Memcached, MemcachedBuilder};
+
+/// One value to store, with its time to live (`None`: until evicted).
+#[derive(Debug, Clone, Copy)]
+pub struct SetItem<'a> {
+    /// The key (always a valid memcached key; see [`keys`](crate::keys)).
+    pub key: &'a str,
+    /// The bytes to store.
+    pub value: &'a [u8],
+    /// How long the value may be served; `None` keeps it until it is evicted.
+    pub ttl: Option<Duration>,
+}
+
+/// A cache store: fragments as bytes, version counters as decimal ASCII (memcached's `incr`
+/// format).
+///
+/// Each call is one round trip to the store. Implementations must be atomic where the docs say
+/// so: correctness of invalidation rests on [`Backend::incr_many`] and [`Backend::add`].
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// A short name for logs and errors (for memcached, the server URLs).
+    fn name(&self) -> &str;
+
+    /// The values under `keys`, in the same order; `None` for a key with no value.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Stores every item, replacing existing values.
+    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()>;
+
+    /// Stores `value` under `key` only if the key has no value; atomically. Returns whether it
+    /// stored.
+    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
+
+    /// Adds `delta` to each counter in `keys` and returns the values after the operation, in
+    /// order. A missing counter is created at `initial` instead (and `delta` is not applied),
+    /// atomically per key: memcached's `ma` with `N` and `J`. With `delta` 0 this reads the
+    /// counters, creating the missing ones.
+    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>>;
+
+    /// Removes `key`. Returns whether it had a value.
+    fn delete(&self, key: &str) -> Result<bool>;
+
+    /// The largest value the store accepts, in bytes.
+    fn max_value_len(&self) -> usize {
+        1024 * 1024
+    }
+}
+
+macro_rules! forward_backend {
+    ($($ptr:ty),*) => {$(
+        impl<B: Backend + ?Sized> Backend for $ptr {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+                (**self).get_many(keys)
+            }
+            fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+                (**self).set_many(items)
+            }
+            fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+                (**self).add(key, value, ttl)
+            }
+            fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+                (**self).incr_many(keys, delta, initial)
+            }
+            fn delete(&self, key: &str) -> Result<bool> {
+                (**self).delete(key)
+            }
+            fn max_value_len(&self) -> usize {
+                (**self).max_value_len()
+            }
+        }
+    )*};
+}
+
+forward_backend!(Box<B>, Arc<B>, &B);

@@ -1,0 +1,58 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in cachesweeper.
+///
+/// Rendering never surfaces these: a fragment whose cache lookup fails is rendered as a miss and
+/// the error is counted in [`Stats`](crate::StatsSnapshot). They reach you from configuration
+/// ([`SweeperBuilder::build`](crate::SweeperBuilder::build)) and from calls you make yourself,
+/// such as [`Sweeper::invalidate`](crate::Sweeper::invalidate).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is not usable; the message says which setting and why.
+    #[error("invalid cachesweeper configuration: {0}")]
+    Config(String),
+    /// The backend could not be reached or timed out.
+    #[error("cache backend `{backend}` is unavailable: {message}")]
+    Unavailable {
+        /// Which backend (for memcached, the server URL).
+        backend: String,
+        /// What the backend or the operating system said.
+        message: String,
+    },
+    /// The backend answered, but refused or failed the operation.
+    #[error("cache backend `{backend}` failed: {message}")]
+    Backend {
+        /// Which backend.
+        backend: String,
+        /// What it said.
+        message: String,
+    },
+    /// A value under a counter key is not a counter (someone else wrote that key).
+    #[error("value under version key `{key}` is not a counter")]
+    NotACounter {
+        /// The version key.
+        key: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn unavailable(backend: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Unavailable {
+            backend: backend.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn backend(backend: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Error::Backend {
+            backend: backend.to_string(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The one place that builds cache keys.
+//!
+//! Every key sent to a backend is a valid memcached key whatever the input: at most
+//! [`MAX_KEY_LEN`] bytes of printable ASCII with no spaces. Layout:
+//!
+//! ```text
+//! {namespace}|v|{model}|{key}                                        version counter
+//! {namespace}|f|{model}|{key}|{version}|{digest}|{parts hash}        fragment
+//! {namespace}|h|{sha-256 of the readable key}                        either, when too long
+//! ```
+//!
+//! Each component is escaped so that `|` only ever separates components, which makes the
+//! readable form injective; a key too long for memcached is replaced by the hash of its readable
+//! form, under its own tag so it cannot equal a readable key. The extra key parts of a fragment
+//! are always hashed (length-prefixed, so `("a:b", "c")` and `("a", "b:c")` differ): they are
+//! often user input and never appear raw in a key.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, KeyPart, Result};
+
+/// The longest key memcached accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 250;
+
+/// The longest namespace, so that a hashed key always fits.
+pub const MAX_NAMESPACE_LEN: usize = 64;
+
+/// Checks a namespace: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
+pub(crate) fn validate_namespace(namespace: &str) -> Result<()> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_LEN
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "namespace {namespace:?} must be 1 to {MAX_NAMESPACE_LEN} ASCII letters, digits, '_', '-' or '.'"
+        )))
+    }
+}
+
+/// The extra parts of a fragment key (the original's `"comment.xml"` and friends), hashed as
+/// they are added, plus the template digest.
+///
+/// ```
+/// use cachesweeper::KeyParts;
+///
+/// let a = KeyParts::new().part("a:b").part("c");
+/// let b = KeyParts::new().part("a").part("b:c");
+/// assert_ne!(a.finish(), b.finish());
+/// ```
+#[derive(Clone)]
+pub struct KeyParts {
+    hasher: Sha256,
+    count: u64,
+    digest: &'static str,
+}
+
+impl std::fmt::Debug for KeyParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyParts")
+            .field("count", &self.count)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KeyParts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyParts {
+    /// No parts.
+    pub fn new() -> Self {
+        KeyParts {
+            hasher: Sha256::new(),
+            count: 0,
+            digest: "",
+        }
+    }
+
+    /// Adds one part.
+    #[must_use]
+    pub fn part(mut self, part: impl KeyPart) -> Self {
+        self.push(&part);
+        self
+    }
+
+    /// Adds one part in place.
+    pub fn push(&mut self, part: &(impl KeyPart + ?Sized)) {
+        let form = part.key_form();
+        self.hasher.update((form.len() as u64).to_le_bytes());
+        self.hasher.update(form.as_bytes());
+        self.count += 1;
+    }
+
+    /// Sets the digest of the template the fragment comes from (computed at compile time).
+    #[must_use]
+    pub fn template_digest(mut self, digest: &'static str) -> Self {
+        self.digest = digest;
+        self
+    }
+
+    /// The hash of all parts, as it appears in the key (22 characters of URL-safe base64).
+    pub fn finish(&self) -> String {
+        let mut hasher = self.hasher.clone();
+        // The count closes the sequence, so a prefix of the parts never hashes like the whole.
+        hasher.update(self.count.to_le_bytes());
+        let hash = hasher.finalize();
+        URL_SAFE_NO_PAD.encode(&hash[..16])
+    }
+}
+
+/// A record's version, as it goes into fragment keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version {
+    /// The token of the record's version field, if it has one.
+    pub field: Option<String>,
+    /// The record's counter, if its version includes one.
+    pub counter: Option<u64>,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(field) = &self.field {
+            write!(f, "f{field}")?;
+        }
+        if let Some(counter) = self.counter {
+            write!(f, "c{counter}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the keys of one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct KeySpace {
+    namespace: String,
+}
+
+impl KeySpace {
+    pub(crate) fn new(namespace: &str) -> Result<Self> {
+        validate_namespace(namespace)?;
+        Ok(KeySpace {
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    /// The key of a record's version counter.
+    pub(crate) fn counter_key(&self, model: &str, key: &str) -> String {
+        self.finish(|out| {
+            out.push_str("|v|");
+            escape_into(out, model);
+            out.push('|');
+            escape_into(out, key);
+        })
+    }
+
+    /// The key of a fragment of a record at a version.
+    pub(crate) fn fragment_key(
+        &self,
+        model: &str,
+        key: &str,
+        version: &Version,
+        parts: &KeyParts,
+    ) -> String {
+        self.finish(|out| {
+            out.push_str("|f|");
+            escape_into(out, model);
+            out.push('|');
+            escape_into(out, key);
+            out.push('|');
+            escape_into(out, &version.to_string());
+            out.push('|');
+            escape_into(out, parts.digest);
+            out.push('|');
+            out.push_str(&parts.finish());
+        })
+    }
+
+    fn finish(&self, body: impl FnOnce(&mut String)) -> String {
+        let mut key = String::with_capacity(96);
+        key.push_str(&self.namespace);
+        body(&mut key);
+        if key.len() <= MAX_KEY_LEN {
+            return key;
+        }
+        let hash = Sha256::digest(key.as_bytes());
+        let mut hashed = String::with_capacity(self.namespace.len() + 3 + 43);
+        hashed.push_str(&self.namespace);
+        hashed.push_str("|h|");
+        hashed.push_str(&URL_SAFE_NO_PAD.encode(hash));
+        hashed
+    }
+}
+
+/// Percent-escapes everything memcached rejects (space, control bytes, non-ASCII) and our own
+/// separator `|` and escape `%`. Injective, so distinct components stay distinct.
+fn escape_into(out: &mut String, component: &str) {
+    for b in component.bytes() {
+        if b.is_ascii_graphic() && b != b'|' && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Whether memcached accepts `key` (length, and no whitespace or control bytes).
+pub fn is_valid_memcached_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> KeySpace {
+        KeySpace::new("test").unwrap()
+    }
+
+    #[test]
+    fn readable_keys_for_ordinary_records() {
+        let v = Version {
+            field: None,
+            counter: Some(7),
+        };
+        assert_eq!(
+            space().counter_key("blog::Comment", "42"),
+            "test|v|blog::Comment|42"
+        );
+        let key = space().fragment_key("blog::Comment", "42", &v, &KeyParts::new());
+        assert!(key.starts_with("test|f|blog::Comment|42|c7||"), "{key}");
+    }
+
+    #[test]
+    fn hostile_keys_are_escaped_or_hashed() {
+        let k = space().counter_key("m", "a b|c%\n");
+        assert_eq!(k, "test|v|m|a%20b%7Cc%25%0A");
+        let long = "é".repeat(5_000);
+        let k = space().counter_key("m", &long);
+        assert!(
+            k.starts_with("test|h|") && is_valid_memcached_key(&k),
+            "{k}"
+        );
+    }
+
+    #[test]
+    fn namespaces_are_checked() {
+        assert!(KeySpace::new("").is_err());
+        assert!(KeySpace::new("a b").is_err());
+        assert!(KeySpace::new("a|b").is_err());
+        assert!(KeySpace::new(&"x".repeat(65)).is_err());
+        assert!(KeySpace::new("blog-prod_2.0").is_ok());
+    }
+}

@@ -1,0 +1,178 @@
+//! Lazy, model-versioned fragment caching for [Askama](https://askama.rs) templates.
+//!
+//! Every cache key carries the current *version* of the record it belongs to. Changing a record
+//! bumps its version, so its old fragments are simply never asked for again and age out by
+//! themselves: nothing deletes keys, and nothing can forget to.
+//!
+//! - [Models](#models): `#[derive(Sweepable)]`
+//! - [Templates](#templates): the `cachesweeper` filter block and [`cached`]
+//! - [Invalidation](#invalidation): [`Sweeper::invalidate`] and [`invalidate`]
+//! - [Backends](#backends): [`backend::Embedded`] and [`backend::Memcached`]
+//! - [Counters](#counters): [`Sweeper::stats`]
+//!
+//! # Models
+//!
+//! ```
+//! use chrono::{DateTime, Utc};
+//! use cachesweeper::Sweepable;
+//!
+//! #[derive(Sweepable)]
+//! #[sweeper(counter)] // versioned by `updated_at`, and touchable by its comments
+//! struct Article {
+//!     id: i64,
+//!     #[sweeper(version)]
+//!     updated_at: DateTime<Utc>,
+//! }
+//!
+//! #[derive(Sweepable)]
+//! struct Comment {
+//!     id: i64,
+//!     #[sweeper(touches = Article)] // invalidating a comment invalidates its article too
+//!     article_id: i64,
+//!     likes: u32,
+//! }
+//! ```
+//!
+//! | attribute | where | meaning |
+//! |---|---|---|
+//! | `#[sweeper(key)]` | field | the record's key (default: the field named `id`) |
+//! | `#[sweeper(version)]` | field | the version comes from this field (`DateTime`, `NaiveDateTime`, integer, string): no round trip to learn it |
+//! | `#[sweeper(touches = T)]` | field holding a parent's key (or `Option` of it) | invalidating this record also invalidates that parent; repeat for several parents |
+//! | `#[sweeper(name = "...")]` | struct | the model name in keys (default: module path and type name) |
+//! | `#[sweeper(counter)]` | struct | keep a counter even with a version field, so children can touch it |
+//! | `#[sweeper(crate = path)]` | struct | where the `cachesweeper` crate is, if renamed |
+//!
+//! Mistakes are compile errors that point at the token at fault: no key field, two key
+//! fields, an unknown or repeated option, an enum, union or tuple struct, a version field that
+//! cannot be a token, a `touches` target that is not Sweepable or cannot be touched.
+//!
+//! # Templates
+//!
+//! The filter block, as in django-cache-sweeper's `{% cachesweeper %}` tag: the record, the
+//! time to live in seconds (or a `Duration`), then any extra key parts.
+//!
+//! ```
+//! # use cachesweeper::Sweepable;
+//! # #[derive(Sweepable)] struct Comment { id: i64, author: String, body: String }
+//! use askama::Template;
+//!
+//! #[derive(Template)]
+//! #[template(ext = "html", source = r#"
+//! {%- for comment in comments -%}
+//! {% filter cachesweeper::filters::cachesweeper(comment, 500, "comment.html") -%}
+//!   <p><strong>{{ comment.author }}</strong> said {{ comment.body }}</p>
+//! {%- endfilter %}
+//! {% endfor -%}
+//! "#)]
+//! struct Comments<'a> {
+//!     comments: &'a [Comment],
+//! }
+//!
+//! let comments = vec![Comment { id: 1, author: "ann".into(), body: "<3".into() }];
+//! let html = Comments { comments: &comments }.render()?;
+//! assert_eq!(html.trim(), "<p><strong>ann</strong> said &#60;3</p>");
+//! # Ok::<(), askama::Error>(())
+//! ```
+//!
+//! With `mod filters { pub use cachesweeper::filters::cachesweeper; }` in the module of the
+//! template struct, the short form `{% filter cachesweeper(comment, 500) %}` works too. On a hit
+//! the body is not rendered. A whole sub-template can be cached with [`cached`].
+//!
+//! Templates use the process-wide sweeper ([`install_default`]; an embedded cache until one is
+//! installed). A render can name its own: `page.render_with_values(&sweeper)`.
+//!
+//! # Invalidation
+//!
+//! ```
+//! # use cachesweeper::Sweepable;
+//! # #[derive(Sweepable)] struct Article { id: i64 }
+//! # #[derive(Sweepable)] struct Comment { id: i64, #[sweeper(touches = Article)] article_id: i64 }
+//! let sweeper = cachesweeper::Sweeper::embedded();
+//! let comment = Comment { id: 7, article_id: 1 };
+//! // after the vote is committed to the database:
+//! sweeper.invalidate(&comment)?; // bumps comment 7 and article 1, in one round trip
+//! # Ok::<(), cachesweeper::Error>(())
+//! ```
+//!
+//! Counter bumps are atomic (memcached `ma`, which also creates a missing counter). A counter
+//! that was evicted or lost with a restarted server is recreated from the clock in nanoseconds,
+//! so it never returns to a value that an older fragment's key carries.
+//!
+//! # Backends
+//!
+//! [`backend::Embedded`] (moka, bounded by bytes) is the default. [`backend::Memcached`] (feature
+//! `memcache`, on by default) talks to one or more memcached servers with millisecond timeouts.
+//! Both implement [`backend::Backend`] and pass [`backend::conformance`].
+//!
+//! # Counters
+//!
+//! [`Sweeper::stats`] counts hits, misses, errors, bytes read and written and backend round
+//! trips. Each hit and miss is also a `tracing` event at debug level.
+//!
+//! # Failing open
+//!
+//! A cache that errors or times out never fails a page: the fragment is rendered as on a miss,
+//! the error is counted and logged (at most once a second).
+
+#![deny(missing_docs)]
+
+pub mod backend;
+mod cached;
+mod default;
+mod error;
+pub mod filters;
+mod key_part;
+pub mod keys;
+mod stats;
+mod sweepable;
+mod sweeper;
+mod ttl;
+mod value;
+
+pub use cached::{Cached, cached};
+pub use default::{VALUES_KEY, default_sweeper, install_default, invalidate};
+pub use error::{Error, Result};
+pub use key_part::KeyPart;
+pub use keys::{KeyParts, Version};
+pub use stats::StatsSnapshot;
+pub use sweepable::{ModelRef, ParentKey, Sweepable, Touchable, VersionField};
+pub use sweeper::{DEFAULT_EMBEDDED_BYTES, DEFAULT_NAMESPACE, Sweeper, SweeperBuilder};
+pub use ttl::Ttl;
+
+/// `#[derive(Sweepable)]`: see [Models](crate#models).
+#[cfg(feature = "derive")]
+pub use cachesweeper_derive::Sweepable;
+
+/// What `#[derive(Sweepable)]` generates code against; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use std::borrow::Cow;
+    pub use std::option::Option;
+    pub use std::string::String;
+    pub use std::vec::Vec;
+
+    pub use crate::{KeyPart, ModelRef, ParentKey, Sweepable, Touchable, VersionField};
+
+    /// Adds the parent of model `P` under `key` (if any) to `parents`.
+    pub fn touch<P: Touchable + ?Sized>(
+        parents: &mut Vec<ModelRef>,
+        key: &(impl ParentKey + ?Sized),
+    ) {
+        if let Some(key) = key.parent_key() {
+            parents.push(ModelRef {
+                model: P::MODEL,
+                key: key.into_owned(),
+            });
+        }
+    }
+
+    /// Fails to compile unless `T` is a key part (for the key field's span).
+    pub fn assert_key_part<T: KeyPart + ?Sized>(_: &T) {}
+
+    /// Fails to compile unless `T` can be a version token (for the version field's span).
+    pub fn assert_version_field<T: VersionField + ?Sized>(_: &T) {}
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,175 @@
+//! The trait a model implements (usually through `#[derive(Sweepable)]`), and what it is made of.
+
+use std::borrow::Cow;
+
+use crate::KeyPart;
+
+/// A record whose fragments are cached under its current version.
+///
+/// Derive it: `#[derive(Sweepable)]` checks at compile time that the struct has a key, that a
+/// version field has a type that can be a token, and that every `touches` target can be touched.
+/// See the [crate documentation](crate) for the attribute reference.
+///
+/// A record's *version* is made of a version-field token (if the struct marks one with
+/// `#[sweeper(version)]`) and a counter held in the cache backend (unless the version field is
+/// all the record needs, see [`Sweepable::COUNTER`]). Invalidating a record bumps its counter and
+/// its parents' counters; every fragment key carries the version, so old fragments stop being
+/// found and age out by themselves.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Sweepable record",
+    label = "cachesweeper needs a Sweepable record here",
+    note = "add `#[derive(cachesweeper::Sweepable)]` to the struct, with a key field (`id` or one marked `#[sweeper(key)]`)"
+)]
+pub trait Sweepable {
+    /// The model's name in keys, e.g. `blog::models::Comment`.
+    const MODEL: &'static str;
+
+    /// Whether the version includes a counter held in the backend.
+    ///
+    /// True for records without a version field, and for records with one that are also
+    /// touched by children (`#[sweeper(counter)]`). False when the version field alone says
+    /// whether the record changed: such records cost no round trip to learn their version.
+    const COUNTER: bool;
+
+    /// The record's primary key, in its key form.
+    fn sweeper_key(&self) -> Cow<'_, str>;
+
+    /// The token of the record's `#[sweeper(version)]` field, if it has one.
+    fn sweeper_version_field(&self) -> Option<String>;
+
+    /// The parents this record touches when it is invalidated (`#[sweeper(touches = T)]`).
+    fn sweeper_parents(&self, parents: &mut Vec<ModelRef>);
+}
+
+impl<T: Sweepable + ?Sized> Sweepable for &T {
+    const MODEL: &'static str = T::MODEL;
+    const COUNTER: bool = T::COUNTER;
+
+    fn sweeper_key(&self) -> Cow<'_, str> {
+        (**self).sweeper_key()
+    }
+
+    fn sweeper_version_field(&self) -> Option<String> {
+        (**self).sweeper_version_field()
+    }
+
+    fn sweeper_parents(&self, parents: &mut Vec<ModelRef>) {
+        (**self).sweeper_parents(parents)
+    }
+}
+
+/// A Sweepable record whose version includes a counter, so that children can touch it.
+///
+/// `#[derive(Sweepable)]` implements it for every record with a counter. A record whose version
+/// comes only from a field cannot be touched: nothing a child does can change that field.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be touched by a child record",
+    label = "this `touches` target is not Sweepable with a version counter",
+    note = "derive `Sweepable` on `{Self}`; if it has a `#[sweeper(version)]` field, also add `#[sweeper(counter)]` to it so that children can bump its version"
+)]
+pub trait Touchable: Sweepable {}
+
+impl<T: Touchable + ?Sized> Touchable for &T {}
+
+/// A type that can be a version token: `#[sweeper(version)]` fields.
+///
+/// Implemented for chrono's `DateTime<Tz>` and `NaiveDateTime` (a newer time is a new version),
+/// integers (a revision number) and strings (an ETag or content hash).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a version token",
+    label = "a `#[sweeper(version)]` field must change whenever the record changes",
+    note = "use a chrono `DateTime<Tz>` or `NaiveDateTime` (e.g. `updated_at`), an integer revision, or a string such as an ETag; or drop `#[sweeper(version)]` to use a counter"
+)]
+pub trait VersionField {
+    /// The token, as it goes into a fragment key.
+    fn version_token(&self) -> String;
+}
+
+impl<T: VersionField + ?Sized> VersionField for &T {
+    fn version_token(&self) -> String {
+        (**self).version_token()
+    }
+}
+
+impl<Tz: chrono::TimeZone> VersionField for chrono::DateTime<Tz> {
+    fn version_token(&self) -> String {
+        nanos_token(self.to_utc().timestamp(), self.timestamp_subsec_nanos())
+    }
+}
+
+impl VersionField for chrono::NaiveDateTime {
+    fn version_token(&self) -> String {
+        let utc = self.and_utc();
+        nanos_token(utc.timestamp(), utc.timestamp_subsec_nanos())
+    }
+}
+
+fn nanos_token(secs: i64, nanos: u32) -> String {
+    // Nanosecond precision as an exact integer: distinct instants never share a token.
+    (i128::from(secs) * 1_000_000_000 + i128::from(nanos)).to_string()
+}
+
+macro_rules! version_field_via_key_form {
+    ($($ty:ty),* $(,)?) => {$(
+        impl VersionField for $ty {
+            fn version_token(&self) -> String {
+                self.key_form().into_owned()
+            }
+        }
+    )*};
+}
+
+version_field_via_key_form!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, str, String,
+);
+
+/// A reference to a record by model name and key: what a child touches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelRef {
+    /// The model name ([`Sweepable::MODEL`]).
+    pub model: &'static str,
+    /// The record's key form.
+    pub key: String,
+}
+
+impl ModelRef {
+    /// The reference to a record of model `T` with this key.
+    pub fn of<T: Sweepable + ?Sized>(key: &(impl KeyPart + ?Sized)) -> Self {
+        ModelRef {
+            model: T::MODEL,
+            key: key.key_form().into_owned(),
+        }
+    }
+
+    /// The reference to this record.
+    pub fn to<T: Sweepable + ?Sized>(record: &T) -> Self {
+        ModelRef {
+            model: T::MODEL,
+            key: record.sweeper_key().into_owned(),
+        }
+    }
+}
+
+/// A field that holds a parent's key: the key itself, or `Option` of it for an optional parent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot hold a parent's key",
+    label = "a `touches` field must hold the parent's key",
+    note = "use the parent's key type (e.g. `i64`), or `Option` of it for an optional parent"
+)]
+pub trait ParentKey {
+    /// The parent's key form, or `None` when this record has no parent.
+    fn parent_key(&self) -> Option<Cow<'_, str>>;
+}
+
+impl<T: KeyPart + ?Sized> ParentKey for T {
+    fn parent_key(&self) -> Option<Cow<'_, str>> {
+        Some(self.key_form())
+    }
+}
+
+/// `Option` is not a `KeyPart`, so this does not overlap the blanket impl.
+impl<T: KeyPart> ParentKey for Option<T> {
+    fn parent_key(&self) -> Option<Cow<'_, str>> {
+        self.as_ref().map(KeyPart::key_form)
+    }
+}

@@ -1,0 +1,6 @@
+//! The harness shared by cachesweeper's end-to-end tests, benchmarks and examples: real
+//! memcached processes on free loopback ports.
+
+#![deny(missing_docs)]
+
+pub mod memcached;

@@ -1,0 +1,139 @@
+//! Starts real memcached processes for tests and benchmarks.
+//!
+//! Each [`MemcachedProcess`] runs the `memcached` binary found on `PATH` (or named by the
+//! `MEMCACHED` environment variable) on a free port of 127.0.0.1, waits until it answers, and
+//! kills it when dropped. Outside CI a missing binary makes [`MemcachedProcess::start`] return
+//! `None` so a test can say it skipped; under CI (`CI` set) it panics, because memcached tests
+//! must never skip there.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A memcached server owned by the current test; killed on drop.
+#[derive(Debug)]
+pub struct MemcachedProcess {
+    child: Child,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+fn binary() -> String {
+    std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".to_owned())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"version\r\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("VERSION")
+}
+
+impl MemcachedProcess {
+    /// Starts memcached on a free port, or returns `None` when no binary is installed and this
+    /// is not CI. Panics under CI, or if the binary exists but the server does not come up.
+    pub fn start() -> Option<MemcachedProcess> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra command-line arguments (e.g. `["-I", "2m"]`).
+    pub fn start_with(extra_args: &[&str]) -> Option<MemcachedProcess> {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        match Self::spawn(free_port(), &extra_args) {
+            Ok(process) => Some(process),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() =>
+            {
+                eprintln!(
+                    "memcached not found ({}); skipping. Run scripts/test.sh, which installs it.",
+                    binary()
+                );
+                None
+            }
+            Err(e) => panic!("could not start {}: {e}", binary()),
+        }
+    }
+
+    fn spawn(port: u16, extra_args: &[String]) -> std::io::Result<MemcachedProcess> {
+        let child = Command::new(binary())
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "64",
+            ])
+            // memcached refuses to run as root unless told which user to be; ignored otherwise.
+            .args(["-u", "root"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut process = MemcachedProcess {
+            child,
+            port,
+            extra_args: extra_args.to_vec(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers(port) {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                return Err(std::io::Error::other(format!("memcached exited: {status}")));
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "memcached did not answer within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(process)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `memcache://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("memcache://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its data is lost) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server and starts a new, empty one on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let fresh = Self::spawn(self.port, &self.extra_args).expect("memcached did not restart");
+        *self = fresh;
+    }
+}
+
+impl Drop for MemcachedProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
