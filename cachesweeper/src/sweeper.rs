@@ -42,6 +42,8 @@ pub const DEFAULT_NAMESPACE: &str = "cs";
 #[derive(Clone, Debug)]
 pub struct Sweeper {
     inner: Arc<Inner>,
+    /// A scope's own counters, kept in addition to the shared ones (see [`Sweeper::scope`]).
+    scope: Option<Arc<Stats>>,
 }
 
 #[derive(Debug)]
@@ -93,6 +95,7 @@ impl SweeperBuilder {
                 stats: Stats::default(),
                 last_warning: AtomicU64::new(0),
             }),
+            scope: None,
         })
     }
 }
@@ -133,18 +136,43 @@ impl Sweeper {
         &*self.inner.backend
     }
 
-    /// The counters so far.
+    /// The counters so far: of this scope if it is one (see [`scope`](Self::scope)), else of
+    /// the sweeper and all its scopes.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        self.scope.as_deref().unwrap_or(&self.inner.stats).snapshot()
+    }
+
+    /// A handle on the same cache whose [`stats`](Self::stats) count only what is done through
+    /// it (and its clones), e.g. one request: the shared counters still count everything.
+    ///
+    /// ```
+    /// let sweeper = cachesweeper::Sweeper::embedded();
+    /// let request = sweeper.scope();
+    /// // ... page.render_with_values(&request) ...
+    /// let header = format!("hits={} misses={}", request.stats().hits, request.stats().misses);
+    /// assert_eq!(header, "hits=0 misses=0");
+    /// ```
+    pub fn scope(&self) -> Sweeper {
+        Sweeper {
+            inner: Arc::clone(&self.inner),
+            scope: Some(Arc::new(Stats::default())),
+        }
+    }
+
+    /// Counts an event in the shared counters and in this scope's.
+    fn count(&self, event: impl Fn(&Stats)) {
+        event(&self.inner.stats);
+        if let Some(scope) = &self.scope {
+            event(scope);
+        }
     }
 
     /// Runs one backend call, counting it as a round trip and, if it fails, as an error.
     fn call<T>(&self, op: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
-        let stats = &self.inner.stats;
-        stats.round_trip();
+        self.count(Stats::round_trip);
         let result = op(&*self.inner.backend);
         if let Err(error) = &result {
-            stats.error();
+            self.count(Stats::error);
             self.warn(error);
         }
         result
@@ -161,7 +189,7 @@ impl Sweeper {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(%error, errors = self.stats().errors, "cachesweeper: cache error, rendering without cache");
+            tracing::warn!(%error, errors = self.inner.stats.snapshot().errors, "cachesweeper: cache error, rendering without cache");
         }
     }
 
@@ -216,7 +244,7 @@ impl Sweeper {
         if R::COUNTER {
             keys.push(self.inner.keys.counter_key(R::MODEL, &record.sweeper_key()));
         }
-        self.inner.stats.invalidation();
+        self.count(Stats::invalidation);
         if keys.is_empty() {
             return Ok(());
         }
@@ -230,7 +258,7 @@ impl Sweeper {
     /// database trigger or a message queue.
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
         let key = self.inner.keys.counter_key(record.model, &record.key);
-        self.inner.stats.invalidation();
+        self.count(Stats::invalidation);
         self.call(|b| b.incr_many(&[&key], 1, counter_seed()))?;
         Ok(())
     }
@@ -263,7 +291,7 @@ impl Sweeper {
         {
             return Ok(hit);
         }
-        self.inner.stats.miss();
+        self.count(Stats::miss);
         tracing::debug!(
             model = R::MODEL,
             key = key.as_deref().unwrap_or("-"),
@@ -282,12 +310,12 @@ impl Sweeper {
         let len = stored.len();
         match value::decode(stored) {
             Some(fragment) => {
-                self.inner.stats.hit(len);
+                self.count(|s| s.hit(len));
                 tracing::debug!(key, bytes = len, "cachesweeper hit");
                 Some(fragment)
             }
             None => {
-                self.inner.stats.corrupt();
+                self.count(Stats::corrupt);
                 tracing::debug!(
                     key,
                     "cachesweeper: stored value is not a fragment; re-rendering"
@@ -299,7 +327,7 @@ impl Sweeper {
 
     fn store(&self, key: &str, fragment: &str, ttl: Duration) {
         if value::encoded_len(fragment.len()) > self.inner.backend.max_value_len() {
-            self.inner.stats.oversized();
+            self.count(Stats::oversized);
             tracing::debug!(
                 key,
                 bytes = fragment.len(),
@@ -314,7 +342,7 @@ impl Sweeper {
             ttl: Some(ttl),
         };
         if self.call(|b| b.set_many(&[item])).is_ok() {
-            self.inner.stats.written(bytes.len());
+            self.count(|s| s.written(bytes.len()));
         }
     }
 }

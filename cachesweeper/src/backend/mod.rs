@@ -13,10 +13,12 @@ use crate::Result;
 
 pub mod conformance;
 mod embedded;
+mod null;
 #[cfg(feature = "memcache")]
 mod memcached;
 
 pub use embedded::Embedded;
+pub use null::Null;
 #[cfg(feature = "memcache")]
 pub use memcached::{Memcached, MemcachedBuilder};
 
