@@ -130,8 +130,10 @@ pub struct Version {
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The field token is length-prefixed: it may be any string (an ETag), and must not be
+        // able to imitate a counter.
         if let Some(field) = &self.field {
-            write!(f, "f{field}")?;
+            write!(f, "f{}:{field}", field.len())?;
         }
         if let Some(counter) = self.counter {
             write!(f, "c{counter}")?;
@@ -140,14 +142,27 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Builds the keys of one namespace.
+/// Builds the keys of one namespace: the only code that makes cache keys.
+///
+/// ```
+/// use cachesweeper::keys::{KeySpace, is_valid_memcached_key};
+/// use cachesweeper::{KeyParts, Version};
+///
+/// let keys = KeySpace::new("blog")?;
+/// assert_eq!(keys.counter_key("app::Comment", "42"), "blog|v|app::Comment|42");
+/// let version = Version { field: None, counter: Some(7) };
+/// let key = keys.fragment_key("app::Comment", "a key with spaces", &version, &KeyParts::new());
+/// assert!(is_valid_memcached_key(&key));
+/// # Ok::<(), cachesweeper::Error>(())
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct KeySpace {
+pub struct KeySpace {
     namespace: String,
 }
 
 impl KeySpace {
-    pub(crate) fn new(namespace: &str) -> Result<Self> {
+    /// The keys of `namespace` (1 to 64 ASCII letters, digits, `_`, `-` or `.`).
+    pub fn new(namespace: &str) -> Result<Self> {
         validate_namespace(namespace)?;
         Ok(KeySpace {
             namespace: namespace.to_owned(),
@@ -155,7 +170,7 @@ impl KeySpace {
     }
 
     /// The key of a record's version counter.
-    pub(crate) fn counter_key(&self, model: &str, key: &str) -> String {
+    pub fn counter_key(&self, model: &str, key: &str) -> String {
         self.finish(|out| {
             out.push_str("|v|");
             escape_into(out, model);
@@ -164,8 +179,13 @@ impl KeySpace {
         })
     }
 
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The key of a fragment of a record at a version.
-    pub(crate) fn fragment_key(
+    pub fn fragment_key(
         &self,
         model: &str,
         key: &str,

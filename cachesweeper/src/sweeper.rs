@@ -131,9 +131,9 @@ impl Sweeper {
             .build()
     }
 
-    /// The backend in use.
-    pub fn backend(&self) -> &dyn Backend {
-        &*self.inner.backend
+    /// The backend in use (clone the `Arc` to share it with another sweeper).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
     }
 
     /// The counters so far: of this scope if it is one (see [`scope`](Self::scope)), else of
@@ -198,13 +198,23 @@ impl Sweeper {
     pub fn version<R: Sweepable + ?Sized>(&self, record: &R) -> Result<Version> {
         let field = record.sweeper_version_field();
         let counter = if R::COUNTER {
-            let key = self.inner.keys.counter_key(R::MODEL, &record.sweeper_key());
+            let key = self.counter_key(record);
             let values = self.call(|b| b.incr_many(&[&key], 0, counter_seed()))?;
             Some(values[0])
         } else {
             None
         };
         Ok(Version { field, counter })
+    }
+
+    /// The keys this sweeper builds (its namespace).
+    pub fn keys(&self) -> &KeySpace {
+        &self.inner.keys
+    }
+
+    /// The key of `record`'s version counter (whether or not it has one).
+    pub fn counter_key<R: Sweepable + ?Sized>(&self, record: &R) -> String {
+        self.inner.keys.counter_key(R::MODEL, &record.sweeper_key())
     }
 
     /// The key of a fragment of `record` at its current version.
@@ -242,7 +252,7 @@ impl Sweeper {
             .map(|parent| self.inner.keys.counter_key(parent.model, &parent.key))
             .collect();
         if R::COUNTER {
-            keys.push(self.inner.keys.counter_key(R::MODEL, &record.sweeper_key()));
+            keys.push(self.counter_key(record));
         }
         self.count(Stats::invalidation);
         if keys.is_empty() {

@@ -1,0 +1,89 @@
+//! Models and backends shared by the integration tests.
+#![allow(dead_code)] // each test crate uses part of this
+
+use chrono::{DateTime, Utc};
+
+use cachesweeper::Sweepable;
+use cachesweeper::backend::Memcached;
+use cachesweeper::{Sweeper, backend::Embedded};
+use cachesweeper_suite::memcached::MemcachedProcess;
+
+/// An article: versioned by `updated_at`, and touchable by its comments.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(counter)]
+pub struct Article {
+    pub id: i64,
+    pub title: String,
+    #[sweeper(version)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A comment on an article: counter-versioned (votes change it), touches its article.
+#[derive(Debug, Clone, Sweepable)]
+pub struct Comment {
+    pub id: i64,
+    #[sweeper(touches = Article)]
+    pub article_id: i64,
+    pub author: String,
+    pub body: String,
+    pub likes: u32,
+}
+
+/// A record versioned by its field alone: no counter, no round trip to learn its version.
+#[derive(Debug, Clone, Sweepable)]
+pub struct Page {
+    #[sweeper(key)]
+    pub slug: String,
+    #[sweeper(version)]
+    pub revision: u64,
+}
+
+pub fn article(id: i64) -> Article {
+    Article {
+        id,
+        title: format!("Article {id}"),
+        updated_at: DateTime::from_timestamp(1_700_000_000 + id, 0).unwrap(),
+    }
+}
+
+pub fn comment(id: i64, article_id: i64) -> Comment {
+    Comment {
+        id,
+        article_id,
+        author: format!("author{id}"),
+        body: format!("comment <b>{id}</b> & more"),
+        likes: 0,
+    }
+}
+
+/// A sweeper on one backend, with whatever keeps that backend alive.
+pub struct Case {
+    pub name: &'static str,
+    pub sweeper: Sweeper,
+    pub server: Option<MemcachedProcess>,
+}
+
+/// One sweeper per backend: embedded, and memcached on a fresh server of its own (left out
+/// only outside CI when memcached is not installed).
+pub fn cases() -> Vec<Case> {
+    let mut cases = vec![Case {
+        name: "embedded",
+        sweeper: Sweeper::builder()
+            .backend(Embedded::new(16 * 1024 * 1024))
+            .build()
+            .unwrap(),
+        server: None,
+    }];
+    if let Some(server) = MemcachedProcess::start() {
+        let sweeper = Sweeper::builder()
+            .backend(Memcached::from_url(&server.url()).unwrap())
+            .build()
+            .unwrap();
+        cases.push(Case {
+            name: "memcached",
+            sweeper,
+            server: Some(server),
+        });
+    }
+    cases
+}
