@@ -87,3 +87,20 @@ pub fn cases() -> Vec<Case> {
     }
     cases
 }
+
+/// Counts how often each kind of fragment body was rendered: a template calls
+/// `{{ renders.tick("kind") }}` inside a cached body, which outputs nothing.
+#[derive(Debug, Default)]
+pub struct Renders(std::sync::Mutex<std::collections::BTreeMap<&'static str, u32>>);
+
+impl Renders {
+    pub fn tick(&self, kind: &'static str) -> &'static str {
+        *self.0.lock().unwrap().entry(kind).or_default() += 1;
+        ""
+    }
+
+    /// The counts so far, and resets them.
+    pub fn take(&self) -> std::collections::BTreeMap<&'static str, u32> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}

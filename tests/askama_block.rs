@@ -1,0 +1,219 @@
+//! The `cachesweeper` filter block and the `cached` wrapper in real Askama templates.
+
+mod common;
+
+use std::time::Duration;
+
+use askama::Template;
+use cachesweeper::backend::Null;
+use cachesweeper::{Sweepable, Sweeper};
+use common::{Comment, Renders, cases, comment};
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(comment, 500, "comment.html") %}<p>{{ renders.tick("body") }}{{ comment.author }}: {{ comment.body }}</p>{% endfilter %}"#
+)]
+struct PathQualified<'a> {
+    comment: &'a Comment,
+    renders: &'a Renders,
+}
+
+#[test]
+fn on_a_hit_the_body_is_not_rendered() {
+    for case in cases() {
+        let renders = Renders::default();
+        let c = comment(1, 1);
+        let page = PathQualified { comment: &c, renders: &renders };
+        let first = page.render_with_values(&case.sweeper).unwrap();
+        let second = page.render_with_values(&case.sweeper).unwrap();
+        assert_eq!(first, second, "{}", case.name);
+        assert_eq!(renders.take().get("body"), Some(&1), "{}: body ran once across two renders", case.name);
+        let stats = case.sweeper.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 1), "{}", case.name);
+    }
+}
+
+#[test]
+fn output_is_the_uncached_output_byte_for_byte_and_escaped_once() {
+    for case in cases() {
+        let renders = Renders::default();
+        let mut c = comment(2, 1);
+        c.body = r#"<script>alert("x")</script> & 'quotes'"#.into();
+        let page = PathQualified { comment: &c, renders: &renders };
+        let uncached = page.render_with_values(&Sweeper::builder().backend(Null).build().unwrap()).unwrap();
+        let miss = page.render_with_values(&case.sweeper).unwrap();
+        let hit = page.render_with_values(&case.sweeper).unwrap();
+        assert_eq!(miss, uncached, "{}", case.name);
+        assert_eq!(hit, uncached, "{}", case.name);
+        assert!(hit.contains("&#60;script&#62;"), "{}: escaped once: {hit}", case.name);
+        assert!(!hit.contains("&amp;#60;"), "{}: not escaped twice: {hit}", case.name);
+    }
+}
+
+mod short_name {
+    use super::*;
+
+    mod filters {
+        pub use cachesweeper::filters::cachesweeper;
+    }
+
+    #[derive(Template)]
+    #[template(
+        ext = "html",
+        source = "{% filter cachesweeper(comment, ttl, lang, comment.likes) %}{{ renders.tick(\"body\") }}{{ comment.author }}{% endfilter %}"
+    )]
+    pub struct ShortName<'a> {
+        pub comment: &'a Comment,
+        pub ttl: Duration,
+        pub lang: &'a str,
+        pub renders: &'a Renders,
+    }
+}
+
+#[test]
+fn short_name_duration_ttl_and_key_parts() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let c = comment(3, 1);
+    let ttl = Duration::from_secs(60);
+    for lang in ["en", "fr", "en"] {
+        let page = short_name::ShortName { comment: &c, ttl, lang, renders: &renders };
+        assert_eq!(page.render_with_values(&sweeper).unwrap(), "author3");
+    }
+    // "en" and "fr" are separate fragments; the second "en" hits.
+    assert_eq!(renders.take().get("body"), Some(&2));
+    assert_eq!(sweeper.stats().hits, 1);
+}
+
+#[derive(Template)]
+#[template(ext = "html", source = "<div>{{ renders.tick(\"view\") }}{{ comment.body }}</div>")]
+struct CommentView<'a> {
+    comment: &'a Comment,
+    renders: &'a Renders,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% for c in comments %}{{ cachesweeper::cached(c, 300, self.view(c)) }}{% endfor %}"
+)]
+struct WithWrapper<'a> {
+    comments: &'a [Comment],
+    renders: &'a Renders,
+}
+
+impl<'a> WithWrapper<'a> {
+    fn view(&self, comment: &'a Comment) -> CommentView<'a> {
+        CommentView { comment, renders: self.renders }
+    }
+}
+
+#[test]
+fn a_sub_template_is_rendered_only_on_a_miss() {
+    for case in cases() {
+        let renders = Renders::default();
+        let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
+        let page = WithWrapper { comments: &comments, renders: &renders };
+        let first = page.render_with_values(&case.sweeper).unwrap();
+        let second = page.render_with_values(&case.sweeper).unwrap();
+        assert_eq!(first, second, "{}", case.name);
+        assert_eq!(first.matches("<div>").count(), 3, "{}", case.name);
+        assert!(first.contains("&#60;b&#62;1&#60;/b&#62;"), "{}: escaped once: {first}", case.name);
+        assert_eq!(renders.take().get("view"), Some(&3), "{}", case.name);
+        case.sweeper.invalidate(&comments[1]).unwrap();
+        page.render_with_values(&case.sweeper).unwrap();
+        assert_eq!(renders.take().get("view"), Some(&1), "{}", case.name);
+    }
+}
+
+#[test]
+fn a_render_can_name_its_sweeper_and_scopes_count_per_request() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let c = comment(4, 1);
+    let page = PathQualified { comment: &c, renders: &renders };
+    let request = sweeper.scope();
+    page.render_with_values(&request).unwrap();
+    assert_eq!((request.stats().hits, request.stats().misses), (0, 1));
+    let request = sweeper.scope();
+    page.render_with_values(&request).unwrap();
+    assert_eq!((request.stats().hits, request.stats().misses), (1, 0));
+    assert_eq!((sweeper.stats().hits, sweeper.stats().misses), (1, 1));
+    // The (key, sweeper) pair form works too.
+    page.render_with_values(&(cachesweeper::VALUES_KEY, sweeper.clone())).unwrap();
+    assert_eq!(sweeper.stats().hits, 2);
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% filter cachesweeper::filters::cachesweeper(comment, 500) %}{{ renders.tick(\"body\") }}{{ self.broken()? }}{% endfilter %}"
+)]
+struct Broken<'a> {
+    comment: &'a Comment,
+    renders: &'a Renders,
+}
+
+impl Broken<'_> {
+    fn broken(&self) -> Result<&'static str, std::io::Error> {
+        Err(std::io::Error::other("the database is gone"))
+    }
+}
+
+#[test]
+fn a_body_error_is_the_render_error_and_nothing_is_stored() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let c = comment(5, 1);
+    let page = Broken { comment: &c, renders: &renders };
+    for _ in 0..2 {
+        let error = page.render_with_values(&sweeper).unwrap_err();
+        assert!(error.to_string().contains("the database is gone"), "{error}");
+    }
+    assert_eq!(renders.take().get("body"), Some(&2), "nothing was stored, so the body ran again");
+    assert_eq!(sweeper.stats().bytes_written, 0);
+}
+
+#[derive(Sweepable)]
+struct Note {
+    id: u32,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "txt",
+    source = "{% filter cachesweeper::filters::cachesweeper(note, 0) %}{{ renders.tick(\"body\") }}n{% endfilter %}"
+)]
+struct ZeroTtl<'a> {
+    note: &'a Note,
+    renders: &'a Renders,
+}
+
+#[test]
+fn a_zero_ttl_renders_every_time_and_stores_nothing() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let page = ZeroTtl { note: &Note { id: 1 }, renders: &renders };
+    for _ in 0..3 {
+        assert_eq!(page.render_with_values(&sweeper).unwrap(), "n");
+    }
+    assert_eq!(renders.take().get("body"), Some(&3));
+    assert_eq!(sweeper.stats().round_trips, 0);
+}
+
+#[test]
+fn templates_use_the_installed_default_sweeper() {
+    let sweeper = Sweeper::builder().namespace("default-test").build().unwrap();
+    cachesweeper::install_default(sweeper.clone());
+    let renders = Renders::default();
+    let c = comment(6, 1);
+    let page = PathQualified { comment: &c, renders: &renders };
+    page.render().unwrap();
+    page.render().unwrap();
+    assert_eq!(renders.take().get("body"), Some(&1));
+    assert!(sweeper.stats().hits >= 1);
+    cachesweeper::invalidate(&c).unwrap();
+    page.render().unwrap();
+    assert_eq!(renders.take().get("body"), Some(&1));
+}
