@@ -8,7 +8,8 @@ use std::time::Duration;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a cache lifetime",
     label = "expected whole seconds or a `Duration`",
-    note = "pass the time to live in seconds as an integer (`500`), or a `std::time::Duration`"
+    note = "pass the time to live in seconds as an integer (`500`), or a `std::time::Duration`",
+    note = "it is the filter's second argument, after the record, as in `cachesweeper(comment, 500)`; `()` means it is missing"
 )]
 pub trait Ttl {
     /// The lifetime, or `None` if the fragment must not be stored.

@@ -1,0 +1,8 @@
+use cachesweeper::Sweepable;
+
+#[derive(Sweepable)]
+struct Tag {
+    name: String,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use cachesweeper::Sweepable;
+
+#[derive(Sweepable)]
+#[sweeper(key)]
+struct Comment {
+    #[sweeper(counter = true)]
+    id: i64,
+}
+
+fn main() {}

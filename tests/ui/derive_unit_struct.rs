@@ -1,0 +1,6 @@
+use cachesweeper::Sweepable;
+
+#[derive(Sweepable)]
+struct Settings;
+
+fn main() {}

@@ -1,0 +1,14 @@
+struct Article {
+    id: i64,
+}
+
+#[derive(askama::Template)]
+#[template(
+    ext = "html",
+    source = "{% filter cachesweeper::filters::cachesweeper(article, 500) %}x{% endfilter %}"
+)]
+struct Page {
+    article: Article,
+}
+
+fn main() {}

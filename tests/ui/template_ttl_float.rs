@@ -1,0 +1,15 @@
+#[derive(cachesweeper::Sweepable)]
+struct Article {
+    id: i64,
+}
+
+#[derive(askama::Template)]
+#[template(
+    ext = "html",
+    source = "{% filter cachesweeper::filters::cachesweeper(article, 0.5) %}x{% endfilter %}"
+)]
+struct Page {
+    article: Article,
+}
+
+fn main() {}
