@@ -1,0 +1,131 @@
+//! The cachesweeper demo blog: articles, comments and like/dislike votes, every comment a cached
+//! fragment, a vote invalidating that comment and the article page around it.
+//!
+//! ```text
+//! cargo run --example blog                  # embedded cache, in-memory SQLite
+//! cargo run --example blog -- --memcache memcache://127.0.0.1:11211
+//! cargo run --example blog -- --no-cache    # the uncached reference render
+//! ```
+//!
+//! Each HTML response says what the cache did for it in `X-Fragment-Cache: hits=H misses=M`, and
+//! the log says it too; `GET /stats` has the counters since start.
+//!
+//! - `models.rs`: the records, `#[derive(Sweepable)]`
+//! - `db.rs`: SQLite schema and queries; `seed.rs`: the demo content
+//! - `views.rs`: the Askama templates (in `templates/blog/`); `markdown.rs`: bodies to HTML
+//! - `routes.rs`: the HTTP handlers
+
+mod db;
+mod markdown;
+mod models;
+mod routes;
+mod seed;
+mod views;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cachesweeper::Sweeper;
+use cachesweeper::backend::Null;
+use clap::Parser;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+/// The cachesweeper demo blog.
+#[derive(Debug, Parser)]
+#[command(name = "blog")]
+struct Args {
+    /// Address to serve on (port 0: any free port; the first line printed says which).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+
+    /// Cache fragments in memcached: one URL or several, comma-separated
+    /// (memcache://HOST:PORT). Default: an embedded in-process cache.
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "no_cache")]
+    memcache: Option<String>,
+
+    /// Cache nothing: every fragment is rendered (the reference to compare cached pages with).
+    #[arg(long)]
+    no_cache: bool,
+
+    /// SQLite database file (created and seeded if empty). Default: in memory.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    /// How many articles to seed an empty database with.
+    #[arg(long, default_value_t = 20)]
+    articles: u32,
+
+    /// How many comments to seed each article with.
+    #[arg(long, default_value_t = 50)]
+    comments: u32,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("blog: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let sweeper = if args.no_cache {
+        Sweeper::builder().backend(Null).build()?
+    } else if let Some(urls) = &args.memcache {
+        Sweeper::memcached(urls)?
+    } else {
+        Sweeper::embedded()
+    };
+    // Templates rendered without a sweeper of their own (none here: every page names its
+    // request's scope) and `cachesweeper::invalidate` use this one.
+    cachesweeper::install_default(sweeper.clone());
+
+    // Set up before the runtime starts, so that no blocking work ever runs on its threads.
+    let mut conn = db::open(args.db.as_deref())?;
+    if db::is_empty(&conn)? {
+        seed::seed(&mut conn, args.articles, args.comments)?;
+        tracing::info!(
+            articles = args.articles,
+            comments = args.comments,
+            "seeded the database"
+        );
+    }
+    let app = routes::App::new(conn, sweeper.clone());
+
+    // Two cores: the default (one worker per core) is right; blocking work goes to the
+    // blocking pool (see `routes::respond`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        let addr = listener.local_addr()?;
+        // The first line of stdout, which scripts and the end-to-end test read to find us.
+        println!("blog listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, backend = sweeper.backend().name(), "serving");
+        axum::serve(listener, routes::router(app)).await
+    })?;
+    Ok(())
+}
+
+/// Logs to stderr (stdout carries only the URL line), at info level by default; `RUST_LOG`
+/// takes target=level directives, e.g. `RUST_LOG=info,cachesweeper=debug` for every hit and
+/// miss.
+fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}

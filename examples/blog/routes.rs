@@ -1,0 +1,349 @@
+//! The HTTP side: routes, handlers, and the one path every page takes to be rendered, timed by
+//! the cache, and answered.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use askama::Template;
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use cachesweeper::{StatsSnapshot, Sweeper};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, Vote};
+use crate::views::{ArticlePage, ErrorPage, IndexPage};
+
+/// The per-request cache figures header: `hits=H misses=M`.
+pub const CACHE_HEADER: &str = "x-fragment-cache";
+
+/// The longest author name and comment body accepted, in characters.
+const MAX_AUTHOR_CHARS: usize = 100;
+const MAX_BODY_CHARS: usize = 10_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    /// One connection, behind a mutex: SQLite serialises writers anyway, an in-memory database
+    /// exists only inside its connection, and a demo needs no pool.
+    db: Arc<Mutex<Connection>>,
+    /// The sweeper (also installed as the process default); each request renders through a
+    /// `scope()` of it, to count that request's hits and misses on their own.
+    sweeper: Sweeper,
+}
+
+impl App {
+    pub fn new(conn: Connection, sweeper: Sweeper) -> App {
+        App {
+            db: Arc::new(Mutex::new(conn)),
+            sweeper,
+        }
+    }
+
+    /// The connection. A handler that panicked while holding it leaves SQLite consistent (each
+    /// statement is atomic), so a poisoned lock is taken over rather than failing every request.
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/articles/{id}", get(article))
+        .route("/articles/{id}/comments", post(add_comment))
+        .route("/articles/{id}/comments/{cid}/like", post(like))
+        .route("/articles/{id}/comments/{cid}/dislike", post(dislike))
+        .route("/stats", get(stats))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// What a handler's blocking part produces.
+enum Reply {
+    /// An HTML page, already rendered.
+    Html(StatusCode, String),
+    /// 303 See Other, after a POST: the browser GETs the page again, so reloading it does not
+    /// vote twice.
+    SeeOther(String),
+}
+
+/// Why a request failed; each becomes an error page.
+enum Failure {
+    NotFound(String),
+    BadRequest(String),
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Failure {
+        Failure::Internal(format!("database: {error}"))
+    }
+}
+
+impl From<askama::Error> for Failure {
+    fn from(error: askama::Error) -> Failure {
+        Failure::Internal(format!("template: {error}"))
+    }
+}
+
+/// Renders `page` through this request's sweeper scope.
+fn html(status: StatusCode, page: &impl Template, scope: &Sweeper) -> Result<Reply, Failure> {
+    Ok(Reply::Html(status, page.render_with_values(scope)?))
+}
+
+/// Runs a handler's work and answers with its result, the request's cache figures in the
+/// `X-Fragment-Cache` header and in the log.
+///
+/// The work runs on tokio's blocking pool (`spawn_blocking`), never on a worker thread: SQLite
+/// queries and template rendering block, and rendering a fragment makes synchronous calls to the
+/// cache, up to a network round trip to memcached each. On a worker thread that would stall every
+/// other request scheduled there (2 workers on a 2-core machine: the whole server).
+async fn respond(
+    app: App,
+    request: String,
+    work: impl FnOnce(&App, &Sweeper) -> Result<Reply, Failure> + Send + 'static,
+) -> Response {
+    let outcome = tokio::task::spawn_blocking(move || {
+        let scope = app.sweeper.scope();
+        let reply = work(&app, &scope).or_else(|failure| error_page(failure, &scope));
+        (reply, scope.stats())
+    })
+    .await;
+    let (reply, cache) = match outcome {
+        Ok(done) => done,
+        Err(panic) => {
+            tracing::error!(%request, %panic, "handler panicked");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let figures = cache_figures(&cache);
+    let mut response = match reply {
+        Ok(Reply::Html(status, body)) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Ok(Reply::SeeOther(location)) => axum::response::Redirect::to(&location).into_response(),
+        // Even the error page failed to render: plain text.
+        Err(message) => (StatusCode::INTERNAL_SERVER_ERROR, message).into_response(),
+    };
+    let lookups = cache.hits + cache.misses;
+    // Rails prints `[h / n cache hits]` after each request; this is the same, plus round trips.
+    tracing::info!(
+        "{request} {} {figures} [{} / {lookups} cache hits] round_trips={} invalidations={}",
+        response.status().as_u16(),
+        cache.hits,
+        cache.round_trips,
+        cache.invalidations,
+    );
+    response.headers_mut().insert(
+        CACHE_HEADER,
+        HeaderValue::from_str(&figures).expect("digits and ASCII letters"),
+    );
+    response
+}
+
+/// The header's value and the log's figures: `hits=H misses=M`.
+fn cache_figures(stats: &StatsSnapshot) -> String {
+    format!("hits={} misses={}", stats.hits, stats.misses)
+}
+
+/// The error page for `failure`, or, if even that cannot be rendered, the reason as text.
+fn error_page(failure: Failure, scope: &Sweeper) -> Result<Reply, String> {
+    let (status, message) = match failure {
+        Failure::NotFound(message) => (StatusCode::NOT_FOUND, message),
+        Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+        Failure::Internal(message) => {
+            tracing::error!(%message, "request failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side.".to_owned(),
+            )
+        }
+    };
+    let page = ErrorPage {
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        message,
+    };
+    page.render_with_values(scope)
+        .map(|body| Reply::Html(status, body))
+        .map_err(|error| format!("{status}: {error}"))
+}
+
+/// A path segment as a record id; anything else names no record.
+fn id(segment: &str, what: &str) -> Result<i64, Failure> {
+    segment
+        .parse()
+        .map_err(|_| Failure::NotFound(format!("There is no {what} {segment:?}.")))
+}
+
+async fn index(State(app): State<App>) -> Response {
+    respond(app, "GET /".into(), |app, scope| {
+        let articles = db::article_summaries(&app.db())?;
+        html(StatusCode::OK, &IndexPage { articles }, scope)
+    })
+    .await
+}
+
+async fn article(State(app): State<App>, Path(article_id): Path<String>) -> Response {
+    let request = format!("GET /articles/{article_id}");
+    respond(app, request, move |app, scope| {
+        let id = id(&article_id, "article")?;
+        let (article, comments) = {
+            let conn = app.db();
+            let article = db::article(&conn, id)?
+                .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
+            (article, db::comments_of(&conn, id)?)
+        }; // the connection is released before rendering, which may wait on the cache
+        html(StatusCode::OK, &ArticlePage { article, comments }, scope)
+    })
+    .await
+}
+
+async fn like(State(app): State<App>, Path(ids): Path<(String, String)>) -> Response {
+    vote(app, ids, Vote::Like).await
+}
+
+async fn dislike(State(app): State<App>, Path(ids): Path<(String, String)>) -> Response {
+    vote(app, ids, Vote::Dislike).await
+}
+
+/// Records a vote, then invalidates the comment: its `touches = Article` bumps the article too,
+/// so the comment's fragment and every fragment of the article around it are re-rendered, and
+/// nothing else.
+async fn vote(app: App, (article_id, comment_id): (String, String), vote: Vote) -> Response {
+    let action = match vote {
+        Vote::Like => "like",
+        Vote::Dislike => "dislike",
+    };
+    let request = format!("POST /articles/{article_id}/comments/{comment_id}/{action}");
+    respond(app, request, move |app, scope| {
+        let no_such_comment = || {
+            Failure::NotFound(format!(
+                "There is no comment {comment_id} on article {article_id}."
+            ))
+        };
+        let article_id = id(&article_id, "article")?;
+        let comment_id = id(&comment_id, "comment").map_err(|_| no_such_comment())?;
+        let comment =
+            db::vote(&app.db(), article_id, comment_id, vote)?.ok_or_else(no_such_comment)?;
+        // After the commit, as the core asks: a render that starts from here sees the new
+        // versions. If the cache is unreachable the vote still counts; the error is logged and
+        // counted by the sweeper, and pages keep rendering (uncached while it is down).
+        if let Err(error) = scope.invalidate(&comment) {
+            tracing::warn!(%error, comment = comment.id, "could not invalidate the comment");
+        }
+        Ok(Reply::SeeOther(format!(
+            "/articles/{article_id}#comment-{comment_id}"
+        )))
+    })
+    .await
+}
+
+/// The add-comment form. Missing fields count as empty, so they get the same 400 message.
+#[derive(Deserialize)]
+struct NewComment {
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    body: String,
+}
+
+impl NewComment {
+    /// The trimmed author and body, or why they cannot be stored.
+    fn validate(&self) -> Result<(&str, &str), Failure> {
+        Ok((
+            field(&self.author, "author's name", MAX_AUTHOR_CHARS)?,
+            field(&self.body, "comment", MAX_BODY_CHARS)?,
+        ))
+    }
+}
+
+/// A form field trimmed, if it is neither empty nor longer than `max` characters.
+fn field<'a>(value: &'a str, name: &str, max: usize) -> Result<&'a str, Failure> {
+    let value = value.trim();
+    if value.is_empty() {
+        Err(Failure::BadRequest(format!(
+            "The {name} must not be empty."
+        )))
+    } else if value.chars().count() > max {
+        Err(Failure::BadRequest(format!(
+            "The {name} must be at most {max} characters long."
+        )))
+    } else {
+        Ok(value)
+    }
+}
+
+async fn add_comment(
+    State(app): State<App>,
+    Path(article_id): Path<String>,
+    form: Result<Form<NewComment>, FormRejection>,
+) -> Response {
+    let request = format!("POST /articles/{article_id}/comments");
+    respond(app, request, move |app, scope| {
+        let id = id(&article_id, "article")?;
+        let conn = app.db();
+        let article = db::article(&conn, id)?
+            .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
+        let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+        let (author, body) = form.validate()?;
+        let comment = db::add_comment(&conn, id, author, body, chrono::Utc::now())?;
+        drop(conn);
+        // The list fragment and the article's other fragments are keyed on the article: bumping
+        // it makes them miss once, and the page shows the new comment.
+        if let Err(error) = scope.invalidate(&article) {
+            tracing::warn!(%error, article = id, "could not invalidate the article");
+        }
+        Ok(Reply::SeeOther(format!(
+            "/articles/{id}#comment-{}",
+            comment.id
+        )))
+    })
+    .await
+}
+
+async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response {
+    let request = format!("{method} {uri}");
+    respond(app, request, move |_, _| {
+        Err(Failure::NotFound(format!("There is no page at {uri}.")))
+    })
+    .await
+}
+
+/// `GET /stats`: the sweeper's counters since start, for every request together.
+#[derive(Serialize)]
+struct Stats {
+    backend: String,
+    hits: u64,
+    misses: u64,
+    errors: u64,
+    round_trips: u64,
+    invalidations: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+    oversized: u64,
+    corrupt: u64,
+}
+
+async fn stats(State(app): State<App>) -> Json<Stats> {
+    // Reading atomics only: no need for the blocking pool.
+    let s = app.sweeper.stats();
+    Json(Stats {
+        backend: app.sweeper.backend().name().to_owned(),
+        hits: s.hits,
+        misses: s.misses,
+        errors: s.errors,
+        round_trips: s.round_trips,
+        invalidations: s.invalidations,
+        bytes_read: s.bytes_read,
+        bytes_written: s.bytes_written,
+        oversized: s.oversized,
+        corrupt: s.corrupt,
+    })
+}

@@ -1,0 +1,40 @@
+//! The pages, as Askama templates (in `templates/blog/`), and what each one is given to render.
+//!
+//! Templates are rendered with a per-request sweeper scope (`render_with_values(&scope)`, in
+//! `routes.rs`), so the cache figures of each response are its own.
+
+use askama::Template;
+
+use crate::models::{Article, ArticleSummary, Comment};
+
+/// The short name `cachesweeper(...)` in this module's templates: Askama looks for custom
+/// filters in the `filters` module beside the template struct. `index.html` shows the other
+/// style, the full path, which needs no such module.
+mod filters {
+    pub use cachesweeper::filters::cachesweeper;
+}
+
+/// `GET /`: every article, one cached row each.
+#[derive(Template)]
+#[template(path = "blog/index.html")]
+pub struct IndexPage {
+    pub articles: Vec<ArticleSummary>,
+}
+
+/// `GET /articles/{id}`: the article and its comments, as nested fragments.
+#[derive(Template)]
+#[template(path = "blog/article.html")]
+pub struct ArticlePage {
+    pub article: Article,
+    pub comments: Vec<Comment>,
+}
+
+/// Any page that is an error: 404, 400, 500.
+#[derive(Template)]
+#[template(path = "blog/error.html")]
+pub struct ErrorPage {
+    /// The status line's text, e.g. "Not Found".
+    pub title: String,
+    /// What went wrong, for the reader.
+    pub message: String,
+}
