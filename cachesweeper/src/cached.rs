@@ -24,12 +24,14 @@ use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::default_sweeper, default
 ///
 /// #[derive(Template)]
 /// #[template(
-///     source = "{% for c in comments %}{{ cachesweeper::cached(c, 500, view(c)) }}{% endfor %}",
+///     source = "{% for c in comments %}{{ cachesweeper::cached(c, 500, self.view(c)) }}{% endfor %}",
 ///     ext = "html"
 /// )]
 /// struct Page<'a> { comments: &'a [Comment] }
 ///
-/// fn view(comment: &Comment) -> CommentView<'_> { CommentView { comment } }
+/// impl<'a> Page<'a> {
+///     fn view(&self, comment: &'a Comment) -> CommentView<'a> { CommentView { comment } }
+/// }
 ///
 /// let comments = [Comment { id: 1, body: "<b>hi</b>".into() }];
 /// let html = Page { comments: &comments }.render()?;

@@ -33,7 +33,7 @@ pub fn default_sweeper() -> Sweeper {
 /// The sweeper a render should use: the one in its runtime values, else the default.
 pub(crate) fn sweeper_for(values: &dyn askama::Values) -> Sweeper {
     askama::get_value::<Sweeper>(values, VALUES_KEY)
-        .map(Sweeper::clone)
+        .cloned()
         .unwrap_or_else(|_| default_sweeper())
 }
 

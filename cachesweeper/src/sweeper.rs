@@ -139,7 +139,10 @@ impl Sweeper {
     /// The counters so far: of this scope if it is one (see [`scope`](Self::scope)), else of
     /// the sweeper and all its scopes.
     pub fn stats(&self) -> StatsSnapshot {
-        self.scope.as_deref().unwrap_or(&self.inner.stats).snapshot()
+        self.scope
+            .as_deref()
+            .unwrap_or(&self.inner.stats)
+            .snapshot()
     }
 
     /// A handle on the same cache whose [`stats`](Self::stats) count only what is done through
@@ -362,5 +365,13 @@ impl Sweeper {
 impl askama::Values for Sweeper {
     fn get_value<'a>(&'a self, key: &str) -> Option<&'a dyn std::any::Any> {
         (key == crate::VALUES_KEY).then_some(self as &dyn std::any::Any)
+    }
+}
+
+/// Lets a sweeper sit in Askama's value collections next to other runtime values:
+/// `template.render_with_values(&(VALUES_KEY, sweeper.clone()))`.
+impl askama::Value for Sweeper {
+    fn ref_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

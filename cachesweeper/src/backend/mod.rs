@@ -13,14 +13,14 @@ use crate::Result;
 
 pub mod conformance;
 mod embedded;
-mod null;
 #[cfg(feature = "memcache")]
 mod memcached;
+mod null;
 
 pub use embedded::Embedded;
-pub use null::Null;
 #[cfg(feature = "memcache")]
 pub use memcached::{Memcached, MemcachedBuilder};
+pub use null::Null;
 
 /// One value to store, with its time to live (`None`: until evicted).
 #[derive(Debug, Clone, Copy)]
