@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     hits: AtomicU64,
+    l1_hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
     bytes_read: AtomicU64,
@@ -17,8 +18,13 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn hit(&self, bytes: usize) {
+    pub(crate) fn hit(&self) {
         self.hits.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn l1_hit(&self) {
+        self.l1_hits.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn read(&self, bytes: usize) {
         self.bytes_read.fetch_add(bytes as u64, Relaxed);
     }
     pub(crate) fn miss(&self) {
@@ -46,6 +52,7 @@ impl Stats {
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             hits: self.hits.load(Relaxed),
+            l1_hits: self.l1_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             errors: self.errors.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
@@ -72,11 +79,13 @@ impl Stats {
 pub struct StatsSnapshot {
     /// Fragments served from the cache.
     pub hits: u64,
+    /// Fragment lookups answered by the process-local L1, without a round trip.
+    pub l1_hits: u64,
     /// Fragments rendered because the cache had no usable value (including after errors).
     pub misses: u64,
     /// Backend calls that failed; each was treated as a miss.
     pub errors: u64,
-    /// Bytes of fragments served from the cache.
+    /// Bytes of fragments read from the backend (not the L1).
     pub bytes_read: u64,
     /// Bytes of fragments stored.
     pub bytes_written: u64,
@@ -96,6 +105,7 @@ impl std::ops::Sub for StatsSnapshot {
     fn sub(self, earlier: StatsSnapshot) -> StatsSnapshot {
         StatsSnapshot {
             hits: self.hits.saturating_sub(earlier.hits),
+            l1_hits: self.l1_hits.saturating_sub(earlier.l1_hits),
             misses: self.misses.saturating_sub(earlier.misses),
             errors: self.errors.saturating_sub(earlier.errors),
             bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::{Backend, Embedded, SetItem};
 use crate::keys::{KeyParts, KeySpace, Version};
+use crate::l1::L1;
+use crate::session::{Session, Slot, Wanted, Write};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::{Error, ModelRef, Result, Sweepable, value};
 
@@ -44,6 +46,8 @@ pub struct Sweeper {
     inner: Arc<Inner>,
     /// A scope's own counters, kept in addition to the shared ones (see [`Sweeper::scope`]).
     scope: Option<Arc<Stats>>,
+    /// The page render this handle belongs to, if any (see [`Sweeper::render`]).
+    session: Option<Arc<Session>>,
 }
 
 #[derive(Debug)]
@@ -52,6 +56,7 @@ struct Inner {
     keys: KeySpace,
     stats: Stats,
     last_warning: AtomicU64,
+    l1: Option<L1>,
 }
 
 /// Configures a [`Sweeper`].
@@ -60,6 +65,7 @@ struct Inner {
 pub struct SweeperBuilder {
     namespace: Option<String>,
     backend: Option<Arc<dyn Backend>>,
+    l1_bytes: Option<u64>,
 }
 
 impl SweeperBuilder {
@@ -82,20 +88,36 @@ impl SweeperBuilder {
         self
     }
 
+    /// Bounds the process-local L1 of fragments in front of a remote backend; 0 turns it off.
+    /// By default it holds 32 MiB in front of a remote backend (memcached) and is off in front
+    /// of a local one. A fragment key's content never changes, so the L1 never serves stale
+    /// content; only version lookups must reach the shared backend.
+    pub fn l1(mut self, max_bytes: u64) -> Self {
+        self.l1_bytes = Some(max_bytes);
+        self
+    }
+
     /// Checks the configuration and builds the sweeper.
     pub fn build(self) -> Result<Sweeper> {
         let keys = KeySpace::new(self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
         let backend = self
             .backend
             .unwrap_or_else(|| Arc::new(Embedded::new(DEFAULT_EMBEDDED_BYTES)));
+        let l1_bytes = self.l1_bytes.unwrap_or(if backend.is_local() {
+            0
+        } else {
+            crate::l1::DEFAULT_L1_BYTES
+        });
         Ok(Sweeper {
             inner: Arc::new(Inner {
+                l1: (l1_bytes > 0).then(|| L1::new(l1_bytes)),
                 backend,
                 keys,
                 stats: Stats::default(),
                 last_warning: AtomicU64::new(0),
             }),
             scope: None,
+            session: None,
         })
     }
 }
@@ -159,6 +181,7 @@ impl Sweeper {
         Sweeper {
             inner: Arc::clone(&self.inner),
             scope: Some(Arc::new(Stats::default())),
+            session: self.session.clone(),
         }
     }
 
@@ -280,7 +303,9 @@ impl Sweeper {
     /// record's current version, else from `render`, stored for `ttl`.
     ///
     /// Fails open: a cache error is counted in [`stats`](Self::stats), logged, and treated as a
-    /// miss. Only `render`'s own error is returned, and nothing is stored then.
+    /// miss. Only `render`'s own error is returned, and nothing is stored then. Inside
+    /// [`render`](Self::render) the lookups of a whole page are batched; outside it each call
+    /// costs a version lookup (for counter-versioned records) and a fragment lookup.
     pub fn fragment<R, E>(
         &self,
         record: &R,
@@ -291,74 +316,362 @@ impl Sweeper {
     where
         R: Sweepable + ?Sized,
     {
-        let ttl = ttl.ttl();
-        let key = match ttl {
-            Some(_) => self
-                .version(record)
-                .ok()
-                .map(|version| self.key_at(record, &version, parts)),
-            None => None,
+        let Some(ttl) = ttl.ttl() else {
+            self.count(Stats::miss);
+            return render();
         };
-        if let Some(key) = &key
-            && let Some(hit) = self.lookup(key)
-        {
-            return Ok(hit);
+        match &self.session {
+            Some(session) => self.fragment_in_session(session, record, ttl, parts, render),
+            None => self.fragment_alone(record, ttl, parts, render),
         }
+    }
+
+    /// One fragment, on its own: a version lookup, a fragment lookup, and a store on a miss.
+    fn fragment_alone<R, E>(
+        &self,
+        record: &R,
+        ttl: Duration,
+        parts: &KeyParts,
+        render: impl FnOnce() -> Result<String, E>,
+    ) -> Result<String, E>
+    where
+        R: Sweepable + ?Sized,
+    {
+        let key = self
+            .version(record)
+            .ok()
+            .map(|v| self.key_at(record, &v, parts));
+        if let Some(key) = &key
+            && let Some(html) = self.fetch_fragments(&[key.as_str()]).pop().flatten()
+        {
+            self.count_hit(key, &html);
+            return Ok(html);
+        }
+        self.count_miss::<R>(key.as_deref());
+        let html = render()?;
+        if let Some(key) = key
+            && let Some(write) = self.prepare_write(key, &html, ttl)
+        {
+            self.store(vec![write]);
+        }
+        Ok(html)
+    }
+
+    /// One fragment of a page being rendered by [`render`](Self::render).
+    fn fragment_in_session<R, E>(
+        &self,
+        session: &Session,
+        record: &R,
+        ttl: Duration,
+        parts: &KeyParts,
+        render: impl FnOnce() -> Result<String, E>,
+    ) -> Result<String, E>
+    where
+        R: Sweepable + ?Sized,
+    {
+        let field = record.sweeper_version_field();
+        let counter_key = R::COUNTER.then(|| self.counter_key(record));
+        let mut state = session.state();
+        let recording = state.recording;
+        let counter = match &counter_key {
+            None => None,
+            Some(k) if state.failed_counters.contains(k) => {
+                // The version cannot be known: render, and store nothing.
+                drop(state);
+                self.count_miss::<R>(None);
+                return render();
+            }
+            Some(k) => match state.versions.get(k) {
+                Some(&value) => Some(value),
+                None if recording => {
+                    state.wanted.push(Wanted {
+                        model: R::MODEL,
+                        record_key: record.sweeper_key().into_owned(),
+                        counter_key,
+                        field,
+                        parts: parts.clone(),
+                    });
+                    state.unresolved += 1;
+                    return Ok(String::new());
+                }
+                None => {
+                    // The final pass met a fragment no record pass saw (a template whose
+                    // output changes between passes): look it up on its own.
+                    drop(state);
+                    return self.fragment_alone(record, ttl, parts, render);
+                }
+            },
+        };
+        let version = Version { field, counter };
+        let key = self.key_at(record, &version, parts);
+        match state.slots.get_mut(&key) {
+            Some(Slot::Cached { html, counted }) => {
+                if !*counted {
+                    *counted = true;
+                    self.count_hit(&key, html);
+                }
+                Ok(html.clone())
+            }
+            Some(Slot::Rendered(html)) => Ok(html.clone()),
+            None if recording => {
+                state.wanted.push(Wanted {
+                    model: R::MODEL,
+                    record_key: record.sweeper_key().into_owned(),
+                    counter_key: None,
+                    field: version.field,
+                    parts: parts.clone(),
+                });
+                state.unresolved += 1;
+                Ok(String::new())
+            }
+            None => {
+                drop(state);
+                self.fragment_alone(record, ttl, parts, render)
+            }
+            Some(Slot::Missed) => {
+                let unresolved_before = state.unresolved;
+                drop(state);
+                let html = render()?;
+                let mut state = session.state();
+                if state.unresolved > unresolved_before {
+                    // Fragments inside are not known yet: the next pass renders this again.
+                    return Ok(html);
+                }
+                self.count_miss::<R>(Some(&key));
+                if let Some(write) = self.prepare_write(key.clone(), &html, ttl) {
+                    state.writes.push(write);
+                }
+                state.slots.insert(key, Slot::Rendered(html.clone()));
+                Ok(html)
+            }
+        }
+    }
+
+    /// Renders a page with every fragment lookup batched: the page costs a constant number of
+    /// round trips however many fragments it holds (two per level of nesting that misses, none
+    /// for what the L1 holds), versions are looked up once per record, and everything rendered
+    /// is stored in one batch.
+    ///
+    /// The template is rendered more than once (cheap passes that skip fragment bodies, then
+    /// the real one), so its non-fragment parts should not have side effects; each fragment body
+    /// is rendered at most once.
+    ///
+    /// ```
+    /// use askama::Template;
+    /// use cachesweeper::{Sweepable, Sweeper};
+    ///
+    /// #[derive(Sweepable)]
+    /// struct Comment { id: i64, body: String }
+    ///
+    /// #[derive(Template)]
+    /// #[template(ext = "html", source = "{% for c in comments %}\
+    ///     {% filter cachesweeper::filters::cachesweeper(c, 60) %}<p>{{ c.body }}</p>{% endfilter %}\
+    ///     {% endfor %}")]
+    /// struct Page { comments: Vec<Comment> }
+    ///
+    /// let sweeper = Sweeper::embedded();
+    /// let page = Page { comments: (0..100).map(|id| Comment { id, body: "hi".into() }).collect() };
+    /// sweeper.render(&page)?;
+    /// let before = sweeper.stats();
+    /// assert_eq!(sweeper.render(&page)?.matches("<p>hi</p>").count(), 100);
+    /// let warm = sweeper.stats() - before;
+    /// assert_eq!((warm.hits, warm.round_trips), (100, 2)); // one batch of versions, one of fragments
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn render<T: askama::Template + ?Sized>(&self, page: &T) -> askama::Result<String> {
+        let run = Sweeper {
+            inner: Arc::clone(&self.inner),
+            scope: self.scope.clone(),
+            session: Some(Arc::new(Session::default())),
+        };
+        let session = run.session.as_deref().expect("just set");
+        for _ in 0..MAX_RECORD_PASSES {
+            {
+                let mut state = session.state();
+                state.recording = true;
+                state.unresolved = 0;
+            }
+            page.render_with_values(&run)?;
+            let wanted = std::mem::take(&mut session.state().wanted);
+            if wanted.is_empty() {
+                break;
+            }
+            run.prefetch(session, wanted);
+        }
+        session.state().recording = false;
+        let html = page.render_with_values(&run)?;
+        let writes = std::mem::take(&mut session.state().writes);
+        run.store(writes);
+        Ok(html)
+    }
+
+    /// Fetches what a record pass wanted: the unknown versions in one batch, then the unknown
+    /// fragments in one batch.
+    fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) {
+        let counters: Vec<&str> = {
+            let state = session.state();
+            let mut seen = std::collections::HashSet::new();
+            wanted
+                .iter()
+                .filter_map(|w| w.counter_key.as_deref())
+                .filter(|k| !state.versions.contains_key(*k) && seen.insert(*k))
+                .collect()
+        };
+        if !counters.is_empty() {
+            let fetched = self.call(|b| b.incr_many(&counters, 0, counter_seed()));
+            let mut state = session.state();
+            match fetched {
+                Ok(values) => {
+                    for (key, value) in counters.iter().zip(values) {
+                        state.versions.insert((*key).to_owned(), value);
+                    }
+                }
+                Err(_) => {
+                    for key in &counters {
+                        state.failed_counters.insert((*key).to_owned());
+                    }
+                }
+            }
+        }
+        let keys: Vec<String> = {
+            let state = session.state();
+            let mut seen = std::collections::HashSet::new();
+            wanted
+                .into_iter()
+                .filter_map(|w| {
+                    let counter = match &w.counter_key {
+                        Some(k) => Some(*state.versions.get(k)?),
+                        None => None,
+                    };
+                    let version = Version {
+                        field: w.field,
+                        counter,
+                    };
+                    Some(
+                        self.inner
+                            .keys
+                            .fragment_key(w.model, &w.record_key, &version, &w.parts),
+                    )
+                })
+                .filter(|k| !state.slots.contains_key(k) && seen.insert(k.clone()))
+                .collect()
+        };
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let found = self.fetch_fragments(&refs);
+        let mut state = session.state();
+        for (key, html) in keys.into_iter().zip(found) {
+            let slot = match html {
+                Some(html) => Slot::Cached {
+                    html,
+                    counted: false,
+                },
+                None => Slot::Missed,
+            };
+            state.slots.insert(key, slot);
+        }
+    }
+
+    /// The stored fragments under `keys`, in order: from the L1 where it has them, the rest
+    /// from the backend in one batch. A failed batch or an unreadable value is a miss.
+    fn fetch_fragments(&self, keys: &[&str]) -> Vec<Option<String>> {
+        let mut found: Vec<Option<String>> = vec![None; keys.len()];
+        let mut remote = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            match self.inner.l1.as_ref().and_then(|l1| l1.get(key)) {
+                Some(html) => {
+                    self.count(Stats::l1_hit);
+                    found[i] = Some(html);
+                }
+                None => remote.push(i),
+            }
+        }
+        if remote.is_empty() {
+            return found;
+        }
+        let remote_keys: Vec<&str> = remote.iter().map(|&i| keys[i]).collect();
+        let Ok(values) = self.call(|b| b.get_many(&remote_keys)) else {
+            return found;
+        };
+        for (i, stored) in remote.into_iter().zip(values) {
+            let Some(stored) = stored else { continue };
+            let len = stored.len();
+            match value::decode(stored) {
+                Some(html) => {
+                    self.count(|s| s.read(len));
+                    if let Some(l1) = &self.inner.l1 {
+                        l1.insert(keys[i], &html, None);
+                    }
+                    found[i] = Some(html);
+                }
+                None => {
+                    self.count(Stats::corrupt);
+                    tracing::debug!(
+                        key = keys[i],
+                        "cachesweeper: stored value is not a fragment; re-rendering"
+                    );
+                }
+            }
+        }
+        found
+    }
+
+    fn count_hit(&self, key: &str, html: &str) {
+        self.count(Stats::hit);
+        tracing::debug!(key, bytes = html.len(), "cachesweeper hit");
+    }
+
+    fn count_miss<R: Sweepable + ?Sized>(&self, key: Option<&str>) {
         self.count(Stats::miss);
         tracing::debug!(
             model = R::MODEL,
-            key = key.as_deref().unwrap_or("-"),
+            key = key.unwrap_or("-"),
             "cachesweeper miss"
         );
-        let fragment = render()?;
-        if let (Some(key), Some(ttl)) = (key, ttl) {
-            self.store(&key, &fragment, ttl);
-        }
-        Ok(fragment)
     }
 
-    /// A usable stored fragment under `key`, counting the hit; `None` on a miss of any kind.
-    fn lookup(&self, key: &str) -> Option<String> {
-        let stored = self.call(|b| b.get_many(&[key])).ok()?.pop()??;
-        let len = stored.len();
-        match value::decode(stored) {
-            Some(fragment) => {
-                self.count(|s| s.hit(len));
-                tracing::debug!(key, bytes = len, "cachesweeper hit");
-                Some(fragment)
-            }
-            None => {
-                self.count(Stats::corrupt);
-                tracing::debug!(
-                    key,
-                    "cachesweeper: stored value is not a fragment; re-rendering"
-                );
-                None
-            }
-        }
-    }
-
-    fn store(&self, key: &str, fragment: &str, ttl: Duration) {
-        if value::encoded_len(fragment.len()) > self.inner.backend.max_value_len() {
+    /// The write of a rendered fragment, or `None` if it is too large for the backend.
+    fn prepare_write(&self, key: String, html: &str, ttl: Duration) -> Option<Write> {
+        if value::encoded_len(html.len()) > self.inner.backend.max_value_len() {
             self.count(Stats::oversized);
             tracing::debug!(
                 key,
-                bytes = fragment.len(),
+                bytes = html.len(),
                 "cachesweeper: fragment too large to store"
             );
+            return None;
+        }
+        if let Some(l1) = &self.inner.l1 {
+            l1.insert(&key, html, Some(ttl));
+        }
+        Some(Write {
+            bytes: value::encode(html),
+            key,
+            ttl,
+        })
+    }
+
+    /// Stores rendered fragments, in one batch.
+    fn store(&self, writes: Vec<Write>) {
+        if writes.is_empty() {
             return;
         }
-        let bytes = value::encode(fragment);
-        let item = SetItem {
-            key,
-            value: &bytes,
-            ttl: Some(ttl),
-        };
-        if self.call(|b| b.set_many(&[item])).is_ok() {
-            self.count(|s| s.written(bytes.len()));
+        let items: Vec<SetItem<'_>> = writes
+            .iter()
+            .map(|w| SetItem {
+                key: &w.key,
+                value: &w.bytes,
+                ttl: Some(w.ttl),
+            })
+            .collect();
+        if self.call(|b| b.set_many(&items)).is_ok() {
+            let bytes: usize = writes.iter().map(|w| w.bytes.len()).sum();
+            self.count(|s| s.written(bytes));
         }
     }
 }
+
+/// How deep fragments may nest before the final pass looks the rest up one by one.
+const MAX_RECORD_PASSES: usize = 16;
 
 /// Askama's runtime values: `template.render_with_values(&sweeper)` renders with this sweeper
 /// instead of the process-wide default.

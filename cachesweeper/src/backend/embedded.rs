@@ -161,6 +161,10 @@ impl Backend for Embedded {
             .collect()
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn delete(&self, key: &str) -> Result<bool> {
         Ok(self.cache.remove(key).is_some())
     }

@@ -65,6 +65,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn max_value_len(&self) -> usize {
         1024 * 1024
     }
+
+    /// Whether the store lives in this process, so that a process-local L1 in front of it
+    /// would only hold a second copy.
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 macro_rules! forward_backend {
@@ -90,6 +96,9 @@ macro_rules! forward_backend {
             }
             fn max_value_len(&self) -> usize {
                 (**self).max_value_len()
+            }
+            fn is_local(&self) -> bool {
+                (**self).is_local()
             }
         }
     )*};

@@ -38,6 +38,10 @@ impl Backend for Null {
         Ok(vec![initial; keys.len()])
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn delete(&self, _: &str) -> Result<bool> {
         Ok(false)
     }
