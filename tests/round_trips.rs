@@ -1,0 +1,222 @@
+//! Pages cost a constant number of cache round trips, whatever the number of fragments:
+//! counted through the backend itself (a counting wrapper), for N = 10, 100 and 1000.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use askama::Template;
+use cachesweeper::backend::{Backend, Embedded, Memcached, SetItem};
+use cachesweeper::{Result, Sweeper};
+use cachesweeper_suite::memcached::MemcachedProcess;
+use common::{Article, Comment, Page, Renders, article, comment};
+
+/// Counts calls and keys per kind of backend operation.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Backend>,
+    calls: AtomicUsize,
+    counter_keys: AtomicUsize,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Backend>) -> Arc<Counting> {
+        Arc::new(Counting { inner, calls: AtomicUsize::new(0), counter_keys: AtomicUsize::new(0) })
+    }
+    fn take(&self) -> (usize, usize) {
+        (self.calls.swap(0, Relaxed), self.counter_keys.swap(0, Relaxed))
+    }
+}
+
+impl Backend for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.calls.fetch_add(1, Relaxed);
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+        self.calls.fetch_add(1, Relaxed);
+        self.inner.set_many(items)
+    }
+    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.calls.fetch_add(1, Relaxed);
+        self.inner.add(key, value, ttl)
+    }
+    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+        self.calls.fetch_add(1, Relaxed);
+        self.counter_keys.fetch_add(keys.len(), Relaxed);
+        self.inner.incr_many(keys, delta, initial)
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.calls.fetch_add(1, Relaxed);
+        self.inner.delete(key)
+    }
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+}
+
+/// A flat page: one fragment per comment.
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ renders.tick(\"comment\") }}{{ c.body }}</p>{% endfilter %}{% endfor %}"
+)]
+struct Flat<'a> {
+    comments: &'a [Comment],
+    renders: &'a Renders,
+}
+
+/// Russian doll: the list is a fragment of the article, each comment a fragment inside it; the
+/// article's header uses the article's version too (one version lookup for both).
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% filter cachesweeper::filters::cachesweeper(article, 600, \"head\") %}<h1>{{ article.title }}</h1>{% endfilter %}\
+{% filter cachesweeper::filters::cachesweeper(article, 600, \"list\") %}{{ renders.tick(\"list\") }}<ol>\
+{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<li>{{ renders.tick(\"comment\") }}{{ c.body }}</li>{% endfilter %}{% endfor %}\
+</ol>{% endfilter %}"
+)]
+struct Nested<'a> {
+    article: &'a Article,
+    comments: &'a [Comment],
+    renders: &'a Renders,
+}
+
+/// Field-versioned records: no version round trip at all.
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% for p in pages %}{% filter cachesweeper::filters::cachesweeper(p, 600) %}<a>{{ p.slug }}</a>{% endfilter %}{% endfor %}"
+)]
+struct Pages<'a> {
+    pages: &'a [Page],
+}
+
+struct Setup {
+    name: &'static str,
+    sweeper: Sweeper,
+    counting: Arc<Counting>,
+    l1: bool,
+    _server: Option<MemcachedProcess>,
+}
+
+fn setups() -> Vec<Setup> {
+    let mut out = Vec::new();
+    let embedded = Counting::new(Arc::new(Embedded::new(64 << 20)));
+    out.push(Setup {
+        name: "embedded",
+        sweeper: Sweeper::builder().shared_backend(embedded.clone()).build().unwrap(),
+        counting: embedded,
+        l1: false,
+        _server: None,
+    });
+    for l1 in [false, true] {
+        let Some(server) = MemcachedProcess::start() else { break };
+        let counting = Counting::new(Arc::new(Memcached::from_url(&server.url()).unwrap()));
+        let builder = Sweeper::builder().shared_backend(counting.clone());
+        let sweeper = if l1 { builder } else { builder.l1(0) }.build().unwrap();
+        out.push(Setup {
+            name: if l1 { "memcached+l1" } else { "memcached" },
+            sweeper,
+            counting,
+            l1,
+            _server: Some(server),
+        });
+    }
+    out
+}
+
+#[test]
+fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
+    for setup in setups() {
+        for n in [10, 100, 1000] {
+            let comments: Vec<Comment> = (0..n).map(|id| comment(id + 10_000 * n, 1)).collect();
+            let renders = Renders::default();
+            let page = Flat { comments: &comments, renders: &renders };
+            let label = format!("{} N={n}", setup.name);
+
+            let cold = setup.sweeper.render(&page).unwrap();
+            // versions, fragments, one write
+            assert_eq!(setup.counting.take(), (3, n as usize), "{label}: cold");
+            assert_eq!(renders.take().get("comment"), Some(&(n as u32)), "{label}: each body once");
+
+            let before = setup.sweeper.stats();
+            let warm = setup.sweeper.render(&page).unwrap();
+            let expected_calls = if setup.l1 { 1 } else { 2 };
+            assert_eq!(setup.counting.take(), (expected_calls, n as usize), "{label}: warm");
+            assert_eq!(warm, cold, "{label}");
+            assert!(renders.take().is_empty(), "{label}: nothing rendered when warm");
+            let stats = setup.sweeper.stats() - before;
+            assert_eq!((stats.hits, stats.misses), (n as u64, 0), "{label}");
+            assert_eq!(stats.round_trips, expected_calls as u64, "{label}: stats agree");
+        }
+    }
+}
+
+#[test]
+fn nested_fragments_are_fetched_level_by_level() {
+    for setup in setups() {
+        for n in [10, 100, 1000] {
+            let article = article(n);
+            let mut comments: Vec<Comment> = (0..n).map(|id| comment(id + 10_000 * n, n)).collect();
+            let renders = Renders::default();
+            let label = format!("{} N={n}", setup.name);
+            let render = |comments: &[Comment]| {
+                setup.sweeper.render(&Nested { article: &article, comments, renders: &renders }).unwrap()
+            };
+
+            let cold = render(&comments);
+            // level 1: versions + fragments; level 2: versions + fragments; one write.
+            assert_eq!(setup.counting.take(), (5, 1 + n as usize), "{label}: cold");
+            assert_eq!(renders.take().get("comment"), Some(&(n as u32)), "{label}");
+
+            let warm = render(&comments);
+            assert_eq!(warm, cold, "{label}");
+            let expected = if setup.l1 { (1, 1) } else { (2, 1) };
+            assert_eq!(setup.counting.take(), expected, "{label}: warm, the article's version once");
+
+            // A vote on one comment: the article's fragments and that comment miss.
+            comments[3].likes += 1;
+            setup.sweeper.invalidate(&comments[3]).unwrap();
+            setup.counting.take();
+            let before = setup.sweeper.stats();
+            render(&comments);
+            let stats = setup.sweeper.stats() - before;
+            let (calls, _) = setup.counting.take();
+            // Level 1: versions, the article's new keys; level 2: versions, the one new key
+            // (the L1 answers the rest where there is one); one write.
+            assert_eq!(calls, 5, "{label}: after a vote");
+            assert_eq!(renders.take().get("comment"), Some(&1), "{label}");
+            assert_eq!((stats.hits, stats.misses), (n as u64 - 1, 3), "{label}");
+        }
+    }
+}
+
+#[test]
+fn field_versioned_records_need_no_version_round_trip() {
+    for setup in setups() {
+        let pages: Vec<Page> = (0..100).map(|i| Page { slug: format!("p{i}"), revision: 1 }).collect();
+        setup.sweeper.render(&Pages { pages: &pages }).unwrap();
+        assert_eq!(setup.counting.take(), (2, 0), "{}: cold: fragments, write", setup.name);
+        setup.sweeper.render(&Pages { pages: &pages }).unwrap();
+        let expected = if setup.l1 { 0 } else { 1 };
+        assert_eq!(setup.counting.take(), (expected, 0), "{}: warm", setup.name);
+    }
+}
+
+#[test]
+fn a_page_render_equals_a_plain_render() {
+    let sweeper = Sweeper::embedded();
+    let article = article(1);
+    let comments: Vec<Comment> = (0..20).map(|id| comment(id, 1)).collect();
+    let renders = Renders::default();
+    let page = Nested { article: &article, comments: &comments, renders: &renders };
+    let plain = page.render_with_values(&Sweeper::builder().backend(cachesweeper::backend::Null).build().unwrap()).unwrap();
+    assert_eq!(sweeper.render(&page).unwrap(), plain);
+    assert_eq!(sweeper.render(&page).unwrap(), plain);
+}
