@@ -233,6 +233,20 @@ fn scenario(backend: &str, cache_args: &[&str]) {
     assert!(stats.invalidations >= 3, "{stats:?}");
     assert_eq!(reference.stats().hits, 0, "the uncached server hit");
 
+    // Constant round trips per page (Sweeper::render): two per level of fragments that misses
+    // (versions, then fragments) plus one batched write; warm, the article's version and its
+    // list fragment, or only the version where the L1 holds the fragments (memcached).
+    let warm_round_trips = if backend == "memcached" { 1 } else { 2 };
+    let expected = [("cold", 5), ("warm", warm_round_trips), ("voted", 5)];
+    for ((page, _, round_trips), (expected_page, expected_round_trips)) in
+        figures.iter().zip(expected)
+    {
+        assert_eq!(
+            (*page, *round_trips),
+            (expected_page, expected_round_trips),
+            "{backend}: round trips"
+        );
+    }
     for (page, (hits, misses), round_trips) in figures {
         eprintln!(
             "{backend}: article page of {COMMENTS} comments, {page}: hits={hits} misses={misses} round_trips={round_trips}"

@@ -23,10 +23,17 @@ struct Counting {
 
 impl Counting {
     fn new(inner: Arc<dyn Backend>) -> Arc<Counting> {
-        Arc::new(Counting { inner, calls: AtomicUsize::new(0), counter_keys: AtomicUsize::new(0) })
+        Arc::new(Counting {
+            inner,
+            calls: AtomicUsize::new(0),
+            counter_keys: AtomicUsize::new(0),
+        })
     }
     fn take(&self) -> (usize, usize) {
-        (self.calls.swap(0, Relaxed), self.counter_keys.swap(0, Relaxed))
+        (
+            self.calls.swap(0, Relaxed),
+            self.counter_keys.swap(0, Relaxed),
+        )
     }
 }
 
@@ -110,13 +117,18 @@ fn setups() -> Vec<Setup> {
     let embedded = Counting::new(Arc::new(Embedded::new(64 << 20)));
     out.push(Setup {
         name: "embedded",
-        sweeper: Sweeper::builder().shared_backend(embedded.clone()).build().unwrap(),
+        sweeper: Sweeper::builder()
+            .shared_backend(embedded.clone())
+            .build()
+            .unwrap(),
         counting: embedded,
         l1: false,
         _server: None,
     });
     for l1 in [false, true] {
-        let Some(server) = MemcachedProcess::start() else { break };
+        let Some(server) = MemcachedProcess::start() else {
+            break;
+        };
         let counting = Counting::new(Arc::new(Memcached::from_url(&server.url()).unwrap()));
         let builder = Sweeper::builder().shared_backend(counting.clone());
         let sweeper = if l1 { builder } else { builder.l1(0) }.build().unwrap();
@@ -137,23 +149,40 @@ fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
         for n in [10, 100, 1000] {
             let comments: Vec<Comment> = (0..n).map(|id| comment(id + 10_000 * n, 1)).collect();
             let renders = Renders::default();
-            let page = Flat { comments: &comments, renders: &renders };
+            let page = Flat {
+                comments: &comments,
+                renders: &renders,
+            };
             let label = format!("{} N={n}", setup.name);
 
             let cold = setup.sweeper.render(&page).unwrap();
             // versions, fragments, one write
             assert_eq!(setup.counting.take(), (3, n as usize), "{label}: cold");
-            assert_eq!(renders.take().get("comment"), Some(&(n as u32)), "{label}: each body once");
+            assert_eq!(
+                renders.take().get("comment"),
+                Some(&(n as u32)),
+                "{label}: each body once"
+            );
 
             let before = setup.sweeper.stats();
             let warm = setup.sweeper.render(&page).unwrap();
             let expected_calls = if setup.l1 { 1 } else { 2 };
-            assert_eq!(setup.counting.take(), (expected_calls, n as usize), "{label}: warm");
+            assert_eq!(
+                setup.counting.take(),
+                (expected_calls, n as usize),
+                "{label}: warm"
+            );
             assert_eq!(warm, cold, "{label}");
-            assert!(renders.take().is_empty(), "{label}: nothing rendered when warm");
+            assert!(
+                renders.take().is_empty(),
+                "{label}: nothing rendered when warm"
+            );
             let stats = setup.sweeper.stats() - before;
             assert_eq!((stats.hits, stats.misses), (n as u64, 0), "{label}");
-            assert_eq!(stats.round_trips, expected_calls as u64, "{label}: stats agree");
+            assert_eq!(
+                stats.round_trips, expected_calls as u64,
+                "{label}: stats agree"
+            );
         }
     }
 }
@@ -167,7 +196,14 @@ fn nested_fragments_are_fetched_level_by_level() {
             let renders = Renders::default();
             let label = format!("{} N={n}", setup.name);
             let render = |comments: &[Comment]| {
-                setup.sweeper.render(&Nested { article: &article, comments, renders: &renders }).unwrap()
+                setup
+                    .sweeper
+                    .render(&Nested {
+                        article: &article,
+                        comments,
+                        renders: &renders,
+                    })
+                    .unwrap()
             };
 
             let cold = render(&comments);
@@ -178,7 +214,11 @@ fn nested_fragments_are_fetched_level_by_level() {
             let warm = render(&comments);
             assert_eq!(warm, cold, "{label}");
             let expected = if setup.l1 { (1, 1) } else { (2, 1) };
-            assert_eq!(setup.counting.take(), expected, "{label}: warm, the article's version once");
+            assert_eq!(
+                setup.counting.take(),
+                expected,
+                "{label}: warm, the article's version once"
+            );
 
             // A vote on one comment: the article's fragments and that comment miss.
             comments[3].likes += 1;
@@ -200,9 +240,19 @@ fn nested_fragments_are_fetched_level_by_level() {
 #[test]
 fn field_versioned_records_need_no_version_round_trip() {
     for setup in setups() {
-        let pages: Vec<Page> = (0..100).map(|i| Page { slug: format!("p{i}"), revision: 1 }).collect();
+        let pages: Vec<Page> = (0..100)
+            .map(|i| Page {
+                slug: format!("p{i}"),
+                revision: 1,
+            })
+            .collect();
         setup.sweeper.render(&Pages { pages: &pages }).unwrap();
-        assert_eq!(setup.counting.take(), (2, 0), "{}: cold: fragments, write", setup.name);
+        assert_eq!(
+            setup.counting.take(),
+            (2, 0),
+            "{}: cold: fragments, write",
+            setup.name
+        );
         setup.sweeper.render(&Pages { pages: &pages }).unwrap();
         let expected = if setup.l1 { 0 } else { 1 };
         assert_eq!(setup.counting.take(), (expected, 0), "{}: warm", setup.name);
@@ -215,8 +265,45 @@ fn a_page_render_equals_a_plain_render() {
     let article = article(1);
     let comments: Vec<Comment> = (0..20).map(|id| comment(id, 1)).collect();
     let renders = Renders::default();
-    let page = Nested { article: &article, comments: &comments, renders: &renders };
-    let plain = page.render_with_values(&Sweeper::builder().backend(cachesweeper::backend::Null).build().unwrap()).unwrap();
+    let page = Nested {
+        article: &article,
+        comments: &comments,
+        renders: &renders,
+    };
+    let plain = page
+        .render_with_values(
+            &Sweeper::builder()
+                .backend(cachesweeper::backend::Null)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
     assert_eq!(sweeper.render(&page).unwrap(), plain);
     assert_eq!(sweeper.render(&page).unwrap(), plain);
+}
+
+/// An owned page, for the async form.
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"
+)]
+struct OwnedPage {
+    comments: Vec<Comment>,
+}
+
+#[test]
+fn the_async_form_renders_on_the_blocking_pool() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let sweeper = Sweeper::embedded();
+    let page = || OwnedPage {
+        comments: (0..50).map(|id| comment(id, 1)).collect(),
+    };
+    let cold = runtime.block_on(sweeper.render_async(page())).unwrap();
+    let request = sweeper.scope();
+    let warm = runtime.block_on(request.render_async(page())).unwrap();
+    assert_eq!(warm, cold);
+    assert_eq!((request.stats().hits, request.stats().round_trips), (50, 2));
 }

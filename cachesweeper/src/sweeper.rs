@@ -505,6 +505,27 @@ impl Sweeper {
         Ok(html)
     }
 
+    /// [`render`](Self::render) on tokio's blocking pool, for async handlers (feature `tokio`):
+    /// rendering makes blocking cache round trips, which must not stall a runtime worker.
+    ///
+    /// ```no_run
+    /// # use askama::Template;
+    /// # #[derive(Template)] #[template(source = "", ext = "html")] struct Page;
+    /// async fn handler(sweeper: cachesweeper::Sweeper) -> String {
+    ///     sweeper.scope().render_async(Page).await.unwrap_or_default()
+    /// }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn render_async<T>(&self, page: T) -> askama::Result<String>
+    where
+        T: askama::Template + Send + 'static,
+    {
+        let sweeper = self.clone();
+        tokio::task::spawn_blocking(move || sweeper.render(&page))
+            .await
+            .map_err(askama::Error::custom)?
+    }
+
     /// Fetches what a record pass wanted: the unknown versions in one batch, then the unknown
     /// fragments in one batch.
     fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) {
