@@ -34,15 +34,29 @@ fn a_vote_sweeps_its_comment_and_the_article_page_only() {
         let mut comments: Vec<Comment> = (1..=20).map(|id| comment(id, 1)).collect();
         let renders = Renders::default();
         let page = |comments: &[Comment]| {
-            ArticlePage { article: &article, comments, renders: &renders }
-                .render_with_values(s)
-                .unwrap()
+            ArticlePage {
+                article: &article,
+                comments,
+                renders: &renders,
+            }
+            .render_with_values(s)
+            .unwrap()
         };
 
         let cold = page(&comments);
-        assert_eq!(renders.take(), counts(&[("article", 1), ("comment", 20), ("list", 1)]), "{}", case.name);
+        assert_eq!(
+            renders.take(),
+            counts(&[("article", 1), ("comment", 20), ("list", 1)]),
+            "{}",
+            case.name
+        );
         let warm = page(&comments);
-        assert_eq!(renders.take(), counts(&[]), "{}: warm page renders nothing", case.name);
+        assert_eq!(
+            renders.take(),
+            counts(&[]),
+            "{}: warm page renders nothing",
+            case.name
+        );
         assert_eq!(warm, cold, "{}", case.name);
 
         // A like on comment 7: saved, then invalidated (which touches article 1).
@@ -55,14 +69,29 @@ fn a_vote_sweeps_its_comment_and_the_article_page_only() {
             "{}: only comment 7 and the fragments keyed on its article re-render",
             case.name
         );
-        assert!(after.contains(r#"<li id="comment-7" data-likes="1">"#), "{}", case.name);
-        assert!(after.contains(r#"<li id="comment-8" data-likes="0">"#), "{}", case.name);
+        assert!(
+            after.contains(r#"<li id="comment-7" data-likes="1">"#),
+            "{}",
+            case.name
+        );
+        assert!(
+            after.contains(r#"<li id="comment-8" data-likes="0">"#),
+            "{}",
+            case.name
+        );
 
         // Byte for byte what an uncached render of the same data gives.
-        let uncached = cachesweeper::Sweeper::builder().backend(Null).build().unwrap();
-        let reference = ArticlePage { article: &article, comments: &comments, renders: &renders }
-            .render_with_values(&uncached)
+        let uncached = cachesweeper::Sweeper::builder()
+            .backend(Null)
+            .build()
             .unwrap();
+        let reference = ArticlePage {
+            article: &article,
+            comments: &comments,
+            renders: &renders,
+        }
+        .render_with_values(&uncached)
+        .unwrap();
         renders.take();
         assert_eq!(after, reference, "{}", case.name);
     }
@@ -77,7 +106,13 @@ fn another_article_is_not_swept() {
         let comments_two: Vec<Comment> = (4..=6).map(|id| comment(id, 2)).collect();
         let renders = Renders::default();
         let render = |article: &Article, comments: &[Comment]| {
-            ArticlePage { article, comments, renders: &renders }.render_with_values(s).unwrap()
+            ArticlePage {
+                article,
+                comments,
+                renders: &renders,
+            }
+            .render_with_values(s)
+            .unwrap()
         };
         render(&one, &comments_one);
         render(&two, &comments_two);

@@ -24,11 +24,19 @@ fn on_a_hit_the_body_is_not_rendered() {
     for case in cases() {
         let renders = Renders::default();
         let c = comment(1, 1);
-        let page = PathQualified { comment: &c, renders: &renders };
+        let page = PathQualified {
+            comment: &c,
+            renders: &renders,
+        };
         let first = page.render_with_values(&case.sweeper).unwrap();
         let second = page.render_with_values(&case.sweeper).unwrap();
         assert_eq!(first, second, "{}", case.name);
-        assert_eq!(renders.take().get("body"), Some(&1), "{}: body ran once across two renders", case.name);
+        assert_eq!(
+            renders.take().get("body"),
+            Some(&1),
+            "{}: body ran once across two renders",
+            case.name
+        );
         let stats = case.sweeper.stats();
         assert_eq!((stats.hits, stats.misses), (1, 1), "{}", case.name);
     }
@@ -40,14 +48,27 @@ fn output_is_the_uncached_output_byte_for_byte_and_escaped_once() {
         let renders = Renders::default();
         let mut c = comment(2, 1);
         c.body = r#"<script>alert("x")</script> & 'quotes'"#.into();
-        let page = PathQualified { comment: &c, renders: &renders };
-        let uncached = page.render_with_values(&Sweeper::builder().backend(Null).build().unwrap()).unwrap();
+        let page = PathQualified {
+            comment: &c,
+            renders: &renders,
+        };
+        let uncached = page
+            .render_with_values(&Sweeper::builder().backend(Null).build().unwrap())
+            .unwrap();
         let miss = page.render_with_values(&case.sweeper).unwrap();
         let hit = page.render_with_values(&case.sweeper).unwrap();
         assert_eq!(miss, uncached, "{}", case.name);
         assert_eq!(hit, uncached, "{}", case.name);
-        assert!(hit.contains("&#60;script&#62;"), "{}: escaped once: {hit}", case.name);
-        assert!(!hit.contains("&amp;#60;"), "{}: not escaped twice: {hit}", case.name);
+        assert!(
+            hit.contains("&#60;script&#62;"),
+            "{}: escaped once: {hit}",
+            case.name
+        );
+        assert!(
+            !hit.contains("&amp;#60;"),
+            "{}: not escaped twice: {hit}",
+            case.name
+        );
     }
 }
 
@@ -78,7 +99,12 @@ fn short_name_duration_ttl_and_key_parts() {
     let c = comment(3, 1);
     let ttl = Duration::from_secs(60);
     for lang in ["en", "fr", "en"] {
-        let page = short_name::ShortName { comment: &c, ttl, lang, renders: &renders };
+        let page = short_name::ShortName {
+            comment: &c,
+            ttl,
+            lang,
+            renders: &renders,
+        };
         assert_eq!(page.render_with_values(&sweeper).unwrap(), "author3");
     }
     // "en" and "fr" are separate fragments; the second "en" hits.
@@ -87,7 +113,10 @@ fn short_name_duration_ttl_and_key_parts() {
 }
 
 #[derive(Template)]
-#[template(ext = "html", source = "<div>{{ renders.tick(\"view\") }}{{ comment.body }}</div>")]
+#[template(
+    ext = "html",
+    source = "<div>{{ renders.tick(\"view\") }}{{ comment.body }}</div>"
+)]
 struct CommentView<'a> {
     comment: &'a Comment,
     renders: &'a Renders,
@@ -105,7 +134,10 @@ struct WithWrapper<'a> {
 
 impl<'a> WithWrapper<'a> {
     fn view(&self, comment: &'a Comment) -> CommentView<'a> {
-        CommentView { comment, renders: self.renders }
+        CommentView {
+            comment,
+            renders: self.renders,
+        }
     }
 }
 
@@ -114,12 +146,19 @@ fn a_sub_template_is_rendered_only_on_a_miss() {
     for case in cases() {
         let renders = Renders::default();
         let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
-        let page = WithWrapper { comments: &comments, renders: &renders };
+        let page = WithWrapper {
+            comments: &comments,
+            renders: &renders,
+        };
         let first = page.render_with_values(&case.sweeper).unwrap();
         let second = page.render_with_values(&case.sweeper).unwrap();
         assert_eq!(first, second, "{}", case.name);
         assert_eq!(first.matches("<div>").count(), 3, "{}", case.name);
-        assert!(first.contains("&#60;b&#62;1&#60;/b&#62;"), "{}: escaped once: {first}", case.name);
+        assert!(
+            first.contains("&#60;b&#62;1&#60;/b&#62;"),
+            "{}: escaped once: {first}",
+            case.name
+        );
         assert_eq!(renders.take().get("view"), Some(&3), "{}", case.name);
         case.sweeper.invalidate(&comments[1]).unwrap();
         page.render_with_values(&case.sweeper).unwrap();
@@ -132,7 +171,10 @@ fn a_render_can_name_its_sweeper_and_scopes_count_per_request() {
     let sweeper = Sweeper::embedded();
     let renders = Renders::default();
     let c = comment(4, 1);
-    let page = PathQualified { comment: &c, renders: &renders };
+    let page = PathQualified {
+        comment: &c,
+        renders: &renders,
+    };
     let request = sweeper.scope();
     page.render_with_values(&request).unwrap();
     assert_eq!((request.stats().hits, request.stats().misses), (0, 1));
@@ -141,7 +183,8 @@ fn a_render_can_name_its_sweeper_and_scopes_count_per_request() {
     assert_eq!((request.stats().hits, request.stats().misses), (1, 0));
     assert_eq!((sweeper.stats().hits, sweeper.stats().misses), (1, 1));
     // The (key, sweeper) pair form works too.
-    page.render_with_values(&(cachesweeper::VALUES_KEY, sweeper.clone())).unwrap();
+    page.render_with_values(&(cachesweeper::VALUES_KEY, sweeper.clone()))
+        .unwrap();
     assert_eq!(sweeper.stats().hits, 2);
 }
 
@@ -166,12 +209,22 @@ fn a_body_error_is_the_render_error_and_nothing_is_stored() {
     let sweeper = Sweeper::embedded();
     let renders = Renders::default();
     let c = comment(5, 1);
-    let page = Broken { comment: &c, renders: &renders };
+    let page = Broken {
+        comment: &c,
+        renders: &renders,
+    };
     for _ in 0..2 {
         let error = page.render_with_values(&sweeper).unwrap_err();
-        assert!(error.to_string().contains("the database is gone"), "{error}");
+        assert!(
+            error.to_string().contains("the database is gone"),
+            "{error}"
+        );
     }
-    assert_eq!(renders.take().get("body"), Some(&2), "nothing was stored, so the body ran again");
+    assert_eq!(
+        renders.take().get("body"),
+        Some(&2),
+        "nothing was stored, so the body ran again"
+    );
     assert_eq!(sweeper.stats().bytes_written, 0);
 }
 
@@ -194,7 +247,10 @@ struct ZeroTtl<'a> {
 fn a_zero_ttl_renders_every_time_and_stores_nothing() {
     let sweeper = Sweeper::embedded();
     let renders = Renders::default();
-    let page = ZeroTtl { note: &Note { id: 1 }, renders: &renders };
+    let page = ZeroTtl {
+        note: &Note { id: 1 },
+        renders: &renders,
+    };
     for _ in 0..3 {
         assert_eq!(page.render_with_values(&sweeper).unwrap(), "n");
     }
@@ -204,11 +260,17 @@ fn a_zero_ttl_renders_every_time_and_stores_nothing() {
 
 #[test]
 fn templates_use_the_installed_default_sweeper() {
-    let sweeper = Sweeper::builder().namespace("default-test").build().unwrap();
+    let sweeper = Sweeper::builder()
+        .namespace("default-test")
+        .build()
+        .unwrap();
     cachesweeper::install_default(sweeper.clone());
     let renders = Renders::default();
     let c = comment(6, 1);
-    let page = PathQualified { comment: &c, renders: &renders };
+    let page = PathQualified {
+        comment: &c,
+        renders: &renders,
+    };
     page.render().unwrap();
     page.render().unwrap();
     assert_eq!(renders.take().get("body"), Some(&1));

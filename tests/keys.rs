@@ -19,7 +19,10 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn version() -> impl Strategy<Value = Version> {
-    (proptest::option::of(text()), proptest::option::of(any::<u64>()))
+    (
+        proptest::option::of(text()),
+        proptest::option::of(any::<u64>()),
+    )
         .prop_map(|(field, counter)| Version { field, counter })
 }
 
@@ -74,10 +77,16 @@ proptest! {
 #[test]
 fn joined_parts_do_not_collide() {
     let k = keys();
-    let v = Version { field: None, counter: Some(1) };
+    let v = Version {
+        field: None,
+        counter: Some(1),
+    };
     let ab = KeyParts::new().part("a:b").part("c");
     let bc = KeyParts::new().part("a").part("b:c");
-    assert_ne!(k.fragment_key("m", "1", &v, &ab), k.fragment_key("m", "1", &v, &bc));
+    assert_ne!(
+        k.fragment_key("m", "1", &v, &ab),
+        k.fragment_key("m", "1", &v, &bc)
+    );
     let one = KeyParts::new().part("ab");
     let two = KeyParts::new().part("a").part("b");
     assert_ne!(one.finish(), two.finish());

@@ -10,11 +10,20 @@ use common::{Page, article, cases, comment};
 fn a_record_has_a_version_right_after_creation() {
     for case in cases() {
         let v = case.sweeper.version(&comment(1, 1)).unwrap();
-        assert!(v.counter.is_some(), "{}: counter-versioned record has a counter", case.name);
+        assert!(
+            v.counter.is_some(),
+            "{}: counter-versioned record has a counter",
+            case.name
+        );
         let a = case.sweeper.version(&article(1)).unwrap();
         assert!(a.field.is_some() && a.counter.is_some(), "{}", case.name);
         // Asking again, with no change, gives the same version.
-        assert_eq!(case.sweeper.version(&comment(1, 1)).unwrap(), v, "{}", case.name);
+        assert_eq!(
+            case.sweeper.version(&comment(1, 1)).unwrap(),
+            v,
+            "{}",
+            case.name
+        );
     }
 }
 
@@ -25,15 +34,28 @@ fn saving_a_change_changes_the_version() {
         let c = comment(2, 1);
         let before = s.version(&c).unwrap();
         s.invalidate(&c).unwrap();
-        assert_ne!(s.version(&c).unwrap(), before, "{}: invalidate bumps", case.name);
+        assert_ne!(
+            s.version(&c).unwrap(),
+            before,
+            "{}: invalidate bumps",
+            case.name
+        );
 
         // A field-versioned record changes version when its field does, with no round trip.
-        let mut page = Page { slug: "about".into(), revision: 1 };
+        let mut page = Page {
+            slug: "about".into(),
+            revision: 1,
+        };
         let trips = s.stats().round_trips;
         let v1 = s.version(&page).unwrap();
         page.revision = 2;
         assert_ne!(s.version(&page).unwrap(), v1, "{}", case.name);
-        assert_eq!(s.stats().round_trips, trips, "{}: no round trip for a field version", case.name);
+        assert_eq!(
+            s.stats().round_trips,
+            trips,
+            "{}: no round trip for a field version",
+            case.name
+        );
     }
 }
 
@@ -46,12 +68,21 @@ fn after_a_change_the_fragment_key_differs_and_misses() {
         let render = || Ok::<_, std::convert::Infallible>("<p>v1</p>".to_owned());
         s.fragment(&c, 500, &parts, render).unwrap();
         let old_key = s.fragment_key(&c, &parts).unwrap();
-        assert!(s.backend().get_many(&[&old_key]).unwrap()[0].is_some(), "{}: stored", case.name);
+        assert!(
+            s.backend().get_many(&[&old_key]).unwrap()[0].is_some(),
+            "{}: stored",
+            case.name
+        );
 
         s.invalidate(&c).unwrap();
         let new_key = s.fragment_key(&c, &parts).unwrap();
         assert_ne!(new_key, old_key, "{}", case.name);
-        assert_eq!(s.backend().get_many(&[&new_key]).unwrap(), vec![None], "{}", case.name);
+        assert_eq!(
+            s.backend().get_many(&[&new_key]).unwrap(),
+            vec![None],
+            "{}",
+            case.name
+        );
     }
 }
 
@@ -61,15 +92,34 @@ fn invalidating_a_child_invalidates_its_parent_and_nothing_else() {
         let s = &case.sweeper;
         let (a1, a2) = (article(1), article(2));
         let (c1, c2) = (comment(10, 1), comment(11, 1));
-        let before = [&s.version(&a1), &s.version(&a2), &s.version(&c1), &s.version(&c2)]
-            .map(|v| v.as_ref().unwrap().clone());
+        let before = [
+            &s.version(&a1),
+            &s.version(&a2),
+            &s.version(&c1),
+            &s.version(&c2),
+        ]
+        .map(|v| v.as_ref().unwrap().clone());
         let trips = s.stats().round_trips;
         s.invalidate(&c1).unwrap();
-        assert_eq!(s.stats().round_trips, trips + 1, "{}: one round trip", case.name);
-        let after = [&s.version(&a1), &s.version(&a2), &s.version(&c1), &s.version(&c2)]
-            .map(|v| v.as_ref().unwrap().clone());
+        assert_eq!(
+            s.stats().round_trips,
+            trips + 1,
+            "{}: one round trip",
+            case.name
+        );
+        let after = [
+            &s.version(&a1),
+            &s.version(&a2),
+            &s.version(&c1),
+            &s.version(&c2),
+        ]
+        .map(|v| v.as_ref().unwrap().clone());
         assert_ne!(after[0], before[0], "{}: parent bumped", case.name);
-        assert_eq!(after[1], before[1], "{}: other article untouched", case.name);
+        assert_eq!(
+            after[1], before[1],
+            "{}: other article untouched",
+            case.name
+        );
         assert_ne!(after[2], before[2], "{}: comment bumped", case.name);
         assert_eq!(after[3], before[3], "{}: sibling untouched", case.name);
     }
@@ -84,19 +134,31 @@ fn a_lost_counter_never_brings_back_an_older_fragment() {
         let mut seen = Vec::new();
         for generation in 0..3 {
             let html = format!("<p>generation {generation}</p>");
-            s.fragment(&c, 500, &parts, || Ok::<_, std::convert::Infallible>(html.clone()))
-                .unwrap();
+            s.fragment(&c, 500, &parts, || {
+                Ok::<_, std::convert::Infallible>(html.clone())
+            })
+            .unwrap();
             seen.push(s.version(&c).unwrap());
             s.invalidate(&c).unwrap();
         }
         // The counter is evicted (or lost with a restarted server) while old fragments remain.
         s.backend().delete(&s.counter_key(&c)).unwrap();
         let fresh = s.version(&c).unwrap();
-        assert!(!seen.contains(&fresh), "{}: {fresh:?} repeats one of {seen:?}", case.name);
+        assert!(
+            !seen.contains(&fresh),
+            "{}: {fresh:?} repeats one of {seen:?}",
+            case.name
+        );
         let html = s
-            .fragment(&c, 500, &parts, || Ok::<_, std::convert::Infallible>("<p>now</p>".into()))
+            .fragment(&c, 500, &parts, || {
+                Ok::<_, std::convert::Infallible>("<p>now</p>".into())
+            })
             .unwrap();
-        assert_eq!(html, "<p>now</p>", "{}: an old fragment came back", case.name);
+        assert_eq!(
+            html, "<p>now</p>",
+            "{}: an old fragment came back",
+            case.name
+        );
     }
 }
 
@@ -131,10 +193,14 @@ fn namespaces_do_not_see_each_other() {
         let c = comment(6, 1);
         let parts = KeyParts::new();
         case.sweeper
-            .fragment(&c, 500, &parts, || Ok::<_, std::convert::Infallible>("mine".into()))
+            .fragment(&c, 500, &parts, || {
+                Ok::<_, std::convert::Infallible>("mine".into())
+            })
             .unwrap();
         let theirs = other
-            .fragment(&c, 500, &parts, || Ok::<_, std::convert::Infallible>("theirs".into()))
+            .fragment(&c, 500, &parts, || {
+                Ok::<_, std::convert::Infallible>("theirs".into())
+            })
             .unwrap();
         assert_eq!(theirs, "theirs", "{}", case.name);
         assert_ne!(case.sweeper.counter_key(&c), other.counter_key(&c));
