@@ -6,6 +6,7 @@
 //!
 //! - [Models](#models): `#[derive(Sweepable)]`
 //! - [Templates](#templates): the `cachesweeper` filter block and [`cached`]
+//! - [Pages](#pages): [`Sweeper::render`], a page in a constant number of round trips
 //! - [Invalidation](#invalidation): [`Sweeper::invalidate`] and [`invalidate`]
 //! - [Backends](#backends): [`backend::Embedded`] and [`backend::Memcached`]
 //! - [Counters](#counters): [`Sweeper::stats`]
@@ -80,6 +81,14 @@
 //!
 //! Templates use the process-wide sweeper ([`install_default`]; an embedded cache until one is
 //! installed). A render can name its own: `page.render_with_values(&sweeper)`.
+//!
+//! # Pages
+//!
+//! `template.render()` looks each fragment up on its own: a version, then the fragment, two
+//! round trips per fragment on memcached. [`Sweeper::render`] batches a whole page: cheap passes
+//! note what the page needs, one batch fetches the versions and one the fragments (per level of
+//! nesting that misses), and what missed is stored in one batch. With memcached a process-local
+//! L1 also holds fragments ([`SweeperBuilder::l1`]), so a warm page costs one round trip.
 //!
 //! # Invalidation
 //!
