@@ -1,0 +1,513 @@
+//! A page of N = 10, 100 and 1000 blog comments, each one the blog's cached comment fragment
+//! (its body renders Markdown), rendered with `Sweeper::render`:
+//!
+//! - uncached: a sweeper on the `Null` backend;
+//! - cold (every fragment new: a fresh namespace or cache per iteration) and warm, on the
+//!   embedded backend, on memcached without the L1, and on memcached with the L1 (the default);
+//! - the baseline: django-cache-sweeper's per-fragment algorithm against the same memcached, one
+//!   request and one response per call, as the original did; once with the `memcache` crate's
+//!   meta client (`baseline_meta`), once with the text protocol on a bare socket
+//!   (`baseline_text`).
+//!
+//! Round trips per page are measured once per configuration from `stats()` deltas (the baseline
+//! counts its own calls) and printed as `round-trips ...` lines.
+//!
+//! The harness starts its own memcached on a free loopback port and kills it at the end.
+//! `cargo bench --bench page`; see BENCHMARKS.md.
+
+#[allow(dead_code, unused_imports)] // its unit tests are the example's to run
+#[path = "../examples/blog/markdown.rs"]
+mod markdown;
+#[allow(dead_code)]
+#[path = "../examples/blog/models.rs"]
+mod models;
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use askama::Template;
+use cachesweeper::backend::{Backend, Embedded, Memcached, Null};
+use cachesweeper::{KeyParts, StatsSnapshot, Sweeper};
+use cachesweeper_suite::memcached::MemcachedProcess;
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, SamplingMode, criterion_group, criterion_main,
+};
+use memcache::exp::{Get, MetaClient, Set, Ttl};
+
+use common::{cached::CommentsPage, plain};
+use models::Comment;
+
+const SIZES: [usize; 3] = [10, 100, 1000];
+
+/// A namespace never used before in this run (and, with the run's start time, in any other).
+fn fresh_namespace(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    format!("{prefix}{run}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A sweeper configuration under test.
+#[derive(Clone, Copy)]
+enum Config {
+    Embedded,
+    Memcached,
+    MemcachedL1,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Embedded => "embedded",
+            Config::Memcached => "memcached",
+            Config::MemcachedL1 => "memcached_l1",
+        }
+    }
+}
+
+/// The memcached under test and one client on it, shared by every sweeper so that cold runs
+/// measure a cold cache, not new connections.
+struct Server {
+    _process: MemcachedProcess,
+    addr: String,
+    backend: Arc<dyn Backend>,
+}
+
+impl Server {
+    fn start() -> Option<Server> {
+        // 1 GiB so that the cold runs' fresh namespaces never evict anything during the run.
+        let process = MemcachedProcess::start_with(&["-m", "1024"])?;
+        let backend = Arc::new(Memcached::from_url(&process.url()).expect("memcached url"));
+        Some(Server {
+            addr: format!("127.0.0.1:{}", process.port()),
+            backend,
+            _process: process,
+        })
+    }
+}
+
+/// A fresh sweeper (new namespace, new L1) of `config`: every fragment and counter is new.
+fn sweeper(config: Config, server: Option<&Server>) -> Sweeper {
+    let builder = Sweeper::builder().namespace(fresh_namespace(config.name()));
+    match (config, server) {
+        (Config::Embedded, _) => builder.backend(Embedded::new(64 << 20)),
+        (Config::Memcached, Some(s)) => builder.shared_backend(s.backend.clone()).l1(0),
+        (Config::MemcachedL1, Some(s)) => builder.shared_backend(s.backend.clone()),
+        _ => unreachable!("memcached configurations need a server"),
+    }
+    .build()
+    .expect("sweeper")
+}
+
+/// What one render did, as a `round-trips` line (and a row of BENCHMARKS.md).
+fn report(label: &str, n: usize, delta: StatsSnapshot) {
+    println!(
+        "round-trips {label:<24} N={n:<5} round_trips={:<3} hits={:<5} l1_hits={:<5} misses={:<5} errors={}",
+        delta.round_trips, delta.hits, delta.l1_hits, delta.misses, delta.errors
+    );
+    if delta.errors > 0 {
+        eprintln!("WARNING: {label} N={n}: {} cache errors", delta.errors);
+    }
+}
+
+/// How the baseline talks to memcached: one request, then its response, per call.
+#[derive(Clone)]
+enum Wire {
+    /// The `memcache` crate's meta-protocol client (`mg`/`ms`), the client cachesweeper's own
+    /// memcached backend uses: pooled connections, a deadline per exchange.
+    Meta(MetaClient),
+    /// The classic text protocol (`get`/`set`) on one persistent socket, as python-memcached
+    /// spoke it under Django: the cheapest possible client.
+    Text(Rc<RefCell<BufReader<TcpStream>>>),
+}
+
+impl Wire {
+    fn name(&self) -> &'static str {
+        match self {
+            Wire::Meta(_) => "baseline_meta",
+            Wire::Text(_) => "baseline_text",
+        }
+    }
+
+    /// The meta client, with the same timeouts as cachesweeper's memcached backend.
+    fn meta(addr: &str) -> Wire {
+        let client = MetaClient::builder()
+            .connect_timeout(Some(Duration::from_millis(100)))
+            .io_timeout(Some(Duration::from_millis(200)))
+            .connect(addr)
+            .expect("memcached client");
+        client.noop().expect("memcached answers"); // dial now, not in a timed iteration
+        Wire::Meta(client)
+    }
+
+    fn text(addr: &str) -> Wire {
+        let stream = TcpStream::connect(addr).expect("memcached socket");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        Wire::Text(Rc::new(RefCell::new(BufReader::new(stream))))
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Wire::Meta(client) => {
+                let result = client.run(Get::new(key)).expect("baseline get");
+                if result.hit() { result.value } else { None }
+            }
+            Wire::Text(conn) => {
+                let mut conn = conn.borrow_mut();
+                conn.get_mut()
+                    .write_all(format!("get {key}\r\n").as_bytes())
+                    .expect("write");
+                let mut line = String::new();
+                conn.read_line(&mut line).expect("read");
+                if line == "END\r\n" {
+                    return None;
+                }
+                // VALUE <key> <flags> <bytes>
+                let len: usize = line
+                    .split_whitespace()
+                    .nth(3)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected reply {line:?}"));
+                let mut value = vec![0; len + 2];
+                conn.read_exact(&mut value).expect("value");
+                value.truncate(len);
+                line.clear();
+                conn.read_line(&mut line).expect("read");
+                assert_eq!(line, "END\r\n");
+                Some(value)
+            }
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl_secs: u32) {
+        match self {
+            Wire::Meta(client) => {
+                let ttl = if ttl_secs == 0 {
+                    Ttl::NEVER
+                } else {
+                    Ttl::secs(ttl_secs)
+                };
+                client
+                    .run(Set::new(key, value).ttl(ttl))
+                    .expect("baseline set");
+            }
+            Wire::Text(conn) => {
+                let mut conn = conn.borrow_mut();
+                let mut request =
+                    format!("set {key} 0 {ttl_secs} {}\r\n", value.len()).into_bytes();
+                request.extend_from_slice(value);
+                request.extend_from_slice(b"\r\n");
+                conn.get_mut().write_all(&request).expect("write");
+                let mut line = String::new();
+                conn.read_line(&mut line).expect("read");
+                assert_eq!(line, "STORED\r\n");
+            }
+        }
+    }
+}
+
+/// django-cache-sweeper 0.1.2's algorithm, per fragment: `get` the record's version key (and
+/// `set` it when missing), `get` the fragment key under that version, and on a miss render the
+/// fragment and `set` it. Every call is one request and one response, as with Django's cache
+/// API on python-memcached; nothing is batched, nothing is kept in process.
+struct Baseline {
+    wire: Wire,
+    namespace: String,
+    calls: Cell<u64>,
+}
+
+impl Baseline {
+    /// A baseline on `wire` (clones share its connections) under a fresh key prefix.
+    fn new(wire: &Wire) -> Baseline {
+        Baseline {
+            wire: wire.clone(),
+            namespace: fresh_namespace("django"),
+            calls: Cell::new(0),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.calls.set(self.calls.get() + 1);
+        self.wire.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl_secs: u32) {
+        self.calls.set(self.calls.get() + 1);
+        self.wire.set(key, value, ttl_secs);
+    }
+
+    /// The original's `cache_token_key_for_record` and `{% cachesweeper %}` tag, for one
+    /// comment.
+    fn fragment(&self, comment: &Comment) -> String {
+        let version_key = format!("{}.v.comment.{}", self.namespace, comment.id);
+        let version = match self.get(&version_key) {
+            Some(version) => String::from_utf8(version).expect("version"),
+            None => {
+                let version = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+                    .to_string();
+                self.set(&version_key, version.as_bytes(), 0);
+                version
+            }
+        };
+        let fragment_key = format!(
+            "{}.f.comment.{}.{version}.blog-comment-html",
+            self.namespace, comment.id
+        );
+        if let Some(html) = self.get(&fragment_key) {
+            return String::from_utf8(html).expect("fragment");
+        }
+        let html = plain::CommentFragment { comment }
+            .render()
+            .expect("renders");
+        self.set(&fragment_key, html.as_bytes(), 600);
+        html
+    }
+
+    fn page(&self, comments: &[Comment]) -> String {
+        let mut html = String::new();
+        for comment in comments {
+            html.push_str(&self.fragment(comment));
+        }
+        html
+    }
+
+    fn take_calls(&self) -> u64 {
+        self.calls.replace(0)
+    }
+}
+
+/// The baseline on `wire`: cold (a fresh key prefix per iteration) and warm.
+fn bench_baseline(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    wire: &Wire,
+    comments: &[Comment],
+    expected: &str,
+    n: usize,
+) {
+    let name = wire.name();
+    let probe = Baseline::new(wire);
+    assert_eq!(probe.page(comments), expected, "{name}");
+    println!(
+        "round-trips {:<24} N={n:<5} round_trips={}",
+        format!("{name}/cold"),
+        probe.take_calls()
+    );
+    group.bench_function(format!("{name}/cold/{n}"), |b| {
+        b.iter_batched(
+            || Baseline::new(wire),
+            |baseline| {
+                let html = baseline.page(black_box(comments));
+                (baseline, html)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let warm = Baseline::new(wire);
+    warm.page(comments);
+    warm.take_calls();
+    assert_eq!(warm.page(comments), expected, "{name}");
+    println!(
+        "round-trips {:<24} N={n:<5} round_trips={}",
+        format!("{name}/warm"),
+        warm.take_calls()
+    );
+    group.bench_function(format!("{name}/warm/{n}"), |b| {
+        b.iter(|| warm.page(black_box(comments)))
+    });
+}
+
+fn bench_config(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    config: Config,
+    server: Option<&Server>,
+    page: &CommentsPage<'_>,
+    expected: &str,
+    n: usize,
+) {
+    let name = config.name();
+
+    // Cold: a fresh namespace (and L1) per iteration, built outside the timing.
+    let probe = sweeper(config, server);
+    assert_eq!(probe.render(page).expect("renders"), expected, "{name}");
+    report(&format!("{name}/cold"), n, probe.stats());
+    group.bench_function(format!("{name}/cold/{n}"), |b| {
+        b.iter_batched(
+            || sweeper(config, server),
+            |sweeper| {
+                let html = sweeper.render(black_box(page)).expect("renders");
+                (sweeper, html) // dropped after the timing
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // Warm: one sweeper, every fragment already stored.
+    let warm = sweeper(config, server);
+    warm.render(page).expect("renders");
+    let before = warm.stats();
+    assert_eq!(warm.render(page).expect("renders"), expected, "{name}");
+    report(&format!("{name}/warm"), n, warm.stats() - before);
+    group.bench_function(format!("{name}/warm/{n}"), |b| {
+        b.iter(|| warm.render(black_box(page)).expect("renders"))
+    });
+}
+
+fn page(c: &mut Criterion) {
+    let server = Server::start();
+    if server.is_none() {
+        eprintln!("memcached not found: only the uncached and embedded benchmarks run");
+    }
+    let wires: Vec<Wire> = server
+        .iter()
+        .flat_map(|s| [Wire::meta(&s.addr), Wire::text(&s.addr)])
+        .collect();
+    for n in SIZES {
+        let comments = common::comments(1, n);
+        let page = CommentsPage {
+            comments: &comments,
+        };
+        let expected: String = comments
+            .iter()
+            .map(|comment| {
+                plain::CommentFragment { comment }
+                    .render()
+                    .expect("renders")
+            })
+            .collect();
+
+        let mut group = c.benchmark_group("page");
+        match n {
+            // The baselines take tens of milliseconds a page: fewer samples.
+            100 => {
+                group
+                    .sample_size(10)
+                    .measurement_time(Duration::from_secs(2));
+            }
+            // Up to a third of a second a page: ten samples of one page each.
+            1000 => {
+                group
+                    .sampling_mode(SamplingMode::Flat)
+                    .sample_size(10)
+                    .measurement_time(Duration::from_secs(4));
+            }
+            _ => {}
+        }
+
+        // Uncached: every fragment rendered (the Null backend's calls do no I/O).
+        let null = Sweeper::builder().backend(Null).build().expect("sweeper");
+        let before = null.stats();
+        assert_eq!(null.render(&page).expect("renders"), expected, "uncached");
+        report("uncached", n, null.stats() - before);
+        group.bench_function(format!("uncached/{n}"), |b| {
+            b.iter(|| null.render(black_box(&page)).expect("renders"))
+        });
+
+        bench_config(&mut group, Config::Embedded, None, &page, &expected, n);
+        if let Some(server) = &server {
+            bench_config(
+                &mut group,
+                Config::Memcached,
+                Some(server),
+                &page,
+                &expected,
+                n,
+            );
+            bench_config(
+                &mut group,
+                Config::MemcachedL1,
+                Some(server),
+                &page,
+                &expected,
+                n,
+            );
+
+            for wire in &wires {
+                bench_baseline(&mut group, wire, &comments, &expected, n);
+            }
+        }
+        group.finish();
+    }
+}
+
+/// What one round trip costs on this machine, to read the page numbers by: the warm page's own
+/// batches (its 100 version counters, its 100 fragments) through cachesweeper's memcached
+/// backend, one fragment through the same backend, and one `get` of each baseline client.
+fn round_trip(c: &mut Criterion) {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let comments = common::comments(1, 100);
+    let sweeper = sweeper(Config::Memcached, Some(&server));
+    sweeper
+        .render(&CommentsPage {
+            comments: &comments,
+        })
+        .expect("renders");
+    let parts = KeyParts::new().part("blog/comment.html");
+    let fragment_keys: Vec<String> = comments
+        .iter()
+        .map(|comment| sweeper.fragment_key(comment, &parts).expect("key"))
+        .collect();
+    let fragment_keys: Vec<&str> = fragment_keys.iter().map(String::as_str).collect();
+    let counter_keys: Vec<String> = comments.iter().map(|c| sweeper.counter_key(c)).collect();
+    let counter_keys: Vec<&str> = counter_keys.iter().map(String::as_str).collect();
+    let backend = &server.backend;
+    let found = backend.get_many(&fragment_keys).expect("get_many");
+    assert!(
+        found.iter().all(Option::is_some),
+        "the page's fragments are stored under these keys"
+    );
+    let value = found[0].clone().expect("stored");
+
+    let mut group = c.benchmark_group("round_trip");
+    group.bench_function("backend_get_many/1", |b| {
+        b.iter(|| {
+            backend
+                .get_many(black_box(&fragment_keys[..1]))
+                .expect("get")
+        })
+    });
+    group.bench_function("backend_get_many/100", |b| {
+        b.iter(|| backend.get_many(black_box(&fragment_keys)).expect("get"))
+    });
+    group.bench_function("backend_incr_many/100", |b| {
+        b.iter(|| {
+            backend
+                .incr_many(black_box(&counter_keys), 0, 1)
+                .expect("incr")
+        })
+    });
+    for wire in [Wire::meta(&server.addr), Wire::text(&server.addr)] {
+        wire.set("roundtrip-probe", &value, 600);
+        group.bench_function(format!("{}_get/1", wire.name()), |b| {
+            b.iter(|| wire.get(black_box("roundtrip-probe")).expect("stored"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = page, round_trip
+}
+criterion_main!(benches);
