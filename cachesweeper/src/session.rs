@@ -55,6 +55,9 @@ pub(crate) struct State {
     pub(crate) wanted: Vec<Wanted>,
     /// Fragments met in this pass that could not be written out yet.
     pub(crate) unresolved: usize,
+    /// How many missed bodies are being rendered right now: outside them, a record pass
+    /// discards its output, so known fragments need not be copied into it.
+    pub(crate) body_depth: usize,
     pub(crate) writes: Vec<Write>,
 }
 

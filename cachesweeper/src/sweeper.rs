@@ -373,6 +373,8 @@ impl Sweeper {
         let counter_key = R::COUNTER.then(|| self.counter_key(record));
         let mut state = session.state();
         let recording = state.recording;
+        // A record pass outside any missed body: its output is thrown away.
+        let discarded = recording && state.body_depth == 0;
         let counter = match &counter_key {
             None => None,
             Some(k) if state.failed_counters.contains(k) => {
@@ -410,9 +412,17 @@ impl Sweeper {
                     *counted = true;
                     self.count_hit(&key, html);
                 }
-                Ok(html.clone())
+                Ok(if discarded {
+                    String::new()
+                } else {
+                    html.clone()
+                })
             }
-            Some(Slot::Rendered(html)) => Ok(html.clone()),
+            Some(Slot::Rendered(html)) => Ok(if discarded {
+                String::new()
+            } else {
+                html.clone()
+            }),
             None if recording => {
                 state.wanted.push(Wanted {
                     model: R::MODEL,
@@ -430,9 +440,12 @@ impl Sweeper {
             }
             Some(Slot::Missed) => {
                 let unresolved_before = state.unresolved;
+                state.body_depth += 1;
                 drop(state);
-                let html = render()?;
+                let rendered = render();
                 let mut state = session.state();
+                state.body_depth -= 1;
+                let html = rendered?;
                 if state.unresolved > unresolved_before {
                     // Fragments inside are not known yet: the next pass renders this again.
                     return Ok(html);
@@ -493,10 +506,10 @@ impl Sweeper {
             }
             page.render_with_values(&run)?;
             let wanted = std::mem::take(&mut session.state().wanted);
-            if wanted.is_empty() {
+            if wanted.is_empty() || !run.prefetch(session, wanted) {
+                // Nothing new, or nothing missed: no body to look inside for more fragments.
                 break;
             }
-            run.prefetch(session, wanted);
         }
         session.state().recording = false;
         let html = page.render_with_values(&run)?;
@@ -527,8 +540,9 @@ impl Sweeper {
     }
 
     /// Fetches what a record pass wanted: the unknown versions in one batch, then the unknown
-    /// fragments in one batch.
-    fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) {
+    /// fragments in one batch. Returns whether any of them missed (or could not be looked up),
+    /// that is whether another record pass may find fragments nested in their bodies.
+    fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) -> bool {
         let counters: Vec<&str> = {
             let state = session.state();
             let mut seen = std::collections::HashSet::new();
@@ -554,6 +568,7 @@ impl Sweeper {
                 }
             }
         }
+        let mut missed = !session.state().failed_counters.is_empty();
         let keys: Vec<String> = {
             let state = session.state();
             let mut seen = std::collections::HashSet::new();
@@ -586,10 +601,14 @@ impl Sweeper {
                     html,
                     counted: false,
                 },
-                None => Slot::Missed,
+                None => {
+                    missed = true;
+                    Slot::Missed
+                }
             };
             state.slots.insert(key, slot);
         }
+        missed
     }
 
     /// The stored fragments under `keys`, in order: from the L1 where it has them, the rest
