@@ -41,9 +41,9 @@ impl Backend for Counting {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
         self.calls.fetch_add(1, Relaxed);
-        self.inner.get_many(keys)
+        self.inner.get_each(keys)
     }
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
         self.calls.fetch_add(1, Relaxed);
@@ -53,10 +53,10 @@ impl Backend for Counting {
         self.calls.fetch_add(1, Relaxed);
         self.inner.add(key, value, ttl)
     }
-    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         self.calls.fetch_add(1, Relaxed);
         self.counter_keys.fetch_add(keys.len(), Relaxed);
-        self.inner.incr_many(keys, delta, initial)
+        self.inner.incr_each(keys, delta, initial)
     }
     fn delete(&self, key: &str) -> Result<bool> {
         self.calls.fetch_add(1, Relaxed);

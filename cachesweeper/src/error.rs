@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the error is counted in [`Stats`](crate::StatsSnapshot). They reach you from configuration
 /// ([`SweeperBuilder::build`](crate::SweeperBuilder::build)) and from calls you make yourself,
 /// such as [`Sweeper::invalidate`](crate::Sweeper::invalidate).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is not usable; the message says which setting and why.
@@ -33,6 +33,17 @@ pub enum Error {
         /// What it said.
         message: String,
     },
+    /// The server failed several times in a row, so it is skipped until its retry window ends
+    /// (no request was sent).
+    #[error(
+        "cache server `{backend}` is skipped after repeated failures; retrying in {retry_in_ms} ms"
+    )]
+    CircuitOpen {
+        /// Which server.
+        backend: String,
+        /// How long until the next attempt.
+        retry_in_ms: u64,
+    },
     /// A value under a counter key is not a counter (someone else wrote that key).
     #[error("value under version key `{key}` is not a counter")]
     NotACounter {
@@ -41,6 +52,8 @@ pub enum Error {
     },
 }
 
+// Only remote backends build these.
+#[cfg_attr(not(feature = "memcache"), allow(dead_code))]
 impl Error {
     pub(crate) fn unavailable(backend: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Unavailable {

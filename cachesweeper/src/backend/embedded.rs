@@ -134,11 +134,10 @@ impl Backend for Embedded {
         "embedded"
     }
 
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        Ok(keys
-            .iter()
-            .map(|key| self.cache.get(*key).map(|entry| entry.bytes.to_vec()))
-            .collect())
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        keys.iter()
+            .map(|key| Ok(self.cache.get(*key).map(|entry| entry.bytes.to_vec())))
+            .collect()
     }
 
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
@@ -162,7 +161,7 @@ impl Backend for Embedded {
         Ok(entry.is_fresh())
     }
 
-    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         keys.iter()
             .map(|key| self.incr_one(key, delta, initial))
             .collect()

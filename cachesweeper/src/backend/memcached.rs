@@ -6,10 +6,13 @@
 //! arithmetic command creates a missing counter atomically (`ma` with `N`/`J`), which is what
 //! version counters need. The classic client's `add` cannot even report whether it stored.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
 
+use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
+use super::ring::Ring;
 use super::{Backend, SetItem};
 use crate::{Error, Result};
 
@@ -20,19 +23,33 @@ const COUNTER_TTL_SECS: u32 = 30 * 24 * 60 * 60;
 /// memcached's default item size limit (`-I 1m`), less room for the key and item header.
 const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 
-/// A memcached server, or several with keys spread by rendezvous hashing.
+/// One or more memcached servers.
+///
+/// Each server has its own connection pool and circuit breaker: after a few transport failures
+/// in a row (a refused connection, a timeout) it is skipped for a retry window, so a dead server
+/// costs one timeout per window, not one per fragment; then one call probes it again. With
+/// several servers, keys are spread by a ketama ring (see the `ring` module docs) and a batch is
+/// split per server, the groups sent in parallel; a server that is down fails only its keys.
 ///
 /// ```no_run
 /// use cachesweeper::backend::Memcached;
 ///
-/// let cache = Memcached::from_url("memcache://127.0.0.1:11211")?;
+/// let cache = Memcached::from_url("memcache://10.0.0.1:11211,memcache://10.0.0.2:11211")?;
 /// # Ok::<(), cachesweeper::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Memcached {
-    client: MetaClient,
+    servers: Arc<[Server]>,
+    ring: Option<Arc<Ring>>,
+    failover: bool,
     name: String,
     max_value_len: usize,
+}
+
+struct Server {
+    addr: String,
+    client: MetaClient,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for Memcached {
@@ -45,16 +62,20 @@ impl std::fmt::Debug for Memcached {
 
 /// Configures a [`Memcached`] backend.
 ///
-/// Defaults suit a cache on the same LAN: 100 ms to connect, 200 ms for a whole exchange. A cache
-/// that answers slower than that is treated as down for that call, and the fragment is rendered.
+/// Defaults suit a cache on the same LAN: 100 ms to connect, 200 ms for a whole exchange, a
+/// server skipped for 2 s after 2 transport failures in a row. A cache that answers slower than
+/// that is treated as down, and fragments are rendered instead.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MemcachedBuilder {
-    servers: Vec<String>,
+    servers: Vec<(String, u32)>,
     connect_timeout: Duration,
     io_timeout: Duration,
     max_idle: usize,
     max_value_len: usize,
+    failure_threshold: u32,
+    retry_after: Duration,
+    failover: bool,
 }
 
 impl Default for MemcachedBuilder {
@@ -65,14 +86,23 @@ impl Default for MemcachedBuilder {
             io_timeout: Duration::from_millis(200),
             max_idle: 16,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            retry_after: DEFAULT_RETRY_AFTER,
+            failover: false,
         }
     }
 }
 
 impl MemcachedBuilder {
     /// Adds a server, as `host:port` or `memcache://host:port`.
-    pub fn server(mut self, server: impl Into<String>) -> Self {
-        self.servers.push(server.into());
+    pub fn server(self, server: impl Into<String>) -> Self {
+        self.weighted_server(server, 1)
+    }
+
+    /// Adds a server that takes `weight` times the share of keys of a weight-1 server (for a
+    /// server with more memory).
+    pub fn weighted_server(mut self, server: impl Into<String>, weight: u32) -> Self {
+        self.servers.push((server.into(), weight));
         self
     }
 
@@ -101,26 +131,67 @@ impl MemcachedBuilder {
         self
     }
 
+    /// Skips a server after this many transport failures in a row, for `retry_after`, then
+    /// probes it with one call.
+    pub fn circuit_breaker(mut self, failures: u32, retry_after: Duration) -> Self {
+        self.failure_threshold = failures;
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Sends the keys of a server that is skipped to the next live server on the ring (off by
+    /// default). Caching goes on at full rate while a server is down, at a price: the records
+    /// whose counters lived there get new counters on the next server, and when the server
+    /// comes back its old counters are found again, with old versions whose fragments may still
+    /// be stored. Off, a down server's fragments are rendered until it returns.
+    pub fn failover(mut self, failover: bool) -> Self {
+        self.failover = failover;
+        self
+    }
+
     /// Builds the backend. Addresses are resolved now; connections are made at first use, so a
     /// server that is down does not fail this call.
     pub fn build(self) -> Result<Memcached> {
         if self.servers.is_empty() {
             return Err(Error::Config("memcached needs at least one server".into()));
         }
-        let addrs = self
-            .servers
+        let mut servers = Vec::with_capacity(self.servers.len());
+        let mut weights = Vec::with_capacity(self.servers.len());
+        for (server, weight) in &self.servers {
+            if *weight == 0 {
+                return Err(Error::Config(format!(
+                    "memcached server {server:?}: weight 0"
+                )));
+            }
+            let addr = parse_server(server)?;
+            if weights.iter().any(|(a, _)| a == &addr) {
+                return Err(Error::Config(format!(
+                    "memcached server {addr} is listed twice"
+                )));
+            }
+            let client = MetaClient::builder()
+                .connect_timeout(Some(self.connect_timeout))
+                .io_timeout(Some(self.io_timeout))
+                .max_idle(self.max_idle)
+                .connect(addr.as_str())
+                .map_err(|e| Error::Config(format!("memcached server {addr}: {e}")))?;
+            weights.push((addr.clone(), *weight));
+            servers.push(Server {
+                addr,
+                client,
+                breaker: Breaker::new(self.failure_threshold, self.retry_after),
+            });
+        }
+        let name = weights
             .iter()
-            .map(|s| parse_server(s))
-            .collect::<Result<Vec<_>>>()?;
-        let client = MetaClient::builder()
-            .connect_timeout(Some(self.connect_timeout))
-            .io_timeout(Some(self.io_timeout))
-            .max_idle(self.max_idle)
-            .connect_multiple(addrs.iter().map(String::as_str))
-            .map_err(|e| Error::Config(format!("memcached servers {addrs:?}: {e}")))?;
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         Ok(Memcached {
-            client,
-            name: addrs.join(","),
+            ring: (servers.len() > 1).then(|| Arc::new(Ring::new(&weights))),
+            servers: servers.into(),
+            failover: self.failover,
+            name,
             max_value_len: self.max_value_len,
         })
     }
@@ -153,8 +224,63 @@ fn parse_server(server: &str) -> Result<String> {
     })
 }
 
+/// Whether an error says the server could not be reached in time (as opposed to an answer).
+fn is_transport(error: &exp::Error) -> bool {
+    matches!(
+        error,
+        exp::Error::Io(_) | exp::Error::Timeout { .. } | exp::Error::Ambiguous { .. }
+    )
+}
+
+impl Server {
+    fn error(&self, error: exp::Error) -> Error {
+        if is_transport(&error) {
+            Error::unavailable(&self.addr, error)
+        } else {
+            Error::backend(&self.addr, error)
+        }
+    }
+
+    /// Runs a batch on this server through its breaker; one result per operation.
+    fn run<O: exp::Operation>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
+        let count = ops.len();
+        if let Err(wait) = self.breaker.allow() {
+            let skipped = Error::CircuitOpen {
+                backend: self.addr.clone(),
+                retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            };
+            return (0..count).map(|_| Err(skipped.clone())).collect();
+        }
+        match self.client.run_many(ops) {
+            Err(error) => {
+                if is_transport(&error) {
+                    self.breaker.failure();
+                } else {
+                    self.breaker.success();
+                }
+                let error = self.error(error);
+                (0..count).map(|_| Err(error.clone())).collect()
+            }
+            Ok(results) => {
+                if results
+                    .iter()
+                    .any(|r| matches!(r, Err(e) if is_transport(e)))
+                {
+                    self.breaker.failure();
+                } else {
+                    self.breaker.success();
+                }
+                results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| self.error(e)))
+                    .collect()
+            }
+        }
+    }
+}
+
 impl Memcached {
-    /// A builder, for timeouts and several servers.
+    /// A builder, for timeouts, weights, the circuit breaker and failover.
     pub fn builder() -> MemcachedBuilder {
         MemcachedBuilder::default()
     }
@@ -168,21 +294,60 @@ impl Memcached {
             .build()
     }
 
-    fn error(&self, error: exp::Error) -> Error {
-        match error {
-            exp::Error::Io(_) | exp::Error::Timeout { .. } | exp::Error::Ambiguous { .. } => {
-                Error::unavailable(&self.name, error)
-            }
-            other => Error::backend(&self.name, other),
+    /// The server that holds `key`.
+    fn route(&self, key: &str) -> usize {
+        let Some(ring) = &self.ring else { return 0 };
+        if self.failover {
+            ring.server_for_excluding(key.as_bytes(), &|i| self.servers[i].breaker.is_open())
+                .unwrap_or_else(|| ring.server_for(key.as_bytes()))
+        } else {
+            ring.server_for(key.as_bytes())
         }
     }
 
-    /// The first error of a batch, or the batch's own.
-    fn all<T>(&self, results: exp::Result<Vec<exp::Result<T>>>) -> Result<Vec<T>> {
-        results
-            .map_err(|e| self.error(e))?
-            .into_iter()
-            .map(|r| r.map_err(|e| self.error(e)))
+    /// Splits a batch by server, runs the groups (in parallel when there are several) and puts
+    /// the results back in the order of `keys`.
+    fn batch<T: Send, O: exp::Operation<Output = T> + Send>(
+        &self,
+        keys: &[&str],
+        make: impl Fn(&str) -> O + Sync,
+    ) -> Vec<Result<T>> {
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
+        for (i, key) in keys.iter().enumerate() {
+            groups[self.route(key)].push(i);
+        }
+        let run_group = |server: usize, indices: &Vec<usize>| {
+            let ops = indices.iter().map(|&i| make(keys[i])).collect();
+            self.servers[server].run(ops)
+        };
+        let busy: Vec<(usize, &Vec<usize>)> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .collect();
+        let answers: Vec<Vec<Result<T>>> = if busy.len() <= 1 {
+            busy.iter()
+                .map(|&(server, indices)| run_group(server, indices))
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = busy[1..]
+                    .iter()
+                    .map(|&(server, indices)| scope.spawn(move || run_group(server, indices)))
+                    .collect();
+                let mut answers = vec![run_group(busy[0].0, busy[0].1)];
+                answers.extend(handles.into_iter().map(|h| h.join().expect("batch thread")));
+                answers
+            })
+        };
+        let mut out: Vec<Option<Result<T>>> = (0..keys.len()).map(|_| None).collect();
+        for ((_, indices), results) in busy.iter().zip(answers) {
+            for (&i, result) in indices.iter().zip(results) {
+                out[i] = Some(result);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every key was routed to one server"))
             .collect()
     }
 }
@@ -204,62 +369,51 @@ impl Backend for Memcached {
         &self.name
     }
 
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let results = self.all(self.client.run_many(keys.iter().map(Get::new)))?;
-        Ok(results
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        self.batch(keys, |key| Get::new(key))
             .into_iter()
-            .map(|r| if r.hit() { r.value } else { None })
-            .collect())
+            .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
+            .collect()
     }
 
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let sets = items
-            .iter()
-            .map(|item| Set::new(item.key, item.value).ttl(ttl(item.ttl)));
-        self.all(self.client.run_many(sets)).map(drop)
+        let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
+        let by_key: std::collections::HashMap<&str, &SetItem<'_>> =
+            items.iter().map(|item| (item.key, item)).collect();
+        self.batch(&keys, |key| {
+            let item = by_key[key];
+            Set::new(item.key, item.value).ttl(ttl(item.ttl))
+        })
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
     }
 
     fn add(&self, key: &str, value: &[u8], ttl_: Option<Duration>) -> Result<bool> {
-        let result = self
-            .client
-            .run(Set::new(key, value).ttl(ttl(ttl_)).add())
-            .map_err(|e| self.error(e))?;
-        Ok(result.applied())
+        let mut results = self.batch(&[key], |key| Set::new(key, value).ttl(ttl(ttl_)).add());
+        results.pop().expect("one result").map(|r| r.applied())
     }
 
-    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ops = keys.iter().map(|key| {
+    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
+        self.batch(keys, |key| {
             Arithmetic::new(key)
                 .delta(delta)
                 .initial(initial, COUNTER_TTL_SECS)
                 .ttl(Ttl::secs(COUNTER_TTL_SECS))
-        });
-        self.all(self.client.run_many(ops))?
-            .into_iter()
-            .zip(keys)
-            .map(|(result, key)| {
-                result.value.ok_or_else(|| Error::NotACounter {
-                    key: (*key).to_owned(),
-                })
+        })
+        .into_iter()
+        .zip(keys)
+        .map(|(result, key)| {
+            result?.value.ok_or_else(|| Error::NotACounter {
+                key: (*key).to_owned(),
             })
-            .collect()
+        })
+        .collect()
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        let result = self
-            .client
-            .run(exp::Delete::new(key))
-            .map_err(|e| self.error(e))?;
-        Ok(result.applied())
+        let mut results = self.batch(&[key], |key| exp::Delete::new(key));
+        results.pop().expect("one result").map(|r| r.applied())
     }
 
     fn max_value_len(&self) -> usize {

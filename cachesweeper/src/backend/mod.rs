@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use crate::Result;
 
+#[cfg(feature = "memcache")]
+mod breaker;
 pub mod conformance;
 mod embedded;
 #[cfg(feature = "memcache")]
 mod memcached;
 mod null;
 #[cfg(feature = "memcache")]
-#[allow(dead_code)] // Lets this commit build before memcached.rs routes through the ring.
 mod ring;
 
 pub use embedded::Embedded;
@@ -40,13 +41,21 @@ pub struct SetItem<'a> {
 /// format).
 ///
 /// Each call is one round trip to the store. Implementations must be atomic where the docs say
-/// so: correctness of invalidation rests on [`Backend::incr_many`] and [`Backend::add`].
+/// so: correctness of invalidation rests on [`Backend::incr_each`] and [`Backend::add`].
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name for logs and errors (for memcached, the server URLs).
     fn name(&self) -> &str;
 
-    /// The values under `keys`, in the same order; `None` for a key with no value.
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// The value under each key, in the same order: `None` for a key with no value, or the
+    /// error of the server that holds the key. With several servers, one that is down fails only
+    /// its own keys.
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>>;
+
+    /// The values under `keys`, in the same order; `None` for a key with no value. Fails if any
+    /// key's lookup failed.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.get_each(keys).into_iter().collect()
+    }
 
     /// Stores every item, replacing existing values.
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()>;
@@ -55,11 +64,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// stored.
     fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
 
-    /// Adds `delta` to each counter in `keys` and returns the values after the operation, in
-    /// order. A missing counter is created at `initial` instead (and `delta` is not applied),
-    /// atomically per key: memcached's `ma` with `N` and `J`. With `delta` 0 this reads the
-    /// counters, creating the missing ones.
-    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>>;
+    /// Adds `delta` to each counter in `keys` and returns each value after the operation, in
+    /// order, or the error of the server that holds it. A missing counter is created at
+    /// `initial` instead (and `delta` is not applied), atomically per key: memcached's `ma` with
+    /// `N` and `J`. With `delta` 0 this reads the counters, creating the missing ones.
+    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>>;
+
+    /// [`incr_each`](Self::incr_each), failing if any key failed.
+    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+        self.incr_each(keys, delta, initial).into_iter().collect()
+    }
 
     /// Removes `key`. Returns whether it had a value.
     fn delete(&self, key: &str) -> Result<bool>;
@@ -82,8 +96,8 @@ macro_rules! forward_backend {
             fn name(&self) -> &str {
                 (**self).name()
             }
-            fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-                (**self).get_many(keys)
+            fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+                (**self).get_each(keys)
             }
             fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
                 (**self).set_many(items)
@@ -91,8 +105,8 @@ macro_rules! forward_backend {
             fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
                 (**self).add(key, value, ttl)
             }
-            fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
-                (**self).incr_many(keys, delta, initial)
+            fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
+                (**self).incr_each(keys, delta, initial)
             }
             fn delete(&self, key: &str) -> Result<bool> {
                 (**self).delete(key)

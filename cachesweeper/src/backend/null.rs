@@ -22,8 +22,8 @@ impl Backend for Null {
         "null"
     }
 
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        Ok(vec![None; keys.len()])
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        keys.iter().map(|_| Ok(None)).collect()
     }
 
     fn set_many(&self, _: &[SetItem<'_>]) -> Result<()> {
@@ -34,8 +34,8 @@ impl Backend for Null {
         Ok(true)
     }
 
-    fn incr_many(&self, keys: &[&str], _: u64, initial: u64) -> Result<Vec<u64>> {
-        Ok(vec![initial; keys.len()])
+    fn incr_each(&self, keys: &[&str], _: u64, initial: u64) -> Vec<Result<u64>> {
+        keys.iter().map(|_| Ok(initial)).collect()
     }
 
     fn is_local(&self) -> bool {
