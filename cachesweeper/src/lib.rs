@@ -130,6 +130,7 @@ mod cached;
 mod default;
 mod error;
 pub mod filters;
+mod flight;
 mod key_part;
 pub mod keys;
 mod l1;
@@ -148,7 +149,9 @@ pub use keys::{KeyParts, Version};
 pub use l1::{DEFAULT_L1_BYTES, REMOTE_HIT_TTL};
 pub use stats::StatsSnapshot;
 pub use sweepable::{ModelRef, ParentKey, Sweepable, Touchable, VersionField};
-pub use sweeper::{DEFAULT_EMBEDDED_BYTES, DEFAULT_NAMESPACE, Sweeper, SweeperBuilder};
+pub use sweeper::{
+    DEFAULT_EMBEDDED_BYTES, DEFAULT_NAMESPACE, DEFAULT_SETTLE, Sweeper, SweeperBuilder,
+};
 pub use ttl::Ttl;
 
 /// `#[derive(Sweepable)]`: see [Models](crate#models).

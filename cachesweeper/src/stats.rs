@@ -8,6 +8,7 @@ pub(crate) struct Stats {
     hits: AtomicU64,
     l1_hits: AtomicU64,
     misses: AtomicU64,
+    coalesced: AtomicU64,
     errors: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
@@ -29,6 +30,9 @@ impl Stats {
     }
     pub(crate) fn miss(&self) {
         self.misses.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
     }
     pub(crate) fn error(&self) {
         self.errors.fetch_add(1, Relaxed);
@@ -54,6 +58,7 @@ impl Stats {
             hits: self.hits.load(Relaxed),
             l1_hits: self.l1_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
             errors: self.errors.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
@@ -83,6 +88,9 @@ pub struct StatsSnapshot {
     pub l1_hits: u64,
     /// Fragments rendered because the cache had no usable value (including after errors).
     pub misses: u64,
+    /// Fragments that missed while another render of this process was rendering the same one,
+    /// and were handed its result instead of rendering it again (counted as hits too).
+    pub coalesced: u64,
     /// Backend calls that failed; each was treated as a miss.
     pub errors: u64,
     /// Bytes of fragments read from the backend (not the L1).
@@ -107,6 +115,7 @@ impl std::ops::Sub for StatsSnapshot {
             hits: self.hits.saturating_sub(earlier.hits),
             l1_hits: self.l1_hits.saturating_sub(earlier.l1_hits),
             misses: self.misses.saturating_sub(earlier.misses),
+            coalesced: self.coalesced.saturating_sub(earlier.coalesced),
             errors: self.errors.saturating_sub(earlier.errors),
             bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
             bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),

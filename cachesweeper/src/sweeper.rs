@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::{Backend, Embedded, SetItem};
+use crate::flight::{Claim, Flights};
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::l1::L1;
 use crate::session::{Session, Slot, Wanted, Write};
@@ -13,6 +14,9 @@ use crate::{Error, ModelRef, Result, Sweepable, value};
 
 /// The default bound of the embedded backend: 64 MiB.
 pub const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long [`Sweeper::invalidate`] waits between its two bumps, by default.
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
 
 /// The default namespace, the first component of every key.
 pub const DEFAULT_NAMESPACE: &str = "cs";
@@ -57,6 +61,8 @@ struct Inner {
     stats: Stats,
     last_warning: AtomicU64,
     l1: Option<L1>,
+    flights: Flights,
+    settle: Duration,
 }
 
 /// Configures a [`Sweeper`].
@@ -66,6 +72,7 @@ pub struct SweeperBuilder {
     namespace: Option<String>,
     backend: Option<Arc<dyn Backend>>,
     l1_bytes: Option<u64>,
+    settle: Option<Duration>,
 }
 
 impl SweeperBuilder {
@@ -97,6 +104,13 @@ impl SweeperBuilder {
         self
     }
 
+    /// How long [`Sweeper::invalidate`] waits between its two bumps (default 100 ms; zero: one
+    /// bump, no wait). See [`Sweeper::invalidate`] for why there are two.
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = Some(settle);
+        self
+    }
+
     /// Checks the configuration and builds the sweeper.
     pub fn build(self) -> Result<Sweeper> {
         let keys = KeySpace::new(self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
@@ -111,6 +125,8 @@ impl SweeperBuilder {
         Ok(Sweeper {
             inner: Arc::new(Inner {
                 l1: (l1_bytes > 0).then(|| L1::new(l1_bytes)),
+                flights: Flights::default(),
+                settle: self.settle.unwrap_or(DEFAULT_SETTLE),
                 backend,
                 keys,
                 stats: Stats::default(),
@@ -195,13 +211,29 @@ impl Sweeper {
 
     /// Runs one backend call, counting it as a round trip and, if it fails, as an error.
     fn call<T>(&self, op: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
-        self.count(Stats::round_trip);
         let result = op(&*self.inner.backend);
-        if let Err(error) = &result {
+        self.tally(std::slice::from_ref(&result));
+        result
+    }
+
+    /// Runs one batch backend call that answers per key.
+    fn call_each<T>(&self, op: impl FnOnce(&dyn Backend) -> Vec<Result<T>>) -> Vec<Result<T>> {
+        let results = op(&*self.inner.backend);
+        self.tally(&results);
+        results
+    }
+
+    /// Counts a backend call: a round trip unless every part of it was skipped by a circuit
+    /// breaker (nothing was sent), and one error if any part failed.
+    fn tally<T>(&self, results: &[Result<T>]) {
+        let skipped = |r: &Result<T>| matches!(r, Err(Error::CircuitOpen { .. }));
+        if results.is_empty() || !results.iter().all(skipped) {
+            self.count(Stats::round_trip);
+        }
+        if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
             self.count(Stats::error);
             self.warn(error);
         }
-        result
     }
 
     /// Logs a backend error at most once a second, so a dead cache does not flood the log.
@@ -264,12 +296,26 @@ impl Sweeper {
             .fragment_key(R::MODEL, &record.sweeper_key(), version, parts)
     }
 
-    /// Invalidates `record` and the parents it touches, in one atomic round trip: every
-    /// fragment cached under their current versions stops being found.
+    /// Invalidates `record` and the parents it touches: every fragment cached under their
+    /// current versions stops being found. Each bump is atomic (memcached `ma`), and the record
+    /// and its parents are bumped in one round trip.
     ///
     /// For a record versioned by a field alone, only its parents are bumped (its own version
-    /// changes when the field does). Call it after the change is committed to your database:
-    /// a render that starts after this returns sees the new version.
+    /// changes when the field does).
+    ///
+    /// **The one ordering rule:** call it *after* the change is committed to your database.
+    /// Called before, a render in between would read the old row under the new version and
+    /// store it there.
+    ///
+    /// **Why it bumps twice.** A render that read the row just *before* the commit but looks its
+    /// version up just *after* the bump would store the old row under the new version, where
+    /// renders that start after this call would find it. So the counters are bumped, then, after
+    /// [`settle`](SweeperBuilder::settle) (100 ms by default), bumped again: whatever was stored
+    /// under the version in between is never asked for again. This holds for renders that look
+    /// versions up within `settle` of loading their data, which [`render`](Self::render) does in
+    /// its first pass. This call therefore blocks for `settle`: call it where blocking is fine
+    /// (a blocking pool), or set `settle` to zero to trade that guarantee for speed. Records
+    /// versioned by a field have no such window: their version comes with the row itself.
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
         let mut parents = Vec::new();
         record.sweeper_parents(&mut parents);
@@ -281,22 +327,30 @@ impl Sweeper {
             keys.push(self.counter_key(record));
         }
         self.count(Stats::invalidation);
+        tracing::debug!(model = R::MODEL, key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
+        self.bump(&keys)
+    }
+
+    /// Bumps counters, twice around the settle time (see [`invalidate`](Self::invalidate)).
+    fn bump(&self, keys: &[String]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.call(|b| b.incr_many(&keys, 1, counter_seed()))?;
-        tracing::debug!(model = R::MODEL, key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
+        if !self.inner.settle.is_zero() {
+            std::thread::sleep(self.inner.settle);
+            self.call(|b| b.incr_many(&keys, 1, counter_seed()))?;
+        }
         Ok(())
     }
 
     /// Invalidates a record known only by reference (model name and key), e.g. from a
-    /// database trigger or a message queue.
+    /// database trigger or a message queue. Its parents are not known here, so they are not
+    /// touched.
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
-        let key = self.inner.keys.counter_key(record.model, &record.key);
         self.count(Stats::invalidation);
-        self.call(|b| b.incr_many(&[&key], 1, counter_seed()))?;
-        Ok(())
+        self.bump(&[self.inner.keys.counter_key(record.model, &record.key)])
     }
 
     /// The fragment of `record` identified by `parts`: from the cache if it holds one for the
@@ -347,11 +401,25 @@ impl Sweeper {
             self.count_hit(key, &html);
             return Ok(html);
         }
-        self.count_miss::<R>(key.as_deref());
+        let Some(key) = key else {
+            // The version could not be learnt: render, and store nothing.
+            self.count_miss::<R>(None);
+            return render();
+        };
+        let leader = match self.inner.flights.claim(&key) {
+            Claim::Done(html) => {
+                self.count_coalesced(&key, &html);
+                return Ok(html);
+            }
+            Claim::Leader(leader) => Some(leader),
+            Claim::Alone => None,
+        };
+        self.count_miss::<R>(Some(&key));
         let html = render()?;
-        if let Some(key) = key
-            && let Some(write) = self.prepare_write(key, &html, ttl)
-        {
+        if let Some(leader) = leader {
+            leader.publish(&html);
+        }
+        if let Some(write) = self.prepare_write(key, &html, ttl) {
             self.store(vec![write]);
         }
         Ok(html)
@@ -378,7 +446,11 @@ impl Sweeper {
         let counter = match &counter_key {
             None => None,
             Some(k) if state.failed_counters.contains(k) => {
-                // The version cannot be known: render, and store nothing.
+                // The version cannot be known: render, and store nothing; once, in the pass
+                // whose output is kept.
+                if discarded {
+                    return Ok(String::new());
+                }
                 drop(state);
                 self.count_miss::<R>(None);
                 return render();
@@ -442,13 +514,29 @@ impl Sweeper {
                 let unresolved_before = state.unresolved;
                 state.body_depth += 1;
                 drop(state);
+                let leader = match self.inner.flights.claim(&key) {
+                    Claim::Done(html) => {
+                        // Another render of this process just rendered (and stores) it.
+                        self.count_coalesced(&key, &html);
+                        let mut state = session.state();
+                        state.body_depth -= 1;
+                        state.slots.insert(key, Slot::Rendered(html.clone()));
+                        return Ok(html);
+                    }
+                    Claim::Leader(leader) => Some(leader),
+                    Claim::Alone => None,
+                };
                 let rendered = render();
                 let mut state = session.state();
                 state.body_depth -= 1;
                 let html = rendered?;
                 if state.unresolved > unresolved_before {
-                    // Fragments inside are not known yet: the next pass renders this again.
+                    // Fragments inside are not known yet: the next pass renders this again
+                    // (and the leader, dropped here, releases anyone waiting on it).
                     return Ok(html);
+                }
+                if let Some(leader) = leader {
+                    leader.publish(&html);
                 }
                 self.count_miss::<R>(Some(&key));
                 if let Some(write) = self.prepare_write(key.clone(), &html, ttl) {
@@ -540,8 +628,8 @@ impl Sweeper {
     }
 
     /// Fetches what a record pass wanted: the unknown versions in one batch, then the unknown
-    /// fragments in one batch. Returns whether any of them missed (or could not be looked up),
-    /// that is whether another record pass may find fragments nested in their bodies.
+    /// fragments in one batch. Returns whether any fragment missed, that is whether another
+    /// record pass may find fragments nested in its body.
     fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) -> bool {
         let counters: Vec<&str> = {
             let state = session.state();
@@ -553,22 +641,19 @@ impl Sweeper {
                 .collect()
         };
         if !counters.is_empty() {
-            let fetched = self.call(|b| b.incr_many(&counters, 0, counter_seed()));
+            let fetched = self.call_each(|b| b.incr_each(&counters, 0, counter_seed()));
             let mut state = session.state();
-            match fetched {
-                Ok(values) => {
-                    for (key, value) in counters.iter().zip(values) {
-                        state.versions.insert((*key).to_owned(), value);
-                    }
-                }
-                Err(_) => {
-                    for key in &counters {
-                        state.failed_counters.insert((*key).to_owned());
-                    }
-                }
+            for (key, value) in counters.iter().zip(fetched) {
+                match value {
+                    Ok(value) => state.versions.insert((*key).to_owned(), value).map(drop),
+                    Err(_) => state
+                        .failed_counters
+                        .insert((*key).to_owned())
+                        .then_some(()),
+                };
             }
         }
-        let mut missed = !session.state().failed_counters.is_empty();
+        let mut missed = false;
         let keys: Vec<String> = {
             let state = session.state();
             let mut seen = std::collections::HashSet::new();
@@ -629,11 +714,10 @@ impl Sweeper {
             return found;
         }
         let remote_keys: Vec<&str> = remote.iter().map(|&i| keys[i]).collect();
-        let Ok(values) = self.call(|b| b.get_many(&remote_keys)) else {
-            return found;
-        };
+        let values = self.call_each(|b| b.get_each(&remote_keys));
         for (i, stored) in remote.into_iter().zip(values) {
-            let Some(stored) = stored else { continue };
+            // A failed lookup is a miss (counted as an error by `call_each`).
+            let Ok(Some(stored)) = stored else { continue };
             let len = stored.len();
             match value::decode(stored) {
                 Some(html) => {
@@ -658,6 +742,16 @@ impl Sweeper {
     fn count_hit(&self, key: &str, html: &str) {
         self.count(Stats::hit);
         tracing::debug!(key, bytes = html.len(), "cachesweeper hit");
+    }
+
+    fn count_coalesced(&self, key: &str, html: &str) {
+        self.count(Stats::hit);
+        self.count(Stats::coalesced);
+        tracing::debug!(
+            key,
+            bytes = html.len(),
+            "cachesweeper hit (rendered just now by another render)"
+        );
     }
 
     fn count_miss<R: Sweepable + ?Sized>(&self, key: Option<&str>) {

@@ -1,6 +1,8 @@
 //! Models and backends shared by the integration tests.
 #![allow(dead_code)] // each test crate uses part of this
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use cachesweeper::Sweepable;
@@ -64,12 +66,14 @@ pub struct Case {
 }
 
 /// One sweeper per backend: embedded, and memcached on a fresh server of its own (left out
-/// only outside CI when memcached is not installed).
+/// only outside CI when memcached is not installed). They invalidate with a single bump (no
+/// settle time), which keeps these tests fast; `tests/concurrency.rs` covers the settle.
 pub fn cases() -> Vec<Case> {
     let mut cases = vec![Case {
         name: "embedded",
         sweeper: Sweeper::builder()
             .backend(Embedded::new(16 * 1024 * 1024))
+            .settle(Duration::ZERO)
             .build()
             .unwrap(),
         server: None,
@@ -77,6 +81,7 @@ pub fn cases() -> Vec<Case> {
     if let Some(server) = MemcachedProcess::start() {
         let sweeper = Sweeper::builder()
             .backend(Memcached::from_url(&server.url()).unwrap())
+            .settle(Duration::ZERO)
             .build()
             .unwrap();
         cases.push(Case {

@@ -1,0 +1,144 @@
+//! Single-flight: when many renders miss the same fragment at once, one renders it and the
+//! others wait for its result instead of rendering it too (a cache stampede).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a render waits for another to finish the same fragment before rendering it
+/// itself: a slow or stuck render must not hold up the others for long.
+pub(crate) const FLIGHT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a finished render's result is handed to renders that missed just before it was
+/// stored (they would otherwise become leaders and render it again). The key carries the
+/// version, so the result cannot be stale, however late it is handed out.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Finished flights are swept once the map holds this many entries.
+const SWEEP_AT: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Flight {
+    /// `Some(Some(html))` when the leader rendered, `Some(None)` when it gave up.
+    outcome: Mutex<Option<Option<String>>>,
+    done: Condvar,
+    /// When the leader published its result.
+    finished: Mutex<Option<Instant>>,
+}
+
+impl Flight {
+    /// A flight whose result is no longer handed out.
+    fn expired(&self, now: Instant) -> bool {
+        self.finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| now.duration_since(at) > GRACE)
+    }
+}
+
+/// The fragments being rendered right now in this process, by key.
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    in_flight: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+/// What a render that missed should do.
+pub(crate) enum Claim<'a> {
+    /// Render it, then [`Leader::publish`] the result.
+    Leader(Leader<'a>),
+    /// Another render just rendered it: here is its HTML.
+    Done(String),
+    /// Another render was at it but gave up or took too long: render it yourself.
+    Alone,
+}
+
+/// The render in charge of one fragment. Dropped without publishing (an error, a panic, a
+/// render that was not final), it releases the waiters to render on their own.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: String,
+    flight: Arc<Flight>,
+}
+
+impl Flights {
+    pub(crate) fn claim(&self, key: &str) -> Claim<'_> {
+        let flight = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if in_flight.len() >= SWEEP_AT {
+                in_flight.retain(|_, flight| !flight.expired(now));
+            }
+            match in_flight.get(key).filter(|flight| !flight.expired(now)) {
+                Some(flight) => Arc::clone(flight),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    in_flight.insert(key.to_owned(), Arc::clone(&flight));
+                    return Claim::Leader(Leader {
+                        flights: self,
+                        key: key.to_owned(),
+                        flight,
+                    });
+                }
+            }
+        };
+        let outcome = flight
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (outcome, _) = flight
+            .done
+            .wait_timeout_while(outcome, FLIGHT_WAIT, |o| o.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*outcome {
+            Some(Some(html)) => Claim::Done(html.clone()),
+            _ => Claim::Alone,
+        }
+    }
+}
+
+impl Leader<'_> {
+    pub(crate) fn publish(self, html: &str) {
+        self.finish(Some(html.to_owned()));
+    }
+
+    fn finish(&self, outcome: Option<String>) {
+        if outcome.is_none() {
+            // Nothing to hand out: the next render to miss leads a new flight.
+            let mut in_flight = self
+                .flights
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if in_flight
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                in_flight.remove(&self.key);
+            }
+        } else {
+            *self
+                .flight
+                .finished
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        }
+        let mut slot = self
+            .flight
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(outcome);
+        }
+        self.flight.done.notify_all();
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}

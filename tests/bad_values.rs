@@ -1,0 +1,113 @@
+//! Values the cache cannot or should not serve: a fragment over the item limit is rendered and
+//! not stored; a stored value the library did not write, a truncated one, or one that is not
+//! UTF-8 is a miss, and the fresh render overwrites it.
+
+mod common;
+
+use cachesweeper::backend::{Memcached, SetItem};
+use cachesweeper::{KeyParts, Sweeper};
+use cachesweeper_suite::memcached::MemcachedProcess;
+use common::{cases, comment};
+
+fn ok(html: String) -> impl FnOnce() -> Result<String, std::convert::Infallible> {
+    move || Ok(html)
+}
+
+#[test]
+fn an_oversized_fragment_is_rendered_and_not_stored() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let big = "x".repeat(2 * 1024 * 1024);
+        let c = comment(1, 1);
+        let parts = KeyParts::new();
+        for _ in 0..2 {
+            assert_eq!(
+                s.fragment(&c, 600, &parts, ok(big.clone())).unwrap().len(),
+                big.len()
+            );
+        }
+        let stats = s.stats();
+        assert_eq!(
+            (stats.misses, stats.oversized, stats.errors),
+            (2, 2, 0),
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn a_server_limit_below_the_configured_one_is_an_error_not_a_failure() {
+    // memcached started with a 512 KiB item limit, the backend told 1 MiB: the server refuses
+    // the write; the page does not notice.
+    let Some(server) = MemcachedProcess::start_with(&["-I", "512k"]) else {
+        return;
+    };
+    let s = Sweeper::builder()
+        .backend(
+            Memcached::builder()
+                .server(server.url())
+                .max_value_len(1024 * 1024)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let html = "y".repeat(700 * 1024);
+    let c = comment(2, 1);
+    assert_eq!(
+        s.fragment(&c, 600, &KeyParts::new(), ok(html.clone()))
+            .unwrap(),
+        html
+    );
+    assert_eq!(
+        s.fragment(&c, 600, &KeyParts::new(), ok(html.clone()))
+            .unwrap(),
+        html
+    );
+    assert!(s.stats().errors >= 1, "{:?}", s.stats());
+}
+
+#[test]
+fn foreign_truncated_and_non_utf8_values_are_misses_and_are_overwritten() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let c = comment(3, 1);
+        let mut truncated = b"cs\x01f".to_vec();
+        truncated.extend_from_slice(&100u32.to_le_bytes());
+        truncated.extend_from_slice(b"only a few bytes");
+        let mut not_utf8 = b"cs\x01f".to_vec();
+        not_utf8.extend_from_slice(&2u32.to_le_bytes());
+        not_utf8.extend_from_slice(b"\xff\xfe");
+        for (i, garbage) in [
+            b"<p>written by someone else</p>".to_vec(),
+            truncated,
+            not_utf8,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // A key of its own per case: the L1 (in front of memcached) rightly keeps serving
+            // what this process stored under a versioned key, whoever overwrites it remotely.
+            let parts = KeyParts::new().part("bad").part(i);
+            let key = s.fragment_key(&c, &parts).unwrap();
+            s.backend()
+                .set_many(&[SetItem {
+                    key: &key,
+                    value: &garbage,
+                    ttl: None,
+                }])
+                .unwrap();
+            let html = s
+                .fragment(&c, 600, &parts, ok(format!("<p>fresh {i}</p>")))
+                .unwrap();
+            assert_eq!(html, format!("<p>fresh {i}</p>"), "{}", case.name);
+            // Overwritten: the next lookup hits the fresh render.
+            let again = s
+                .fragment(&c, 600, &parts, ok("<p>not rendered</p>".into()))
+                .unwrap();
+            assert_eq!(again, format!("<p>fresh {i}</p>"), "{}", case.name);
+        }
+        assert_eq!(s.stats().corrupt, 3, "{}", case.name);
+    }
+}

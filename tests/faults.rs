@@ -1,0 +1,170 @@
+//! A cache fault never fails a page: memcached killed and restarted mid-run, a port where
+//! nothing listens, a listener that accepts and never answers. Every page renders, correct;
+//! the circuit breaker keeps a dead server from costing a timeout per fragment.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use cachesweeper::Sweeper;
+use cachesweeper::backend::{Memcached, Null};
+use cachesweeper_suite::memcached::MemcachedProcess;
+use common::{Comment, comment};
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.author }}: {{ c.body }}</p>{% endfilter %}{% endfor %}"
+)]
+struct Page<'a> {
+    comments: &'a [Comment],
+}
+
+fn comments() -> Vec<Comment> {
+    (0..20).map(|id| comment(id, 1)).collect()
+}
+
+fn reference(page: &Page<'_>) -> String {
+    page.render_with_values(&Sweeper::builder().backend(Null).build().unwrap())
+        .unwrap()
+}
+
+/// A sweeper on `url` with short timeouts and a short retry window, so the test runs fast.
+fn sweeper(url: &str) -> Sweeper {
+    let backend = Memcached::builder()
+        .server(url)
+        .connect_timeout(Duration::from_millis(50))
+        .io_timeout(Duration::from_millis(50))
+        .circuit_breaker(2, Duration::from_millis(300))
+        .build()
+        .unwrap();
+    Sweeper::builder()
+        .backend(backend)
+        .l1(0)
+        .settle(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn memcached_killed_then_restarted_mid_run() {
+    let Some(mut server) = MemcachedProcess::start() else {
+        return;
+    };
+    let sweeper = sweeper(&server.url());
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+
+    for _ in 0..5 {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+    }
+    assert_eq!(sweeper.stats().errors, 0);
+
+    server.kill();
+    for _ in 0..20 {
+        assert_eq!(
+            sweeper.render(&page).unwrap(),
+            expected,
+            "a page failed with memcached dead"
+        );
+    }
+    let dead = sweeper.stats();
+    assert!(dead.errors > 0, "{dead:?}");
+
+    server.restart();
+    // Caching resumes by itself once the retry window has passed: bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        let request = sweeper.scope();
+        assert_eq!(request.render(&page).unwrap(), expected);
+        if request.stats().hits == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume: {:?}",
+            sweeper.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_port_where_nothing_listens() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sweeper = sweeper(&format!("127.0.0.1:{port}"));
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    for _ in 0..10 {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(page.render_with_values(&sweeper).unwrap(), expected);
+    }
+    let stats = sweeper.stats();
+    // 10 batched renders and 10 renders of 20 single lookups: without the breaker, hundreds
+    // of attempts. With it: two failures, then skipped until the (300 ms) window ends.
+    assert!(stats.round_trips <= 4, "{stats:?}");
+    assert_eq!(stats.misses, 400);
+    assert!(stats.errors > 0);
+}
+
+#[test]
+fn a_listener_that_accepts_and_never_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let held = {
+        let stop = Arc::clone(&stop);
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            let until = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                if let Ok((stream, _)) = listener.accept() {
+                    open.push(stream); // held open, never read, never answered
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let sweeper = sweeper(&format!("127.0.0.1:{port}"));
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    for _ in 0..10 {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+    }
+    let stats = sweeper.stats();
+    // Each attempt waits out the 50 ms timeout; the breaker stops attempts after two.
+    assert!(stats.round_trips <= 3, "{stats:?}");
+    assert_eq!(stats.misses, 200);
+    stop.store(true, Ordering::Relaxed);
+    held.join().unwrap();
+}
+
+#[test]
+fn invalidation_reports_a_dead_cache_as_an_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sweeper = sweeper(&format!("127.0.0.1:{port}"));
+    assert!(sweeper.invalidate(&comment(1, 1)).is_err());
+}
