@@ -91,3 +91,31 @@ fn joined_parts_do_not_collide() {
     let two = KeyParts::new().part("a").part("b");
     assert_ne!(one.finish(), two.finish());
 }
+
+/// Short strings from a small alphabet rich in separators and escapes: where collisions between
+/// distinct inputs would hide, if the encoding were not injective.
+fn tricky() -> impl Strategy<Value = String> {
+    "[a|%: \\n0-9é]{0,6}"
+}
+
+proptest! {
+    // 100 000 cases, in CI too: model names, keys and parts near the separators and escapes.
+    #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+    #[test]
+    fn a_hundred_thousand_key_pairs(
+        a in (tricky(), tricky(), proptest::collection::vec(tricky(), 0..3)),
+        b in (tricky(), tricky(), proptest::collection::vec(tricky(), 0..3)),
+    ) {
+        let k = keys();
+        let v = Version { field: None, counter: Some(1) };
+        let parts = |p: &Vec<String>| p.iter().fold(KeyParts::new(), |acc, s| acc.part(s.as_str()));
+        let ka = k.fragment_key(&a.0, &a.1, &v, &parts(&a.2));
+        let kb = k.fragment_key(&b.0, &b.1, &v, &parts(&b.2));
+        prop_assert!(is_valid_memcached_key(&ka), "{ka:?}");
+        prop_assert_eq!(a == b, ka == kb, "{:?} {:?}", a, b);
+        let ca = k.counter_key(&a.0, &a.1);
+        prop_assert!(is_valid_memcached_key(&ca), "{ca:?}");
+        prop_assert_eq!((&a.0, &a.1) == (&b.0, &b.1), ca == k.counter_key(&b.0, &b.1));
+    }
+}

@@ -77,3 +77,74 @@ fn sixty_four_page_renders_missing_one_fragment_render_it_once() {
         assert_eq!(renders.load(Ordering::SeqCst), 1, "{}", case.name);
     }
 }
+
+/// Run by `two_processes_missing_one_fragment_render_it_once` as a child process: 8 threads
+/// miss the same fragment on the memcached named in the environment; prints its renders.
+#[test]
+fn stampede_child() {
+    let Ok(url) = std::env::var("CACHESWEEPER_STAMPEDE_MEMCACHED") else {
+        return;
+    };
+    let sweeper = cachesweeper::Sweeper::memcached(&url).unwrap();
+    let renders = AtomicUsize::new(0);
+    let barrier = Barrier::new(8);
+    let c = comment(42, 1);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                barrier.wait();
+                let html = sweeper
+                    .fragment(&c, 600, &KeyParts::new().part("two-processes"), || {
+                        renders.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok::<_, std::convert::Infallible>("<p>shared</p>".to_owned())
+                    })
+                    .unwrap();
+                assert_eq!(html, "<p>shared</p>");
+            });
+        }
+    });
+    println!("child renders={}", renders.load(Ordering::SeqCst));
+}
+
+#[test]
+fn two_processes_missing_one_fragment_render_it_once() {
+    let Some(server) = cachesweeper_suite::memcached::MemcachedProcess::start() else {
+        return;
+    };
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "stampede_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("CACHESWEEPER_STAMPEDE_MEMCACHED", server.url())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut total = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "child failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let renders: usize = stdout
+            .lines()
+            .find_map(|l| l.split("child renders=").nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {stdout:?}"));
+        total += renders;
+    }
+    // In-process single-flight alone gives at most one per process; the memcached lease makes
+    // it one across both.
+    assert!(total <= 2, "{total} renders");
+    assert_eq!(
+        total, 1,
+        "the lease should leave one render across processes"
+    );
+}

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, Embedded, SetItem};
+use crate::backend::{Backend, Embedded, Leased, SetItem};
 use crate::flight::{Claim, Flights};
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::l1::L1;
@@ -415,14 +415,29 @@ impl Sweeper {
             Claim::Alone => None,
         };
         self.count_miss::<R>(Some(&key));
-        let html = render()?;
+        let html = match render() {
+            Ok(html) => html,
+            Err(error) => {
+                self.release(&key);
+                return Err(error);
+            }
+        };
         if let Some(leader) = leader {
             leader.publish(&html);
         }
-        if let Some(write) = self.prepare_write(key, &html, ttl) {
-            self.store(vec![write]);
+        match self.prepare_write(key.clone(), &html, ttl) {
+            Some(write) => self.store(vec![write]),
+            None => self.release(&key),
         }
         Ok(html)
+    }
+
+    /// Gives up the lease this render took on `key` when it will not store a value there, so
+    /// that other renders do not wait for it.
+    fn release(&self, key: &str) {
+        if !self.inner.backend.is_local() {
+            let _ = self.call(|b| b.delete(key));
+        }
     }
 
     /// One fragment of a page being rendered by [`render`](Self::render).
@@ -539,8 +554,9 @@ impl Sweeper {
                     leader.publish(&html);
                 }
                 self.count_miss::<R>(Some(&key));
-                if let Some(write) = self.prepare_write(key.clone(), &html, ttl) {
-                    state.writes.push(write);
+                match self.prepare_write(key.clone(), &html, ttl) {
+                    Some(write) => state.writes.push(write),
+                    None => self.release(&key),
                 }
                 state.slots.insert(key, Slot::Rendered(html.clone()));
                 Ok(html)
@@ -713,28 +729,46 @@ impl Sweeper {
         if remote.is_empty() {
             return found;
         }
-        let remote_keys: Vec<&str> = remote.iter().map(|&i| keys[i]).collect();
-        let values = self.call_each(|b| b.get_each(&remote_keys));
-        for (i, stored) in remote.into_iter().zip(values) {
-            // A failed lookup is a miss (counted as an error by `call_each`).
-            let Ok(Some(stored)) = stored else { continue };
-            let len = stored.len();
-            match value::decode(stored) {
-                Some(html) => {
-                    self.count(|s| s.read(len));
-                    if let Some(l1) = &self.inner.l1 {
-                        l1.insert(keys[i], &html, None);
+        // Keys whose lease another render holds are asked again, briefly, for its result.
+        let mut pending = remote;
+        let deadline = Instant::now() + LEASE_WAIT;
+        loop {
+            let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
+            let values = self.call_each(|b| b.get_leased(&remote_keys, LEASE));
+            let mut busy = Vec::new();
+            for (i, answer) in pending.into_iter().zip(values) {
+                let stored = match answer {
+                    Ok(Leased::Hit(stored)) => stored,
+                    Ok(Leased::Busy) => {
+                        busy.push(i);
+                        continue;
                     }
-                    found[i] = Some(html);
-                }
-                None => {
-                    self.count(Stats::corrupt);
-                    tracing::debug!(
-                        key = keys[i],
-                        "cachesweeper: stored value is not a fragment; re-rendering"
-                    );
+                    // A miss (ours to render), or a failed lookup (counted by `call_each`).
+                    Ok(Leased::Won) | Err(_) => continue,
+                };
+                let len = stored.len();
+                match value::decode(stored) {
+                    Some(html) => {
+                        self.count(|s| s.read(len));
+                        if let Some(l1) = &self.inner.l1 {
+                            l1.insert(keys[i], &html, None);
+                        }
+                        found[i] = Some(html);
+                    }
+                    None => {
+                        self.count(Stats::corrupt);
+                        tracing::debug!(
+                            key = keys[i],
+                            "cachesweeper: stored value is not a fragment; re-rendering"
+                        );
+                    }
                 }
             }
+            if busy.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(LEASE_POLL);
+            pending = busy;
         }
         found
     }
@@ -803,6 +837,17 @@ impl Sweeper {
         }
     }
 }
+
+/// How long another render's lease on a missed fragment lasts if it never stores it (it
+/// failed, or died): the longest anyone waits on it.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// How long a lookup waits, at most, for another render (of any process) that holds the lease
+/// of a fragment; then it renders the fragment itself.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a waiting lookup asks again.
+const LEASE_POLL: Duration = Duration::from_millis(10);
 
 /// How deep fragments may nest before the final pass looks the rest up one by one.
 const MAX_RECORD_PASSES: usize = 16;

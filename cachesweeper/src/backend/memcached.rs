@@ -13,7 +13,7 @@ use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
 
 use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
 use super::ring::Ring;
-use super::{Backend, SetItem};
+use super::{Backend, Leased, SetItem};
 use crate::{Error, Result};
 
 /// How long counters live in memcached: refreshed on every bump, and a counter recreated after
@@ -373,6 +373,23 @@ impl Backend for Memcached {
         self.batch(keys, |key| Get::new(key))
             .into_iter()
             .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
+            .collect()
+    }
+
+    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+        // memcached's meta protocol lease (memcached >= 1.6): `mg <key> v N<secs>` creates an
+        // empty placeholder on a miss and tells exactly one caller that it won; the others see
+        // the placeholder as pending until the winner stores the value or the lease expires.
+        let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
+        self.batch(keys, |key| Get::new(key).lease_ttl(secs))
+            .into_iter()
+            .map(|r| {
+                r.map(|got| match got.value {
+                    Some(value) if got.hit() && !value.is_empty() => Leased::Hit(value),
+                    _ if got.lease_busy() => Leased::Busy,
+                    _ => Leased::Won,
+                })
+            })
             .collect()
     }
 

@@ -37,6 +37,18 @@ pub struct SetItem<'a> {
     pub ttl: Option<Duration>,
 }
 
+/// What a leased lookup ([`Backend::get_leased`]) found under one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leased {
+    /// The stored value.
+    Hit(Vec<u8>),
+    /// No value, and this caller holds the lease: it should render and store the value.
+    Won,
+    /// No value, and another caller (perhaps another process) holds the lease and is rendering
+    /// it: wait a little and look again, rather than render it too.
+    Busy,
+}
+
 /// A cache store: fragments as bytes, version counters as decimal ASCII (memcached's `incr`
 /// format).
 ///
@@ -55,6 +67,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// key's lookup failed.
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         self.get_each(keys).into_iter().collect()
+    }
+
+    /// Like [`get_each`](Self::get_each), and on a miss also takes a lease for `lease` (at
+    /// least a second), so that of many callers missing the same key at once (in any process)
+    /// one renders it and the others wait for it. A backend without leases answers every miss
+    /// with [`Leased::Won`]. Storing the value (or [`delete`](Self::delete)) releases the lease.
+    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+        let _ = lease;
+        self.get_each(keys)
+            .into_iter()
+            .map(|r| r.map(|value| value.map_or(Leased::Won, Leased::Hit)))
+            .collect()
     }
 
     /// Stores every item, replacing existing values.
@@ -98,6 +122,9 @@ macro_rules! forward_backend {
             }
             fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
                 (**self).get_each(keys)
+            }
+            fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+                (**self).get_leased(keys, lease)
             }
             fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
                 (**self).set_many(items)
