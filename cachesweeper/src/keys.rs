@@ -234,6 +234,28 @@ fn escape_into(out: &mut String, component: &str) {
     }
 }
 
+/// The part of a key that decides which server holds it: the record's model and key, for a
+/// counter and for every fragment of the record, so that they all live on one server. Then a
+/// server that is down costs exactly the records that live there, instead of every fragment
+/// whose counter *or* value is there, and one record's lookups go to one server. Hashed (too
+/// long) keys route whole.
+pub fn routing_part(key: &str) -> &str {
+    let mut fields = key.splitn(3, '|');
+    let (Some(_namespace), Some(kind), Some(rest)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return key;
+    };
+    match kind {
+        "v" => rest,
+        // model|key|version|digest|parts: up to the separator after the record's key.
+        "f" => match rest.match_indices('|').nth(1) {
+            Some((end, _)) => &rest[..end],
+            None => key,
+        },
+        _ => key,
+    }
+}
+
 /// Whether memcached accepts `key` (length, and no whitespace or control bytes).
 pub fn is_valid_memcached_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
@@ -271,6 +293,21 @@ mod tests {
             k.starts_with("test|h|") && is_valid_memcached_key(&k),
             "{k}"
         );
+    }
+
+    #[test]
+    fn a_records_counter_and_fragments_route_together() {
+        let keys = space();
+        let v = Version {
+            field: None,
+            counter: Some(3),
+        };
+        let counter = keys.counter_key("blog::Comment", "42");
+        let fragment = keys.fragment_key("blog::Comment", "42", &v, &KeyParts::new().part("x"));
+        assert_eq!(routing_part(&counter), "blog::Comment|42");
+        assert_eq!(routing_part(&fragment), "blog::Comment|42");
+        assert_eq!(routing_part("test|h|abc"), "test|h|abc");
+        assert_eq!(routing_part("plain"), "plain");
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::time::Duration;
 use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
 
 use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
+use super::rendezvous::Rendezvous;
 use super::ring::Ring;
 use super::{Backend, Leased, SetItem};
+use crate::keys::routing_part;
 use crate::{Error, Result};
 
 /// How long counters live in memcached: refreshed on every bump, and a counter recreated after
@@ -28,8 +30,9 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 /// Each server has its own connection pool and circuit breaker: after a few transport failures
 /// in a row (a refused connection, a timeout) it is skipped for a retry window, so a dead server
 /// costs one timeout per window, not one per fragment; then one call probes it again. With
-/// several servers, keys are spread by a ketama ring (see the `ring` module docs) and a batch is
-/// split per server, the groups sent in parallel; a server that is down fails only its keys.
+/// several servers, keys are spread by rendezvous hashing (or libmemcached's ketama ring, see
+/// [`Distribution`]), with a hash that is the same in every build, and a batch is split per
+/// server, the groups sent in parallel; a server that is down fails only its keys.
 ///
 /// ```no_run
 /// use cachesweeper::backend::Memcached;
@@ -40,10 +43,46 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 #[derive(Clone)]
 pub struct Memcached {
     servers: Arc<[Server]>,
-    ring: Option<Arc<Ring>>,
+    router: Option<Arc<Router>>,
     failover: bool,
     name: String,
     max_value_len: usize,
+}
+
+/// How keys are spread over several servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Distribution {
+    /// Weighted rendezvous hashing (the default): the most even spread, and only a server's
+    /// share of keys moves when it joins or leaves. See the `rendezvous` module docs.
+    #[default]
+    Rendezvous,
+    /// libmemcached's weighted ketama ring (MD5, 160 points per server), for operators who want
+    /// libmemcached's distribution of a server list. Less even: with three servers, about one
+    /// server list in twenty puts more than 15% over an even share on one server. Either way
+    /// cachesweeper hashes the record part of a key ([`routing_part`]), not the whole key.
+    Ketama,
+}
+
+enum Router {
+    Rendezvous(Rendezvous),
+    Ketama(Ring),
+}
+
+impl Router {
+    fn server_for(&self, key: &[u8]) -> usize {
+        match self {
+            Router::Rendezvous(r) => r.server_for(key),
+            Router::Ketama(r) => r.server_for(key),
+        }
+    }
+
+    fn server_for_excluding(&self, key: &[u8], excluded: &dyn Fn(usize) -> bool) -> Option<usize> {
+        match self {
+            Router::Rendezvous(r) => r.server_for_excluding(key, excluded),
+            Router::Ketama(r) => r.server_for_excluding(key, excluded),
+        }
+    }
 }
 
 struct Server {
@@ -76,6 +115,7 @@ pub struct MemcachedBuilder {
     failure_threshold: u32,
     retry_after: Duration,
     failover: bool,
+    distribution: Distribution,
 }
 
 impl Default for MemcachedBuilder {
@@ -89,6 +129,7 @@ impl Default for MemcachedBuilder {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             retry_after: DEFAULT_RETRY_AFTER,
             failover: false,
+            distribution: Distribution::default(),
         }
     }
 }
@@ -149,6 +190,12 @@ impl MemcachedBuilder {
         self
     }
 
+    /// How keys are spread over several servers (default [`Distribution::Rendezvous`]).
+    pub fn distribution(mut self, distribution: Distribution) -> Self {
+        self.distribution = distribution;
+        self
+    }
+
     /// Builds the backend. Addresses are resolved now; connections are made at first use, so a
     /// server that is down does not fail this call.
     pub fn build(self) -> Result<Memcached> {
@@ -188,7 +235,12 @@ impl MemcachedBuilder {
             .collect::<Vec<_>>()
             .join(",");
         Ok(Memcached {
-            ring: (servers.len() > 1).then(|| Arc::new(Ring::new(&weights))),
+            router: (servers.len() > 1).then(|| {
+                Arc::new(match self.distribution {
+                    Distribution::Rendezvous => Router::Rendezvous(Rendezvous::new(&weights)),
+                    Distribution::Ketama => Router::Ketama(Ring::new(&weights)),
+                })
+            }),
             servers: servers.into(),
             failover: self.failover,
             name,
@@ -286,22 +338,40 @@ impl Memcached {
     }
 
     /// One or more servers, comma-separated: `memcache://10.0.0.1:11211,memcache://10.0.0.2:11211`.
+    /// A server may carry a weight: `memcache://10.0.0.3:11211?weight=2`.
     pub fn from_url(urls: &str) -> Result<Memcached> {
-        urls.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .fold(Memcached::builder(), MemcachedBuilder::server)
-            .build()
+        let mut builder = Memcached::builder();
+        for url in urls.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (server, weight) = match url.split_once('?') {
+                None => (url, 1),
+                Some((server, query)) => {
+                    let weight = query
+                        .strip_prefix("weight=")
+                        .and_then(|w| w.parse::<u32>().ok())
+                        .filter(|&w| w > 0)
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "memcached server {url:?}: the only option is `?weight=N` (N ≥ 1)"
+                            ))
+                        })?;
+                    (server, weight)
+                }
+            };
+            builder = builder.weighted_server(server, weight);
+        }
+        builder.build()
     }
 
-    /// The server that holds `key`.
+    /// The server that holds `key` (decided by its record, see [`routing_part`]).
     fn route(&self, key: &str) -> usize {
-        let Some(ring) = &self.ring else { return 0 };
+        let Some(router) = &self.router else { return 0 };
+        let key = routing_part(key);
         if self.failover {
-            ring.server_for_excluding(key.as_bytes(), &|i| self.servers[i].breaker.is_open())
-                .unwrap_or_else(|| ring.server_for(key.as_bytes()))
+            router
+                .server_for_excluding(key.as_bytes(), &|i| self.servers[i].breaker.is_open())
+                .unwrap_or_else(|| router.server_for(key.as_bytes()))
         } else {
-            ring.server_for(key.as_bytes())
+            router.server_for(key.as_bytes())
         }
     }
 
@@ -453,5 +523,17 @@ mod tests {
         assert!(parse_server("redis://x:1").is_err());
         assert!(parse_server("x:notaport").is_err());
         assert!(parse_server("").is_err());
+    }
+
+    #[test]
+    fn urls_with_weights() {
+        // Addresses are resolved when the backend is built, not dialed.
+        let cluster =
+            Memcached::from_url("memcache://127.0.0.1:1, memcache://127.0.0.1:2?weight=3").unwrap();
+        assert_eq!(cluster.name(), "127.0.0.1:1,127.0.0.1:2");
+        assert!(Memcached::from_url("memcache://127.0.0.1:1?weight=0").is_err());
+        assert!(Memcached::from_url("memcache://127.0.0.1:1?timeout=5").is_err());
+        assert!(Memcached::from_url("memcache://127.0.0.1:1,memcache://127.0.0.1:1").is_err());
+        assert!(Memcached::from_url("").is_err());
     }
 }

@@ -19,11 +19,13 @@ mod embedded;
 mod memcached;
 mod null;
 #[cfg(feature = "memcache")]
+mod rendezvous;
+#[cfg(feature = "memcache")]
 mod ring;
 
 pub use embedded::Embedded;
 #[cfg(feature = "memcache")]
-pub use memcached::{Memcached, MemcachedBuilder};
+pub use memcached::{Distribution, Memcached, MemcachedBuilder};
 pub use null::Null;
 
 /// One value to store, with its time to live (`None`: until evicted).

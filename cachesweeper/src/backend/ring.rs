@@ -32,9 +32,11 @@
 //!
 //! Mixed clients agree when they name the servers the same way: a libmemcached-based client in
 //! weighted ketama mode (PHP's `memcached` extension with `OPT_LIBKETAMA_COMPATIBLE`, pylibmc
-//! with the `ketama_weighted` behavior), given the same `host:port` list with the same weights
-//! and sending the same full keys (no client-side key prefix), sends every key to the same
-//! server as this ring. The host is hashed as written, not resolved, so `cache1:11211` and
+//! with the `ketama_weighted` behavior), given the same `host:port` list with the same weights,
+//! sends a given string to the same server as this ring. (The memcached backend hashes the
+//! record part of its keys, `keys::routing_part`, so that a record's counter and fragments
+//! share a server; another client looking a cachesweeper key up by its whole text would hash
+//! more of it.) The host is hashed as written, not resolved, so `cache1:11211` and
 //! `10.0.0.1:11211` are different servers to the ring.
 //!
 //! Dalli (Ruby) is *not* compatible: its ring hashes `host:port:index` with SHA-1, one point per
