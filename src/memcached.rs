@@ -53,8 +53,19 @@ impl MemcachedProcess {
 
     /// Like [`start`](Self::start), with extra command-line arguments (e.g. `["-I", "2m"]`).
     pub fn start_with(extra_args: &[&str]) -> Option<MemcachedProcess> {
+        Self::start_at(free_port(), extra_args)
+    }
+
+    /// Like [`start`](Self::start), on the given port of 127.0.0.1 rather than a free one:
+    /// for a client configured with that address before anything listened there. Panics if
+    /// the port is taken.
+    pub fn start_on(port: u16) -> Option<MemcachedProcess> {
+        Self::start_at(port, &[])
+    }
+
+    fn start_at(port: u16, extra_args: &[&str]) -> Option<MemcachedProcess> {
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        match Self::spawn(free_port(), &extra_args) {
+        match Self::spawn(port, &extra_args) {
             Ok(process) => Some(process),
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() =>

@@ -1,6 +1,8 @@
 //! Models and backends shared by the integration tests.
 #![allow(dead_code)] // each test crate uses part of this
 
+pub mod blog;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

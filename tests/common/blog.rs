@@ -1,0 +1,387 @@
+//! The blog example (`examples/blog`) as a test sees it: the real binary, started as a child
+//! process on a free port ([`Server`]), and an HTTP client of it ([`Client`]) that reads the
+//! per-request cache figures (`X-Fragment-Cache`) and `GET /stats`.
+//!
+//! Shared by `tests/blog_e2e.rs` (the functional end-to-end test) and `tests/blog_faults.rs`
+//! (the blog while memcached is absent, silent, or stopped and started under load).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The blog binary, built by cargo (plain `cargo test` builds examples before the tests run):
+/// `target/<profile>/examples/blog`, beside this test's `target/<profile>/deps/`.
+///
+/// `cargo test --test blog_e2e` builds only this test, which could leave an old binary: if it
+/// is missing or older than the example's sources, it is rebuilt once with the same cargo.
+pub fn blog_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps/");
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("blog{}", std::env::consts::EXE_SUFFIX));
+        let debug = profile_dir.file_name().is_some_and(|name| name == "debug");
+        if debug && !up_to_date(&binary) {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--example", "blog"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo to build the blog example");
+            assert!(status.success(), "`cargo build --example blog` failed");
+        }
+        assert!(
+            binary.is_file(),
+            "the blog example is not built: {} is missing. Run `cargo build --example blog` \
+             (plain `cargo test` builds it before running the tests).",
+            binary.display()
+        );
+        binary
+    })
+}
+
+/// Whether `binary` exists and is newer than every source of the blog example.
+fn up_to_date(binary: &Path) -> bool {
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let Some(built) = modified(binary) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = modified(&root.join("Cargo.toml")).unwrap_or(SystemTime::UNIX_EPOCH);
+    for dir in ["examples/blog", "templates/blog"] {
+        for entry in std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            newest = newest.max(modified(&entry.path()).unwrap_or(SystemTime::UNIX_EPOCH));
+        }
+    }
+    built >= newest
+}
+
+/// A running blog server; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    /// Everything it logged to stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the blog with `args` and waits (up to 60 s) for the URL it prints first.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(blog_binary())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the blog example");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut server = Server {
+            child,
+            url: String::new(),
+            log,
+        };
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("blog listening on ") else {
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "the blog did not print its URL (args {args:?}); first line {line:?}; log:\n{}",
+                server.log.lock().unwrap()
+            );
+        };
+        server.url = url.to_owned();
+        server
+    }
+
+    /// Waits (up to 5 s) until the server has logged `line`.
+    pub fn wait_for_log(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log.lock().unwrap().contains(line) {
+            assert!(
+                Instant::now() < deadline,
+                "the server never logged {line:?}; log:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything it logged to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Panics if the process has exited (crashed) by now.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("the blog exited ({status}); log:\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client of one server, which follows no redirects and adds up the cache figures of
+/// every response.
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+    totals: Mutex<(u64, u64)>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    /// `X-Fragment-Cache: hits=H misses=M`.
+    pub cache: Option<(u64, u64)>,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Page {
+    /// The cache figures, which every HTML response must carry.
+    pub fn cache(&self) -> (u64, u64) {
+        self.cache.expect("no X-Fragment-Cache header")
+    }
+}
+
+/// The counters of `GET /stats` that the tests read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    pub round_trips: u64,
+    pub invalidations: u64,
+}
+
+impl Stats {
+    /// What was counted between `earlier` and `self`.
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            hits: self.hits - earlier.hits,
+            misses: self.misses - earlier.misses,
+            errors: self.errors - earlier.errors,
+            round_trips: self.round_trips - earlier.round_trips,
+            invalidations: self.invalidations - earlier.invalidations,
+        }
+    }
+}
+
+impl Client {
+    /// A client whose every request (connect, send, read the whole answer) has 30 s.
+    pub fn new(server: &Server) -> Client {
+        Client::with_timeout(server, Duration::from_secs(30))
+    }
+
+    /// A client whose every request has `timeout`, all included.
+    pub fn with_timeout(server: &Server, timeout: Duration) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(timeout))
+            .build();
+        Client {
+            agent: config.into(),
+            url: server.url.clone(),
+            totals: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Page {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// POSTs `form` (or an empty body).
+    pub fn post(&self, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        self.try_post(path, form)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Like [`get`](Self::get), with a transport error (refused, reset, timed out) or an
+    /// unreadable answer as an `Err` rather than a panic.
+    pub fn try_get(&self, path: &str) -> Result<Page, String> {
+        let response = self.agent.get(format!("{}{path}", self.url)).call();
+        self.read(response.map_err(|e| e.to_string())?)
+    }
+
+    /// Like [`post`](Self::post), with errors as [`try_get`](Self::try_get) has them.
+    pub fn try_post(&self, path: &str, form: Option<&[(&str, &str)]>) -> Result<Page, String> {
+        let request = self.agent.post(format!("{}{path}", self.url));
+        let response = match form {
+            Some(form) => request.send_form(form.iter().copied()),
+            None => request.send_empty(),
+        };
+        self.read(response.map_err(|e| e.to_string())?)
+    }
+
+    fn read(&self, mut response: ureq::http::Response<ureq::Body>) -> Result<Page, String> {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|value| value.to_str().expect("ASCII header").to_owned())
+        };
+        let cache = header("x-fragment-cache").map(|value| parse_figures(&value));
+        let location = header("location");
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("status {status}, reading the body: {e}"))?;
+        if let Some((hits, misses)) = cache {
+            let mut totals = self.totals.lock().unwrap();
+            totals.0 += hits;
+            totals.1 += misses;
+        } else if response_is_html(&response) {
+            return Err(format!(
+                "an HTML response without X-Fragment-Cache (status {status})"
+            ));
+        }
+        Ok(Page {
+            status,
+            cache,
+            location,
+            body,
+        })
+    }
+
+    /// The sum of the `X-Fragment-Cache` figures of every response so far.
+    pub fn header_totals(&self) -> (u64, u64) {
+        *self.totals.lock().unwrap()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let page = self.get("/stats");
+        assert_eq!(page.status, 200);
+        let json: serde_json::Value = serde_json::from_str(&page.body).expect("/stats is JSON");
+        let counter = |name: &str| {
+            json[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("/stats has no counter {name:?}: {json}"))
+        };
+        for name in ["bytes_read", "bytes_written", "oversized", "corrupt"] {
+            counter(name);
+        }
+        Stats {
+            hits: counter("hits"),
+            misses: counter("misses"),
+            errors: counter("errors"),
+            round_trips: counter("round_trips"),
+            invalidations: counter("invalidations"),
+        }
+    }
+}
+
+fn response_is_html(response: &ureq::http::Response<ureq::Body>) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"))
+}
+
+/// `hits=H misses=M`, exactly.
+fn parse_figures(value: &str) -> (u64, u64) {
+    let figures = value
+        .strip_prefix("hits=")
+        .and_then(|rest| rest.split_once(" misses="))
+        .and_then(|(hits, misses)| Some((hits.parse().ok()?, misses.parse().ok()?)));
+    figures.unwrap_or_else(|| panic!("X-Fragment-Cache is {value:?}, not `hits=H misses=M`"))
+}
+
+/// The ids of the comments on a page, in order (`id="comment-N"`).
+pub fn comment_ids(html: &str) -> Vec<i64> {
+    html.split(r#"id="comment-"#)
+        .skip(1)
+        .map(|rest| {
+            let digits = rest.split('"').next().unwrap_or_default();
+            digits.parse().expect("a numeric comment id")
+        })
+        .collect()
+}
+
+/// A comment's `(data-likes, data-dislikes)`, from its element's opening tag.
+pub fn comment_counts(html: &str, id: i64) -> (i64, i64) {
+    let start = html
+        .find(&format!(r#"id="comment-{id}""#))
+        .unwrap_or_else(|| panic!("comment {id} is not on the page"));
+    let tag = &html[start..start + html[start..].find('>').expect("a closed tag")];
+    let attribute = |name: &str| -> i64 {
+        let value = tag
+            .split(&format!(r#"{name}=""#))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("comment {id} has no {name}: {tag}"));
+        value.parse().expect("a count")
+    };
+    (attribute("data-likes"), attribute("data-dislikes"))
+}
+
+/// A file in the system's temp directory, removed (with SQLite's journal) when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(extension: &str) -> TempFile {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "cachesweeper-blog-test-{}-{}.{extension}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        TempFile(path)
+    }
+
+    /// The path as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("temp dir path is UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let mut journal = self.0.clone().into_os_string();
+        journal.push("-journal");
+        let _ = std::fs::remove_file(journal);
+    }
+}
