@@ -310,3 +310,73 @@ fn the_async_form_renders_on_the_blocking_pool() {
     assert_eq!(warm, cold);
     assert_eq!((request.stats().hits, request.stats().round_trips), (50, 2));
 }
+
+/// A backend on which every counter of one model fails (its server is down, say).
+#[derive(Debug)]
+struct FailingModel {
+    inner: Arc<Counting>,
+    model: &'static str,
+}
+
+impl Backend for FailingModel {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        self.inner.get_each(keys)
+    }
+    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+        self.inner.set_many(items)
+    }
+    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.inner.add(key, value, ttl)
+    }
+    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
+        let answers = self.inner.incr_each(keys, delta, initial);
+        keys.iter()
+            .zip(answers)
+            .map(|(key, answer)| {
+                if key.contains(self.model) {
+                    Err(cachesweeper::Error::CircuitOpen {
+                        backend: "down".into(),
+                        retry_in_ms: 1,
+                    })
+                } else {
+                    answer
+                }
+            })
+            .collect()
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn fragments_inside_one_whose_version_is_unknown_are_still_batched() {
+    let counting = Counting::new(Arc::new(Embedded::new(64 << 20)));
+    let backend = FailingModel {
+        inner: counting.clone(),
+        model: "Article",
+    };
+    let sweeper = Sweeper::builder().backend(backend).build().unwrap();
+    let article = article(1);
+    let comments: Vec<Comment> = (0..100).map(|id| comment(id, 1)).collect();
+    let renders = Renders::default();
+    let page = Nested {
+        article: &article,
+        comments: &comments,
+        renders: &renders,
+    };
+    let first = sweeper.render(&page).unwrap();
+    assert_eq!(renders.take().get("comment"), Some(&100));
+    counting.take();
+    let request = sweeper.scope();
+    assert_eq!(request.render(&page).unwrap(), first);
+    // The article's fragments are rendered every time; the comments inside come from the
+    // cache, fetched in one batch of versions and one of fragments, not one by one.
+    let (calls, _) = counting.take();
+    assert!(calls <= 4, "{calls} backend calls");
+    assert_eq!(renders.take().get("comment"), None);
+    assert_eq!(request.stats().hits, 100);
+}

@@ -60,6 +60,7 @@ pub struct KeyParts {
     hasher: Sha256,
     count: u64,
     digest: &'static str,
+    without_digest: bool,
 }
 
 impl std::fmt::Debug for KeyParts {
@@ -67,6 +68,7 @@ impl std::fmt::Debug for KeyParts {
         f.debug_struct("KeyParts")
             .field("count", &self.count)
             .field("digest", &self.digest)
+            .field("without_digest", &self.without_digest)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +86,7 @@ impl KeyParts {
             hasher: Sha256::new(),
             count: 0,
             digest: "",
+            without_digest: false,
         }
     }
 
@@ -102,11 +105,25 @@ impl KeyParts {
         self.count += 1;
     }
 
-    /// Sets the digest of the template the fragment comes from (computed at compile time).
+    /// Sets the digest of the template the fragment comes from (computed at compile time);
+    /// [`Sweeper::render`](crate::Sweeper::render) sets it for every fragment of a page.
     #[must_use]
     pub fn template_digest(mut self, digest: &'static str) -> Self {
         self.digest = digest;
         self
+    }
+
+    /// Leaves the template digest out of the key, so that the fragment keeps its key across
+    /// template edits (and a stale fragment is served after one, until its record changes).
+    #[must_use]
+    pub fn without_template_digest(mut self) -> Self {
+        self.without_digest = true;
+        self
+    }
+
+    /// Whether a template digest should go into the key and none is set yet.
+    pub(crate) fn wants_digest(&self) -> bool {
+        !self.without_digest && self.digest.is_empty()
     }
 
     /// The hash of all parts, as it appears in the key (22 characters of URL-safe base64).
@@ -200,7 +217,14 @@ impl KeySpace {
             out.push('|');
             escape_into(out, &version.to_string());
             out.push('|');
-            escape_into(out, parts.digest);
+            escape_into(
+                out,
+                if parts.without_digest {
+                    ""
+                } else {
+                    parts.digest
+                },
+            );
             out.push('|');
             out.push_str(&parts.finish());
         })

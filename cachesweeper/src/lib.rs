@@ -128,6 +128,7 @@
 pub mod backend;
 mod cached;
 mod default;
+mod digest;
 mod error;
 pub mod filters;
 mod flight;
@@ -143,6 +144,7 @@ mod value;
 
 pub use cached::{Cached, cached};
 pub use default::{VALUES_KEY, default_sweeper, install_default, invalidate};
+pub use digest::TemplateDigest;
 pub use error::{Error, Result};
 pub use key_part::KeyPart;
 pub use keys::{KeyParts, Version};
@@ -158,6 +160,8 @@ pub use ttl::Ttl;
 #[cfg(feature = "derive")]
 pub use cachesweeper_derive::Sweepable;
 
+// RE-EXPORT-TEMPLATE-DIGEST-DERIVE (enabled once cachesweeper-derive has it)
+
 /// What `#[derive(Sweepable)]` generates code against; not a public API.
 #[doc(hidden)]
 pub mod __private {
@@ -166,7 +170,9 @@ pub mod __private {
     pub use std::string::String;
     pub use std::vec::Vec;
 
-    pub use crate::{KeyPart, ModelRef, ParentKey, Sweepable, Touchable, VersionField};
+    pub use crate::{
+        KeyPart, ModelRef, ParentKey, Sweepable, TemplateDigest, Touchable, VersionField,
+    };
 
     /// Adds the parent of model `P` under `key` (if any) to `parents`.
     pub fn touch<P: Touchable + ?Sized>(

@@ -461,10 +461,15 @@ impl Sweeper {
         let counter = match &counter_key {
             None => None,
             Some(k) if state.failed_counters.contains(k) => {
-                // The version cannot be known: render, and store nothing; once, in the pass
-                // whose output is kept.
-                if discarded {
-                    return Ok(String::new());
+                // The version cannot be known: render, and store nothing. A record pass still
+                // renders the body, to find the fragments nested in it and fetch them in a
+                // batch; the miss is counted once, in the final pass.
+                if recording {
+                    state.body_depth += 1;
+                    drop(state);
+                    let rendered = render();
+                    session.state().body_depth -= 1;
+                    return rendered;
                 }
                 drop(state);
                 self.count_miss::<R>(None);
@@ -669,7 +674,9 @@ impl Sweeper {
                 };
             }
         }
-        let mut missed = false;
+        // A fragment whose version could not be learnt is rendered like a miss: another pass
+        // looks inside it for nested fragments.
+        let mut missed = !session.state().failed_counters.is_empty();
         let keys: Vec<String> = {
             let state = session.state();
             let mut seen = std::collections::HashSet::new();
