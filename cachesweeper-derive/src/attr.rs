@@ -261,7 +261,7 @@ fn string_value(
 }
 
 /// `crate = path`, or `crate = "path"` as serde spells it.
-fn crate_path(meta: &ParseNestedMeta) -> syn::Result<Path> {
+pub fn crate_path(meta: &ParseNestedMeta) -> syn::Result<Path> {
     let input = meta.value()?;
     if input.peek(syn::LitStr) {
         let lit: LitStr = input.parse()?;
@@ -298,7 +298,7 @@ fn parent_type(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Type>> {
 }
 
 /// Skips whatever follows an option up to the next top-level comma, and returns it.
-fn skip_value(meta: &ParseNestedMeta) -> syn::Result<TokenStream> {
+pub fn skip_value(meta: &ParseNestedMeta) -> syn::Result<TokenStream> {
     meta.input.step(|cursor| {
         let mut skipped = TokenStream::new();
         let mut rest = *cursor;

@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 use proc_macro2::Span;
 
-/// The errors found so far in one `#[derive(Sweepable)]` input.
+/// The errors found so far in one derive input.
 ///
 /// The stages take `&Ctxt` rather than returning early: a user who misspells two options and
 /// forgets the key should learn all three in one build, not one per build.

@@ -1,12 +1,15 @@
-//! `#[derive(Sweepable)]` for [cachesweeper](https://docs.rs/cachesweeper).
+//! `#[derive(Sweepable)]` and `#[derive(TemplateDigest)]` for
+//! [cachesweeper](https://docs.rs/cachesweeper).
 //!
-//! Use it through `cachesweeper::Sweepable` (feature `derive`, on by default); the attribute
-//! reference is in cachesweeper's "Models" documentation.
+//! Use them through `cachesweeper::Sweepable` and `cachesweeper::TemplateDigest` (feature
+//! `derive`, on by default); the attribute reference is in cachesweeper's "Models"
+//! documentation.
 //!
-//! The derive works in stages, one module each: `ast` models the input, `attr` parses
-//! `#[sweeper(...)]`, `valid` checks the whole, and `expand` generates the impls. Every
-//! mistake of an input is collected and reported at once, each at the token at fault, next to
-//! a stub impl that keeps the rest of the user's crate from failing because of it.
+//! Each derive works in stages, one module each: `ast` models the input, `attr` parses its
+//! attributes, `valid` checks the whole, and `expand` generates the impls (`template/` holds
+//! those of `TemplateDigest`, with the stages that read templates). Every mistake of an input
+//! is collected and reported at once, each at the token at fault, next to a stub impl that
+//! keeps the rest of the user's crate from failing because of it.
 
 #![deny(missing_docs)]
 
@@ -14,6 +17,7 @@ mod ast;
 mod attr;
 mod ctxt;
 mod expand;
+mod template;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -27,6 +31,32 @@ use syn::{DeriveInput, parse_macro_input};
 pub fn derive_sweepable(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     derive(&input).into()
+}
+
+/// Implements `cachesweeper::TemplateDigest` for an Askama template type: a digest of its
+/// template and of every template that one includes, extends or imports, computed at compile
+/// time from the files Askama reads.
+///
+/// Put it next to Askama's derive, which owns the `#[template(...)]` attribute:
+///
+/// ```ignore
+/// #[derive(askama::Template, cachesweeper::TemplateDigest)]
+/// #[template(path = "blog/article.html")]
+/// struct ArticlePage<'a> { article: &'a Article }
+/// ```
+///
+/// Templates are found where Askama finds them: in the template directories (`templates/`
+/// beside Cargo.toml, or the `dirs` of askama.toml), and for an included, extended or imported
+/// template first beside the template that names it. The digest depends on the files' contents
+/// and their paths relative to their template directory, on askama.toml and on the
+/// `#[template]` options that change the output (`ext`, `escape`, `block`, `syntax`,
+/// `whitespace`), and on nothing of the machine it is built on. `#[sweeper(crate = path)]`
+/// names the `cachesweeper` crate if it is renamed. Templates on enum variants and
+/// `in_doc` templates are not supported.
+#[proc_macro_derive(TemplateDigest, attributes(template, sweeper))]
+pub fn derive_template_digest(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    template::derive(&input).into()
 }
 
 fn derive(input: &DeriveInput) -> proc_macro2::TokenStream {

@@ -1,0 +1,103 @@
+//! Code generation for a digested input.
+//!
+//! The generated code names the runtime crate only through `<crate>::__private`, inside
+//! `const _: () = { ... };`, so it does not depend on what the user has imported.
+
+use std::path::PathBuf;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::Path;
+
+use super::ast::Container;
+
+/// The `TemplateDigest` impl with the digest `hex`, and an `include_bytes!` of each file it
+/// covers: the compiler then knows the crate depends on them, and cargo rebuilds it (computing
+/// the digest again) when one changes.
+pub fn expand(cont: &Container, hex: &str, files: &[PathBuf]) -> TokenStream {
+    let files = files.iter().filter_map(|file| file.to_str()).map(|file| {
+        quote!(
+            const _: &[::core::primitive::u8] = ::core::include_bytes!(#file);
+        )
+    });
+    let imp = imp(cont, hex);
+    quote! {
+        const _: () = {
+            #imp
+            #(#files)*
+        };
+    }
+}
+
+/// An impl that compiles whatever the input, emitted beside the errors of a rejected input so
+/// that its uses (rendering the page) do not add errors of their own.
+pub fn stub(cont: &Container) -> TokenStream {
+    let imp = imp(cont, "");
+    quote! {
+        const _: () = {
+            #imp
+        };
+    }
+}
+
+fn imp(cont: &Container, hex: &str) -> TokenStream {
+    let private = private(cont.crate_path.as_ref());
+    let ident = cont.ident;
+    let (impl_generics, ty_generics, where_clause) = cont.generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #private::TemplateDigest for #ident #ty_generics #where_clause {
+            const TEMPLATE_DIGEST: &'static ::core::primitive::str = #hex;
+        }
+    }
+}
+
+fn private(crate_path: Option<&Path>) -> TokenStream {
+    match crate_path {
+        Some(path) => quote!(#path::__private),
+        None => quote!(::cachesweeper::__private),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syn::{DeriveInput, parse_quote};
+
+    use super::*;
+    use crate::ctxt::Ctxt;
+
+    #[test]
+    fn the_impl_and_the_dependencies() {
+        let input: DeriveInput = parse_quote!(
+            #[template(path = "a.html")]
+            #[sweeper(crate = krate)]
+            struct Page<'a, T: Clone>
+            where
+                T: Send,
+            {
+                t: &'a T,
+            }
+        );
+        let cx = Ctxt::new();
+        let cont = Container::from_ast(&cx, &input);
+        let code = expand(&cont, "0123456789abcdef", &[PathBuf::from("/t/a.html")]).to_string();
+        assert_eq!(
+            code,
+            quote! {
+                const _: () = {
+                    #[automatically_derived]
+                    impl<'a, T: Clone> krate::__private::TemplateDigest for Page<'a, T> where T: Send, {
+                        const TEMPLATE_DIGEST: &'static ::core::primitive::str = "0123456789abcdef";
+                    }
+                    const _: &[::core::primitive::u8] = ::core::include_bytes!("/t/a.html");
+                };
+            }
+            .to_string()
+        );
+        assert!(
+            stub(&cont)
+                .to_string()
+                .contains("TEMPLATE_DIGEST : & 'static :: core :: primitive :: str = \"\"")
+        );
+    }
+}
