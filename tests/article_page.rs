@@ -14,7 +14,7 @@ mod filters {
     pub use cachesweeper::filters::cachesweeper;
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "article.html")]
 struct ArticlePage<'a> {
     article: &'a Article,

@@ -9,7 +9,7 @@ use cachesweeper::backend::Null;
 use cachesweeper::{Sweepable, Sweeper};
 use common::{Comment, Renders, cases, comment};
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = r#"{% filter cachesweeper::filters::cachesweeper(comment, 500, "comment.html") %}<p>{{ renders.tick("body") }}{{ comment.author }}: {{ comment.body }}</p>{% endfilter %}"#
@@ -79,7 +79,7 @@ mod short_name {
         pub use cachesweeper::filters::cachesweeper;
     }
 
-    #[derive(Template)]
+    #[derive(Template, cachesweeper::TemplateDigest)]
     #[template(
         ext = "html",
         source = "{% filter cachesweeper(comment, ttl, lang, comment.likes) %}{{ renders.tick(\"body\") }}{{ comment.author }}{% endfilter %}"
@@ -112,7 +112,7 @@ fn short_name_duration_ttl_and_key_parts() {
     assert_eq!(sweeper.stats().hits, 1);
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "<div>{{ renders.tick(\"view\") }}{{ comment.body }}</div>"
@@ -122,7 +122,7 @@ struct CommentView<'a> {
     renders: &'a Renders,
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% for c in comments %}{{ cachesweeper::cached(c, 300, self.view(c)) }}{% endfor %}"
@@ -188,7 +188,7 @@ fn a_render_can_name_its_sweeper_and_scopes_count_per_request() {
     assert_eq!(sweeper.stats().hits, 2);
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% filter cachesweeper::filters::cachesweeper(comment, 500) %}{{ renders.tick(\"body\") }}{{ self.broken()? }}{% endfilter %}"
@@ -233,7 +233,7 @@ struct Note {
     id: u32,
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "txt",
     source = "{% filter cachesweeper::filters::cachesweeper(note, 0) %}{{ renders.tick(\"body\") }}n{% endfilter %}"

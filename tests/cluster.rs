@@ -137,7 +137,7 @@ fn weights_take_their_share() {
     assert!((1.7..=2.3).contains(&ratio), "{held:?}");
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"

@@ -15,7 +15,7 @@ use cachesweeper::backend::{Memcached, Null};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use common::{Comment, comment};
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.author }}: {{ c.body }}</p>{% endfilter %}{% endfor %}"

@@ -68,7 +68,7 @@ impl Backend for Counting {
 }
 
 /// A flat page: one fragment per comment.
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{{ renders.tick(\"page\") }}{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ renders.tick(\"comment\") }}{{ c.body }}</p>{% endfilter %}{% endfor %}"
@@ -80,7 +80,7 @@ struct Flat<'a> {
 
 /// Russian doll: the list is a fragment of the article, each comment a fragment inside it; the
 /// article's header uses the article's version too (one version lookup for both).
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% filter cachesweeper::filters::cachesweeper(article, 600, \"head\") %}<h1>{{ article.title }}</h1>{% endfilter %}\
@@ -95,7 +95,7 @@ struct Nested<'a> {
 }
 
 /// Field-versioned records: no version round trip at all.
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% for p in pages %}{% filter cachesweeper::filters::cachesweeper(p, 600) %}<a>{{ p.slug }}</a>{% endfilter %}{% endfor %}"
@@ -286,7 +286,7 @@ fn a_page_render_equals_a_plain_render() {
 }
 
 /// An owned page, for the async form.
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"

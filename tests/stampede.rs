@@ -38,7 +38,7 @@ fn sixty_four_threads_missing_one_fragment_render_it_once() {
     }
 }
 
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
     source = "{% filter cachesweeper::filters::cachesweeper(comment, 600) %}{{ self.expensive()|safe }}{% endfilter %}"

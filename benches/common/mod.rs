@@ -70,7 +70,7 @@ pub mod cached {
     }
 
     /// One comment: `templates/blog/comment.html`, a cachesweeper fragment.
-    #[derive(Template)]
+    #[derive(Template, cachesweeper::TemplateDigest)]
     #[template(path = "blog/comment.html")]
     pub struct CommentFragment<'a> {
         pub comment: &'a Comment,
@@ -78,7 +78,7 @@ pub mod cached {
 
     /// A page of comments, each one the blog's cached comment fragment (as in the blog's
     /// article page, without the enclosing article fragments).
-    #[derive(Template)]
+    #[derive(Template, cachesweeper::TemplateDigest)]
     #[template(
         ext = "html",
         source = "{% for comment in comments %}{% include \"blog/comment.html\" %}{% endfor %}"
@@ -131,7 +131,7 @@ pub mod plain {
     }
 
     /// One comment, `templates/blog/comment.html`, rendered without any cache.
-    #[derive(Template)]
+    #[derive(Template, cachesweeper::TemplateDigest)]
     #[template(path = "blog/comment.html")]
     pub struct CommentFragment<'a> {
         pub comment: &'a Comment,

@@ -5,7 +5,8 @@ use std::fmt;
 use askama::filters::HtmlSafe;
 use askama::{FastWritable, Template, Values};
 
-use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::default_sweeper, default::sweeper_for};
+use crate::default::{default_sweeper, sweeper_for};
+use crate::{KeyPart, KeyParts, Sweepable, Sweeper, TemplateDigest, Ttl};
 
 /// A sub-template rendered only on a cache miss, cached under its record's version.
 ///
@@ -18,11 +19,11 @@ use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::default_sweeper, default
 /// #[derive(Sweepable)]
 /// struct Comment { id: i64, body: String }
 ///
-/// #[derive(Template)]
+/// #[derive(Template, cachesweeper::TemplateDigest)]
 /// #[template(source = "<p>{{ comment.body }}</p>", ext = "html")]
 /// struct CommentView<'a> { comment: &'a Comment }
 ///
-/// #[derive(Template)]
+/// #[derive(Template, cachesweeper::TemplateDigest)]
 /// #[template(
 ///     source = "{% for c in comments %}{{ cachesweeper::cached(c, 500, self.view(c)) }}{% endfor %}",
 ///     ext = "html"
@@ -47,7 +48,7 @@ pub struct Cached<R, L, T> {
 }
 
 /// Caches `template` as a fragment of `record` for `ttl`; see [`Cached`].
-pub fn cached<R: Sweepable, L: Ttl, T: Template>(
+pub fn cached<R: Sweepable, L: Ttl, T: Template + TemplateDigest>(
     record: R,
     ttl: L,
     template: T,
@@ -60,21 +61,33 @@ pub fn cached<R: Sweepable, L: Ttl, T: Template>(
     }
 }
 
-impl<R: Sweepable, L: Ttl, T: Template> Cached<R, L, T> {
+impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
     /// Adds an extra key part (e.g. the viewer's language).
     pub fn part(mut self, part: impl KeyPart) -> Self {
         self.parts.push(&part);
         self
     }
 
-    fn render(&self, sweeper: &crate::Sweeper, values: &dyn Values) -> askama::Result<String> {
+    /// Keeps the key the same across edits of the sub-template (see
+    /// [`KeyParts::without_template_digest`]).
+    pub fn without_template_digest(mut self) -> Self {
+        self.parts = self.parts.without_template_digest();
+        self
+    }
+
+    fn render(&self, sweeper: &Sweeper, values: &dyn Values) -> askama::Result<String> {
+        // The sub-template's own digest keys this fragment and the fragments inside it.
+        let sweeper = sweeper.for_template::<T>();
         sweeper.fragment(&self.record, &self.ttl, &self.parts, || {
-            self.template.render_with_values(values)
+            self.template.render_with_values(&WithSweeper {
+                sweeper: &sweeper,
+                rest: values,
+            })
         })
     }
 }
 
-impl<R: Sweepable, L: Ttl, T: Template> FastWritable for Cached<R, L, T> {
+impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> FastWritable for Cached<R, L, T> {
     fn write_into(&self, dest: &mut dyn fmt::Write, values: &dyn Values) -> askama::Result<()> {
         let html = self.render(&sweeper_for(values), values)?;
         dest.write_str(&html)?;
@@ -82,7 +95,7 @@ impl<R: Sweepable, L: Ttl, T: Template> FastWritable for Cached<R, L, T> {
     }
 }
 
-impl<R: Sweepable, L: Ttl, T: Template> fmt::Display for Cached<R, L, T> {
+impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> fmt::Display for Cached<R, L, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let html = self
             .render(&default_sweeper(), askama::NO_VALUES)
@@ -91,4 +104,20 @@ impl<R: Sweepable, L: Ttl, T: Template> fmt::Display for Cached<R, L, T> {
     }
 }
 
-impl<R: Sweepable, L: Ttl, T: Template> HtmlSafe for Cached<R, L, T> {}
+impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> HtmlSafe for Cached<R, L, T> {}
+
+/// The render's runtime values, with the sweeper replaced.
+struct WithSweeper<'a> {
+    sweeper: &'a Sweeper,
+    rest: &'a dyn Values,
+}
+
+impl Values for WithSweeper<'_> {
+    fn get_value<'b>(&'b self, key: &str) -> Option<&'b dyn std::any::Any> {
+        if key == crate::VALUES_KEY {
+            Some(self.sweeper)
+        } else {
+            self.rest.get_value(key)
+        }
+    }
+}

@@ -9,7 +9,7 @@
 /// template changes and the fragments of the previous build keep hitting. The digest is a
 /// constant: nothing is hashed at render time.
 ///
-/// ```ignore
+/// ```
 /// use askama::Template;
 /// use cachesweeper::TemplateDigest;
 ///

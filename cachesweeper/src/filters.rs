@@ -20,6 +20,11 @@
 //! }
 //! ```
 //!
+//! The fragment's key includes the digest of the page's templates when the page is rendered
+//! with [`Sweeper::render`](crate::Sweeper::render); `digest=false` as a named argument leaves
+//! it out, so the key survives template edits:
+//! `{% filter cachesweeper(comment, 500, digest=false) %}`.
+//!
 //! Misuse is a compile error: a record that is not `Sweepable`, a lifetime that is not an
 //! integer or a `Duration`, a key part with no stable key form, fewer than two arguments, or more
 //! than fourteen.
@@ -74,6 +79,17 @@ impl<R: Sweepable> cachesweeper<R, ()> {
             ttl,
             parts: self.parts,
         }
+    }
+}
+
+impl<R: Sweepable, T: Ttl> cachesweeper<R, T> {
+    /// `digest=false`: keeps the fragment's key the same across edits of its template (a
+    /// stale fragment is then served after an edit, until its record changes).
+    pub fn with_digest(mut self, digest: bool) -> Self {
+        if !digest {
+            self.parts = self.parts.without_template_digest();
+        }
+        self
     }
 }
 

@@ -57,7 +57,7 @@
 //! # #[derive(Sweepable)] struct Comment { id: i64, author: String, body: String }
 //! use askama::Template;
 //!
-//! #[derive(Template)]
+//! #[derive(Template, cachesweeper::TemplateDigest)]
 //! #[template(ext = "html", source = r#"
 //! {%- for comment in comments -%}
 //! {% filter cachesweeper::filters::cachesweeper(comment, 500, "comment.html") -%}
@@ -160,7 +160,9 @@ pub use ttl::Ttl;
 #[cfg(feature = "derive")]
 pub use cachesweeper_derive::Sweepable;
 
-// RE-EXPORT-TEMPLATE-DIGEST-DERIVE (enabled once cachesweeper-derive has it)
+/// `#[derive(TemplateDigest)]`: see [`TemplateDigest`](trait@TemplateDigest).
+#[cfg(feature = "derive")]
+pub use cachesweeper_derive::TemplateDigest;
 
 /// What `#[derive(Sweepable)]` generates code against; not a public API.
 #[doc(hidden)]

@@ -10,7 +10,7 @@ use crate::keys::{KeyParts, KeySpace, Version};
 use crate::l1::L1;
 use crate::session::{Session, Slot, Wanted, Write};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::{Error, ModelRef, Result, Sweepable, value};
+use crate::{Error, ModelRef, Result, Sweepable, TemplateDigest, value};
 
 /// The default bound of the embedded backend: 64 MiB.
 pub const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
@@ -52,6 +52,8 @@ pub struct Sweeper {
     scope: Option<Arc<Stats>>,
     /// The page render this handle belongs to, if any (see [`Sweeper::render`]).
     session: Option<Arc<Session>>,
+    /// The digest of the templates being rendered through this handle, for fragment keys.
+    digest: &'static str,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ impl SweeperBuilder {
             }),
             scope: None,
             session: None,
+            digest: "",
         })
     }
 }
@@ -198,6 +201,7 @@ impl Sweeper {
             inner: Arc::clone(&self.inner),
             scope: Some(Arc::new(Stats::default())),
             session: self.session.clone(),
+            digest: self.digest,
         }
     }
 
@@ -263,6 +267,17 @@ impl Sweeper {
             None
         };
         Ok(Version { field, counter })
+    }
+
+    /// A handle on the same cache whose fragment keys carry the digest of template `T` (and
+    /// the templates it includes, extends or imports): for pages rendered with Askama's own
+    /// `render_with_values(&handle)` rather than [`render`](Self::render), which does this
+    /// itself.
+    pub fn for_template<T: TemplateDigest + ?Sized>(&self) -> Sweeper {
+        Sweeper {
+            digest: T::TEMPLATE_DIGEST,
+            ..self.clone()
+        }
     }
 
     /// The keys this sweeper builds (its namespace).
@@ -373,6 +388,13 @@ impl Sweeper {
         let Some(ttl) = ttl.ttl() else {
             self.count(Stats::miss);
             return render();
+        };
+        let with_digest;
+        let parts = if parts.wants_digest() && !self.digest.is_empty() {
+            with_digest = parts.clone().template_digest(self.digest);
+            &with_digest
+        } else {
+            parts
         };
         match &self.session {
             Some(session) => self.fragment_in_session(session, record, ttl, parts, render),
@@ -585,7 +607,7 @@ impl Sweeper {
     /// #[derive(Sweepable)]
     /// struct Comment { id: i64, body: String }
     ///
-    /// #[derive(Template)]
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
     /// #[template(ext = "html", source = "{% for c in comments %}\
     ///     {% filter cachesweeper::filters::cachesweeper(c, 60) %}<p>{{ c.body }}</p>{% endfilter %}\
     ///     {% endfor %}")]
@@ -600,11 +622,15 @@ impl Sweeper {
     /// assert_eq!((warm.hits, warm.round_trips), (100, 2)); // one batch of versions, one of fragments
     /// # Ok::<(), askama::Error>(())
     /// ```
-    pub fn render<T: askama::Template + ?Sized>(&self, page: &T) -> askama::Result<String> {
+    pub fn render<T>(&self, page: &T) -> askama::Result<String>
+    where
+        T: askama::Template + TemplateDigest + ?Sized,
+    {
         let run = Sweeper {
             inner: Arc::clone(&self.inner),
             scope: self.scope.clone(),
             session: Some(Arc::new(Session::default())),
+            digest: T::TEMPLATE_DIGEST,
         };
         let session = run.session.as_deref().expect("just set");
         for _ in 0..MAX_RECORD_PASSES {
@@ -632,7 +658,7 @@ impl Sweeper {
     ///
     /// ```no_run
     /// # use askama::Template;
-    /// # #[derive(Template)] #[template(source = "", ext = "html")] struct Page;
+    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")] struct Page;
     /// async fn handler(sweeper: cachesweeper::Sweeper) -> String {
     ///     sweeper.scope().render_async(Page).await.unwrap_or_default()
     /// }
@@ -640,7 +666,7 @@ impl Sweeper {
     #[cfg(feature = "tokio")]
     pub async fn render_async<T>(&self, page: T) -> askama::Result<String>
     where
-        T: askama::Template + Send + 'static,
+        T: askama::Template + TemplateDigest + Send + 'static,
     {
         let sweeper = self.clone();
         tokio::task::spawn_blocking(move || sweeper.render(&page))

@@ -10,7 +10,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use cachesweeper::{StatsSnapshot, Sweeper};
+use cachesweeper::{StatsSnapshot, Sweeper, TemplateDigest};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +92,11 @@ impl From<askama::Error> for Failure {
 
 /// Renders `page` through this request's sweeper scope, with every fragment lookup of the page
 /// batched (`Sweeper::render`): a constant number of cache round trips however many comments.
-fn html(status: StatusCode, page: &impl Template, scope: &Sweeper) -> Result<Reply, Failure> {
+fn html(
+    status: StatusCode,
+    page: &(impl Template + TemplateDigest),
+    scope: &Sweeper,
+) -> Result<Reply, Failure> {
     Ok(Reply::Html(status, scope.render(page)?))
 }
 

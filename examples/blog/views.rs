@@ -15,14 +15,14 @@ mod filters {
 }
 
 /// `GET /`: every article, one cached row each.
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/index.html")]
 pub struct IndexPage {
     pub articles: Vec<ArticleSummary>,
 }
 
 /// `GET /articles/{id}`: the article and its comments, as nested fragments.
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/article.html")]
 pub struct ArticlePage {
     pub article: Article,
@@ -30,7 +30,7 @@ pub struct ArticlePage {
 }
 
 /// Any page that is an error: 404, 400, 500.
-#[derive(Template)]
+#[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/error.html")]
 pub struct ErrorPage {
     /// The status line's text, e.g. "Not Found".

@@ -1,0 +1,137 @@
+//! Template digests in fragment keys: a changed template misses, an unchanged one hits, and
+//! `digest=false` keeps a key across template edits.
+
+mod common;
+
+use askama::Template;
+use cachesweeper::{Sweeper, TemplateDigest};
+use common::{Comment, Renders, comment};
+
+// Two "builds" of the same page: the same fragment (record, parts), in templates that differ
+// by one character outside it, as after an edit.
+#[derive(Template, TemplateDigest)]
+#[template(
+    ext = "html",
+    source = "<h1>v1</h1>{% filter cachesweeper::filters::cachesweeper(c, 600, \"body\") %}{{ renders.tick(\"body\") }}<p>{{ c.body }}</p>{% endfilter %}"
+)]
+struct PageV1<'a> {
+    c: &'a Comment,
+    renders: &'a Renders,
+}
+
+#[derive(Template, TemplateDigest)]
+#[template(
+    ext = "html",
+    source = "<h1>v2</h1>{% filter cachesweeper::filters::cachesweeper(c, 600, \"body\") %}{{ renders.tick(\"body\") }}<p>{{ c.body }}</p>{% endfilter %}"
+)]
+struct PageV2<'a> {
+    c: &'a Comment,
+    renders: &'a Renders,
+}
+
+// The same two, with the digest left out of the fragment's key.
+#[derive(Template, TemplateDigest)]
+#[template(
+    ext = "html",
+    source = "<h1>v1</h1>{% filter cachesweeper::filters::cachesweeper(c, 600, \"body\", digest=false) %}{{ renders.tick(\"body\") }}<p>{{ c.body }}</p>{% endfilter %}"
+)]
+struct StableV1<'a> {
+    c: &'a Comment,
+    renders: &'a Renders,
+}
+
+#[derive(Template, TemplateDigest)]
+#[template(
+    ext = "html",
+    source = "<h1>v2</h1>{% filter cachesweeper::filters::cachesweeper(c, 600, \"body\", digest=false) %}{{ renders.tick(\"body\") }}<p>{{ c.body }}</p>{% endfilter %}"
+)]
+struct StableV2<'a> {
+    c: &'a Comment,
+    renders: &'a Renders,
+}
+
+#[test]
+fn digests_are_constants_that_differ_with_the_source() {
+    assert_eq!(PageV1::TEMPLATE_DIGEST.len(), 16);
+    assert!(
+        PageV1::TEMPLATE_DIGEST
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+    );
+    assert_ne!(PageV1::TEMPLATE_DIGEST, PageV2::TEMPLATE_DIGEST);
+}
+
+#[test]
+fn an_edited_template_misses_and_an_unchanged_one_hits() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let c = comment(1, 1);
+    sweeper
+        .render(&PageV1 {
+            c: &c,
+            renders: &renders,
+        })
+        .unwrap();
+    sweeper
+        .render(&PageV1 {
+            c: &c,
+            renders: &renders,
+        })
+        .unwrap();
+    assert_eq!(renders.take().get("body"), Some(&1), "same template: hit");
+    sweeper
+        .render(&PageV2 {
+            c: &c,
+            renders: &renders,
+        })
+        .unwrap();
+    assert_eq!(
+        renders.take().get("body"),
+        Some(&1),
+        "edited template: miss"
+    );
+}
+
+#[test]
+fn digest_false_keeps_the_key_across_edits() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let c = comment(2, 1);
+    sweeper
+        .render(&StableV1 {
+            c: &c,
+            renders: &renders,
+        })
+        .unwrap();
+    let html = sweeper
+        .render(&StableV2 {
+            c: &c,
+            renders: &renders,
+        })
+        .unwrap();
+    assert_eq!(
+        renders.take().get("body"),
+        Some(&1),
+        "the stable key hit across the edit"
+    );
+    assert!(html.starts_with("<h1>v2</h1>"));
+}
+
+#[test]
+fn plain_renders_take_the_digest_from_for_template() {
+    let sweeper = Sweeper::embedded();
+    let renders = Renders::default();
+    let c = comment(3, 1);
+    let v1 = PageV1 {
+        c: &c,
+        renders: &renders,
+    };
+    v1.render_with_values(&sweeper.for_template::<PageV1>())
+        .unwrap();
+    sweeper.render(&v1).unwrap();
+    assert_eq!(
+        renders.take().get("body"),
+        Some(&1),
+        "same digest either way"
+    );
+}
