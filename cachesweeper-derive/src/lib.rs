@@ -53,6 +53,11 @@ pub fn derive_sweepable(input: TokenStream) -> TokenStream {
 /// `whitespace`), and on nothing of the machine it is built on. `#[sweeper(crate = path)]`
 /// names the `cachesweeper` crate if it is renamed. Templates on enum variants and
 /// `in_doc` templates are not supported.
+///
+/// Every file read is `include_bytes!`'d, so cargo rebuilds (and the digest is computed again)
+/// when one changes. Like Askama, a build does not notice a *new* file that would now be found
+/// first (a template added beside the one that includes it, shadowing one in the template
+/// directories) until something else triggers a rebuild.
 #[proc_macro_derive(TemplateDigest, attributes(template, sweeper))]
 pub fn derive_template_digest(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -563,11 +563,18 @@ pub(crate) mod tests {
             dir.path(),
             vec![dir.path().join("first"), dir.path().join("second")],
         );
-        let y = digest(&config, Root::Path("y.html"), &[]).unwrap();
-        // y.html is in `second`; x.html is not beside it... it is: `second/x.html` wins.
-        assert_eq!(y.files[0], dir.path().join("second/x.html"));
+        // `x.html` from the attribute: the first directory that has it.
         let x = digest(&config, Root::Path("x.html"), &[]).unwrap();
         assert_eq!(x.files, [dir.path().join("first/x.html")]);
+        // `x.html` included by `second/y.html`: the one beside it comes first.
+        let y = digest(&config, Root::Path("y.html"), &[]).unwrap();
+        assert_eq!(
+            y.files,
+            [
+                dir.path().join("second/x.html"),
+                dir.path().join("second/y.html")
+            ]
+        );
     }
 
     #[test]
