@@ -90,6 +90,10 @@
 //! nesting that misses), and what missed is stored in one batch. With memcached a process-local
 //! L1 also holds fragments ([`SweeperBuilder::l1`]), so a warm page costs one round trip.
 //!
+//! With [`Sweeper::render`], every fragment key also carries the page's [`TemplateDigest`]
+//! (computed at compile time over the template and what it includes, extends or imports): a
+//! build with an edited template misses, a build without template changes keeps hitting.
+//!
 //! # Invalidation
 //!
 //! ```
