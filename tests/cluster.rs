@@ -43,23 +43,26 @@ fn store_all(backend: &Memcached, keys: &[String]) {
     }
 }
 
+/// How many of `keys` `backend` finds.
+fn found_by(backend: &Memcached, keys: &[String]) -> usize {
+    keys.chunks(500)
+        .map(|chunk| {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            backend
+                .get_many(&refs)
+                .unwrap()
+                .iter()
+                .filter(|v| v.is_some())
+                .count()
+        })
+        .sum()
+}
+
 /// How many of `keys` each single server holds.
 fn held_by_each(servers: &[&MemcachedProcess], keys: &[String]) -> Vec<usize> {
     servers
         .iter()
-        .map(|s| {
-            let one = Memcached::from_url(&s.url()).unwrap();
-            keys.chunks(500)
-                .map(|chunk| {
-                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    one.get_many(&refs)
-                        .unwrap()
-                        .iter()
-                        .filter(|v| v.is_some())
-                        .count()
-                })
-                .sum()
-        })
+        .map(|s| found_by(&Memcached::from_url(&s.url()).unwrap(), keys))
         .collect()
 }
 
@@ -82,36 +85,14 @@ fn keys_spread_evenly_and_membership_changes_move_few() {
     // A fourth server: a client that knows all four still finds at least 70% where they were.
     let all: Vec<&MemcachedProcess> = four.iter().collect();
     let grown = cluster(&all);
-    let found: usize = keys
-        .chunks(500)
-        .map(|chunk| {
-            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            grown
-                .get_many(&refs)
-                .unwrap()
-                .iter()
-                .filter(|v| v.is_some())
-                .count()
-        })
-        .sum();
+    let found = found_by(&grown, &keys);
     let moved = KEYS - found;
     eprintln!("adding a 4th server moved {moved} of {KEYS} keys");
     assert!(moved as f64 <= 0.30 * KEYS as f64, "{moved} keys moved");
 
     // Removing server 0: a client that knows servers 1 and 2 finds all of their keys.
     let shrunk = cluster(&three[1..]);
-    let found: usize = keys
-        .chunks(500)
-        .map(|chunk| {
-            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            shrunk
-                .get_many(&refs)
-                .unwrap()
-                .iter()
-                .filter(|v| v.is_some())
-                .count()
-        })
-        .sum();
+    let found = found_by(&shrunk, &keys);
     assert_eq!(
         found,
         held[1] + held[2],
