@@ -20,6 +20,11 @@
 //! on which server holds each version counter. For a cluster shared with libmemcached-based
 //! clients, choose [`Distribution::Ketama`](super::Distribution::Ketama) instead.
 //!
+//! Written here rather than taken from a crate: the `memcache` crate's own `Rendezvous` hashes
+//! with std's `DefaultHasher`, which is not promised stable across Rust releases, and the
+//! hashing crates found do not offer weighted rendezvous over a fixed, documented hash. The
+//! scheme is a few lines over the `md-5` crate.
+//!
 //! # Failover
 //!
 //! [`Rendezvous::server_for_excluding`] answers with the best server among those not excluded:
