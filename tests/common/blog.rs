@@ -79,7 +79,13 @@ pub struct Server {
 impl Server {
     /// Starts the blog with `args` and waits (up to 60 s) for the URL it prints first.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(blog_binary())
+        Server::start_binary(blog_binary(), args)
+    }
+
+    /// Like [`start`](Self::start), with the blog binary at `binary` rather than this
+    /// workspace's own: `tests/template_rebuild.rs` runs builds of a copy of the workspace.
+    pub fn start_binary(binary: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(binary)
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
