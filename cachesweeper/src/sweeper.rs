@@ -8,7 +8,7 @@ use crate::backend::{Backend, Embedded, Leased, SetItem};
 use crate::flight::{Claim, Flights};
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::l1::L1;
-use crate::session::{Session, Slot, Wanted, Write};
+use crate::session::{Session, Write};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::{Error, ModelRef, Result, Sweepable, TemplateDigest, value};
 
@@ -47,23 +47,23 @@ pub const DEFAULT_NAMESPACE: &str = "cs";
 /// ```
 #[derive(Clone, Debug)]
 pub struct Sweeper {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// A scope's own counters, kept in addition to the shared ones (see [`Sweeper::scope`]).
-    scope: Option<Arc<Stats>>,
+    pub(crate) scope: Option<Arc<Stats>>,
     /// The page render this handle belongs to, if any (see [`Sweeper::render`]).
-    session: Option<Arc<Session>>,
+    pub(crate) session: Option<Arc<Session>>,
     /// The digest of the templates being rendered through this handle, for fragment keys.
-    digest: &'static str,
+    pub(crate) digest: &'static str,
 }
 
 #[derive(Debug)]
-struct Inner {
-    backend: Arc<dyn Backend>,
-    keys: KeySpace,
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) keys: KeySpace,
     stats: Stats,
     last_warning: AtomicU64,
     l1: Option<L1>,
-    flights: Flights,
+    pub(crate) flights: Flights,
     settle: Duration,
 }
 
@@ -144,7 +144,7 @@ impl SweeperBuilder {
 /// A value never used by a counter before: nanoseconds since the epoch. A counter that was
 /// evicted, or lost with a restarted server, is recreated from here, so it cannot come back to a
 /// value that an old fragment key carries (that would need more bumps than nanoseconds passed).
-fn counter_seed() -> u64 {
+pub(crate) fn counter_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -206,7 +206,7 @@ impl Sweeper {
     }
 
     /// Counts an event in the shared counters and in this scope's.
-    fn count(&self, event: impl Fn(&Stats)) {
+    pub(crate) fn count(&self, event: impl Fn(&Stats)) {
         event(&self.inner.stats);
         if let Some(scope) = &self.scope {
             event(scope);
@@ -214,14 +214,17 @@ impl Sweeper {
     }
 
     /// Runs one backend call, counting it as a round trip and, if it fails, as an error.
-    fn call<T>(&self, op: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
+    pub(crate) fn call<T>(&self, op: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
         let result = op(&*self.inner.backend);
         self.tally(std::slice::from_ref(&result));
         result
     }
 
     /// Runs one batch backend call that answers per key.
-    fn call_each<T>(&self, op: impl FnOnce(&dyn Backend) -> Vec<Result<T>>) -> Vec<Result<T>> {
+    pub(crate) fn call_each<T>(
+        &self,
+        op: impl FnOnce(&dyn Backend) -> Vec<Result<T>>,
+    ) -> Vec<Result<T>> {
         let results = op(&*self.inner.backend);
         self.tally(&results);
         results
@@ -300,7 +303,7 @@ impl Sweeper {
         Ok(self.key_at(record, &version, parts))
     }
 
-    fn key_at<R: Sweepable + ?Sized>(
+    pub(crate) fn key_at<R: Sweepable + ?Sized>(
         &self,
         record: &R,
         version: &Version,
@@ -403,7 +406,7 @@ impl Sweeper {
     }
 
     /// One fragment, on its own: a version lookup, a fragment lookup, and a store on a miss.
-    fn fragment_alone<R, E>(
+    pub(crate) fn fragment_alone<R, E>(
         &self,
         record: &R,
         ttl: Duration,
@@ -456,298 +459,15 @@ impl Sweeper {
 
     /// Gives up the lease this render took on `key` when it will not store a value there, so
     /// that other renders do not wait for it.
-    fn release(&self, key: &str) {
+    pub(crate) fn release(&self, key: &str) {
         if !self.inner.backend.is_local() {
             let _ = self.call(|b| b.delete(key));
         }
     }
 
-    /// One fragment of a page being rendered by [`render`](Self::render).
-    fn fragment_in_session<R, E>(
-        &self,
-        session: &Session,
-        record: &R,
-        ttl: Duration,
-        parts: &KeyParts,
-        render: impl FnOnce() -> Result<String, E>,
-    ) -> Result<String, E>
-    where
-        R: Sweepable + ?Sized,
-    {
-        let field = record.sweeper_version_field();
-        let counter_key = R::COUNTER.then(|| self.counter_key(record));
-        let mut state = session.state();
-        let recording = state.recording;
-        // A record pass outside any missed body: its output is thrown away.
-        let discarded = recording && state.body_depth == 0;
-        let counter = match &counter_key {
-            None => None,
-            Some(k) if state.failed_counters.contains(k) => {
-                // The version cannot be known: render, and store nothing. A record pass still
-                // renders the body, to find the fragments nested in it and fetch them in a
-                // batch; the miss is counted once, in the final pass.
-                if recording {
-                    state.body_depth += 1;
-                    drop(state);
-                    let rendered = render();
-                    session.state().body_depth -= 1;
-                    return rendered;
-                }
-                drop(state);
-                self.count_miss::<R>(None);
-                return render();
-            }
-            Some(k) => match state.versions.get(k) {
-                Some(&value) => Some(value),
-                None if recording => {
-                    state.wanted.push(Wanted {
-                        model: R::MODEL,
-                        record_key: record.sweeper_key().into_owned(),
-                        counter_key,
-                        field,
-                        parts: parts.clone(),
-                    });
-                    state.unresolved += 1;
-                    return Ok(String::new());
-                }
-                None => {
-                    // The final pass met a fragment no record pass saw (a template whose
-                    // output changes between passes): look it up on its own.
-                    drop(state);
-                    return self.fragment_alone(record, ttl, parts, render);
-                }
-            },
-        };
-        let version = Version { field, counter };
-        let key = self.key_at(record, &version, parts);
-        match state.slots.get_mut(&key) {
-            Some(Slot::Cached { html, counted }) => {
-                if !*counted {
-                    *counted = true;
-                    self.count_hit(&key, html);
-                }
-                Ok(if discarded {
-                    String::new()
-                } else {
-                    html.clone()
-                })
-            }
-            Some(Slot::Rendered(html)) => Ok(if discarded {
-                String::new()
-            } else {
-                html.clone()
-            }),
-            None if recording => {
-                state.wanted.push(Wanted {
-                    model: R::MODEL,
-                    record_key: record.sweeper_key().into_owned(),
-                    counter_key: None,
-                    field: version.field,
-                    parts: parts.clone(),
-                });
-                state.unresolved += 1;
-                Ok(String::new())
-            }
-            None => {
-                drop(state);
-                self.fragment_alone(record, ttl, parts, render)
-            }
-            Some(Slot::Missed) => {
-                let unresolved_before = state.unresolved;
-                state.body_depth += 1;
-                drop(state);
-                let leader = match self.inner.flights.claim(&key) {
-                    Claim::Done(html) => {
-                        // Another render of this process just rendered (and stores) it.
-                        self.count_coalesced(&key, &html);
-                        let mut state = session.state();
-                        state.body_depth -= 1;
-                        state.slots.insert(key, Slot::Rendered(html.clone()));
-                        return Ok(html);
-                    }
-                    Claim::Leader(leader) => Some(leader),
-                    Claim::Alone => None,
-                };
-                let rendered = render();
-                let mut state = session.state();
-                state.body_depth -= 1;
-                let html = rendered?;
-                if state.unresolved > unresolved_before {
-                    // Fragments inside are not known yet: the next pass renders this again
-                    // (and the leader, dropped here, releases anyone waiting on it).
-                    return Ok(html);
-                }
-                if let Some(leader) = leader {
-                    leader.publish(&html);
-                }
-                self.count_miss::<R>(Some(&key));
-                match self.prepare_write(key.clone(), &html, ttl) {
-                    Some(write) => state.writes.push(write),
-                    None => self.release(&key),
-                }
-                state.slots.insert(key, Slot::Rendered(html.clone()));
-                Ok(html)
-            }
-        }
-    }
-
-    /// Renders a page with every fragment lookup batched: the page costs a constant number of
-    /// round trips however many fragments it holds (two per level of nesting that misses, none
-    /// for what the L1 holds), versions are looked up once per record, and everything rendered
-    /// is stored in one batch.
-    ///
-    /// The template is rendered more than once (cheap passes that skip fragment bodies, then
-    /// the real one), so its non-fragment parts should not have side effects; each fragment body
-    /// is rendered at most once.
-    ///
-    /// ```
-    /// use askama::Template;
-    /// use cachesweeper::{Sweepable, Sweeper};
-    ///
-    /// #[derive(Sweepable)]
-    /// struct Comment { id: i64, body: String }
-    ///
-    /// #[derive(Template, cachesweeper::TemplateDigest)]
-    /// #[template(ext = "html", source = "{% for c in comments %}\
-    ///     {% filter cachesweeper::filters::cachesweeper(c, 60) %}<p>{{ c.body }}</p>{% endfilter %}\
-    ///     {% endfor %}")]
-    /// struct Page { comments: Vec<Comment> }
-    ///
-    /// let sweeper = Sweeper::embedded();
-    /// let page = Page { comments: (0..100).map(|id| Comment { id, body: "hi".into() }).collect() };
-    /// sweeper.render(&page)?;
-    /// let before = sweeper.stats();
-    /// assert_eq!(sweeper.render(&page)?.matches("<p>hi</p>").count(), 100);
-    /// let warm = sweeper.stats() - before;
-    /// assert_eq!((warm.hits, warm.round_trips), (100, 2)); // one batch of versions, one of fragments
-    /// # Ok::<(), askama::Error>(())
-    /// ```
-    pub fn render<T>(&self, page: &T) -> askama::Result<String>
-    where
-        T: askama::Template + TemplateDigest + ?Sized,
-    {
-        let run = Sweeper {
-            inner: Arc::clone(&self.inner),
-            scope: self.scope.clone(),
-            session: Some(Arc::new(Session::default())),
-            digest: T::TEMPLATE_DIGEST,
-        };
-        let session = run.session.as_deref().expect("just set");
-        for _ in 0..MAX_RECORD_PASSES {
-            {
-                let mut state = session.state();
-                state.recording = true;
-                state.unresolved = 0;
-            }
-            page.render_with_values(&run)?;
-            let wanted = std::mem::take(&mut session.state().wanted);
-            if wanted.is_empty() || !run.prefetch(session, wanted) {
-                // Nothing new, or nothing missed: no body to look inside for more fragments.
-                break;
-            }
-        }
-        session.state().recording = false;
-        let html = page.render_with_values(&run)?;
-        let writes = std::mem::take(&mut session.state().writes);
-        run.store(writes);
-        Ok(html)
-    }
-
-    /// [`render`](Self::render) on tokio's blocking pool, for async handlers (feature `tokio`):
-    /// rendering makes blocking cache round trips, which must not stall a runtime worker.
-    ///
-    /// ```no_run
-    /// # use askama::Template;
-    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")] struct Page;
-    /// async fn handler(sweeper: cachesweeper::Sweeper) -> String {
-    ///     sweeper.scope().render_async(Page).await.unwrap_or_default()
-    /// }
-    /// ```
-    #[cfg(feature = "tokio")]
-    pub async fn render_async<T>(&self, page: T) -> askama::Result<String>
-    where
-        T: askama::Template + TemplateDigest + Send + 'static,
-    {
-        let sweeper = self.clone();
-        tokio::task::spawn_blocking(move || sweeper.render(&page))
-            .await
-            .map_err(askama::Error::custom)?
-    }
-
-    /// Fetches what a record pass wanted: the unknown versions in one batch, then the unknown
-    /// fragments in one batch. Returns whether any fragment missed, that is whether another
-    /// record pass may find fragments nested in its body.
-    fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) -> bool {
-        let counters: Vec<&str> = {
-            let state = session.state();
-            let mut seen = std::collections::HashSet::new();
-            wanted
-                .iter()
-                .filter_map(|w| w.counter_key.as_deref())
-                .filter(|k| !state.versions.contains_key(*k) && seen.insert(*k))
-                .collect()
-        };
-        if !counters.is_empty() {
-            let fetched = self.call_each(|b| b.incr_each(&counters, 0, counter_seed()));
-            let mut state = session.state();
-            for (key, value) in counters.iter().zip(fetched) {
-                match value {
-                    Ok(value) => state.versions.insert((*key).to_owned(), value).map(drop),
-                    Err(_) => state
-                        .failed_counters
-                        .insert((*key).to_owned())
-                        .then_some(()),
-                };
-            }
-        }
-        // A fragment whose version could not be learnt is rendered like a miss: another pass
-        // looks inside it for nested fragments.
-        let mut missed = !session.state().failed_counters.is_empty();
-        let keys: Vec<String> = {
-            let state = session.state();
-            let mut seen = std::collections::HashSet::new();
-            wanted
-                .into_iter()
-                .filter_map(|w| {
-                    let counter = match &w.counter_key {
-                        Some(k) => Some(*state.versions.get(k)?),
-                        None => None,
-                    };
-                    let version = Version {
-                        field: w.field,
-                        counter,
-                    };
-                    Some(
-                        self.inner
-                            .keys
-                            .fragment_key(w.model, &w.record_key, &version, &w.parts),
-                    )
-                })
-                .filter(|k| !state.slots.contains_key(k) && seen.insert(k.clone()))
-                .collect()
-        };
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let found = self.fetch_fragments(&refs);
-        let mut state = session.state();
-        for (key, html) in keys.into_iter().zip(found) {
-            let slot = match html {
-                Some(html) => Slot::Cached {
-                    html,
-                    counted: false,
-                },
-                None => {
-                    missed = true;
-                    Slot::Missed
-                }
-            };
-            state.slots.insert(key, slot);
-        }
-        missed
-    }
-
     /// The stored fragments under `keys`, in order: from the L1 where it has them, the rest
     /// from the backend in one batch. A failed batch or an unreadable value is a miss.
-    fn fetch_fragments(&self, keys: &[&str]) -> Vec<Option<String>> {
+    pub(crate) fn fetch_fragments(&self, keys: &[&str]) -> Vec<Option<String>> {
         let mut found: Vec<Option<String>> = vec![None; keys.len()];
         let mut remote = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
@@ -806,12 +526,12 @@ impl Sweeper {
         found
     }
 
-    fn count_hit(&self, key: &str, html: &str) {
+    pub(crate) fn count_hit(&self, key: &str, html: &str) {
         self.count(Stats::hit);
         tracing::debug!(key, bytes = html.len(), "cachesweeper hit");
     }
 
-    fn count_coalesced(&self, key: &str, html: &str) {
+    pub(crate) fn count_coalesced(&self, key: &str, html: &str) {
         self.count(Stats::hit);
         self.count(Stats::coalesced);
         tracing::debug!(
@@ -821,7 +541,7 @@ impl Sweeper {
         );
     }
 
-    fn count_miss<R: Sweepable + ?Sized>(&self, key: Option<&str>) {
+    pub(crate) fn count_miss<R: Sweepable + ?Sized>(&self, key: Option<&str>) {
         self.count(Stats::miss);
         tracing::debug!(
             model = R::MODEL,
@@ -831,7 +551,7 @@ impl Sweeper {
     }
 
     /// The write of a rendered fragment, or `None` if it is too large for the backend.
-    fn prepare_write(&self, key: String, html: &str, ttl: Duration) -> Option<Write> {
+    pub(crate) fn prepare_write(&self, key: String, html: &str, ttl: Duration) -> Option<Write> {
         if value::encoded_len(html.len()) > self.inner.backend.max_value_len() {
             self.count(Stats::oversized);
             tracing::debug!(
@@ -852,7 +572,7 @@ impl Sweeper {
     }
 
     /// Stores rendered fragments, in one batch.
-    fn store(&self, writes: Vec<Write>) {
+    pub(crate) fn store(&self, writes: Vec<Write>) {
         if writes.is_empty() {
             return;
         }
@@ -881,9 +601,6 @@ const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a waiting lookup asks again.
 const LEASE_POLL: Duration = Duration::from_millis(10);
-
-/// How deep fragments may nest before the final pass looks the rest up one by one.
-const MAX_RECORD_PASSES: usize = 16;
 
 /// Askama's runtime values: `template.render_with_values(&sweeper)` renders with this sweeper
 /// instead of the process-wide default.
