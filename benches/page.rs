@@ -462,7 +462,10 @@ fn round_trip(c: &mut Criterion) {
             comments: &comments,
         })
         .expect("renders");
-    let parts = KeyParts::new().part("blog/comment.html");
+    // The page's fragments are keyed with the page's template digest, as `render` does.
+    let parts = KeyParts::new()
+        .part("blog/comment.html")
+        .template_digest(<CommentsPage<'_> as cachesweeper::TemplateDigest>::TEMPLATE_DIGEST);
     let fragment_keys: Vec<String> = comments
         .iter()
         .map(|comment| sweeper.fragment_key(comment, &parts).expect("key"))
