@@ -200,11 +200,15 @@ impl Sweeper {
                     leader.publish(&html);
                 }
                 self.count_miss::<R>(Some(&key));
-                match self.prepare_write(key.clone(), &html, ttl) {
-                    Some(write) => state.writes.push(write),
-                    None => self.release(&key),
-                }
+                let write = self.prepare_write(key.clone(), &html, ttl);
+                let unstored = write.is_none().then(|| key.clone());
+                state.writes.extend(write);
                 state.slots.insert(key, Slot::Rendered(html.clone()));
+                drop(state);
+                if let Some(key) = unstored {
+                    // A round trip: not under the session's lock.
+                    self.release(&key);
+                }
                 Ok(html)
             }
         }

@@ -376,18 +376,18 @@ impl Memcached {
     }
 
     /// Splits a batch by server, runs the groups (in parallel when there are several) and puts
-    /// the results back in the order of `keys`.
+    /// the results back in the order of `keys`; `make(i)` builds the operation of `keys[i]`.
     fn batch<T: Send, O: exp::Operation<Output = T> + Send>(
         &self,
         keys: &[&str],
-        make: impl Fn(&str) -> O + Sync,
+        make: impl Fn(usize) -> O + Sync,
     ) -> Vec<Result<T>> {
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
         for (i, key) in keys.iter().enumerate() {
             groups[self.route(key)].push(i);
         }
         let run_group = |server: usize, indices: &Vec<usize>| {
-            let ops = indices.iter().map(|&i| make(keys[i])).collect();
+            let ops = indices.iter().map(|&i| make(i)).collect();
             self.servers[server].run(ops)
         };
         let busy: Vec<(usize, &Vec<usize>)> = groups
@@ -440,7 +440,7 @@ impl Backend for Memcached {
     }
 
     fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        self.batch(keys, |key| Get::new(key))
+        self.batch(keys, |i| Get::new(keys[i]))
             .into_iter()
             .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
             .collect()
@@ -451,7 +451,7 @@ impl Backend for Memcached {
         // empty placeholder on a miss and tells exactly one caller that it won; the others see
         // the placeholder as pending until the winner stores the value or the lease expires.
         let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
-        self.batch(keys, |key| Get::new(key).lease_ttl(secs))
+        self.batch(keys, |i| Get::new(keys[i]).lease_ttl(secs))
             .into_iter()
             .map(|r| {
                 r.map(|got| match got.value {
@@ -465,10 +465,8 @@ impl Backend for Memcached {
 
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
         let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
-        let by_key: std::collections::HashMap<&str, &SetItem<'_>> =
-            items.iter().map(|item| (item.key, item)).collect();
-        self.batch(&keys, |key| {
-            let item = by_key[key];
+        self.batch(&keys, |i| {
+            let item = &items[i];
             Set::new(item.key, item.value).ttl(ttl(item.ttl))
         })
         .into_iter()
@@ -477,13 +475,13 @@ impl Backend for Memcached {
     }
 
     fn add(&self, key: &str, value: &[u8], ttl_: Option<Duration>) -> Result<bool> {
-        let mut results = self.batch(&[key], |key| Set::new(key, value).ttl(ttl(ttl_)).add());
+        let mut results = self.batch(&[key], |_| Set::new(key, value).ttl(ttl(ttl_)).add());
         results.pop().expect("one result").map(|r| r.applied())
     }
 
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        self.batch(keys, |key| {
-            Arithmetic::new(key)
+        self.batch(keys, |i| {
+            Arithmetic::new(keys[i])
                 .delta(delta)
                 .initial(initial, COUNTER_TTL_SECS)
                 .ttl(Ttl::secs(COUNTER_TTL_SECS))
@@ -499,7 +497,7 @@ impl Backend for Memcached {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        let mut results = self.batch(&[key], |key| exp::Delete::new(key));
+        let mut results = self.batch(&[key], |_| exp::Delete::new(key));
         results.pop().expect("one result").map(|r| r.applied())
     }
 
