@@ -131,7 +131,6 @@ fn sweeper(backend: Memcached) -> Sweeper {
     Sweeper::builder()
         .backend(backend)
         .l1(0)
-        .settle(Duration::ZERO)
         .build()
         .unwrap()
 }

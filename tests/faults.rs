@@ -45,7 +45,6 @@ fn sweeper(url: &str) -> Sweeper {
     Sweeper::builder()
         .backend(backend)
         .l1(0)
-        .settle(Duration::ZERO)
         .build()
         .unwrap()
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use askama::Template;
-use cachesweeper::backend::{Backend, Embedded, Memcached, SetItem};
+use cachesweeper::backend::{Backend, Embedded, Leased, Memcached, SetItem};
 use cachesweeper::{Result, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use common::{Article, Comment, Page, Renders, article, comment};
@@ -58,9 +58,24 @@ impl Backend for Counting {
         self.counter_keys.fetch_add(keys.len(), Relaxed);
         self.inner.incr_each(keys, delta, initial)
     }
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        self.calls.fetch_add(1, Relaxed);
+        self.counter_keys.fetch_add(keys.len(), Relaxed);
+        self.inner.raise_each(keys, floor)
+    }
+    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+        self.calls.fetch_add(1, Relaxed);
+        self.inner.get_leased(keys, lease)
+    }
+    fn fresh_counter(&self, now: u64) -> u64 {
+        self.inner.fresh_counter(now)
+    }
     fn delete(&self, key: &str) -> Result<bool> {
         self.calls.fetch_add(1, Relaxed);
         self.inner.delete(key)
+    }
+    fn max_value_len(&self) -> usize {
+        self.inner.max_value_len()
     }
     fn is_local(&self) -> bool {
         self.inner.is_local()
@@ -346,6 +361,12 @@ impl Backend for FailingModel {
                 }
             })
             .collect()
+    }
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        self.inner.raise_each(keys, floor)
+    }
+    fn fresh_counter(&self, now: u64) -> u64 {
+        self.inner.fresh_counter(now)
     }
     fn delete(&self, key: &str) -> Result<bool> {
         self.inner.delete(key)

@@ -44,6 +44,13 @@ pub enum Error {
         /// How long until the next attempt.
         retry_in_ms: u64,
     },
+    /// An invalidation of this record failed in this process and is being retried: until it
+    /// succeeds, this process neither serves nor stores fragments under its version.
+    #[error("version `{key}` has an invalidation still being retried")]
+    InvalidationPending {
+        /// The version key.
+        key: String,
+    },
     /// A value under a counter key is not a counter (someone else wrote that key).
     #[error("value under version key `{key}` is not a counter")]
     NotACounter {

@@ -5,13 +5,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::value::Stored;
+
 /// How long a render waits for another to finish the same fragment before rendering it
 /// itself: a slow or stuck render must not hold up the others for long.
 pub(crate) const FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a finished render's result is handed to renders that missed just before it was
 /// stored (they would otherwise become leaders and render it again). The key carries the
-/// version, so the result cannot be stale, however late it is handed out.
+/// version, and only results fit to store are published, so the result cannot be stale,
+/// however late it is handed out.
 const GRACE: Duration = Duration::from_secs(1);
 
 /// Finished flights are swept once the map holds this many entries.
@@ -19,8 +22,8 @@ const SWEEP_AT: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Flight {
-    /// `Some(Some(html))` when the leader rendered, `Some(None)` when it gave up.
-    outcome: Mutex<Option<Option<String>>>,
+    /// `Some(Some(stored))` when the leader rendered, `Some(None)` when it gave up.
+    outcome: Mutex<Option<Option<Arc<Stored>>>>,
     done: Condvar,
     /// When the leader published its result.
     finished: Mutex<Option<Instant>>,
@@ -46,18 +49,20 @@ pub(crate) struct Flights {
 pub(crate) enum Claim<'a> {
     /// Render it, then [`Leader::publish`] the result.
     Leader(Leader<'a>),
-    /// Another render just rendered it: here is its HTML.
-    Done(String),
+    /// Another render just rendered it: here is its result.
+    Done(Arc<Stored>),
     /// Another render was at it but gave up or took too long: render it yourself.
     Alone,
 }
 
 /// The render in charge of one fragment. Dropped without publishing (an error, a panic, a
-/// render that was not final), it releases the waiters to render on their own.
+/// render that was not final, a result not fit to store), it releases the waiters to render on
+/// their own.
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
     key: String,
     flight: Arc<Flight>,
+    published: bool,
 }
 
 impl Flights {
@@ -80,6 +85,7 @@ impl Flights {
                         flights: self,
                         key: key.to_owned(),
                         flight,
+                        published: false,
                     });
                 }
             }
@@ -93,18 +99,21 @@ impl Flights {
             .wait_timeout_while(outcome, FLIGHT_WAIT, |o| o.is_none())
             .unwrap_or_else(PoisonError::into_inner);
         match &*outcome {
-            Some(Some(html)) => Claim::Done(html.clone()),
+            Some(Some(stored)) => Claim::Done(Arc::clone(stored)),
             _ => Claim::Alone,
         }
     }
 }
 
 impl Leader<'_> {
-    pub(crate) fn publish(self, html: &str) {
-        self.finish(Some(html.to_owned()));
+    /// Hands `stored` to the renders waiting for it, and to those that miss it within the
+    /// grace period.
+    pub(crate) fn publish(mut self, stored: Arc<Stored>) {
+        self.published = true;
+        self.finish(Some(stored));
     }
 
-    fn finish(&self, outcome: Option<String>) {
+    fn finish(&self, outcome: Option<Arc<Stored>>) {
         if outcome.is_none() {
             // Nothing to hand out: the next render to miss leads a new flight.
             let mut in_flight = self
@@ -139,6 +148,9 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        self.finish(None);
+        // A published flight stays in the map for its grace period (swept later).
+        if !self.published {
+            self.finish(None);
+        }
     }
 }

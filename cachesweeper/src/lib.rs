@@ -131,14 +131,17 @@
 
 pub mod backend;
 mod cached;
+mod clock;
 mod default;
 mod digest;
 mod error;
 pub mod filters;
 mod flight;
+mod fragments;
 mod key_part;
 pub mod keys;
 mod l1;
+mod retry;
 mod session;
 mod stats;
 mod sweepable;
@@ -152,12 +155,10 @@ pub use digest::TemplateDigest;
 pub use error::{Error, Result};
 pub use key_part::KeyPart;
 pub use keys::{KeyParts, Version};
-pub use l1::{DEFAULT_L1_BYTES, REMOTE_HIT_TTL};
+pub use l1::DEFAULT_L1_BYTES;
 pub use stats::StatsSnapshot;
 pub use sweepable::{ModelRef, ParentKey, Sweepable, Touchable, VersionField};
-pub use sweeper::{
-    DEFAULT_EMBEDDED_BYTES, DEFAULT_NAMESPACE, DEFAULT_SETTLE, Sweeper, SweeperBuilder,
-};
+pub use sweeper::{DEFAULT_EMBEDDED_BYTES, DEFAULT_NAMESPACE, Sweeper, SweeperBuilder};
 pub use ttl::Ttl;
 
 /// `#[derive(Sweepable)]`: see [Models](crate#models).

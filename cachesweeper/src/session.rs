@@ -14,19 +14,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::flight::Claim;
+use crate::fragments::{self, Write};
 use crate::keys::Version;
-use crate::sweeper::counter_seed;
-use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest};
+use crate::value::{Dep, Stored};
+use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, clock};
 
 /// What a render knows of one fragment key.
 #[derive(Debug)]
 pub(crate) enum Slot {
-    /// Fetched and found; `counted` once the hit is in the stats.
-    Cached { html: String, counted: bool },
-    /// Fetched and not found: render the body.
+    /// Fetched, found and current; `counted` once the hit is in the stats.
+    Cached { stored: Arc<Stored>, counted: bool },
+    /// Fetched and not found (or outdated): render the body.
     Missed,
     /// Rendered in this session (its miss is counted); final.
-    Rendered(String),
+    Rendered { stored: Arc<Stored>, storable: bool },
 }
 
 /// A fragment a record pass met but could not place yet.
@@ -37,14 +38,7 @@ pub(crate) struct Wanted {
     pub(crate) counter_key: Option<String>,
     pub(crate) field: Option<String>,
     pub(crate) parts: KeyParts,
-}
-
-/// A fragment to store when the render ends.
-#[derive(Debug)]
-pub(crate) struct Write {
-    pub(crate) key: String,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) ttl: Duration,
+    pub(crate) hint_key: String,
 }
 
 #[derive(Debug, Default)]
@@ -65,9 +59,11 @@ pub(crate) struct State {
 }
 
 /// The state of one page render, shared by the clones of its sweeper handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Session {
     state: Mutex<State>,
+    /// When the page's data began to be read.
+    began: u64,
 }
 
 impl Session {
@@ -99,33 +95,45 @@ impl Sweeper {
         let recording = state.recording;
         // A record pass outside any missed body: its output is thrown away.
         let discarded = recording && state.body_depth == 0;
-        let counter = match &counter_key {
+        let wanted = |counter_key: Option<String>, field: Option<String>| {
+            let record_key = record.sweeper_key().into_owned();
+            Wanted {
+                model: R::MODEL,
+                hint_key: self.hint_key(R::MODEL, &record_key, parts),
+                record_key,
+                counter_key,
+                field,
+                parts: parts.clone(),
+            }
+        };
+        let own = match counter_key {
             None => None,
-            Some(k) if state.failed_counters.contains(k) => {
-                // The version cannot be known: render, and store nothing. A record pass still
-                // renders the body, to find the fragments nested in it and fetch them in a
-                // batch; the miss is counted once, in the final pass.
+            Some(k) if state.failed_counters.contains(&k) => {
+                // The version cannot be known: render, and store nothing, nor anything around
+                // it. A record pass still renders the body, to find the fragments nested in it
+                // and fetch them in a batch; the miss is counted once, in the final pass.
                 if recording {
                     state.body_depth += 1;
-                    drop(state);
-                    let rendered = render();
-                    session.state().body_depth -= 1;
-                    return rendered;
                 }
                 drop(state);
-                self.count_miss::<R>(None);
-                return render();
+                if !recording {
+                    self.count_miss(R::MODEL, None);
+                }
+                let (rendered, ..) = fragments::within(render);
+                fragments::note(None, &[], false);
+                if recording {
+                    session.state().body_depth -= 1;
+                }
+                return rendered;
             }
-            Some(k) => match state.versions.get(k) {
-                Some(&value) => Some(value),
+            Some(k) => match state.versions.get(&k) {
+                Some(&version) => Some(Dep {
+                    counter_key: k.into(),
+                    version,
+                }),
                 None if recording => {
-                    state.wanted.push(Wanted {
-                        model: R::MODEL,
-                        record_key: record.sweeper_key().into_owned(),
-                        counter_key,
-                        field,
-                        parts: parts.clone(),
-                    });
+                    let w = wanted(Some(k), field);
+                    state.wanted.push(w);
                     state.unresolved += 1;
                     return Ok(String::new());
                 }
@@ -137,33 +145,34 @@ impl Sweeper {
                 }
             },
         };
-        let version = Version { field, counter };
+        let version = Version {
+            field,
+            counter: own.as_ref().map(|d| d.version),
+        };
         let key = self.key_at(record, &version, parts);
-        match state.slots.get_mut(&key) {
-            Some(Slot::Cached { html, counted }) => {
-                if !*counted {
-                    *counted = true;
-                    self.count_hit(&key, html);
-                }
-                Ok(if discarded {
-                    String::new()
-                } else {
-                    html.clone()
-                })
-            }
-            Some(Slot::Rendered(html)) => Ok(if discarded {
+        let output = |html: &str| {
+            if discarded {
                 String::new()
             } else {
-                html.clone()
-            }),
+                html.to_owned()
+            }
+        };
+        match state.slots.get_mut(&key) {
+            Some(Slot::Cached { stored, counted }) => {
+                if !*counted {
+                    *counted = true;
+                    self.count_hit(&key, &stored.html);
+                }
+                fragments::note(own.as_ref(), &stored.deps, true);
+                Ok(output(&stored.html))
+            }
+            Some(Slot::Rendered { stored, storable }) => {
+                fragments::note(own.as_ref(), &stored.deps, *storable);
+                Ok(output(&stored.html))
+            }
             None if recording => {
-                state.wanted.push(Wanted {
-                    model: R::MODEL,
-                    record_key: record.sweeper_key().into_owned(),
-                    counter_key: None,
-                    field: version.field,
-                    parts: parts.clone(),
-                });
+                let w = wanted(own.map(|d| d.counter_key.to_string()), version.field);
+                state.wanted.push(w);
                 state.unresolved += 1;
                 Ok(String::new())
             }
@@ -176,39 +185,75 @@ impl Sweeper {
                 state.body_depth += 1;
                 drop(state);
                 let leader = match self.inner.flights.claim(&key) {
-                    Claim::Done(html) => {
-                        // Another render of this process just rendered (and stores) it.
-                        self.count_coalesced(&key, &html);
+                    Claim::Done(stored) => {
+                        // Another render of this process just rendered (and stores) it: take
+                        // it if what it contains is still current.
+                        let mut handed = [Some(stored)];
+                        let mut versions = std::mem::take(&mut session.state().versions);
+                        self.verify(&mut handed, &mut versions);
                         let mut state = session.state();
-                        state.body_depth -= 1;
-                        state.slots.insert(key, Slot::Rendered(html.clone()));
-                        return Ok(html);
+                        state.versions = versions;
+                        if let [Some(stored)] = handed {
+                            state.body_depth -= 1;
+                            self.count_coalesced(&key, &stored.html);
+                            fragments::note(own.as_ref(), &stored.deps, true);
+                            let html = stored.html.clone();
+                            state.slots.insert(
+                                key,
+                                Slot::Rendered {
+                                    stored,
+                                    storable: true,
+                                },
+                            );
+                            return Ok(html);
+                        }
+                        None
                     }
                     Claim::Leader(leader) => Some(leader),
                     Claim::Alone => None,
                 };
-                let rendered = render();
+                let (rendered, deps, inner) = fragments::within(render);
                 let mut state = session.state();
                 state.body_depth -= 1;
-                let html = rendered?;
+                let html = match rendered {
+                    Ok(html) => html,
+                    Err(error) => {
+                        drop(state);
+                        fragments::note(None, &[], false);
+                        self.release(&key);
+                        return Err(error);
+                    }
+                };
                 if state.unresolved > unresolved_before {
                     // Fragments inside are not known yet: the next pass renders this again
                     // (and the leader, dropped here, releases anyone waiting on it).
                     return Ok(html);
                 }
-                if let Some(leader) = leader {
-                    leader.publish(&html);
-                }
-                self.count_miss::<R>(Some(&key));
-                let write = self.prepare_write(key.clone(), &html, ttl);
-                let unstored = write.is_none().then(|| key.clone());
-                state.writes.extend(write);
-                state.slots.insert(key, Slot::Rendered(html.clone()));
                 drop(state);
-                if let Some(key) = unstored {
-                    // A round trip: not under the session's lock.
-                    self.release(&key);
-                }
+                self.count_miss(R::MODEL, Some(&key));
+                self.remember_hints(
+                    &self.hint_key(R::MODEL, &record.sweeper_key(), parts),
+                    &deps,
+                );
+                let finished = self.finish_fragment(
+                    &key,
+                    html,
+                    ttl,
+                    own.as_ref(),
+                    (deps, inner),
+                    session.began,
+                    leader,
+                );
+                let html = finished.stored.html.clone();
+                let mut state = session.state();
+                state.writes.extend(finished.write);
+                state.slots.insert(
+                    key,
+                    Slot::Rendered {
+                        stored: finished.stored,
+                        storable: finished.storable,
+                    },
+                );
                 Ok(html)
             }
         }
@@ -249,11 +294,16 @@ impl Sweeper {
     where
         T: askama::Template + TemplateDigest + ?Sized,
     {
+        let began = self.began.unwrap_or_else(clock::now);
         let run = Sweeper {
             inner: Arc::clone(&self.inner),
             scope: self.scope.clone(),
-            session: Some(Arc::new(Session::default())),
+            session: Some(Arc::new(Session {
+                state: Mutex::default(),
+                began,
+            })),
             digest: T::TEMPLATE_DIGEST,
+            began: Some(began),
         };
         let session = run.session.as_deref().expect("just set");
         for _ in 0..MAX_RECORD_PASSES {
@@ -297,38 +347,48 @@ impl Sweeper {
             .map_err(askama::Error::custom)?
     }
 
-    /// Fetches what a record pass wanted: the unknown versions in one batch, then the unknown
-    /// fragments in one batch. Returns whether any fragment missed, that is whether another
-    /// record pass may find fragments nested in its body.
+    /// Fetches what a record pass wanted: the unknown versions in one batch (with those of
+    /// the records the wanted fragments contained last time), then the unknown fragments in
+    /// one batch, then the versions their contents need that are still unknown, if any.
+    /// Returns whether any fragment missed, that is whether another record pass may find
+    /// fragments nested in its body.
     fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) -> bool {
-        let counters: Vec<&str> = {
+        let counters: Vec<String> = {
             let state = session.state();
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
+            let hints: Vec<_> = wanted
+                .iter()
+                .filter_map(|w| self.inner.dep_hints.get(&w.hint_key))
+                .collect();
             wanted
                 .iter()
                 .filter_map(|w| w.counter_key.as_deref())
+                .chain(hints.iter().flat_map(|h| h.iter()).map(|k| &**k))
                 .filter(|k| !state.versions.contains_key(*k) && seen.insert(*k))
+                .map(str::to_owned)
                 .collect()
         };
         if !counters.is_empty() {
-            let fetched = self.call_each(|b| b.incr_each(&counters, 0, counter_seed()));
+            let refs: Vec<&str> = counters.iter().map(String::as_str).collect();
+            let fetched = self.read_versions(&refs);
             let mut state = session.state();
-            for (key, value) in counters.iter().zip(fetched) {
+            for (key, value) in counters.into_iter().zip(fetched) {
                 match value {
-                    Ok(value) => state.versions.insert((*key).to_owned(), value).map(drop),
-                    Err(_) => state
-                        .failed_counters
-                        .insert((*key).to_owned())
-                        .then_some(()),
-                };
+                    Ok(value) => {
+                        state.versions.insert(key, value);
+                    }
+                    Err(_) => {
+                        state.failed_counters.insert(key);
+                    }
+                }
             }
         }
         // A fragment whose version could not be learnt is rendered like a miss: another pass
         // looks inside it for nested fragments.
         let mut missed = !session.state().failed_counters.is_empty();
-        let keys: Vec<String> = {
+        let (keys, hint_keys): (Vec<String>, Vec<String>) = {
             let state = session.state();
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
             wanted
                 .into_iter()
                 .filter_map(|w| {
@@ -340,24 +400,30 @@ impl Sweeper {
                         field: w.field,
                         counter,
                     };
-                    Some(
+                    let key =
                         self.inner
                             .keys
-                            .fragment_key(w.model, &w.record_key, &version, &w.parts),
-                    )
+                            .fragment_key(w.model, &w.record_key, &version, &w.parts);
+                    Some((key, w.hint_key))
                 })
-                .filter(|k| !state.slots.contains_key(k) && seen.insert(k.clone()))
-                .collect()
+                .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(k.clone()))
+                .unzip()
         };
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let found = self.fetch_fragments(&refs);
+        let mut found = self.fetch_fragments(&refs);
+        let mut versions = std::mem::take(&mut session.state().versions);
+        self.verify(&mut found, &mut versions);
         let mut state = session.state();
-        for (key, html) in keys.into_iter().zip(found) {
-            let slot = match html {
-                Some(html) => Slot::Cached {
-                    html,
-                    counted: false,
-                },
+        state.versions = versions;
+        for ((key, hint_key), stored) in keys.into_iter().zip(hint_keys).zip(found) {
+            let slot = match stored {
+                Some(stored) => {
+                    self.remember_hints(&hint_key, &stored.deps);
+                    Slot::Cached {
+                        stored,
+                        counted: false,
+                    }
+                }
                 None => {
                     missed = true;
                     Slot::Missed

@@ -16,6 +16,8 @@ pub(crate) struct Stats {
     invalidations: AtomicU64,
     oversized: AtomicU64,
     corrupt: AtomicU64,
+    unstored: AtomicU64,
+    outdated: AtomicU64,
 }
 
 impl Stats {
@@ -53,6 +55,14 @@ impl Stats {
         self.corrupt.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn unstored(&self) {
+        self.unstored.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn outdated(&self) {
+        self.outdated.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             hits: self.hits.load(Relaxed),
@@ -66,6 +76,8 @@ impl Stats {
             invalidations: self.invalidations.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),
+            unstored: self.unstored.load(Relaxed),
+            outdated: self.outdated.load(Relaxed),
         }
     }
 }
@@ -105,6 +117,13 @@ pub struct StatsSnapshot {
     pub oversized: u64,
     /// Stored values that were not a whole fragment written by cachesweeper (treated as misses).
     pub corrupt: u64,
+    /// Fragments rendered but not stored because a record in them was invalidated too
+    /// recently for this render's data to be known to include the change (see
+    /// [`Sweeper::scope`](crate::Sweeper::scope)); the next render stores them.
+    pub unstored: u64,
+    /// Fragments found in the cache but not served, because a record rendered inside them has
+    /// changed since they were stored; they were rendered again.
+    pub outdated: u64,
 }
 
 impl std::ops::Sub for StatsSnapshot {
@@ -123,6 +142,8 @@ impl std::ops::Sub for StatsSnapshot {
             invalidations: self.invalidations.saturating_sub(earlier.invalidations),
             oversized: self.oversized.saturating_sub(earlier.oversized),
             corrupt: self.corrupt.saturating_sub(earlier.corrupt),
+            unstored: self.unstored.saturating_sub(earlier.unstored),
+            outdated: self.outdated.saturating_sub(earlier.outdated),
         }
     }
 }

@@ -1,22 +1,23 @@
-//! The sweeper handle: versions, fragment keys, invalidation and the fail-open fragment path.
+//! The sweeper handle: versions, fragment keys, invalidation and the single-fragment path.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use crate::backend::{Backend, Embedded, Leased, SetItem};
+use crate::backend::{Backend, Embedded};
 use crate::flight::{Claim, Flights};
+use crate::fragments;
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::l1::L1;
-use crate::session::{Session, Write};
+use crate::retry::{self, Retry};
+use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::{Error, ModelRef, Result, Sweepable, TemplateDigest, value};
+use crate::value::Dep;
+use crate::{Error, ModelRef, Result, Sweepable, TemplateDigest, clock};
 
 /// The default bound of the embedded backend: 64 MiB.
 pub const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
-
-/// How long [`Sweeper::invalidate`] waits between its two bumps, by default.
-pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
 
 /// The default namespace, the first component of every key.
 pub const DEFAULT_NAMESPACE: &str = "cs";
@@ -54,6 +55,8 @@ pub struct Sweeper {
     pub(crate) session: Option<Arc<Session>>,
     /// The digest of the templates being rendered through this handle, for fragment keys.
     pub(crate) digest: &'static str,
+    /// When this handle's data began to be read (see [`Sweeper::scope`]), on [`clock`].
+    pub(crate) began: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -62,9 +65,15 @@ pub(crate) struct Inner {
     pub(crate) keys: KeySpace,
     stats: Stats,
     last_warning: AtomicU64,
-    l1: Option<L1>,
+    pub(crate) l1: Option<L1>,
     pub(crate) flights: Flights,
-    settle: Duration,
+    /// The clock skew allowed between processes, in nanoseconds.
+    pub(crate) clock_skew: u64,
+    pub(crate) retry: Retry,
+    /// The versions last found in each fragment, by the fragment's key without its version:
+    /// read with the record's own version, they let a warm page check its fragments in the
+    /// same round trip.
+    pub(crate) dep_hints: moka::sync::Cache<String, Arc<[Arc<str>]>>,
 }
 
 /// Configures a [`Sweeper`].
@@ -74,7 +83,7 @@ pub struct SweeperBuilder {
     namespace: Option<String>,
     backend: Option<Arc<dyn Backend>>,
     l1_bytes: Option<u64>,
-    settle: Option<Duration>,
+    clock_skew: Duration,
 }
 
 impl SweeperBuilder {
@@ -106,10 +115,14 @@ impl SweeperBuilder {
         self
     }
 
-    /// How long [`Sweeper::invalidate`] waits between its two bumps (default 100 ms; zero: one
-    /// bump, no wait). See [`Sweeper::invalidate`] for why there are two.
-    pub fn settle(mut self, settle: Duration) -> Self {
-        self.settle = Some(settle);
+    /// How far apart the clocks of the processes sharing the cache may be (default zero: the
+    /// processes of one host share its clock). Across hosts, give the bound your clock
+    /// synchronisation keeps (NTP on a LAN: a few milliseconds). A fragment is stored only if
+    /// its records were last invalidated more than this before the render began reading its
+    /// data (see [`Sweeper::invalidate`]), so a larger value stores a little less right after
+    /// each invalidation, and never anything stale.
+    pub fn clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
         self
     }
 
@@ -128,7 +141,9 @@ impl SweeperBuilder {
             inner: Arc::new(Inner {
                 l1: (l1_bytes > 0).then(|| L1::new(l1_bytes)),
                 flights: Flights::default(),
-                settle: self.settle.unwrap_or(DEFAULT_SETTLE),
+                clock_skew: u64::try_from(self.clock_skew.as_nanos()).unwrap_or(u64::MAX),
+                retry: Retry::default(),
+                dep_hints: moka::sync::Cache::new(DEP_HINTS),
                 backend,
                 keys,
                 stats: Stats::default(),
@@ -137,18 +152,13 @@ impl SweeperBuilder {
             scope: None,
             session: None,
             digest: "",
+            began: None,
         })
     }
 }
 
-/// A value never used by a counter before: nanoseconds since the epoch. A counter that was
-/// evicted, or lost with a restarted server, is recreated from here, so it cannot come back to a
-/// value that an old fragment key carries (that would need more bumps than nanoseconds passed).
-pub(crate) fn counter_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
+/// How many fragments' dependency hints are kept.
+const DEP_HINTS: u64 = 100_000;
 
 impl Sweeper {
     /// A builder, for a namespace and a backend.
@@ -186,13 +196,20 @@ impl Sweeper {
             .snapshot()
     }
 
-    /// A handle on the same cache whose [`stats`](Self::stats) count only what is done through
-    /// it (and its clones), e.g. one request: the shared counters still count everything.
+    /// A handle for one request: take it **before** reading the page's data. It notes when
+    /// that read began, which is what lets a render store what it renders without ever storing
+    /// data older than an invalidation (see [`invalidate`](Self::invalidate)); and its
+    /// [`stats`](Self::stats) count only what is done through it (and its clones), while the
+    /// shared counters still count everything.
+    ///
+    /// Without a scope, [`render`](Self::render) and each fragment take the moment they are
+    /// called as the start of the read: correct for data read inside the render, and for data
+    /// read before it only if no invalidation can fall in between.
     ///
     /// ```
     /// let sweeper = cachesweeper::Sweeper::embedded();
-    /// let request = sweeper.scope();
-    /// // ... page.render_with_values(&request) ...
+    /// let request = sweeper.scope(); // first, then:
+    /// // ... load the rows, build the page, request.render(&page) ...
     /// let header = format!("hits={} misses={}", request.stats().hits, request.stats().misses);
     /// assert_eq!(header, "hits=0 misses=0");
     /// ```
@@ -202,6 +219,7 @@ impl Sweeper {
             scope: Some(Arc::new(Stats::default())),
             session: self.session.clone(),
             digest: self.digest,
+            began: Some(clock::now()),
         }
     }
 
@@ -245,7 +263,7 @@ impl Sweeper {
 
     /// Logs a backend error at most once a second, so a dead cache does not flood the log.
     fn warn(&self, error: &Error) {
-        let now = counter_seed() / 1_000_000_000;
+        let now = clock::now() / 1_000_000_000;
         let last = self.inner.last_warning.load(Ordering::Relaxed);
         if now > last
             && self
@@ -264,8 +282,7 @@ impl Sweeper {
         let field = record.sweeper_version_field();
         let counter = if R::COUNTER {
             let key = self.counter_key(record);
-            let values = self.call(|b| b.incr_many(&[&key], 0, counter_seed()))?;
-            Some(values[0])
+            Some(self.read_versions(&[&key]).pop().expect("one key")?)
         } else {
             None
         };
@@ -314,26 +331,71 @@ impl Sweeper {
             .fragment_key(R::MODEL, &record.sweeper_key(), version, parts)
     }
 
+    /// The key of a fragment without its version: where its dependency hints are kept.
+    pub(crate) fn hint_key(&self, model: &str, record_key: &str, parts: &KeyParts) -> String {
+        let unversioned = Version {
+            field: None,
+            counter: None,
+        };
+        self.inner
+            .keys
+            .fragment_key(model, record_key, &unversioned, parts)
+    }
+
     /// Invalidates `record` and the parents it touches: every fragment cached under their
-    /// current versions stops being found. Each bump is atomic (memcached `ma`), and the record
-    /// and its parents are bumped in one round trip.
+    /// current versions stops being found, and so does every fragment that contains one of
+    /// them, at any depth. The record and its parents are raised in one batch (two round trips
+    /// on memcached). Call it **after** the change is committed to your database.
     ///
-    /// For a record versioned by a field alone, only its parents are bumped (its own version
+    /// For a record versioned by a field alone, only its parents are raised (its own version
     /// changes when the field does).
     ///
-    /// **The one ordering rule:** call it *after* the change is committed to your database.
-    /// Called before, a render in between would read the old row under the new version and
-    /// store it there.
+    /// # The guarantee
     ///
-    /// **Why it bumps twice.** A render that read the row just *before* the commit but looks its
-    /// version up just *after* the bump would store the old row under the new version, where
-    /// renders that start after this call would find it. So the counters are bumped, then, after
-    /// [`settle`](SweeperBuilder::settle) (100 ms by default), bumped again: whatever was stored
-    /// under the version in between is never asked for again. This holds for renders that look
-    /// versions up within `settle` of loading their data, which [`render`](Self::render) does in
-    /// its first pass. This call therefore blocks for `settle`: call it where blocking is fine
-    /// (a blocking pool), or set `settle` to zero to trade that guarantee for speed. Records
-    /// versioned by a field have no such window: their version comes with the row itself.
+    /// Once `invalidate(record)` has returned `Ok`, called after the write committed, no page
+    /// rendered from then on, in any process sharing the cache, shows that record as it was
+    /// before the write; and no render that began earlier can leave such content where later
+    /// renders find it. It rests on three things:
+    ///
+    /// 1. **Versions are times.** Raising a counter sets it to at least the current time (in
+    ///    nanoseconds; atomically, and never backwards), so a version says when its record was
+    ///    last invalidated.
+    /// 2. **A render stores only what its data is known to be newer than.** A render knows when
+    ///    it began reading its data: when its [`scope`](Self::scope) was taken, or, without one,
+    ///    when [`render`](Self::render) (or the fragment) was called. A fragment is stored only
+    ///    if its record's version is older than that (by more than
+    ///    [`clock_skew`](SweeperBuilder::clock_skew)), and so is everything rendered inside it.
+    ///    Otherwise it is served to this render and stored nowhere, nor handed to other renders.
+    ///    However late a render learns its versions (slow passes, lease waits), it cannot store
+    ///    rows read before a write under the version that follows it.
+    /// 3. **A fragment remembers the versions of the records inside it,** and a hit is served
+    ///    only while they are all current. A vote on a comment makes every fragment that
+    ///    contains that comment (the list, the article, the blog front page) miss, without any
+    ///    `touches` declaration.
+    ///
+    /// What it needs of you, and what happens otherwise:
+    ///
+    /// - `invalidate` after the commit. Called before, a render in between reads the old row
+    ///   and stores it under the new version.
+    /// - A scope taken before the page's data is read (or the data read inside the render).
+    ///   A page rendered without a scope from data read earlier is fresh only if no
+    ///   invalidation lands between that read and the call.
+    /// - Clocks of the processes within [`clock_skew`](SweeperBuilder::clock_skew) of each
+    ///   other (zero by default: one host). A process whose clock runs behind by more may store
+    ///   a fragment rendered from rows read before an invalidation that another process
+    ///   stamped; it is found until its record changes again or its time to live ends.
+    /// - A record rendered *directly* in a fragment (not in a nested `cachesweeper` block of
+    ///   its own) is not among the versions that fragment remembers: declare
+    ///   `#[sweeper(touches = Parent)]`, or wrap it in a block.
+    ///
+    /// If the cache cannot be reached, `invalidate` returns the error, and the invalidation is
+    /// not forgotten: it is retried in the background until the cache takes it, and until then
+    /// this process serves and stores nothing under the record's version. Other processes learn
+    /// of it when the retry lands: if the cache server answers them before it answers this
+    /// process, they may serve the old fragments until then (at most a second or so after the
+    /// server is reachable again). An invalidation lost with the whole process is lost; a
+    /// cache server restarted or an evicted counter loses nothing (the counter comes back newer
+    /// than every render in flight).
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
         let mut parents = Vec::new();
         record.sweeper_parents(&mut parents);
@@ -346,29 +408,43 @@ impl Sweeper {
         }
         self.count(Stats::invalidation);
         tracing::debug!(model = R::MODEL, key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
-        self.bump(&keys)
-    }
-
-    /// Bumps counters, twice around the settle time (see [`invalidate`](Self::invalidate)).
-    fn bump(&self, keys: &[String]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.call(|b| b.incr_many(&keys, 1, counter_seed()))?;
-        if !self.inner.settle.is_zero() {
-            std::thread::sleep(self.inner.settle);
-            self.call(|b| b.incr_many(&keys, 1, counter_seed()))?;
-        }
-        Ok(())
+        self.raise(keys)
     }
 
     /// Invalidates a record known only by reference (model name and key), e.g. from a
     /// database trigger or a message queue. Its parents are not known here, so they are not
-    /// touched.
+    /// raised; fragments that contain it still miss.
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
         self.count(Stats::invalidation);
-        self.bump(&[self.inner.keys.counter_key(record.model, &record.key)])
+        self.raise(vec![self.inner.keys.counter_key(record.model, &record.key)])
+    }
+
+    /// Raises counters to the current time; those that fail are kept and retried.
+    fn raise(&self, keys: Vec<String>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let results = self.call_each(|b| b.raise_each(&refs, clock::now()));
+        let mut first_error = None;
+        let failed: Vec<String> = keys
+            .iter()
+            .zip(results)
+            .filter_map(|(key, result)| {
+                let error = result.err()?;
+                first_error.get_or_insert(error);
+                Some(key.clone())
+            })
+            .collect();
+        match first_error {
+            None => Ok(()),
+            Some(error) => {
+                if self.inner.retry.add(failed) {
+                    spawn_retry(Arc::downgrade(&self.inner));
+                }
+                Err(error)
+            }
+        }
     }
 
     /// The fragment of `record` identified by `parts`: from the cache if it holds one for the
@@ -377,7 +453,8 @@ impl Sweeper {
     /// Fails open: a cache error is counted in [`stats`](Self::stats), logged, and treated as a
     /// miss. Only `render`'s own error is returned, and nothing is stored then. Inside
     /// [`render`](Self::render) the lookups of a whole page are batched; outside it each call
-    /// costs a version lookup (for counter-versioned records) and a fragment lookup.
+    /// costs a version lookup (for counter-versioned records, with those of the records it
+    /// contained last time) and a fragment lookup.
     pub fn fragment<R, E>(
         &self,
         record: &R,
@@ -405,7 +482,8 @@ impl Sweeper {
         }
     }
 
-    /// One fragment, on its own: a version lookup, a fragment lookup, and a store on a miss.
+    /// One fragment, on its own: one batch of versions (the record's, and those of the records
+    /// it contained last time), a fragment lookup, and a store on a miss.
     pub(crate) fn fragment_alone<R, E>(
         &self,
         record: &R,
@@ -416,114 +494,92 @@ impl Sweeper {
     where
         R: Sweepable + ?Sized,
     {
-        let key = self
-            .version(record)
-            .ok()
-            .map(|v| self.key_at(record, &v, parts));
-        if let Some(key) = &key
-            && let Some(html) = self.fetch_fragments(&[key.as_str()]).pop().flatten()
-        {
-            self.count_hit(key, &html);
-            return Ok(html);
+        let began = self.began.unwrap_or_else(clock::now);
+        let record_key = record.sweeper_key();
+        let hint_key = self.hint_key(R::MODEL, &record_key, parts);
+        let counter_key = R::COUNTER.then(|| self.counter_key(record));
+        let mut versions = HashMap::new();
+        let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
+        let hints = self.inner.dep_hints.get(&hint_key);
+        wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
+        if !wanted.is_empty() {
+            for (key, value) in wanted.iter().zip(self.read_versions(&wanted)) {
+                if let Ok(value) = value {
+                    versions.insert((*key).to_owned(), value);
+                }
+            }
         }
-        let Some(key) = key else {
-            // The version could not be learnt: render, and store nothing.
-            self.count_miss::<R>(None);
-            return render();
+        let own = match &counter_key {
+            None => None,
+            Some(key) => match versions.get(key) {
+                Some(&version) => Some(Dep {
+                    counter_key: key.as_str().into(),
+                    version,
+                }),
+                None => {
+                    // The version could not be learnt: render, and store nothing (nor anything
+                    // around it).
+                    self.count_miss(R::MODEL, None);
+                    let (html, ..) = fragments::within(render);
+                    fragments::note(None, &[], false);
+                    return html;
+                }
+            },
         };
+        let version = Version {
+            field: record.sweeper_version_field(),
+            counter: own.as_ref().map(|d| d.version),
+        };
+        let key = self.key_at(record, &version, parts);
+        let mut found = self.fetch_fragments(&[key.as_str()]);
+        self.verify(&mut found, &mut versions);
+        if let Some(stored) = found.pop().flatten() {
+            self.remember_hints(&hint_key, &stored.deps);
+            self.count_hit(&key, &stored.html);
+            fragments::note(own.as_ref(), &stored.deps, true);
+            return Ok(stored.html.clone());
+        }
         let leader = match self.inner.flights.claim(&key) {
-            Claim::Done(html) => {
-                self.count_coalesced(&key, &html);
-                return Ok(html);
+            Claim::Done(stored) => {
+                let mut handed = [Some(stored)];
+                self.verify(&mut handed, &mut versions);
+                if let [Some(stored)] = handed {
+                    self.count_coalesced(&key, &stored.html);
+                    fragments::note(own.as_ref(), &stored.deps, true);
+                    return Ok(stored.html.clone());
+                }
+                None
             }
             Claim::Leader(leader) => Some(leader),
             Claim::Alone => None,
         };
-        self.count_miss::<R>(Some(&key));
-        let html = match render() {
+        self.count_miss(R::MODEL, Some(&key));
+        let (rendered, deps, inner) = fragments::within(render);
+        let html = match rendered {
             Ok(html) => html,
             Err(error) => {
+                fragments::note(None, &[], false);
                 self.release(&key);
                 return Err(error);
             }
         };
-        if let Some(leader) = leader {
-            leader.publish(&html);
-        }
-        match self.prepare_write(key.clone(), &html, ttl) {
-            Some(write) => self.store(vec![write]),
-            None => self.release(&key),
-        }
-        Ok(html)
+        self.remember_hints(&hint_key, &deps);
+        let finished =
+            self.finish_fragment(&key, html, ttl, own.as_ref(), (deps, inner), began, leader);
+        self.store(finished.write.into_iter().collect());
+        Ok(finished.stored.html.clone())
     }
 
-    /// Gives up the lease this render took on `key` when it will not store a value there, so
-    /// that other renders do not wait for it.
-    pub(crate) fn release(&self, key: &str) {
-        if !self.inner.backend.is_local() {
-            let _ = self.call(|b| b.delete(key));
+    /// Keeps the counters a fragment contains, to read them with its record's next time.
+    pub(crate) fn remember_hints(&self, hint_key: &str, deps: &[Dep]) {
+        let known = self.inner.dep_hints.get(hint_key);
+        let same = known.as_ref().is_some_and(|k| {
+            k.len() == deps.len() && k.iter().zip(deps).all(|(a, b)| *a == b.counter_key)
+        });
+        if !same {
+            let keys: Arc<[Arc<str>]> = deps.iter().map(|d| Arc::clone(&d.counter_key)).collect();
+            self.inner.dep_hints.insert(hint_key.to_owned(), keys);
         }
-    }
-
-    /// The stored fragments under `keys`, in order: from the L1 where it has them, the rest
-    /// from the backend in one batch. A failed batch or an unreadable value is a miss.
-    pub(crate) fn fetch_fragments(&self, keys: &[&str]) -> Vec<Option<String>> {
-        let mut found: Vec<Option<String>> = vec![None; keys.len()];
-        let mut remote = Vec::with_capacity(keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            match self.inner.l1.as_ref().and_then(|l1| l1.get(key)) {
-                Some(html) => {
-                    self.count(Stats::l1_hit);
-                    found[i] = Some(html);
-                }
-                None => remote.push(i),
-            }
-        }
-        if remote.is_empty() {
-            return found;
-        }
-        // Keys whose lease another render holds are asked again, briefly, for its result.
-        let mut pending = remote;
-        let deadline = Instant::now() + LEASE_WAIT;
-        loop {
-            let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
-            let values = self.call_each(|b| b.get_leased(&remote_keys, LEASE));
-            let mut busy = Vec::new();
-            for (i, answer) in pending.into_iter().zip(values) {
-                let stored = match answer {
-                    Ok(Leased::Hit(stored)) => stored,
-                    Ok(Leased::Busy) => {
-                        busy.push(i);
-                        continue;
-                    }
-                    // A miss (ours to render), or a failed lookup (counted by `call_each`).
-                    Ok(Leased::Won) | Err(_) => continue,
-                };
-                let len = stored.len();
-                match value::decode(stored) {
-                    Some(html) => {
-                        self.count(|s| s.read(len));
-                        if let Some(l1) = &self.inner.l1 {
-                            l1.insert(keys[i], &html, None);
-                        }
-                        found[i] = Some(html);
-                    }
-                    None => {
-                        self.count(Stats::corrupt);
-                        tracing::debug!(
-                            key = keys[i],
-                            "cachesweeper: stored value is not a fragment; re-rendering"
-                        );
-                    }
-                }
-            }
-            if busy.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(LEASE_POLL);
-            pending = busy;
-        }
-        found
     }
 
     pub(crate) fn count_hit(&self, key: &str, html: &str) {
@@ -541,66 +597,46 @@ impl Sweeper {
         );
     }
 
-    pub(crate) fn count_miss<R: Sweepable + ?Sized>(&self, key: Option<&str>) {
+    pub(crate) fn count_miss(&self, model: &str, key: Option<&str>) {
         self.count(Stats::miss);
-        tracing::debug!(
-            model = R::MODEL,
-            key = key.unwrap_or("-"),
-            "cachesweeper miss"
-        );
-    }
-
-    /// The write of a rendered fragment, or `None` if it is too large for the backend.
-    pub(crate) fn prepare_write(&self, key: String, html: &str, ttl: Duration) -> Option<Write> {
-        if value::encoded_len(html.len()) > self.inner.backend.max_value_len() {
-            self.count(Stats::oversized);
-            tracing::debug!(
-                key,
-                bytes = html.len(),
-                "cachesweeper: fragment too large to store"
-            );
-            return None;
-        }
-        if let Some(l1) = &self.inner.l1 {
-            l1.insert(&key, html, Some(ttl));
-        }
-        Some(Write {
-            bytes: value::encode(html),
-            key,
-            ttl,
-        })
-    }
-
-    /// Stores rendered fragments, in one batch.
-    pub(crate) fn store(&self, writes: Vec<Write>) {
-        if writes.is_empty() {
-            return;
-        }
-        let items: Vec<SetItem<'_>> = writes
-            .iter()
-            .map(|w| SetItem {
-                key: &w.key,
-                value: &w.bytes,
-                ttl: Some(w.ttl),
-            })
-            .collect();
-        if self.call(|b| b.set_many(&items)).is_ok() {
-            let bytes: usize = writes.iter().map(|w| w.bytes.len()).sum();
-            self.count(|s| s.written(bytes));
-        }
+        tracing::debug!(model, key = key.unwrap_or("-"), "cachesweeper miss");
     }
 }
 
-/// How long another render's lease on a missed fragment lasts if it never stores it (it
-/// failed, or died): the longest anyone waits on it.
-const LEASE: Duration = Duration::from_secs(2);
-
-/// How long a lookup waits, at most, for another render (of any process) that holds the lease
-/// of a fragment; then it renders the fragment itself.
-const LEASE_WAIT: Duration = Duration::from_secs(2);
-
-/// How often a waiting lookup asks again.
-const LEASE_POLL: Duration = Duration::from_millis(10);
+/// Retries failed invalidations until the backend takes them, or the sweeper is dropped.
+fn spawn_retry(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("cachesweeper-retry".into())
+        .spawn(move || {
+            let mut wait = retry::FIRST_WAIT;
+            loop {
+                std::thread::sleep(wait);
+                let Some(inner) = inner.upgrade() else { return };
+                let keys = inner.retry.snapshot();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let results = inner.backend.raise_each(&refs, clock::now());
+                let done: Vec<String> = keys
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !done.is_empty() {
+                    tracing::info!(
+                        invalidations = done.len(),
+                        "cachesweeper: failed invalidations retried"
+                    );
+                }
+                if inner.retry.settle(&done) {
+                    return;
+                }
+                wait = (wait * 2).min(retry::MAX_WAIT);
+            }
+        });
+    if spawned.is_err() {
+        tracing::error!("cachesweeper: cannot start a thread to retry failed invalidations");
+    }
+}
 
 /// Askama's runtime values: `template.render_with_values(&sweeper)` renders with this sweeper
 /// instead of the process-wide default.

@@ -1,59 +1,136 @@
 //! The envelope around every stored fragment.
 //!
-//! A fragment is stored as a 4-byte magic, its length as a little-endian `u32`, then its UTF-8
-//! bytes. A reader that finds anything else (a value some other program wrote under our key, a
-//! truncated value, bytes that are not UTF-8) treats it as a miss, and the fresh render overwrites
-//! it. The envelope also keeps every stored value non-empty, which memcached's meta protocol
-//! reserves for lease placeholders.
+//! A stored fragment is a 4-byte magic, the time it expires (milliseconds since the epoch, so
+//! that a copy kept in another process's L1 expires with it), the versions of the records
+//! rendered inside it (its *dependencies*, checked on every hit, see
+//! [`Sweeper::render`](crate::Sweeper::render)), then its UTF-8 bytes, all lengths
+//! little-endian. A reader that finds anything else (a value some other program wrote under our
+//! key, a truncated value, bytes that are not UTF-8) treats it as a miss, and the fresh render
+//! overwrites it. The envelope also keeps every stored value non-empty, which memcached's meta
+//! protocol reserves for lease placeholders.
 
-const MAGIC: &[u8; 4] = b"cs\x01f";
-const HEADER_LEN: usize = MAGIC.len() + 4;
+use std::sync::Arc;
+
+const MAGIC: &[u8; 4] = b"cs\x02f";
+
+/// A record rendered inside a fragment: its version counter's key and the value it had.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Dep {
+    pub(crate) counter_key: Arc<str>,
+    pub(crate) version: u64,
+}
+
+/// A fragment with what must hold for it to be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) html: String,
+    /// Milliseconds since the epoch.
+    pub(crate) expires_ms: u64,
+    pub(crate) deps: Arc<[Dep]>,
+}
 
 /// Wraps a rendered fragment for storage.
-pub(crate) fn encode(fragment: &str) -> Vec<u8> {
-    let len = u32::try_from(fragment.len()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(HEADER_LEN + fragment.len());
+pub(crate) fn encode(stored: &Stored) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len(stored.html.len(), &stored.deps));
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(fragment.as_bytes());
+    out.extend_from_slice(&stored.expires_ms.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(stored.deps.len()).unwrap_or(0).to_le_bytes());
+    for dep in stored.deps.iter() {
+        let len = u16::try_from(dep.counter_key.len()).unwrap_or(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&dep.counter_key.as_bytes()[..usize::from(len)]);
+        out.extend_from_slice(&dep.version.to_le_bytes());
+    }
+    out.extend_from_slice(&u32::try_from(stored.html.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(stored.html.as_bytes());
     out
 }
 
-/// The fragment in a stored value, or `None` if the value is not one we wrote whole.
-pub(crate) fn decode(stored: Vec<u8>) -> Option<String> {
-    let header = stored.get(..HEADER_LEN)?;
-    if &header[..4] != MAGIC {
-        return None;
-    }
-    let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
-    if stored.len() - HEADER_LEN != len {
-        return None;
-    }
-    let mut bytes = stored;
-    bytes.drain(..HEADER_LEN);
-    String::from_utf8(bytes).ok()
+/// Reads `n` bytes off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(n)?;
+    *rest = tail;
+    Some(head)
 }
 
-/// The stored size of a fragment of `len` bytes.
-pub(crate) fn encoded_len(len: usize) -> usize {
-    HEADER_LEN + len
+fn take_u64(rest: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
+}
+
+fn take_u32(rest: &mut &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(take(rest, 4)?.try_into().ok()?) as usize)
+}
+
+/// The fragment in a stored value, or `None` if the value is not one we wrote whole.
+pub(crate) fn decode(stored: &[u8]) -> Option<Stored> {
+    let mut rest = stored;
+    if take(&mut rest, 4)? != MAGIC {
+        return None;
+    }
+    let expires_ms = take_u64(&mut rest)?;
+    let count = take_u32(&mut rest)?;
+    let mut deps = Vec::with_capacity(count.min(rest.len() / 10));
+    for _ in 0..count {
+        let len = usize::from(u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?));
+        let key = std::str::from_utf8(take(&mut rest, len)?).ok()?;
+        let version = take_u64(&mut rest)?;
+        deps.push(Dep {
+            counter_key: key.into(),
+            version,
+        });
+    }
+    let len = take_u32(&mut rest)?;
+    if rest.len() != len {
+        return None;
+    }
+    Some(Stored {
+        html: String::from_utf8(rest.to_vec()).ok()?,
+        expires_ms,
+        deps: deps.into(),
+    })
+}
+
+/// The stored size of a fragment of `len` bytes with `deps`.
+pub(crate) fn encoded_len(len: usize, deps: &[Dep]) -> usize {
+    MAGIC.len() + 8 + 4 + deps.iter().map(|d| 10 + d.counter_key.len()).sum::<usize>() + 4 + len
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn stored(html: &str, deps: &[(&str, u64)]) -> Stored {
+        Stored {
+            html: html.into(),
+            expires_ms: 1_700_000_000_000,
+            deps: deps
+                .iter()
+                .map(|&(k, v)| Dep {
+                    counter_key: k.into(),
+                    version: v,
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn round_trip_and_rejects() {
-        assert_eq!(decode(encode("<p>hé</p>")).as_deref(), Some("<p>hé</p>"));
-        assert_eq!(decode(encode("")).as_deref(), Some(""));
-        let mut truncated = encode("hello");
+        for value in [
+            stored("<p>hé</p>", &[]),
+            stored("", &[]),
+            stored("<ol></ol>", &[("cs:v:m:1", 7), ("cs:v:m:2", u64::MAX)]),
+        ] {
+            let bytes = encode(&value);
+            assert_eq!(bytes.len(), encoded_len(value.html.len(), &value.deps));
+            assert_eq!(decode(&bytes), Some(value));
+        }
+        let mut truncated = encode(&stored("hello", &[("k", 1)]));
         truncated.pop();
-        assert_eq!(decode(truncated), None);
-        assert_eq!(decode(b"hello world".to_vec()), None);
-        let mut not_utf8 = encode("ab");
+        assert_eq!(decode(&truncated), None);
+        assert_eq!(decode(b"hello world"), None);
+        let mut not_utf8 = encode(&stored("ab", &[]));
         let n = not_utf8.len();
         not_utf8[n - 1] = 0xff;
-        assert_eq!(decode(not_utf8), None);
+        assert_eq!(decode(&not_utf8), None);
     }
 }

@@ -3,7 +3,6 @@
 
 pub mod blog;
 
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -68,14 +67,12 @@ pub struct Case {
 }
 
 /// One sweeper per backend: embedded, and memcached on a fresh server of its own (left out
-/// only outside CI when memcached is not installed). They invalidate with a single bump (no
-/// settle time), which keeps these tests fast; `tests/concurrency.rs` covers the settle.
+/// only outside CI when memcached is not installed).
 pub fn cases() -> Vec<Case> {
     let mut cases = vec![Case {
         name: "embedded",
         sweeper: Sweeper::builder()
             .backend(Embedded::new(16 * 1024 * 1024))
-            .settle(Duration::ZERO)
             .build()
             .unwrap(),
         server: None,
@@ -83,7 +80,6 @@ pub fn cases() -> Vec<Case> {
     if let Some(server) = MemcachedProcess::start() {
         let sweeper = Sweeper::builder()
             .backend(Memcached::from_url(&server.url()).unwrap())
-            .settle(Duration::ZERO)
             .build()
             .unwrap();
         cases.push(Case {

@@ -18,6 +18,8 @@ pub fn run_all(backend: &dyn Backend) {
     incr_creates_then_adds(backend);
     incr_many_is_per_key(backend);
     incr_is_atomic_across_threads(backend);
+    raise_is_a_monotonic_max(backend);
+    raise_is_atomic_across_threads(backend);
     delete_removes(backend);
     ttl_expires(backend);
 }
@@ -119,10 +121,45 @@ pub fn incr_creates_then_adds(backend: &dyn Backend) {
     assert_eq!(backend.incr_many(&[key], 1, 1_000).unwrap(), vec![1_000]);
     assert_eq!(backend.incr_many(&[key], 1, 5).unwrap(), vec![1_001]);
     assert_eq!(backend.incr_many(&[key], 0, 5).unwrap(), vec![1_001]);
-    assert_eq!(
-        backend.get_many(&[key]).unwrap(),
-        vec![Some(b"1001".to_vec())]
-    );
+}
+
+/// `raise_each` creates a missing counter at the floor, and otherwise sets it to the larger of
+/// the floor and its value plus one.
+pub fn raise_is_a_monotonic_max(backend: &dyn Backend) {
+    let (a, b) = ("conformance|raise-a", "conformance|raise-b");
+    let raise = |key: &str, floor: u64| backend.raise_each(&[key], floor).pop().unwrap().unwrap();
+    assert_eq!(raise(a, 1_000), 1_000);
+    assert_eq!(raise(a, 5_000), 5_000);
+    assert_eq!(raise(a, 10), 5_001, "a lower floor still adds one");
+    assert_eq!(backend.incr_many(&[a], 0, 7).unwrap(), vec![5_001]);
+    assert_eq!(backend.incr_many(&[b], 0, 70).unwrap(), vec![70]);
+    let both: Vec<u64> = backend
+        .raise_each(&[a, b], 6_000)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(both, vec![6_000, 6_000]);
+}
+
+/// Concurrent raises are never lost: each adds at least one, and the counter ends at least at
+/// the highest floor.
+pub fn raise_is_atomic_across_threads(backend: &dyn Backend) {
+    let key = "conformance|raise-threads";
+    let start = backend.raise_each(&[key], 1_000_000).pop().unwrap().unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..4u64 {
+            scope.spawn(move || {
+                for i in 0..100u64 {
+                    // Floors that sometimes jump ahead, sometimes lag behind.
+                    let floor = start + (i * 4 + thread) * if i % 3 == 0 { 3 } else { 0 };
+                    backend.raise_each(&[key], floor).pop().unwrap().unwrap();
+                }
+            });
+        }
+    });
+    let end = backend.incr_many(&[key], 0, 0).unwrap()[0];
+    assert!(end >= start + 400, "{end} < {start} + 400: a raise was lost");
+    assert!(end >= start + 399 * 3, "{end} is below the highest floor");
 }
 
 /// `incr_many` treats each key on its own, in order.

@@ -7,7 +7,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 use super::{Backend, SetItem};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Clone)]
 struct Entry {
@@ -45,12 +45,18 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// let cache = Embedded::new(64 * 1024 * 1024);
 /// assert!(cache.add("k", b"1", None)?);
 /// assert!(!cache.add("k", b"2", None)?);
-/// assert_eq!(cache.incr_many(&["k", "new"], 1, 100)?, vec![2, 100]);
+/// assert_eq!(cache.incr_many(&["n", "n"], 1, 100)?, vec![100, 101]);
+/// assert_eq!(cache.raise_each(&["n"], 500).pop().unwrap()?, 500);
 /// # Ok::<(), cachesweeper::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Embedded {
     cache: Cache<String, Entry>,
+    /// Version counters, apart from the fragments and never evicted for room: a counter lost
+    /// while fragments under its versions remain would have to be recreated as brand new (see
+    /// [`Backend::fresh_counter`]), costing every record a render that cannot store. They go
+    /// after [`COUNTER_TTL`] without use; tens of bytes each, one per record rendered.
+    counters: Cache<String, u64>,
     max_bytes: u64,
 }
 
@@ -73,7 +79,12 @@ impl Embedded {
             })
             .expire_after(PerEntryTtl)
             .build();
-        Embedded { cache, max_bytes }
+        let counters = Cache::builder().time_to_idle(COUNTER_TTL).build();
+        Embedded {
+            cache,
+            counters,
+            max_bytes,
+        }
     }
 
     /// The bound this cache was built with, in bytes.
@@ -85,47 +96,31 @@ impl Embedded {
 /// Counters live as long as memcached's do, so both backends age alike.
 const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-fn parse_counter(key: &str, bytes: &[u8]) -> Result<u64> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| Error::NotACounter {
-            key: key.to_owned(),
-        })
-}
 
 impl Embedded {
-    fn incr_one(&self, key: &str, delta: u64, initial: u64) -> Result<u64> {
-        use moka::ops::compute::Op;
+    fn incr_one(&self, key: &str, delta: u64, initial: u64) -> u64 {
         // A read (delta 0) of an existing counter is the hot path of every page: take moka's
         // read path, not its compute (write) path.
         if delta == 0
-            && let Some(entry) = self.cache.get(key)
+            && let Some(value) = self.counters.get(key)
         {
-            return parse_counter(key, &entry.bytes);
+            return value;
         }
-        let mut outcome = Ok(initial);
-        self.cache
+        // memcached wraps at 2^64; so do we.
+        self.update(key, |old| old.map_or(initial, |n| n.wrapping_add(delta)))
+    }
+
+    /// Sets the counter under `key` to `next(old)`, atomically, and returns the new value.
+    fn update(&self, key: &str, next: impl FnOnce(Option<u64>) -> u64) -> u64 {
+        use moka::ops::compute::Op;
+        let mut value = 0;
+        self.counters
             .entry(key.to_owned())
             .and_compute_with(|existing| {
-                let next = match existing {
-                    None => initial,
-                    Some(entry) => match parse_counter(key, &entry.into_value().bytes) {
-                        // memcached wraps at 2^64; so do we.
-                        Ok(n) => n.wrapping_add(delta),
-                        Err(e) => {
-                            outcome = Err(e);
-                            return Op::Nop;
-                        }
-                    },
-                };
-                outcome = Ok(next);
-                Op::Put(Entry {
-                    bytes: next.to_string().into_bytes().into(),
-                    ttl: Some(COUNTER_TTL),
-                })
+                value = next(existing.map(|e| e.into_value()));
+                Op::Put(value)
             });
-        outcome
+        value
     }
 }
 
@@ -163,8 +158,21 @@ impl Backend for Embedded {
 
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         keys.iter()
-            .map(|key| self.incr_one(key, delta, initial))
+            .map(|key| Ok(self.incr_one(key, delta, initial)))
             .collect()
+    }
+
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        keys.iter()
+            .map(|key| Ok(self.update(key, |old| old.map_or(floor, |n| (n + 1).max(floor)))))
+            .collect()
+    }
+
+    /// Counters are never evicted for room here (see the `counters` field), so a missing one
+    /// was never raised within [`COUNTER_TTL`]: an hour-old value is new to it, and a render
+    /// that began after that hour (every render) may store under it.
+    fn fresh_counter(&self, now: u64) -> u64 {
+        now.saturating_sub(3_600_000_000_000)
     }
 
     fn is_local(&self) -> bool {
@@ -172,6 +180,7 @@ impl Backend for Embedded {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        Ok(self.cache.remove(key).is_some())
+        let counter = self.counters.remove(key).is_some();
+        Ok(self.cache.remove(key).is_some() || counter)
     }
 }

@@ -422,6 +422,10 @@ impl Memcached {
     }
 }
 
+/// How many compare-and-add rounds [`Memcached::raise_each`] makes before it reports a counter
+/// as contended (each round loses only to another raise of the same counter).
+const RAISE_ATTEMPTS: usize = 16;
+
 fn ttl(ttl: Option<Duration>) -> Ttl {
     match ttl {
         None => Ttl::NEVER,
@@ -494,6 +498,77 @@ impl Backend for Memcached {
             })
         })
         .collect()
+    }
+
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        // memcached has no atomic max, so: add one (creating a missing counter at `floor`) and
+        // learn the item's CAS; where that left the counter below `floor`, add the difference
+        // only if nobody changed the counter since (`ma ... C<cas>`), else try again. Every step
+        // only ever adds, so the counter never decreases, whatever races with it.
+        let counter = |key: &str| {
+            Arithmetic::new(key)
+                .initial(floor, COUNTER_TTL_SECS)
+                .ttl(Ttl::secs(COUNTER_TTL_SECS))
+                .return_cas()
+        };
+        let mut out: Vec<Result<u64>> = Vec::with_capacity(keys.len());
+        let mut low: Vec<(usize, u64, u64)> = Vec::new(); // (index, value, cas)
+        for (i, (result, key)) in self
+            .batch(keys, |i| counter(keys[i]).delta(1))
+            .into_iter()
+            .zip(keys)
+            .enumerate()
+        {
+            out.push(result.and_then(|r| {
+                let value = r.value.ok_or_else(|| Error::NotACounter {
+                    key: (*key).to_owned(),
+                })?;
+                if value < floor {
+                    low.push((i, value, r.item.cas.unwrap_or(0)));
+                }
+                Ok(value)
+            }));
+        }
+        for _ in 0..RAISE_ATTEMPTS {
+            if low.is_empty() {
+                break;
+            }
+            let pending: Vec<&str> = low.iter().map(|&(i, ..)| keys[i]).collect();
+            let answers = self.batch(&pending, |j| {
+                let (_, value, cas) = low[j];
+                counter(pending[j]).delta(floor - value).compare_cas(cas)
+            });
+            let mut again = Vec::new();
+            for ((i, value, cas), answer) in low.into_iter().zip(answers) {
+                match answer {
+                    Ok(r) if r.applied() => out[i] = Ok(r.value.unwrap_or(floor)),
+                    // Changed since (another raise, most likely): read it again and retry.
+                    Ok(_) => match self.batch(&[keys[i]], |_| counter(keys[i]).delta(0)).pop() {
+                        Some(Ok(r)) => match r.value {
+                            Some(now) if now >= floor => out[i] = Ok(now),
+                            Some(now) => again.push((i, now, r.item.cas.unwrap_or(0))),
+                            None => out[i] = Err(Error::NotACounter {
+                                key: keys[i].to_owned(),
+                            }),
+                        },
+                        Some(Err(error)) => out[i] = Err(error),
+                        None => again.push((i, value, cas)),
+                    },
+                    Err(error) => out[i] = Err(error),
+                }
+            }
+            low = again;
+        }
+        for (i, ..) in low {
+            out[i] = Err(Error::backend(
+                &self.name,
+                format_args!(
+                    "counter {:?} still contended after {RAISE_ATTEMPTS} attempts",
+                    keys[i]
+                ),
+            ));
+        }
+        out
     }
 
     fn delete(&self, key: &str) -> Result<bool> {

@@ -96,6 +96,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `N` and `J`. With `delta` 0 this reads the counters, creating the missing ones.
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>>;
 
+    /// Raises each counter in `keys` to `max(value + 1, floor)`, atomically per key, and returns
+    /// each value after the operation, in order, or the error of the server that holds it. A
+    /// missing counter is created at `floor`. This is how an invalidation stamps a record with
+    /// its time: whatever raced with it, the counter ends at least at `floor`, and never
+    /// decreases.
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>>;
+
+    /// The value a version read ([`incr_each`](Self::incr_each) with `delta` 0) creates a
+    /// missing counter at, given the current time `now` (nanoseconds since the epoch).
+    ///
+    /// A counter can go missing after an invalidation raised it (an eviction, a restarted
+    /// server), so by default a recreated counter is as new as `now`: a render that began
+    /// before it cannot tell whether its data predates a lost invalidation, and stores nothing
+    /// under it. A store that never loses a counter while it holds fragments may answer an
+    /// older value, so that the first render of a record already stores it.
+    fn fresh_counter(&self, now: u64) -> u64 {
+        now
+    }
+
     /// [`incr_each`](Self::incr_each), failing if any key failed.
     fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
         self.incr_each(keys, delta, initial).into_iter().collect()
@@ -136,6 +155,12 @@ macro_rules! forward_backend {
             }
             fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
                 (**self).incr_each(keys, delta, initial)
+            }
+            fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+                (**self).raise_each(keys, floor)
+            }
+            fn fresh_counter(&self, now: u64) -> u64 {
+                (**self).fresh_counter(now)
             }
             fn delete(&self, key: &str) -> Result<bool> {
                 (**self).delete(key)

@@ -38,6 +38,10 @@ impl Backend for Null {
         keys.iter().map(|_| Ok(initial)).collect()
     }
 
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        keys.iter().map(|_| Ok(floor)).collect()
+    }
+
     fn is_local(&self) -> bool {
         true
     }
