@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use cachesweeper::backend::Null;
-use common::{Article, Comment, Renders, article, cases, comment};
+use common::{Article, Comment, Renders, article, cases, comment, known};
 
 mod filters {
     pub use cachesweeper::filters::cachesweeper;
@@ -32,6 +32,8 @@ fn a_vote_sweeps_its_comment_and_the_article_page_only() {
         let s = &case.sweeper;
         let article = article(1);
         let mut comments: Vec<Comment> = (1..=20).map(|id| comment(id, 1)).collect();
+        known(s, [&article]);
+        known(s, &comments);
         let renders = Renders::default();
         let page = |comments: &[Comment]| {
             ArticlePage {
@@ -104,6 +106,8 @@ fn another_article_is_not_swept() {
         let (one, two) = (article(1), article(2));
         let comments_one: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
         let comments_two: Vec<Comment> = (4..=6).map(|id| comment(id, 2)).collect();
+        known(s, [&one, &two]);
+        known(s, comments_one.iter().chain(&comments_two));
         let renders = Renders::default();
         let render = |article: &Article, comments: &[Comment]| {
             ArticlePage {

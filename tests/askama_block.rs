@@ -7,7 +7,7 @@ use std::time::Duration;
 use askama::Template;
 use cachesweeper::backend::Null;
 use cachesweeper::{Sweepable, Sweeper};
-use common::{Comment, Renders, cases, comment};
+use common::{Comment, Renders, cases, comment, known};
 
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
@@ -24,6 +24,7 @@ fn on_a_hit_the_body_is_not_rendered() {
     for case in cases() {
         let renders = Renders::default();
         let c = comment(1, 1);
+        known(&case.sweeper, [&c]);
         let page = PathQualified {
             comment: &c,
             renders: &renders,
@@ -146,6 +147,7 @@ fn a_sub_template_is_rendered_only_on_a_miss() {
     for case in cases() {
         let renders = Renders::default();
         let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
+        known(&case.sweeper, &comments);
         let page = WithWrapper {
             comments: &comments,
             renders: &renders,

@@ -9,7 +9,7 @@ use askama::Template;
 use cachesweeper::Sweeper;
 use cachesweeper::backend::{Backend, Memcached, SetItem};
 use cachesweeper_suite::memcached::MemcachedProcess;
-use common::{Comment, comment};
+use common::{Comment, comment, known};
 
 const KEYS: usize = 10_000;
 
@@ -128,11 +128,7 @@ struct Page<'a> {
 }
 
 fn sweeper(backend: Memcached) -> Sweeper {
-    Sweeper::builder()
-        .backend(backend)
-        .l1(0)
-        .build()
-        .unwrap()
+    Sweeper::builder().backend(backend).l1(0).build().unwrap()
 }
 
 fn fast(urls: &[String], failover: bool) -> Memcached {
@@ -152,6 +148,7 @@ fn a_dead_server_costs_only_its_keys() {
     let urls: Vec<String> = three.iter().map(|s| s.url()).collect();
     let s = sweeper(fast(&urls, false));
     let comments: Vec<Comment> = (0..300).map(|id| comment(id, 1)).collect();
+    known(&s, &comments);
     let page = Page {
         comments: &comments,
     };
@@ -179,9 +176,11 @@ fn failover_moves_a_dead_servers_keys_to_the_next() {
     };
     let expected = s.render(&page).unwrap();
     three[2].kill();
-    // The first render after the death opens the breaker; the next ones route around it, and
-    // what they render is stored on the live servers.
-    for _ in 0..3 {
+    // The first two renders after the death open the breaker; the next ones route around it.
+    // The dead server's counters are lost: the first render to recreate them on a live server
+    // cannot know its data is newer than an invalidation lost with them, and stores nothing;
+    // the next one stores.
+    for _ in 0..4 {
         assert_eq!(s.render(&page).unwrap(), expected);
     }
     let request = s.scope();

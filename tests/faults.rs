@@ -42,11 +42,7 @@ fn sweeper(url: &str) -> Sweeper {
         .circuit_breaker(2, Duration::from_millis(300))
         .build()
         .unwrap();
-    Sweeper::builder()
-        .backend(backend)
-        .l1(0)
-        .build()
-        .unwrap()
+    Sweeper::builder().backend(backend).l1(0).build().unwrap()
 }
 
 #[test]

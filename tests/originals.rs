@@ -66,6 +66,9 @@ fn after_a_change_the_fragment_key_differs_and_misses() {
         let c = comment(3, 1);
         let parts = KeyParts::new().part("comment.html");
         let render = || Ok::<_, std::convert::Infallible>("<p>v1</p>".to_owned());
+        // The record has a version from its creation on (a render that meets a version it
+        // created itself cannot know its data is newer, and stores nothing).
+        s.version(&c).unwrap();
         s.fragment(&c, 500, &parts, render).unwrap();
         let old_key = s.fragment_key(&c, &parts).unwrap();
         assert!(
@@ -178,7 +181,8 @@ fn concurrent_invalidations_are_never_lost() {
             }
         });
         let end = s.version(&c).unwrap().counter.unwrap();
-        assert_eq!(end - start, 400, "{}: every bump counted", case.name);
+        // Each invalidation raises the counter to the time at least, and by one at least.
+        assert!(end - start >= 400, "{}: a raise was lost", case.name);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use askama::Template;
 use cachesweeper::KeyParts;
-use common::{Comment, cases, comment};
+use common::{Comment, cases, comment, known};
 
 #[test]
 fn sixty_four_threads_missing_one_fragment_render_it_once() {
@@ -16,6 +16,7 @@ fn sixty_four_threads_missing_one_fragment_render_it_once() {
         let renders = AtomicUsize::new(0);
         let barrier = Barrier::new(64);
         let c = comment(1, 1);
+        known(&case.sweeper, [&c]);
         std::thread::scope(|scope| {
             for _ in 0..64 {
                 scope.spawn(|| {
@@ -112,6 +113,10 @@ fn two_processes_missing_one_fragment_render_it_once() {
     let Some(server) = cachesweeper_suite::memcached::MemcachedProcess::start() else {
         return;
     };
+    known(
+        &cachesweeper::Sweeper::memcached(&server.url()).unwrap(),
+        [&comment(42, 1)],
+    );
     let children: Vec<_> = (0..2)
         .map(|_| {
             std::process::Command::new(std::env::current_exe().unwrap())

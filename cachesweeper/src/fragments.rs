@@ -207,7 +207,8 @@ impl Sweeper {
         let mut unknown: Vec<&str> = Vec::new();
         for stored in found.iter().flatten() {
             for dep in stored.deps.iter() {
-                if !versions.contains_key(&*dep.counter_key) && !unknown.contains(&&*dep.counter_key)
+                if !versions.contains_key(&*dep.counter_key)
+                    && !unknown.contains(&&*dep.counter_key)
                 {
                     unknown.push(&dep.counter_key);
                 }
@@ -237,8 +238,8 @@ impl Sweeper {
     /// A fragment just rendered under `key`: decides whether it may be stored (its own
     /// version `own` is older than the render's data, and so is everything inside it), tells
     /// the enclosing fragment, hands it to the renders waiting on it, and returns it with its
-    /// write if it is to be stored. A fragment that is not stored gives up its lease (one round
-    /// trip: callers must not hold a lock across this).
+    /// write if it is to be stored. A fragment that is not stored must give up its lease
+    /// ([`Finished::write`] is `None`): see [`release`](Self::release).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_fragment(
         &self,
@@ -271,9 +272,6 @@ impl Sweeper {
             );
             None
         };
-        if write.is_none() {
-            self.release(key);
-        }
         Finished {
             stored,
             write,
@@ -304,11 +302,11 @@ impl Sweeper {
         })
     }
 
-    /// Gives up the lease this render took on `key` when it will not store a value there, so
-    /// that other renders do not wait for it.
-    pub(crate) fn release(&self, key: &str) {
-        if !self.inner.backend.is_local() {
-            let _ = self.call(|b| b.delete(key));
+    /// Gives up the leases this render took on `keys` when it will not store values there, so
+    /// that other renders do not wait for them; one round trip.
+    pub(crate) fn release(&self, keys: &[&str]) {
+        if !keys.is_empty() && !self.inner.backend.is_local() {
+            let _ = self.call(|b| b.release_leases(keys));
         }
     }
 

@@ -56,6 +56,8 @@ pub(crate) struct State {
     /// discards its output, so known fragments need not be copied into it.
     pub(crate) body_depth: usize,
     pub(crate) writes: Vec<Write>,
+    /// Keys whose lease this render took and will not store: released in one batch at the end.
+    pub(crate) releases: Vec<String>,
 }
 
 /// The state of one page render, shared by the clones of its sweeper handle.
@@ -218,9 +220,9 @@ impl Sweeper {
                 let html = match rendered {
                     Ok(html) => html,
                     Err(error) => {
+                        state.releases.push(key);
                         drop(state);
                         fragments::note(None, &[], false);
-                        self.release(&key);
                         return Err(error);
                     }
                 };
@@ -246,7 +248,10 @@ impl Sweeper {
                 );
                 let html = finished.stored.html.clone();
                 let mut state = session.state();
-                state.writes.extend(finished.write);
+                match finished.write {
+                    Some(write) => state.writes.push(write),
+                    None => state.releases.push(key.clone()),
+                }
                 state.slots.insert(
                     key,
                     Slot::Rendered {
@@ -306,24 +311,39 @@ impl Sweeper {
             began: Some(began),
         };
         let session = run.session.as_deref().expect("just set");
+        let html = run.render_passes(session, page);
+        let (writes, releases) = {
+            let mut state = session.state();
+            (
+                std::mem::take(&mut state.writes),
+                std::mem::take(&mut state.releases),
+            )
+        };
+        run.store(writes);
+        run.release(&releases.iter().map(String::as_str).collect::<Vec<_>>());
+        html
+    }
+
+    /// The record passes, then the final one.
+    fn render_passes<T>(&self, session: &Session, page: &T) -> askama::Result<String>
+    where
+        T: askama::Template + ?Sized,
+    {
         for _ in 0..MAX_RECORD_PASSES {
             {
                 let mut state = session.state();
                 state.recording = true;
                 state.unresolved = 0;
             }
-            page.render_with_values(&run)?;
+            page.render_with_values(self)?;
             let wanted = std::mem::take(&mut session.state().wanted);
-            if wanted.is_empty() || !run.prefetch(session, wanted) {
+            if wanted.is_empty() || !self.prefetch(session, wanted) {
                 // Nothing new, or nothing missed: no body to look inside for more fragments.
                 break;
             }
         }
         session.state().recording = false;
-        let html = page.render_with_values(&run)?;
-        let writes = std::mem::take(&mut session.state().writes);
-        run.store(writes);
-        Ok(html)
+        page.render_with_values(self)
     }
 
     /// [`render`](Self::render) on tokio's blocking pool, for async handlers (feature `tokio`):

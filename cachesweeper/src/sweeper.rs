@@ -559,14 +559,17 @@ impl Sweeper {
             Ok(html) => html,
             Err(error) => {
                 fragments::note(None, &[], false);
-                self.release(&key);
+                self.release(&[&key]);
                 return Err(error);
             }
         };
         self.remember_hints(&hint_key, &deps);
         let finished =
             self.finish_fragment(&key, html, ttl, own.as_ref(), (deps, inner), began, leader);
-        self.store(finished.write.into_iter().collect());
+        match finished.write {
+            Some(write) => self.store(vec![write]),
+            None => self.release(&[&key]),
+        }
         Ok(finished.stored.html.clone())
     }
 

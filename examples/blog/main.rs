@@ -96,6 +96,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             comments = args.comments,
             "seeded the database"
         );
+        // Seeding is a write like any other: invalidating what it wrote gives every record a
+        // version older than the first request, so the first page view already stores its
+        // fragments (a render that meets a version it created itself stores nothing).
+        seed::invalidate_seeded(&conn, &sweeper)?;
     }
     let app = routes::App::new(conn, sweeper.clone());
 

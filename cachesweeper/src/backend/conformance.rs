@@ -145,7 +145,11 @@ pub fn raise_is_a_monotonic_max(backend: &dyn Backend) {
 /// the highest floor.
 pub fn raise_is_atomic_across_threads(backend: &dyn Backend) {
     let key = "conformance|raise-threads";
-    let start = backend.raise_each(&[key], 1_000_000).pop().unwrap().unwrap();
+    let start = backend
+        .raise_each(&[key], 1_000_000)
+        .pop()
+        .unwrap()
+        .unwrap();
     std::thread::scope(|scope| {
         for thread in 0..4u64 {
             scope.spawn(move || {
@@ -158,7 +162,10 @@ pub fn raise_is_atomic_across_threads(backend: &dyn Backend) {
         }
     });
     let end = backend.incr_many(&[key], 0, 0).unwrap()[0];
-    assert!(end >= start + 400, "{end} < {start} + 400: a raise was lost");
+    assert!(
+        end >= start + 400,
+        "{end} < {start} + 400: a raise was lost"
+    );
     assert!(end >= start + 399 * 3, "{end} is below the highest floor");
 }
 

@@ -96,7 +96,6 @@ impl Embedded {
 /// Counters live as long as memcached's do, so both backends age alike.
 const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-
 impl Embedded {
     fn incr_one(&self, key: &str, delta: u64, initial: u64) -> u64 {
         // A read (delta 0) of an existing counter is the hot path of every page: take moka's

@@ -547,9 +547,11 @@ impl Backend for Memcached {
                         Some(Ok(r)) => match r.value {
                             Some(now) if now >= floor => out[i] = Ok(now),
                             Some(now) => again.push((i, now, r.item.cas.unwrap_or(0))),
-                            None => out[i] = Err(Error::NotACounter {
-                                key: keys[i].to_owned(),
-                            }),
+                            None => {
+                                out[i] = Err(Error::NotACounter {
+                                    key: keys[i].to_owned(),
+                                })
+                            }
                         },
                         Some(Err(error)) => out[i] = Err(error),
                         None => again.push((i, value, cas)),
@@ -574,6 +576,13 @@ impl Backend for Memcached {
     fn delete(&self, key: &str) -> Result<bool> {
         let mut results = self.batch(&[key], |_| exp::Delete::new(key));
         results.pop().expect("one result").map(|r| r.applied())
+    }
+
+    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+        self.batch(keys, |i| exp::Delete::new(keys[i]))
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
     }
 
     fn max_value_len(&self) -> usize {

@@ -123,6 +123,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Removes `key`. Returns whether it had a value.
     fn delete(&self, key: &str) -> Result<bool>;
 
+    /// Gives up the leases this caller took on `keys` with [`get_leased`](Self::get_leased)
+    /// and will not store, so that others stop waiting for them; in one round trip. By
+    /// default, deletes each key (what a lease is on memcached); a backend without leases does
+    /// nothing.
+    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+        if self.is_local() {
+            return Ok(());
+        }
+        keys.iter().try_for_each(|key| self.delete(key).map(drop))
+    }
+
     /// The largest value the store accepts, in bytes.
     fn max_value_len(&self) -> usize {
         1024 * 1024
@@ -164,6 +175,9 @@ macro_rules! forward_backend {
             }
             fn delete(&self, key: &str) -> Result<bool> {
                 (**self).delete(key)
+            }
+            fn release_leases(&self, keys: &[&str]) -> Result<()> {
+                (**self).release_leases(keys)
             }
             fn max_value_len(&self) -> usize {
                 (**self).max_value_len()
