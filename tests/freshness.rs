@@ -1,0 +1,859 @@
+//! The never-stale checker (issue 11): once `invalidate(record)` has returned (called after the
+//! write committed), no page rendered from then on, in any process sharing the cache, shows
+//! that record's state from before the write.
+//!
+//! A blog page nests three levels of fragments (blog > article > comment); a comment touches
+//! its article, an article touches its blog. The "database" holds each comment's like count.
+//!
+//! - A **writer** commits `likes + 1`, sleeps a little, calls `invalidate(&comment)`, and only
+//!   once that returned records the count as *acknowledged* (a per-comment maximum).
+//! - A **reader** notes every comment's acknowledged count when its read starts, then takes
+//!   `sweeper.scope()`, loads the rows, sleeps 0-5 ms (and, one read in 20, a "slow request"
+//!   pause of 120-240 ms: longer than today's 100 ms settle; this is what makes it learn
+//!   versions late), and renders the page, alternately with `s.render(&page)` and
+//!   `page.render_with_values(&s)`. Every comment on the page must show at least the count
+//!   acknowledged when the read started; one that shows less is a **violation**: it shows the
+//!   state from before a write whose `invalidate` had returned.
+//!
+//! A writer acknowledges its count even when `invalidate` returned an error (the cache was
+//! down or its circuit breaker open): the guarantee is about `invalidate` having returned, and
+//! they are counted (`invalidate_errors`) to tell that case apart.
+//!
+//! Scenarios: (a) embedded; (b) memcached, two sweepers (two application processes, each with
+//! its own L1); (c) slow comment bodies (0-20 ms each); (d) lease contention: 8 readers on one
+//! hot article over three sweepers; (e) memcached killed and restarted on its port mid-run;
+//! (f) this test binary re-executed as a writer process and a reader process, sharing a SQLite
+//! file as the database and one memcached with this process.
+//!
+//! Each scenario runs for a few seconds, prints
+//! `freshness <scenario>: reads=N writes=N violations=N` (and a line of details), then asserts
+//! no violation, no failed or incomplete page, and that the cache was used (hits > 0).
+//!
+//! Only API that exists today is used (`Sweeper::builder().backend(..)`, `scope()`, `render`,
+//! Askama's `render_with_values`, `invalidate`, `stats`); the builder's `settle` is not called,
+//! so the default applies. The test therefore compiles on the code before and after the
+//! redesign of issue 11, and fails on code that serves stale pages.
+//!
+//! Diagnostics, to see which cause of staleness remains:
+//! `CACHESWEEPER_FRESHNESS_INVALIDATE_ANCESTORS=1` makes writers also invalidate the comment's
+//! article (which touches the blog), taking one-level `touches` out of the picture;
+//! `CACHESWEEPER_FRESHNESS_NO_PAUSES=1` drops the slow-request pauses.
+//!
+//! Run: `cargo test --test freshness -- --nocapture` (the scenarios run one at a time, in
+//! about 25 s in all).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use cachesweeper::backend::{Embedded, Memcached};
+use cachesweeper::{Sweepable, Sweeper};
+use cachesweeper_suite::memcached::MemcachedProcess;
+
+// ---------------------------------------------------------------------------------------------
+// Models and the page
+// ---------------------------------------------------------------------------------------------
+
+/// The top level: counter-versioned, touched by its articles.
+#[derive(Debug, Clone, Sweepable)]
+struct Blog {
+    id: i64,
+}
+
+/// Counter-versioned; touches its blog, touched by its comments.
+#[derive(Debug, Clone, Sweepable)]
+struct Article {
+    id: i64,
+    #[sweeper(touches = Blog)]
+    blog_id: i64,
+}
+
+/// Counter-versioned (likes change it); touches its article.
+#[derive(Debug, Clone, Sweepable)]
+struct Comment {
+    id: i64,
+    #[sweeper(touches = Article)]
+    article_id: i64,
+    likes: u32,
+}
+
+/// A comment's body: sleeps up to `max_ms` when rendered (slow fragment bodies).
+struct Body {
+    max_ms: u64,
+}
+
+impl fmt::Display for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        sleep_up_to(self.max_ms);
+        f.write_str("text")
+    }
+}
+
+struct CommentRow {
+    comment: Comment,
+    body: Body,
+}
+
+struct ArticleRows {
+    article: Article,
+    comments: Vec<CommentRow>,
+}
+
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(blog, 600, "blog") %}<blog id={{ blog.id }}>
+{%- for a in articles %}
+{%- filter cachesweeper::filters::cachesweeper(a.article, 600, "article") %}<article id={{ a.article.id }}>
+{%- for c in a.comments %}
+{%- filter cachesweeper::filters::cachesweeper(c.comment, 600, "comment") %}<c id={{ c.comment.id }} likes={{ c.comment.likes }}>{{ c.body }}</c>
+{%- endfilter %}
+{%- endfor %}</article>
+{%- endfilter %}
+{%- endfor %}</blog>
+{%- endfilter %}"#
+)]
+struct BlogPage {
+    blog: Blog,
+    articles: Vec<ArticleRows>,
+}
+
+/// How many articles, and comments per article; comment `i` (0-based) has id `i + 1` and
+/// belongs to article `i / per_article + 1`, of blog 1.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    articles: usize,
+    per_article: usize,
+}
+
+impl Shape {
+    fn comments(self) -> usize {
+        self.articles * self.per_article
+    }
+
+    fn article(self, i: usize) -> Article {
+        Article {
+            id: (i / self.per_article + 1) as i64,
+            blog_id: 1,
+        }
+    }
+
+    fn comment(self, i: usize, likes: u32) -> Comment {
+        Comment {
+            id: i as i64 + 1,
+            article_id: self.article(i).id,
+            likes,
+        }
+    }
+
+    /// The page for loaded rows (`likes[i]`: comment `i`'s like count).
+    fn page(self, likes: &[u32], body_ms: u64) -> BlogPage {
+        BlogPage {
+            blog: Blog { id: 1 },
+            articles: (0..self.articles)
+                .map(|a| ArticleRows {
+                    article: self.article(a * self.per_article),
+                    comments: (a * self.per_article..(a + 1) * self.per_article)
+                        .map(|i| CommentRow {
+                            comment: self.comment(i, likes[i]),
+                            body: Body { max_ms: body_ms },
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Every comment's like count on a rendered page, by index; `None` if a comment is missing,
+/// repeated, or unreadable.
+fn shown_likes(html: &str, comments: usize) -> Option<Vec<u32>> {
+    let mut shown = vec![None; comments];
+    for (at, _) in html.match_indices("<c id=") {
+        let rest = &html[at + "<c id=".len()..];
+        let (id, rest) = rest.split_once(" likes=")?;
+        let (likes, _) = rest.split_once('>')?;
+        let i = id.parse::<usize>().ok()?.checked_sub(1)?;
+        let slot = shown.get_mut(i)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(likes.parse::<u32>().ok()?);
+    }
+    shown.into_iter().collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Randomness (no rand crate): xorshift, seeded per thread from std's random hasher keys
+// ---------------------------------------------------------------------------------------------
+
+fn random_below(n: u64) -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        );
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        if n == 0 { 0 } else { x % n }
+    })
+}
+
+/// Sleeps a random time from 0 to `max_ms` milliseconds (microsecond steps).
+fn sleep_up_to(max_ms: u64) {
+    if max_ms > 0 {
+        std::thread::sleep(Duration::from_micros(random_below(max_ms * 1000 + 1)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The "database"
+// ---------------------------------------------------------------------------------------------
+
+trait Db: Sync {
+    /// Every comment's acknowledged count: the highest count whose `invalidate` has returned.
+    fn acked(&self) -> Vec<u32>;
+    /// Every comment's committed like count (the rows a render loads).
+    fn load(&self) -> Vec<u32>;
+    /// Commits likes + 1 on comment `i`; returns the new count.
+    fn commit_like(&self, i: usize) -> u32;
+    /// Records that the invalidation of comment `i` at `likes` has returned.
+    fn ack(&self, i: usize, likes: u32);
+}
+
+/// One process's database: a mutex per row, an atomic maximum per acknowledgement.
+struct MemDb {
+    rows: Vec<Mutex<u32>>,
+    acked: Vec<AtomicU32>,
+}
+
+impl MemDb {
+    fn new(comments: usize) -> MemDb {
+        MemDb {
+            rows: (0..comments).map(|_| Mutex::new(0)).collect(),
+            acked: (0..comments).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+impl Db for MemDb {
+    fn acked(&self) -> Vec<u32> {
+        self.acked
+            .iter()
+            .map(|a| a.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    fn load(&self) -> Vec<u32> {
+        self.rows
+            .iter()
+            .map(|r| *r.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect()
+    }
+
+    fn commit_like(&self, i: usize) -> u32 {
+        let mut row = self.rows[i].lock().unwrap_or_else(PoisonError::into_inner);
+        *row += 1;
+        *row
+    }
+
+    fn ack(&self, i: usize, likes: u32) {
+        self.acked[i].fetch_max(likes, Ordering::SeqCst);
+    }
+}
+
+/// A database shared by processes: a SQLite file (WAL), one connection per thread.
+struct SqliteDb {
+    path: PathBuf,
+}
+
+impl SqliteDb {
+    fn create(path: &Path, comments: usize) -> SqliteDb {
+        let _ = std::fs::remove_file(path);
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE comments (id INTEGER PRIMARY KEY, likes INTEGER NOT NULL, acked INTEGER NOT NULL);",
+        )
+        .unwrap();
+        for i in 0..comments {
+            conn.execute("INSERT INTO comments VALUES (?1, 0, 0)", [i as i64])
+                .unwrap();
+        }
+        SqliteDb {
+            path: path.to_owned(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> T {
+        thread_local! {
+            static CONN: RefCell<Option<(PathBuf, rusqlite::Connection)>> = const { RefCell::new(None) };
+        }
+        CONN.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.as_ref().is_none_or(|(p, _)| *p != self.path) {
+                let conn = rusqlite::Connection::open(&self.path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                *cell = Some((self.path.clone(), conn));
+            }
+            f(&cell.as_ref().expect("just set").1).unwrap()
+        })
+    }
+
+    fn column(&self, sql: &str) -> Vec<u32> {
+        self.with(|c| {
+            c.prepare_cached(sql)?
+                .query_map([], |r| r.get::<_, u32>(0))?
+                .collect()
+        })
+    }
+}
+
+impl Db for SqliteDb {
+    fn acked(&self) -> Vec<u32> {
+        self.column("SELECT acked FROM comments ORDER BY id")
+    }
+
+    fn load(&self) -> Vec<u32> {
+        self.column("SELECT likes FROM comments ORDER BY id")
+    }
+
+    fn commit_like(&self, i: usize) -> u32 {
+        self.with(|c| {
+            c.query_row(
+                "UPDATE comments SET likes = likes + 1 WHERE id = ?1 RETURNING likes",
+                [i as i64],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn ack(&self, i: usize, likes: u32) {
+        self.with(|c| {
+            c.execute(
+                "UPDATE comments SET acked = MAX(acked, ?2) WHERE id = ?1",
+                rusqlite::params![i as i64, likes],
+            )
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    shape: Shape,
+    readers: usize,
+    writers: usize,
+    /// Writers pick among the first `hot` comments (all of them if 0).
+    hot: usize,
+    /// A reader sleeps 0..=this many ms between loading its rows and rendering.
+    read_delay_ms: u64,
+    /// One read in `pause_every` (never if 0) also pauses `pause_ms` + 0..=`pause_ms` ms there:
+    /// a slow request (a GC pause, a busy pool) that learns versions long after its data.
+    pause_every: u64,
+    pause_ms: u64,
+    /// A writer sleeps 0..=this many ms between its commit and its `invalidate`.
+    write_delay_ms: u64,
+    /// A comment body sleeps 0..=this many ms when rendered.
+    body_ms: u64,
+    duration: Duration,
+    /// Reads per reader thread, at most.
+    max_reads: u64,
+}
+
+const BASE: Scenario = Scenario {
+    name: "",
+    shape: Shape {
+        articles: 3,
+        per_article: 4,
+    },
+    readers: 3,
+    writers: 3,
+    hot: 0,
+    read_delay_ms: 5,
+    pause_every: 20,
+    pause_ms: 120,
+    write_delay_ms: 5,
+    body_ms: 0,
+    duration: Duration::from_secs(3),
+    max_reads: 20_000,
+};
+
+/// What a run saw.
+#[derive(Debug, Default)]
+struct Tally {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    /// Comments shown with fewer likes than acknowledged when the read started.
+    violations: AtomicU64,
+    /// Pages with at least one violation.
+    stale_pages: AtomicU64,
+    /// Renders that returned an error (a cache error must never fail a page).
+    page_errors: AtomicU64,
+    /// Pages that did not show every comment exactly once.
+    incomplete: AtomicU64,
+    /// `invalidate` calls that returned an error (the count is acknowledged all the same).
+    invalidate_errors: AtomicU64,
+    /// Violations by render path: `[render, render_with_values]`.
+    by_path: [AtomicU64; 2],
+    /// The first few violations, described.
+    examples: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::SeqCst)
+    }
+
+    fn counters(&self) -> [&AtomicU64; 9] {
+        [
+            &self.reads,
+            &self.writes,
+            &self.violations,
+            &self.stale_pages,
+            &self.page_errors,
+            &self.incomplete,
+            &self.invalidate_errors,
+            &self.by_path[0],
+            &self.by_path[1],
+        ]
+    }
+
+    /// The counters and `hits`, as a line (how a child process reports them).
+    fn encode(&self, hits: u64) -> String {
+        let mut figures: Vec<String> = self.counters().map(|c| Tally::get(c).to_string()).into();
+        figures.push(hits.to_string());
+        figures.join(" ")
+    }
+
+    /// Adds a child's counters (see [`encode`](Self::encode)); returns its hits.
+    fn absorb(&self, line: &str) -> u64 {
+        let figures: Vec<u64> = line
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(figures.len(), 10, "bad child output {line:?}");
+        for (counter, figure) in self.counters().into_iter().zip(&figures) {
+            counter.fetch_add(*figure, Ordering::SeqCst);
+        }
+        figures[9]
+    }
+}
+
+const PATHS: [&str; 2] = ["render", "render_with_values"];
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+/// Diagnostic: writers also invalidate the comment's article, which touches the blog.
+fn invalidate_ancestors() -> bool {
+    env_flag("CACHESWEEPER_FRESHNESS_INVALIDATE_ANCESTORS")
+}
+
+/// Diagnostic: no slow requests (readers only sleep `read_delay_ms`).
+fn no_pauses() -> bool {
+    env_flag("CACHESWEEPER_FRESHNESS_NO_PAUSES")
+}
+
+/// Runs `sc.readers` readers and `sc.writers` writers against `db`, spreading them over
+/// `sweepers` (several sweepers on one memcached are several application processes, each with
+/// its own L1), until `sc.duration` has passed or every reader did `sc.max_reads`. `during`
+/// runs on the calling thread meanwhile (e.g. to restart the cache server).
+fn run(sc: &Scenario, sweepers: &[Sweeper], db: &dyn Db, during: impl FnOnce(Instant)) -> Tally {
+    let tally = Tally::default();
+    let shape = sc.shape;
+    let start = Instant::now();
+    let deadline = start + sc.duration;
+    let readers_done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let ancestors = invalidate_ancestors();
+    std::thread::scope(|scope| {
+        for r in 0..sc.readers {
+            let (tally, stop, readers_done) = (&tally, &stop, &readers_done);
+            scope.spawn(move || {
+                for n in 0..sc.max_reads {
+                    if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                        break;
+                    }
+                    let sweeper = &sweepers[(r + n as usize) % sweepers.len()];
+                    let path = (r + n as usize) % 2;
+                    // The read starts: what has been acknowledged so far must show.
+                    let floor = db.acked();
+                    let s = sweeper.scope();
+                    let likes = db.load();
+                    sleep_up_to(sc.read_delay_ms);
+                    if sc.pause_every > 0 && !no_pauses() && random_below(sc.pause_every) == 0 {
+                        std::thread::sleep(Duration::from_millis(sc.pause_ms));
+                        sleep_up_to(sc.pause_ms);
+                    }
+                    let page = shape.page(&likes, sc.body_ms);
+                    let html = if path == 0 {
+                        s.render(&page)
+                    } else {
+                        page.render_with_values(&s)
+                    };
+                    tally.reads.fetch_add(1, Ordering::SeqCst);
+                    let html = match html {
+                        Ok(html) => html,
+                        Err(error) => {
+                            tally.page_errors.fetch_add(1, Ordering::SeqCst);
+                            eprintln!("freshness {}: page failed: {error}", sc.name);
+                            continue;
+                        }
+                    };
+                    let Some(shown) = shown_likes(&html, shape.comments()) else {
+                        tally.incomplete.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    };
+                    let mut stale = 0;
+                    for (i, (&shown, &floor)) in shown.iter().zip(&floor).enumerate() {
+                        if shown < floor {
+                            stale += 1;
+                            let mut examples = tally.examples.lock().unwrap();
+                            if examples.len() < 5 {
+                                examples.push(format!(
+                                    "comment {} showed {shown} likes, {floor} acknowledged before the read started ({} loaded; {}, sweeper {}, at {:?})",
+                                    i + 1,
+                                    likes[i],
+                                    PATHS[path],
+                                    (r + n as usize) % sweepers.len(),
+                                    start.elapsed(),
+                                ));
+                            }
+                        }
+                    }
+                    if stale > 0 {
+                        tally.violations.fetch_add(stale, Ordering::SeqCst);
+                        tally.stale_pages.fetch_add(1, Ordering::SeqCst);
+                        tally.by_path[path].fetch_add(stale, Ordering::SeqCst);
+                    }
+                }
+                readers_done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        for w in 0..sc.writers {
+            let (tally, stop) = (&tally, &stop);
+            scope.spawn(move || {
+                let hot = if sc.hot == 0 {
+                    shape.comments()
+                } else {
+                    sc.hot
+                };
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    let sweeper = &sweepers[(w + n) % sweepers.len()];
+                    n += 1;
+                    let i = random_below(hot as u64) as usize;
+                    let likes = db.commit_like(i); // committed
+                    sleep_up_to(sc.write_delay_ms);
+                    if sweeper.invalidate(&shape.comment(i, likes)).is_err() {
+                        tally.invalidate_errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if ancestors && sweeper.invalidate(&shape.article(i)).is_err() {
+                        tally.invalidate_errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Only now, once invalidate has returned, is the count acknowledged.
+                    db.ack(i, likes);
+                    tally.writes.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        during(start);
+        // Stop the writers at the deadline, or once every reader is done (if there are any).
+        while (sc.readers == 0 || readers_done.load(Ordering::SeqCst) < sc.readers as u64)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    tally
+}
+
+/// Prints a scenario's figures (the first line in the fixed format) and asserts the guarantee.
+fn report(sc: &Scenario, tally: &Tally, sweepers: &[Sweeper], extra_hits: u64) {
+    let g = Tally::get;
+    let (reads, writes, violations) = (g(&tally.reads), g(&tally.writes), g(&tally.violations));
+    let (mut hits, mut misses, mut errors) = (extra_hits, 0, 0);
+    for s in sweepers {
+        let stats = s.stats();
+        hits += stats.hits;
+        misses += stats.misses;
+        errors += stats.errors;
+    }
+    eprintln!(
+        "freshness {}: reads={reads} writes={writes} violations={violations}",
+        sc.name
+    );
+    eprintln!(
+        "freshness {}:   stale_pages={} (render={} render_with_values={}) page_errors={} incomplete={} invalidate_errors={} hits={hits} misses={misses} cache_errors={errors}{}",
+        sc.name,
+        g(&tally.stale_pages),
+        g(&tally.by_path[0]),
+        g(&tally.by_path[1]),
+        g(&tally.page_errors),
+        g(&tally.incomplete),
+        g(&tally.invalidate_errors),
+        if invalidate_ancestors() {
+            " (writers also invalidate the article)"
+        } else {
+            ""
+        },
+    );
+    let examples = tally.examples.lock().unwrap();
+    for example in examples.iter() {
+        eprintln!("freshness {}:   e.g. {example}", sc.name);
+    }
+    assert!(reads > 0 && writes > 0, "{}: nothing ran", sc.name);
+    assert_eq!(g(&tally.page_errors), 0, "{}: pages failed", sc.name);
+    assert_eq!(g(&tally.incomplete), 0, "{}: incomplete pages", sc.name);
+    assert!(hits > 0, "{}: the cache was never hit", sc.name);
+    assert_eq!(
+        violations,
+        0,
+        "{}: {violations} comments shown stale in {} pages, e.g. {examples:#?}",
+        sc.name,
+        g(&tally.stale_pages),
+    );
+}
+
+/// Scenarios share 2 cores: one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn memcached_sweepers(server: &MemcachedProcess, n: usize) -> Vec<Sweeper> {
+    (0..n)
+        .map(|_| {
+            Sweeper::builder()
+                .backend(Memcached::from_url(&server.url()).unwrap())
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn in_memory(sc: &Scenario, sweepers: &[Sweeper], during: impl FnOnce(Instant)) {
+    let db = MemDb::new(sc.shape.comments());
+    let tally = run(sc, sweepers, &db, during);
+    report(sc, &tally, sweepers, 0);
+}
+
+#[test]
+fn a_embedded() {
+    let _one = one_at_a_time();
+    let sc = Scenario {
+        name: "embedded",
+        ..BASE
+    };
+    let sweeper = Sweeper::builder()
+        .backend(Embedded::new(16 << 20))
+        .build()
+        .unwrap();
+    in_memory(&sc, &[sweeper], |_| {});
+}
+
+#[test]
+fn b_memcached() {
+    let _one = one_at_a_time();
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "memcached",
+        ..BASE
+    };
+    // Two sweepers: two application processes on one memcached, each with its own L1.
+    in_memory(&sc, &memcached_sweepers(&server, 2), |_| {});
+}
+
+#[test]
+fn c_slow_bodies() {
+    let _one = one_at_a_time();
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "slow-bodies",
+        shape: Shape {
+            articles: 2,
+            per_article: 6,
+        },
+        readers: 4,
+        body_ms: 20,
+        duration: Duration::from_secs(4),
+        ..BASE
+    };
+    in_memory(&sc, &memcached_sweepers(&server, 2), |_| {});
+}
+
+#[test]
+fn d_lease_contention() {
+    let _one = one_at_a_time();
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    // Many readers on one hot article, in three "processes": they contend for the leases of
+    // the same fragments whenever a write invalidates them.
+    let sc = Scenario {
+        name: "lease-contention",
+        shape: Shape {
+            articles: 1,
+            per_article: 4,
+        },
+        readers: 8,
+        writers: 2,
+        hot: 2,
+        body_ms: 2,
+        ..BASE
+    };
+    in_memory(&sc, &memcached_sweepers(&server, 3), |_| {});
+}
+
+#[test]
+fn e_memcached_restart() {
+    let _one = one_at_a_time();
+    let Some(mut server) = MemcachedProcess::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "memcached-restart",
+        duration: Duration::from_secs(5),
+        ..BASE
+    };
+    let sweepers = memcached_sweepers(&server, 2);
+    let hits = |sweepers: &[Sweeper]| sweepers.iter().map(|s| s.stats().hits).sum::<u64>();
+    let mut hits_at_restart = 0;
+    in_memory(&sc, &sweepers, |start| {
+        // Down for a moment after 1.5 s, then back, empty, on the same port; writers and
+        // readers keep going throughout.
+        std::thread::sleep(Duration::from_millis(1500).saturating_sub(start.elapsed()));
+        server.kill();
+        std::thread::sleep(Duration::from_millis(200));
+        server.restart();
+        hits_at_restart = hits(&sweepers);
+        eprintln!(
+            "freshness {}: memcached restarted at {:?}",
+            sc.name,
+            start.elapsed()
+        );
+    });
+    assert!(
+        hits(&sweepers) > hits_at_restart,
+        "{}: the cache was not used again after the restart",
+        sc.name
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) Another OS process: this test binary, re-executed as a writer or a reader
+// ---------------------------------------------------------------------------------------------
+
+const ROLE_VAR: &str = "CACHESWEEPER_FRESHNESS_ROLE";
+const URL_VAR: &str = "CACHESWEEPER_FRESHNESS_MEMCACHED";
+const DB_VAR: &str = "CACHESWEEPER_FRESHNESS_DB";
+const OUT_VAR: &str = "CACHESWEEPER_FRESHNESS_OUT";
+const SECOND_PROCESS_TEST: &str = "f_second_process";
+
+const SECOND_PROCESS: Scenario = Scenario {
+    name: "second-process",
+    readers: 2,
+    writers: 2,
+    duration: Duration::from_secs(5),
+    ..BASE
+};
+
+/// In a child process: be a writer or a reader against the given memcached and SQLite file,
+/// then write its counters to the output file.
+fn child(role: &str) {
+    let var = |name| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+    let sweeper = Sweeper::builder()
+        .backend(Memcached::from_url(&var(URL_VAR)).unwrap())
+        .build()
+        .unwrap();
+    let db = SqliteDb {
+        path: var(DB_VAR).into(),
+    };
+    let sc = match role {
+        "writer" => Scenario {
+            name: "second-process (child writer)",
+            readers: 0,
+            ..SECOND_PROCESS
+        },
+        "reader" => Scenario {
+            name: "second-process (child reader)",
+            writers: 0,
+            ..SECOND_PROCESS
+        },
+        other => panic!("unknown role {other}"),
+    };
+    let tally = run(&sc, std::slice::from_ref(&sweeper), &db, |_| {});
+    let g = Tally::get;
+    eprintln!(
+        "freshness {}: reads={} writes={} violations={}",
+        sc.name,
+        g(&tally.reads),
+        g(&tally.writes),
+        g(&tally.violations)
+    );
+    for example in tally.examples.lock().unwrap().iter() {
+        eprintln!("freshness {}:   e.g. {example}", sc.name);
+    }
+    std::fs::write(var(OUT_VAR), tally.encode(sweeper.stats().hits)).unwrap();
+}
+
+#[test]
+fn f_second_process() {
+    if let Ok(role) = std::env::var(ROLE_VAR) {
+        return child(&role);
+    }
+    let _one = one_at_a_time();
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("cachesweeper-freshness-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = SqliteDb::create(&dir.join("db.sqlite"), SECOND_PROCESS.shape.comments());
+    let spawn = |role: &str| {
+        let out = dir.join(format!("{role}.out"));
+        let _ = std::fs::remove_file(&out);
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", SECOND_PROCESS_TEST, "--nocapture"])
+            .env(ROLE_VAR, role)
+            .env(URL_VAR, server.url())
+            .env(DB_VAR, &db.path)
+            .env(OUT_VAR, &out)
+            .spawn()
+            .unwrap();
+        (role.to_owned(), child, out)
+    };
+    // A writer process and a reader process; this one reads and writes too, with its own
+    // sweeper (and L1) on the same memcached.
+    let children = [spawn("writer"), spawn("reader")];
+    let sweepers = memcached_sweepers(&server, 1);
+    let tally = run(&SECOND_PROCESS, &sweepers, &db, |_| {});
+    let mut child_hits = 0;
+    for (role, mut child, out) in children {
+        assert!(child.wait().unwrap().success(), "the {role} process failed");
+        let line = std::fs::read_to_string(&out).unwrap();
+        child_hits += tally.absorb(&line);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    report(&SECOND_PROCESS, &tally, &sweepers, child_hits);
+}
