@@ -135,6 +135,25 @@ impl MemcachedProcess {
         let _ = self.child.wait();
     }
 
+    /// Freezes the server (`SIGSTOP`): it keeps its data and its connections, and answers
+    /// nothing until [`resume`](Self::resume); clients time out.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again; it answers what it was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Kills the server and starts a new, empty one on the same port.
     pub fn restart(&mut self) {
         self.kill();
@@ -145,6 +164,10 @@ impl MemcachedProcess {
 
 impl Drop for MemcachedProcess {
     fn drop(&mut self) {
+        // A paused server would not die of SIGKILL any later, but let it go first anyway.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.kill();
     }
 }

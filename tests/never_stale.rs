@@ -1,0 +1,390 @@
+//! One regression test for each cause of stale pages found in issue 11, on every backend where
+//! the cause could appear. `tests/freshness.rs` checks the guarantee as a whole, under load.
+
+mod common;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use cachesweeper::backend::{Backend, Leased, Memcached};
+use cachesweeper::{KeyParts, Sweepable, Sweeper};
+use cachesweeper_suite::memcached::MemcachedProcess;
+use common::{cases, known};
+
+#[derive(Debug, Clone, Sweepable)]
+struct Blog {
+    id: i64,
+}
+
+#[derive(Debug, Clone, Sweepable)]
+struct Post {
+    id: i64,
+    #[sweeper(touches = Blog)]
+    blog_id: i64,
+}
+
+#[derive(Debug, Clone, Sweepable)]
+struct Note {
+    id: i64,
+    #[sweeper(touches = Post)]
+    post_id: i64,
+    likes: u32,
+}
+
+fn note(id: i64, likes: u32) -> Note {
+    Note {
+        id,
+        post_id: 1,
+        likes,
+    }
+}
+
+/// Blog > Post > Note, each level a fragment; a note's likes are printed as `likes(N)=L`.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(blog, 600, "front") -%}
+<main>{% filter cachesweeper::filters::cachesweeper(post, 600, "post") -%}
+<article>{% for n in notes %}{% filter cachesweeper::filters::cachesweeper(n, 600, "note") -%}
+<p>likes({{ n.id }})={{ n.likes }}</p>{% filter cachesweeper::filters::cachesweeper(post, 600, "byline") %}<i>post {{ post.id }}</i>{% endfilter %}
+{%- endfilter %}{% endfor %}</article>
+{%- endfilter %}</main>
+{%- endfilter %}"#
+)]
+struct BlogPage<'a> {
+    blog: &'a Blog,
+    post: &'a Post,
+    notes: &'a [Note],
+}
+
+const BLOG: Blog = Blog { id: 1 };
+const POST: Post = Post { id: 1, blog_id: 1 };
+
+fn page<'a>(notes: &'a [Note]) -> BlogPage<'a> {
+    BlogPage {
+        blog: &BLOG,
+        post: &POST,
+        notes,
+    }
+}
+
+fn likes(html: &str, id: i64) -> u32 {
+    let marker = format!("likes({id})=");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker} in {html}"))
+        + marker.len();
+    html[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Renders `page` both ways a page can be rendered: batched, and by Askama fragment by
+/// fragment.
+fn both_ways(scope: &Sweeper, page: &BlogPage<'_>) -> [String; 2] {
+    [
+        scope.render(page).unwrap(),
+        page.render_with_values(&scope.for_template::<BlogPage>())
+            .unwrap(),
+    ]
+}
+
+/// Cause 1: a render that read its rows before a write, and learns versions only after the
+/// write's invalidation (late passes, lease waits), stored the old rows under the new version.
+#[test]
+fn a_render_that_read_before_an_invalidation_stores_nothing_under_its_version() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let notes = vec![note(1, 0), note(2, 0)];
+        known(s, [&BLOG]);
+        known(s, [&POST]);
+        known(s, &notes);
+        both_ways(&s.scope(), &page(&notes));
+
+        // A request begins and reads its rows...
+        let slow = s.scope();
+        let read = notes.clone();
+        // ...a vote commits and is invalidated...
+        let voted = vec![note(1, 1), note(2, 0)];
+        s.invalidate(&voted[0]).unwrap();
+        // ...and the slow request learns the versions only now: it shows what it read, and
+        // keeps it to itself.
+        for html in both_ways(&slow, &page(&read)) {
+            assert_eq!(likes(&html, 1), 0, "{}", case.name);
+        }
+        assert!(
+            slow.stats().unstored >= 2,
+            "{}: {:?}",
+            case.name,
+            slow.stats()
+        );
+
+        // Every request that begins after the invalidation returned shows the vote: had the
+        // slow request stored its rows under the new version, these would find them.
+        for html in both_ways(&s.scope(), &page(&voted)) {
+            assert_eq!(likes(&html, 1), 1, "{}", case.name);
+        }
+        let warm = s.scope();
+        for html in both_ways(&warm, &page(&voted)) {
+            assert_eq!(likes(&html, 1), 1, "{}", case.name);
+        }
+        assert!(warm.stats().hits > 0, "{}: {:?}", case.name, warm.stats());
+    }
+}
+
+/// Cause 2: the L1 kept fragments found in memcached for 60 s, whatever their time to live.
+#[test]
+fn the_l1_keeps_a_fragment_no_longer_than_its_time_to_live() {
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let process = || Sweeper::memcached(&server.url()).unwrap();
+    let (a, b) = (process(), process());
+    let n = note(7, 0);
+    known(&a, [&n]);
+    let parts = KeyParts::new().part("short");
+    let renders = Cell::new(0);
+    let render = || {
+        renders.set(renders.get() + 1);
+        Ok::<_, std::convert::Infallible>("<p>7</p>".to_owned())
+    };
+    a.fragment(&n, Duration::from_secs(2), &parts, render)
+        .unwrap();
+    b.fragment(&n, Duration::from_secs(2), &parts, render)
+        .unwrap();
+    assert_eq!(
+        renders.get(),
+        1,
+        "b found a's fragment (and keeps it in its L1)"
+    );
+    std::thread::sleep(Duration::from_millis(3_200));
+    b.fragment(&n, Duration::from_secs(2), &parts, render)
+        .unwrap();
+    assert_eq!(renders.get(), 2, "b's L1 copy expired with the fragment");
+}
+
+/// Cause 3: `touches` is one level deep; a note touches its post, not the blog, and the blog's
+/// fragment kept the old note inside it.
+#[test]
+fn a_change_at_any_depth_makes_every_fragment_around_it_miss() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let mut notes = vec![note(1, 0), note(2, 0)];
+        known(s, [&BLOG]);
+        known(s, [&POST]);
+        known(s, &notes);
+        both_ways(&s.scope(), &page(&notes));
+        let warm = s.scope();
+        both_ways(&warm, &page(&notes));
+        assert_eq!(warm.stats().misses, 0, "{}", case.name);
+
+        notes[1].likes = 5;
+        s.invalidate(&notes[1]).unwrap(); // raises note 2 and post 1, not blog 1
+        let after = s.scope();
+        for html in both_ways(&after, &page(&notes)) {
+            assert_eq!(likes(&html, 2), 5, "{}: {html}", case.name);
+        }
+        let stats = after.stats();
+        assert!(
+            stats.outdated >= 1,
+            "{}: the front fragment: {stats:?}",
+            case.name
+        );
+    }
+}
+
+/// Cause 4: a page render that learnt the post's version in one pass and met another block of
+/// the post in a deeper pass (the byline inside each note) looked it up with no version; on
+/// memcached it took a lease on a key never stored, and the next renders waited on it.
+#[test]
+fn a_version_learnt_in_one_pass_keys_the_blocks_met_in_deeper_ones() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let notes = vec![note(1, 0), note(2, 0)];
+        known(s, [&BLOG]);
+        known(s, [&POST]);
+        known(s, &notes);
+        s.scope().render(&page(&notes)).unwrap();
+        // Another process (no L1, no flights in common) finds every fragment: blog, post,
+        // two notes, and the byline (one key for both notes).
+        let other = Sweeper::builder()
+            .backend(std::sync::Arc::clone(s.backend()))
+            .l1(0)
+            .build()
+            .unwrap();
+        let request = other.scope();
+        request.render(&page(&notes)).unwrap();
+        assert_eq!(
+            (request.stats().hits, request.stats().misses),
+            (1, 0),
+            "{}: the front fragment hits, and holds everything else",
+            case.name
+        );
+        // The byline's key carries the post's version: the post changes, the byline misses.
+        s.invalidate(&POST).unwrap();
+        let byline = KeyParts::new()
+            .part("byline")
+            .template_digest(<BlogPage as cachesweeper::TemplateDigest>::TEMPLATE_DIGEST);
+        let key = s.fragment_key(&POST, &byline).unwrap();
+        let after = s.scope();
+        after.render(&page(&notes)).unwrap();
+        assert!(
+            s.backend().get_many(&[&key]).unwrap()[0].is_some(),
+            "{}: the byline is stored under the post's new version",
+            case.name
+        );
+        assert_eq!(
+            after.stats().misses,
+            5,
+            "{}: {:?}",
+            case.name,
+            after.stats()
+        );
+    }
+}
+
+/// Cause 5: a fragment whose body failed kept its lease, and the next render of it (in any
+/// process) waited for a value that would never come.
+#[test]
+fn a_body_that_fails_gives_its_lease_back() {
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let s = Sweeper::memcached(&server.url()).unwrap();
+    let n = note(9, 0);
+    known(&s, [&n]);
+    let parts = KeyParts::new().part("fails");
+    let failed = s.fragment(&n, 60, &parts, || Err::<String, _>("the body failed"));
+    assert_eq!(failed, Err("the body failed"));
+    let key = s.fragment_key(&n, &parts).unwrap();
+    assert!(
+        matches!(
+            s.backend()
+                .get_leased(&[&key], Duration::from_secs(2))
+                .as_slice(),
+            [Ok(Leased::Won)]
+        ),
+        "the next render gets the lease at once"
+    );
+    // The same through a page render.
+    #[derive(Template, cachesweeper::TemplateDigest)]
+    #[template(
+        ext = "html",
+        source = r#"{% filter cachesweeper::filters::cachesweeper(note, 60, "failing") %}{{ self.fail()? }}{% endfilter %}"#
+    )]
+    struct Failing<'a> {
+        note: &'a Note,
+    }
+    impl Failing<'_> {
+        fn fail(&self) -> askama::Result<&'static str> {
+            Err(askama::Error::Fmt)
+        }
+    }
+    assert!(s.render(&Failing { note: &n }).is_err());
+    let key = s
+        .fragment_key(
+            &n,
+            &KeyParts::new()
+                .part("failing")
+                .template_digest(<Failing as cachesweeper::TemplateDigest>::TEMPLATE_DIGEST),
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            s.backend()
+                .get_leased(&[&key], Duration::from_secs(2))
+                .as_slice(),
+            [Ok(Leased::Won)]
+        ),
+        "a page whose fragment failed gives its lease back too"
+    );
+}
+
+/// Cause 6: single flight's grace period never applied (the flight was removed when its
+/// leader published), so a render that missed just after another finished rendered again.
+#[test]
+fn a_render_that_misses_just_after_another_finished_takes_its_result() {
+    // A fragment too large to store: nothing to find in the cache, only the flight's result.
+    let s = Sweeper::embedded();
+    let n = note(3, 0);
+    let big = "x".repeat(2 << 20);
+    let renders = Cell::new(0);
+    let render = || {
+        renders.set(renders.get() + 1);
+        Ok::<_, std::convert::Infallible>(big.clone())
+    };
+    let parts = KeyParts::new().part("big");
+    assert_eq!(s.fragment(&n, 60, &parts, render).unwrap().len(), big.len());
+    assert_eq!(s.fragment(&n, 60, &parts, render).unwrap().len(), big.len());
+    assert_eq!(renders.get(), 1);
+    assert_eq!(s.stats().coalesced, 1);
+}
+
+/// Cause 7: an invalidation that failed (memcached unreachable, holding its data) was logged
+/// and forgotten: once the server answered again, the old fragments came back.
+#[test]
+fn a_failed_invalidation_is_retried_and_meanwhile_nothing_old_is_served_here() {
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let process = || {
+        Sweeper::builder()
+            .backend(
+                Memcached::builder()
+                    .server(server.url())
+                    .connect_timeout(Duration::from_millis(50))
+                    .io_timeout(Duration::from_millis(100))
+                    .circuit_breaker(2, Duration::from_millis(200))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let (writer, reader) = (process(), process());
+    let parts = KeyParts::new().part("likes");
+    let show = |s: &Sweeper, n: &Note| {
+        s.scope()
+            .fragment(n, 600, &parts, || {
+                Ok::<_, std::convert::Infallible>(n.likes.to_string())
+            })
+            .unwrap()
+    };
+    let old = note(5, 0);
+    known(&writer, [&old]);
+    assert_eq!(show(&writer, &old), "0");
+    assert_eq!(show(&reader, &old), "0");
+    assert_eq!(
+        reader.scope().fragment(&old, 600, &parts, || Err("miss")),
+        Ok("0".into())
+    );
+
+    server.pause();
+    let new = note(5, 1); // committed
+    assert!(writer.invalidate(&new).is_err(), "memcached is paused");
+    // Until the retry lands, the writer's process serves nothing under the old version.
+    assert_eq!(show(&writer, &new), "1");
+    server.resume();
+
+    // The retry lands by itself, within a few of its waits (50 ms doubling, at most 1 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = reader
+            .scope()
+            .fragment(&old, 600, &parts, || Err::<String, _>("miss"));
+        if found == Err("miss") {
+            break; // the old version is gone for everyone
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed invalidation was never retried"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(show(&reader, &new), "1");
+    assert_eq!(show(&writer, &new), "1");
+}
