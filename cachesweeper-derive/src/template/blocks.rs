@@ -341,7 +341,7 @@ fn show(expr: &Expr<'_>) -> String {
         Expr::Array(items) => write!(out, "[{}]", show_boxed(items)),
         Expr::NamedArgument(name, inner) => write!(out, "{}={}", **name, show(inner)),
         Expr::Filter(filter) => match filter.arguments.split_first() {
-            Some((input, args)) if args.is_empty() => {
+            Some((input, [])) => {
                 write!(out, "{}|{}", show(input), show_name(&filter.name))
             }
             Some((input, args)) => write!(
