@@ -83,7 +83,7 @@ mod short_name {
     #[derive(Template, cachesweeper::TemplateDigest)]
     #[template(
         ext = "html",
-        source = "{% filter cachesweeper(comment, ttl, lang, comment.likes) %}{{ renders.tick(\"body\") }}{{ comment.author }}{% endfilter %}"
+        source = "{% filter cachesweeper(comment, ttl, \"byline\", lang, comment.likes) %}{{ renders.tick(\"body\") }}{{ comment.author }}{% endfilter %}"
     )]
     pub struct ShortName<'a> {
         pub comment: &'a Comment,
@@ -193,7 +193,7 @@ fn a_render_can_name_its_sweeper_and_scopes_count_per_request() {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{% filter cachesweeper::filters::cachesweeper(comment, 500) %}{{ renders.tick(\"body\") }}{{ self.broken()? }}{% endfilter %}"
+    source = "{% filter cachesweeper::filters::cachesweeper(comment, 500, \"comment\") %}{{ renders.tick(\"body\") }}{{ self.broken()? }}{% endfilter %}"
 )]
 struct Broken<'a> {
     comment: &'a Comment,
@@ -238,7 +238,7 @@ struct Note {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "txt",
-    source = "{% filter cachesweeper::filters::cachesweeper(note, 0) %}{{ renders.tick(\"body\") }}n{% endfilter %}"
+    source = "{% filter cachesweeper::filters::cachesweeper(note, 0, \"note\") %}{{ renders.tick(\"body\") }}n{% endfilter %}"
 )]
 struct ZeroTtl<'a> {
     note: &'a Note,

@@ -121,7 +121,7 @@ fn weights_take_their_share() {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"
+    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600, \"comment\") %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"
 )]
 struct Page<'a> {
     comments: &'a [Comment],

@@ -18,7 +18,7 @@ use common::{Comment, comment};
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.author }}: {{ c.body }}</p>{% endfilter %}{% endfor %}"
+    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600, \"comment\") %}<p>{{ c.author }}: {{ c.body }}</p>{% endfilter %}{% endfor %}"
 )]
 struct Page<'a> {
     comments: &'a [Comment],

@@ -86,7 +86,7 @@ impl Backend for Counting {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{{ renders.tick(\"page\") }}{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ renders.tick(\"comment\") }}{{ c.body }}</p>{% endfilter %}{% endfor %}"
+    source = "{{ renders.tick(\"page\") }}{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600, \"comment\") %}<p>{{ renders.tick(\"comment\") }}{{ c.body }}</p>{% endfilter %}{% endfor %}"
 )]
 struct Flat<'a> {
     comments: &'a [Comment],
@@ -100,7 +100,7 @@ struct Flat<'a> {
     ext = "html",
     source = "{% filter cachesweeper::filters::cachesweeper(article, 600, \"head\") %}<h1>{{ article.title }}</h1>{% endfilter %}\
 {% filter cachesweeper::filters::cachesweeper(article, 600, \"list\") %}{{ renders.tick(\"list\") }}<ol>\
-{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<li>{{ renders.tick(\"comment\") }}{{ c.body }}</li>{% endfilter %}{% endfor %}\
+{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600, \"comment\") %}<li>{{ renders.tick(\"comment\") }}{{ c.body }}</li>{% endfilter %}{% endfor %}\
 </ol>{% endfilter %}"
 )]
 struct Nested<'a> {
@@ -113,7 +113,7 @@ struct Nested<'a> {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{% for p in pages %}{% filter cachesweeper::filters::cachesweeper(p, 600) %}<a>{{ p.slug }}</a>{% endfilter %}{% endfor %}"
+    source = "{% for p in pages %}{% filter cachesweeper::filters::cachesweeper(p, 600, \"link\") %}<a>{{ p.slug }}</a>{% endfilter %}{% endfor %}"
 )]
 struct Pages<'a> {
     pages: &'a [Page],
@@ -316,7 +316,7 @@ fn a_page_render_equals_a_plain_render() {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600) %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"
+    source = "{% for c in comments %}{% filter cachesweeper::filters::cachesweeper(c, 600, \"comment\") %}<p>{{ c.body }}</p>{% endfilter %}{% endfor %}"
 )]
 struct OwnedPage {
     comments: Vec<Comment>,

@@ -42,7 +42,7 @@ fn sixty_four_threads_missing_one_fragment_render_it_once() {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = "{% filter cachesweeper::filters::cachesweeper(comment, 600) %}{{ self.expensive()|safe }}{% endfilter %}"
+    source = "{% filter cachesweeper::filters::cachesweeper(comment, 600, \"comment\") %}{{ self.expensive()|safe }}{% endfilter %}"
 )]
 struct Page<'a> {
     comment: &'a Comment,

@@ -54,6 +54,15 @@ pub fn derive_sweepable(input: TokenStream) -> TokenStream {
 /// names the `cachesweeper` crate if it is renamed. Templates on enum variants and
 /// `in_doc` templates are not supported.
 ///
+/// It also checks the `cachesweeper` filter blocks of the whole template family (issue 10):
+/// each has a record, a time to live and a name given as a string literal, a literal time to
+/// live is whole seconds, and no two blocks cache the same record expression under the same
+/// key parts (the name and what follows), in one template or across an include, extends or
+/// import. Each mistake is a compile error at the `#[template]` path or source that names the
+/// block's `file:line`. The blocks are found with askama_parser, Askama's own parser. Without
+/// this derive, the filter still requires the name, but two blocks with the same name go
+/// unnoticed.
+///
 /// Every file read is `include_bytes!`'d, so cargo rebuilds (and the digest is computed again)
 /// when one changes. Like Askama, a build does not notice a *new* file that would now be found
 /// first (a template added beside the one that includes it, shadowing one in the template

@@ -9,6 +9,25 @@
 /// template changes and the fragments of the previous build keep hitting. The digest is a
 /// constant: nothing is hashed at render time.
 ///
+/// # The blocks of a page are checked
+///
+/// Every `cachesweeper` block has a name, the argument after the time to live, because a
+/// fragment's key is its record's version plus its key parts: two blocks on one record with the
+/// same key parts share one cache entry, and the second shows the first one's HTML (see
+/// [`filters`](crate::filters)). The filter itself rejects a block without a name on any page,
+/// but it sees one block at a time. The derive reads the page's template and every template it
+/// includes, extends or imports, so it also rejects, at compile time and naming `file:line`:
+///
+/// - two blocks with the same record expression and the same key parts (name included), in one
+///   template or across the family; a partial included twice is one block, not two;
+/// - a block without a record or without a name, and a name that is not a string literal (a
+///   name from a variable could repeat another one, which no check could see);
+/// - a literal time to live that is not whole seconds (`1.5`, `"300"`, `-1`), and a float
+///   literal as a key part. A variable or a `Duration` is left to the compiler.
+///
+/// A page rendered with plain `page.render()` without this derive gets the first check only
+/// (the name is required), not the uniqueness of names: derive it on every page.
+///
 /// ```
 /// use askama::Template;
 /// use cachesweeper::TemplateDigest;

@@ -1,15 +1,40 @@
 //! The `cachesweeper` filter for Askama templates.
 //!
 //! ```text
-//! {% filter cachesweeper::filters::cachesweeper(comment, 500, "comment.html") %}
+//! {% filter cachesweeper::filters::cachesweeper(comment, 500, "comment") %}
 //!   <p><strong>{{ comment.author }}</strong> said {{ comment.body }}</p>
 //! {% endfilter %}
 //! ```
 //!
 //! Arguments: the record (anything [`Sweepable`]), the time to live ([`Ttl`]: seconds or a
-//! `Duration`), then up to twelve extra key parts ([`KeyPart`]). On a hit the body is not
-//! rendered at all; on a miss it is rendered once, stored, and written out. The output is the
-//! body's own output, byte for byte, and is not escaped a second time.
+//! `Duration`), the block's name, then up to eleven extra key parts ([`KeyPart`]). On a hit the
+//! body is not rendered at all; on a miss it is rendered once, stored, and written out. The
+//! output is the body's own output, byte for byte, and is not escaped a second time.
+//!
+//! # Every block has a name
+//!
+//! A fragment's key is the record's version plus the key parts, so two blocks on one record
+//! with the same key parts would share one cache entry: the second block would show the first
+//! one's HTML. The name, the first key part after the time to live, is what tells a page's
+//! blocks apart, and it is required, as django-cache-sweeper's `{% cachesweeper %}` tag required
+//! it (at least three arguments). A block without one does not compile:
+//!
+//! ```text
+//! {% filter cachesweeper(post, 300, "body") %}<p>{{ post.body }}</p>{% endfilter %}
+//! {% filter cachesweeper(post, 300, "footer") %}<footer>{{ post.title }}</footer>{% endfilter %}
+//! ```
+//!
+//! Where the rule is checked:
+//!
+//! - The filter itself, on any page: a block without a name is a compile error (`this
+//!   cachesweeper block has no name`). The filter cannot see the other blocks, so it cannot
+//!   tell two blocks with the same name apart.
+//! - [`#[derive(TemplateDigest)]`](crate::TemplateDigest), which reads the page's template and
+//!   every template it includes, extends or imports at compile time: two blocks on the same
+//!   record expression with the same literal key parts are a compile error naming both places
+//!   (`file:line`), as are a name that is not a string literal, a block without a record, and a
+//!   literal time to live that is not whole seconds. Derive it on every page to have the names
+//!   checked for uniqueness.
 //!
 //! For the short name `cachesweeper(...)`, re-export the filter from your crate's `filters`
 //! module, where Askama looks for custom filters:
@@ -23,32 +48,57 @@
 //! The fragment's key includes the digest of the page's templates when the page is rendered
 //! with [`Sweeper::render`](crate::Sweeper::render); `digest=false` as a named argument leaves
 //! it out, so the key survives template edits:
-//! `{% filter cachesweeper(comment, 500, digest=false) %}`.
+//! `{% filter cachesweeper(comment, 500, "comment", digest=false) %}`.
 //!
 //! Misuse is a compile error: a record that is not `Sweepable`, a lifetime that is not an
-//! integer or a `Duration`, a key part with no stable key form, fewer than two arguments, or more
-//! than fourteen.
+//! integer or a `Duration`, a missing name, a key part with no stable key form, fewer than three
+//! arguments, or more than fourteen.
 //!
 //! The filter is written by hand rather than with `#[askama::filter_fn]` because it takes a
 //! variable number of key parts; it follows the same builder protocol that Askama's generated
-//! code calls (`default()`, `with_N(arg)`, `execute(input, values)`).
+//! code calls (`default()`, `with_N(arg)`, `execute(input, values)`). The builder's type
+//! parameters track which required arguments were given, so `execute` exists only once the
+//! record, the time to live and the name were.
 
 #![allow(non_camel_case_types)]
 
 use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
 
 use askama::filters::HtmlSafe;
 
 use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::sweeper_for};
 
 /// The `cachesweeper` filter (see the [module docs](self)). Askama builds it argument by
-/// argument; the type parameters track which required arguments were given.
+/// argument; the type parameters track which required arguments were given: the record `R`,
+/// the time to live `T`, and whether the block was named (`N`: [`Unnamed`] or [`Named`]).
 #[must_use]
-pub struct cachesweeper<R = (), T = ()> {
+pub struct cachesweeper<R = (), T = (), N = Unnamed> {
     record: R,
     ttl: T,
     parts: KeyParts,
+    named: PhantomData<N>,
 }
+
+/// The state of a [`cachesweeper`] filter before its name (third argument) is given: it cannot
+/// be executed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unnamed;
+
+/// The state of a [`cachesweeper`] filter whose name was given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Named;
+
+/// A [`cachesweeper`] filter state that may be executed: the block has a name.
+#[diagnostic::on_unimplemented(
+    message = "this `cachesweeper` block has no name",
+    label = "the block's name is missing",
+    note = "give the block a name after the time to live, as in `cachesweeper(post, 300, \"body\")`",
+    note = "the name keeps the blocks on one record apart: without it, two blocks on `post` would share one cache entry and the second would show the first one's HTML"
+)]
+pub trait BlockName {}
+
+impl BlockName for Named {}
 
 impl Default for cachesweeper {
     fn default() -> Self {
@@ -56,6 +106,7 @@ impl Default for cachesweeper {
             record: (),
             ttl: (),
             parts: KeyParts::new(),
+            named: PhantomData,
         }
     }
 }
@@ -67,6 +118,7 @@ impl cachesweeper {
             record,
             ttl: (),
             parts: self.parts,
+            named: PhantomData,
         }
     }
 }
@@ -78,11 +130,25 @@ impl<R: Sweepable> cachesweeper<R, ()> {
             record: self.record,
             ttl,
             parts: self.parts,
+            named: PhantomData,
         }
     }
 }
 
-impl<R: Sweepable, T: Ttl> cachesweeper<R, T> {
+impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Unnamed> {
+    /// The block's name: the first key part, which tells the blocks on one record apart.
+    pub fn with_2<P: KeyPart>(mut self, name: P) -> cachesweeper<R, T, Named> {
+        self.parts.push(&name);
+        cachesweeper {
+            record: self.record,
+            ttl: self.ttl,
+            parts: self.parts,
+            named: PhantomData,
+        }
+    }
+}
+
+impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
     /// `digest=false`: keeps the fragment's key the same across edits of its template (a
     /// stale fragment is then served after an edit, until its record changes).
     pub fn with_digest(mut self, digest: bool) -> Self {
@@ -95,7 +161,7 @@ impl<R: Sweepable, T: Ttl> cachesweeper<R, T> {
 
 macro_rules! key_part_setters {
     ($($setter:ident),*) => {
-        impl<R: Sweepable, T: Ttl> cachesweeper<R, T> {$(
+        impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Named> {$(
             /// An extra key part.
             pub fn $setter<P: KeyPart>(mut self, part: P) -> Self {
                 self.parts.push(&part);
@@ -106,8 +172,7 @@ macro_rules! key_part_setters {
 }
 
 key_part_setters!(
-    with_2, with_3, with_4, with_5, with_6, with_7, with_8, with_9, with_10, with_11, with_12,
-    with_13
+    with_3, with_4, with_5, with_6, with_7, with_8, with_9, with_10, with_11, with_12, with_13
 );
 
 macro_rules! valid_arg_indices {
@@ -118,15 +183,19 @@ macro_rules! valid_arg_indices {
 
 valid_arg_indices!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13);
 
-impl<R: Sweepable, T: Ttl> askama::filters::ValidFilterInvocation for cachesweeper<R, T> {}
+impl<R: Sweepable, T: Ttl, N> askama::filters::ValidFilterInvocation for cachesweeper<R, T, N> {}
 
-impl<R: Sweepable, T: Ttl> cachesweeper<R, T> {
-    /// Serves the fragment from the cache, or renders `body` and stores it.
+impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
+    /// Serves the fragment from the cache, or renders `body` and stores it. Only a named block
+    /// can be executed ([`BlockName`]).
     pub fn execute(
         self,
         body: impl fmt::Display,
         values: &dyn askama::Values,
-    ) -> askama::Result<Fragment> {
+    ) -> askama::Result<Fragment>
+    where
+        N: BlockName,
+    {
         let sweeper = sweeper_for(values);
         let rendered = sweeper.fragment(&self.record, &self.ttl, &self.parts, || {
             let mut out = String::new();

@@ -50,7 +50,10 @@
 //! # Templates
 //!
 //! The filter block, as in django-cache-sweeper's `{% cachesweeper %}` tag: the record, the
-//! time to live in seconds (or a `Duration`), then any extra key parts.
+//! time to live in seconds (or a `Duration`), the block's name, then any extra key parts. The
+//! name is required: it keeps two blocks on one record from sharing a cache entry, and
+//! [`TemplateDigest`] checks at compile time that no two blocks of a page share one (see
+//! [`filters`]).
 //!
 //! ```
 //! # use cachesweeper::Sweepable;
@@ -76,8 +79,8 @@
 //! ```
 //!
 //! With `mod filters { pub use cachesweeper::filters::cachesweeper; }` in the module of the
-//! template struct, the short form `{% filter cachesweeper(comment, 500) %}` works too. On a hit
-//! the body is not rendered. A whole sub-template can be cached with [`cached`].
+//! template struct, the short form `{% filter cachesweeper(comment, 500, "comment") %}` works
+//! too. On a hit the body is not rendered. A whole sub-template can be cached with [`cached`].
 //!
 //! Templates use the process-wide sweeper ([`install_default`]; an embedded cache until one is
 //! installed). A render can name its own: `page.render_with_values(&sweeper)`.

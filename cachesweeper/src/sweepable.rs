@@ -19,7 +19,7 @@ use crate::KeyPart;
     message = "`{Self}` is not a Sweepable record",
     label = "cachesweeper needs a Sweepable record here",
     note = "add `#[derive(cachesweeper::Sweepable)]` to the struct, with a key field (`id` or one marked `#[sweeper(key)]`)",
-    note = "in a template, the record is the filter's first argument, as in `cachesweeper(comment, 500)`; `()` means it is missing"
+    note = "in a template, the record is the filter's first argument, as in `cachesweeper(comment, 500, \"comment\")`; `()` means it is missing"
 )]
 pub trait Sweepable {
     /// The model's name in keys, e.g. `blog::models::Comment`.

@@ -9,7 +9,7 @@ use std::time::Duration;
     message = "`{Self}` is not a cache lifetime",
     label = "expected whole seconds or a `Duration`",
     note = "pass the time to live in seconds as an integer (`500`), or a `std::time::Duration`",
-    note = "it is the filter's second argument, after the record, as in `cachesweeper(comment, 500)`; `()` means it is missing"
+    note = "it is the filter's second argument, after the record, as in `cachesweeper(comment, 500, \"comment\")`; `()` means it is missing"
 )]
 pub trait Ttl {
     /// The lifetime, or `None` if the fragment must not be stored.

@@ -6,7 +6,7 @@ struct Article {
 #[derive(askama::Template)]
 #[template(
     ext = "html",
-    source = "{% filter cachesweeper::filters::cachesweeper(article, 500, tags) %}x{% endfilter %}"
+    source = "{% filter cachesweeper::filters::cachesweeper(article, 500, \"body\", tags) %}x{% endfilter %}"
 )]
 struct Page {
     article: Article,

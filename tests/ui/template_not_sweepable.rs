@@ -5,7 +5,7 @@ struct Article {
 #[derive(askama::Template)]
 #[template(
     ext = "html",
-    source = "{% filter cachesweeper::filters::cachesweeper(article, 500) %}x{% endfilter %}"
+    source = "{% filter cachesweeper::filters::cachesweeper(article, 500, \"body\") %}x{% endfilter %}"
 )]
 struct Page {
     article: Article,

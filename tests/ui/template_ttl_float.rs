@@ -6,7 +6,7 @@ struct Article {
 #[derive(askama::Template)]
 #[template(
     ext = "html",
-    source = "{% filter cachesweeper::filters::cachesweeper(article, 0.5) %}x{% endfilter %}"
+    source = "{% filter cachesweeper::filters::cachesweeper(article, 0.5, \"body\") %}x{% endfilter %}"
 )]
 struct Page {
     article: Article,

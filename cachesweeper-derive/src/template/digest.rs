@@ -23,6 +23,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::blocks;
 use super::config::Config;
 use super::scan::{self, Kind};
 
@@ -46,6 +47,9 @@ pub struct Digest {
     /// Every file read (the config file first, then the templates by name), as found: the
     /// generated code `include_bytes!`es them so that cargo rebuilds when one changes.
     pub files: Vec<PathBuf>,
+    /// The text of every template, the root first (the inline `source`, or the `path`), then
+    /// the others by name: the family whose `cachesweeper` blocks are checked.
+    pub templates: Vec<blocks::Template>,
 }
 
 /// Why a digest could not be computed.
@@ -175,6 +179,25 @@ pub fn digest(
     if !walk.errors.is_empty() {
         return Err(walk.errors);
     }
+    // The first file read is the `path` of `#[template]`, if it has one.
+    let mut templates: Vec<blocks::Template> = files
+        .iter()
+        .map(|(name, _, content)| blocks::Template {
+            name: Some(name.clone()),
+            text: String::from_utf8_lossy(content).into_owned(),
+        })
+        .collect();
+    let skip = usize::from(matches!(root, Root::Path(_))).min(templates.len());
+    templates[skip..].sort_by(|a, b| a.name.cmp(&b.name));
+    if let Root::Source(source) = root {
+        templates.insert(
+            0,
+            blocks::Template {
+                name: None,
+                text: source.to_owned(),
+            },
+        );
+    }
     files.sort();
 
     let mut hasher = Sha256::new();
@@ -209,7 +232,11 @@ pub fn digest(
         .chain(files.into_iter().map(|(_, file, _)| file))
         .map(|file| std::path::absolute(&file).unwrap_or(file))
         .collect();
-    Ok(Digest { hex, files })
+    Ok(Digest {
+        hex,
+        files,
+        templates,
+    })
 }
 
 struct Walk<'a> {

@@ -4,10 +4,13 @@
 //! The stages, one module each: `attr` reads `#[template(...)]` (Askama's attribute) and
 //! `#[sweeper(crate = ...)]`, `ast` models the input, `valid` checks it; then `config` reads
 //! askama.toml, `scan` finds the templates a template names, `digest` finds them where Askama
-//! does and hashes them, and `expand` generates the impl.
+//! does and hashes them, `blocks` checks the `cachesweeper` blocks of the whole family (each has
+//! a record, a time to live and a literal name, and no two share a key), and `expand` generates
+//! the impl.
 
 mod ast;
 mod attr;
+mod blocks;
 mod config;
 mod digest;
 mod expand;
@@ -82,7 +85,12 @@ fn digest_of(cx: &Ctxt, cont: &ast::Container) -> Option<digest::Digest> {
         Source::Inline(_) => Root::Source(&value),
     };
     match digest::digest(&config, root, &options) {
-        Ok(digest) => Some(digest),
+        Ok(digest) => {
+            for error in blocks::check(&config.syntax, &digest.templates) {
+                cx.error(source.lit().span(), error);
+            }
+            Some(digest)
+        }
         Err(errors) => {
             for error in errors {
                 cx.error(source.lit().span(), error);
