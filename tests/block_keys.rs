@@ -7,7 +7,7 @@ mod common;
 
 use askama::Template;
 use cachesweeper::Sweepable;
-use common::{Renders, cases};
+use common::{Renders, cases, known};
 
 mod filters {
     pub use cachesweeper::filters::cachesweeper;
@@ -59,6 +59,7 @@ fn each_block_on_one_record_shows_its_own_content() {
         for (how, post_id) in [("Sweeper::render", 1), ("render_with_values", 2)] {
             let renders = Renders::default();
             let post = post(post_id);
+            known(sweeper, [&post]);
             let page = PostPage {
                 post: &post,
                 renders: &renders,

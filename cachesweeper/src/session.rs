@@ -282,7 +282,7 @@ impl Sweeper {
     ///
     /// #[derive(Template, cachesweeper::TemplateDigest)]
     /// #[template(ext = "html", source = "{% for c in comments %}\
-    ///     {% filter cachesweeper::filters::cachesweeper(c, 60) %}<p>{{ c.body }}</p>{% endfilter %}\
+    ///     {% filter cachesweeper::filters::cachesweeper(c, 60, \"comment\") %}<p>{{ c.body }}</p>{% endfilter %}\
     ///     {% endfor %}")]
     /// struct Page { comments: Vec<Comment> }
     ///
