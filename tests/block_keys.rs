@@ -88,3 +88,78 @@ fn each_block_on_one_record_shows_its_own_content() {
         }
     }
 }
+
+/// A generic model: one struct, many record types. `Row<Post>` 1 and `Row<Tag>` 1 are two
+/// records, never one.
+#[derive(Debug, Sweepable)]
+#[sweeper(name = "row")]
+struct Row<T> {
+    id: i64,
+    item: T,
+}
+
+#[derive(Debug)]
+struct PostItem;
+#[derive(Debug)]
+struct TagItem;
+
+#[test]
+fn two_instantiations_of_a_generic_model_never_share_fragments() {
+    assert_eq!(<Row<PostItem> as Sweepable>::MODEL, "row");
+    assert_ne!(
+        <Row<PostItem> as Sweepable>::sweeper_model(),
+        <Row<TagItem> as Sweepable>::sweeper_model()
+    );
+    assert!(<Row<PostItem> as Sweepable>::sweeper_model().starts_with("row<"));
+    for case in cases() {
+        let s = &case.sweeper;
+        let post = Row {
+            id: 1,
+            item: PostItem,
+        };
+        let tag = Row {
+            id: 1,
+            item: TagItem,
+        };
+        known(s, [&post]);
+        known(s, [&tag]);
+        let parts = cachesweeper::KeyParts::new().part("title");
+        let show = |html: &'static str| move || Ok::<_, std::convert::Infallible>(html.to_owned());
+        assert_eq!(
+            s.fragment(&post, 60, &parts, show("a post")).unwrap(),
+            "a post"
+        );
+        assert_eq!(
+            s.fragment(&tag, 60, &parts, show("a tag")).unwrap(),
+            "a tag"
+        );
+        // Warm: each finds its own.
+        assert_eq!(
+            s.fragment(&post, 60, &parts, show("?")).unwrap(),
+            "a post",
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            s.fragment(&tag, 60, &parts, show("?")).unwrap(),
+            "a tag",
+            "{}",
+            case.name
+        );
+        // Invalidating one leaves the other.
+        s.invalidate(&post).unwrap();
+        assert_eq!(
+            s.fragment(&tag, 60, &parts, show("?")).unwrap(),
+            "a tag",
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            s.fragment(&post, 60, &parts, show("new")).unwrap(),
+            "new",
+            "{}",
+            case.name
+        );
+        let _ = (&post.item, &tag.item);
+    }
+}

@@ -28,6 +28,23 @@ pub fn expand(cont: &Container) -> TokenStream {
         }
     };
     let counter = cont.has_counter();
+    // A generic model's instantiations must not share keys: its name in keys carries its type
+    // arguments. Lifetimes do not count (they are erased: one type at run time).
+    let generic_model = cont
+        .generics
+        .params
+        .iter()
+        .any(|param| !matches!(param, syn::GenericParam::Lifetime(_)))
+        .then(|| {
+            quote! {
+                fn sweeper_model() -> &'static ::core::primitive::str {
+                    #private::generic_model(
+                        <Self as #private::Sweepable>::MODEL,
+                        ::core::any::type_name::<Self>(),
+                    )
+                }
+            }
+        });
 
     let key = cont.key_field().expect("checked: a key field");
     let key_form = {
@@ -76,6 +93,8 @@ pub fn expand(cont: &Container) -> TokenStream {
             impl #impl_generics #private::Sweepable for #ident #ty_generics #where_clause {
                 const MODEL: &'static ::core::primitive::str = #model;
                 const COUNTER: ::core::primitive::bool = #counter;
+
+                #generic_model
 
                 fn sweeper_key(&self) -> #private::Cow<'_, ::core::primitive::str> {
                     #key_form

@@ -191,10 +191,27 @@ pub mod __private {
     ) {
         if let Some(key) = key.parent_key() {
             parents.push(ModelRef {
-                model: P::MODEL,
+                model: P::sweeper_model(),
                 key: key.into_owned(),
             });
         }
+    }
+
+    /// The model name of a generic model: `base` followed by the type arguments of
+    /// `type_name` (`std::any::type_name::<Self>()`), made once per instantiation.
+    pub fn generic_model(base: &'static str, type_name: &'static str) -> &'static str {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock, PoisonError};
+        static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        names.entry(type_name).or_insert_with(|| {
+            let arguments = type_name.find('<').map_or("", |at| &type_name[at..]);
+            // One string per instantiation of a generic model, for the life of the process.
+            Box::leak(format!("{base}{arguments}").into_boxed_str())
+        })
     }
 
     /// Fails to compile unless `T` is a key part (for the key field's span).

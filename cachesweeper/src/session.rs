@@ -100,8 +100,8 @@ impl Sweeper {
         let wanted = |counter_key: Option<String>, field: Option<String>| {
             let record_key = record.sweeper_key().into_owned();
             Wanted {
-                model: R::MODEL,
-                hint_key: self.hint_key(R::MODEL, &record_key, parts),
+                model: R::sweeper_model(),
+                hint_key: self.hint_key(R::sweeper_model(), &record_key, parts),
                 record_key,
                 counter_key,
                 field,
@@ -119,7 +119,7 @@ impl Sweeper {
                 }
                 drop(state);
                 if !recording {
-                    self.count_miss(R::MODEL, None);
+                    self.count_miss(R::sweeper_model(), None);
                 }
                 let (rendered, ..) = fragments::within(render);
                 fragments::note(None, &[], false);
@@ -232,9 +232,9 @@ impl Sweeper {
                     return Ok(html);
                 }
                 drop(state);
-                self.count_miss(R::MODEL, Some(&key));
+                self.count_miss(R::sweeper_model(), Some(&key));
                 self.remember_hints(
-                    &self.hint_key(R::MODEL, &record.sweeper_key(), parts),
+                    &self.hint_key(R::sweeper_model(), &record.sweeper_key(), parts),
                     &deps,
                 );
                 let finished = self.finish_fragment(

@@ -22,8 +22,16 @@ use crate::KeyPart;
     note = "in a template, the record is the filter's first argument, as in `cachesweeper(comment, 500, \"comment\")`; `()` means it is missing"
 )]
 pub trait Sweepable {
-    /// The model's name in keys, e.g. `blog::models::Comment`.
+    /// The model's declared name, e.g. `blog::models::Comment` (`#[sweeper(name = "...")]`, or
+    /// the module path and type name). Keys use [`sweeper_model`](Self::sweeper_model).
     const MODEL: &'static str;
+
+    /// The model's name in keys: [`MODEL`](Self::MODEL), followed for a generic model by its
+    /// type arguments (`blog::Row<blog::Post>`), so that two instantiations of one generic
+    /// struct never share a version or a fragment.
+    fn sweeper_model() -> &'static str {
+        Self::MODEL
+    }
 
     /// Whether the version includes a counter held in the backend.
     ///
@@ -45,6 +53,10 @@ pub trait Sweepable {
 impl<T: Sweepable + ?Sized> Sweepable for &T {
     const MODEL: &'static str = T::MODEL;
     const COUNTER: bool = T::COUNTER;
+
+    fn sweeper_model() -> &'static str {
+        T::sweeper_model()
+    }
 
     fn sweeper_key(&self) -> Cow<'_, str> {
         (**self).sweeper_key()
@@ -127,7 +139,7 @@ version_field_via_key_form!(
 /// A reference to a record by model name and key: what a child touches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelRef {
-    /// The model name ([`Sweepable::MODEL`]).
+    /// The model name ([`Sweepable::sweeper_model`]).
     pub model: &'static str,
     /// The record's key form.
     pub key: String,
@@ -137,7 +149,7 @@ impl ModelRef {
     /// The reference to a record of model `T` with this key.
     pub fn of<T: Sweepable + ?Sized>(key: &(impl KeyPart + ?Sized)) -> Self {
         ModelRef {
-            model: T::MODEL,
+            model: T::sweeper_model(),
             key: key.key_form().into_owned(),
         }
     }
@@ -145,7 +157,7 @@ impl ModelRef {
     /// The reference to this record.
     pub fn to<T: Sweepable + ?Sized>(record: &T) -> Self {
         ModelRef {
-            model: T::MODEL,
+            model: T::sweeper_model(),
             key: record.sweeper_key().into_owned(),
         }
     }

@@ -307,7 +307,9 @@ impl Sweeper {
 
     /// The key of `record`'s version counter (whether or not it has one).
     pub fn counter_key<R: Sweepable + ?Sized>(&self, record: &R) -> String {
-        self.inner.keys.counter_key(R::MODEL, &record.sweeper_key())
+        self.inner
+            .keys
+            .counter_key(R::sweeper_model(), &record.sweeper_key())
     }
 
     /// The key of a fragment of `record` at its current version.
@@ -328,7 +330,7 @@ impl Sweeper {
     ) -> String {
         self.inner
             .keys
-            .fragment_key(R::MODEL, &record.sweeper_key(), version, parts)
+            .fragment_key(R::sweeper_model(), &record.sweeper_key(), version, parts)
     }
 
     /// The key of a fragment without its version: where its dependency hints are kept.
@@ -407,7 +409,7 @@ impl Sweeper {
             keys.push(self.counter_key(record));
         }
         self.count(Stats::invalidation);
-        tracing::debug!(model = R::MODEL, key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
+        tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
         self.raise(keys)
     }
 
@@ -496,7 +498,7 @@ impl Sweeper {
     {
         let began = self.began.unwrap_or_else(clock::now);
         let record_key = record.sweeper_key();
-        let hint_key = self.hint_key(R::MODEL, &record_key, parts);
+        let hint_key = self.hint_key(R::sweeper_model(), &record_key, parts);
         let counter_key = R::COUNTER.then(|| self.counter_key(record));
         let mut versions = HashMap::new();
         let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
@@ -519,7 +521,7 @@ impl Sweeper {
                 None => {
                     // The version could not be learnt: render, and store nothing (nor anything
                     // around it).
-                    self.count_miss(R::MODEL, None);
+                    self.count_miss(R::sweeper_model(), None);
                     let (html, ..) = fragments::within(render);
                     fragments::note(None, &[], false);
                     return html;
@@ -553,7 +555,7 @@ impl Sweeper {
             Claim::Leader(leader) => Some(leader),
             Claim::Alone => None,
         };
-        self.count_miss(R::MODEL, Some(&key));
+        self.count_miss(R::sweeper_model(), Some(&key));
         let (rendered, deps, inner) = fragments::within(render);
         let html = match rendered {
             Ok(html) => html,
