@@ -4,9 +4,10 @@
 //! from `spawn_blocking` (see `routes.rs`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use crate::models::{Article, ArticleSummary, Comment};
 
@@ -29,10 +30,28 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS comments_by_article ON comments(article_id, id);
 ";
 
+/// How long a statement waits for another connection's lock (another blog process on the same
+/// file) before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens the database file at `path`, or a private in-memory database, with the schema in place.
+///
+/// A file may be shared by several blog processes (as a deployment behind a load balancer runs
+/// them): it is put in WAL mode, so readers never block the writer nor the writer the readers,
+/// and every connection waits up to [`BUSY_TIMEOUT`] for a lock another process holds rather
+/// than failing at once.
 pub fn open(path: Option<&Path>) -> rusqlite::Result<Connection> {
     let conn = match path {
-        Some(path) => Connection::open(path)?,
+        Some(path) => {
+            let conn = Connection::open(path)?;
+            // First, so that switching to WAL also waits for a process that holds the file.
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(%mode, "SQLite refused WAL mode; concurrent processes may wait");
+            }
+            conn
+        }
         None => Connection::open_in_memory()?,
     };
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
@@ -93,6 +112,11 @@ pub fn comments_of(conn: &Connection, article_id: i64) -> rusqlite::Result<Vec<C
 
 /// Counts a vote on a comment of an article, atomically in SQL, and returns the comment as it
 /// now is; `None` if there is no such comment on that article.
+///
+/// The vote is committed when this returns `Ok`: the caller invalidates the comment next, and
+/// the never-stale guarantee holds only for writes committed before their invalidation. The
+/// statement runs in an explicit `BEGIN IMMEDIATE` transaction whose commit is checked (with an
+/// implicit one, a failed commit at statement reset would be lost).
 pub fn vote(
     conn: &Connection,
     article_id: i64,
@@ -105,11 +129,15 @@ pub fn vote(
         Vote::Like => "UPDATE comments SET likes = likes + 1",
         Vote::Dislike => "UPDATE comments SET dislikes = dislikes + 1",
     };
-    conn.prepare_cached(&format!(
-        "{sql} WHERE id = ?1 AND article_id = ?2 RETURNING {COMMENT_COLUMNS}"
-    ))?
-    .query_row([comment_id, article_id], comment_from)
-    .optional()
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let comment = tx
+        .prepare_cached(&format!(
+            "{sql} WHERE id = ?1 AND article_id = ?2 RETURNING {COMMENT_COLUMNS}"
+        ))?
+        .query_row([comment_id, article_id], comment_from)
+        .optional()?;
+    tx.commit()?;
+    Ok(comment)
 }
 
 /// Stores a new comment (already validated) and returns it.

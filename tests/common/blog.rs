@@ -361,7 +361,8 @@ pub fn comment_counts(html: &str, id: i64) -> (i64, i64) {
     (attribute("data-likes"), attribute("data-dislikes"))
 }
 
-/// A file in the system's temp directory, removed (with SQLite's journal) when dropped.
+/// A file in the system's temp directory, removed (with SQLite's journal, or its WAL and
+/// shared-memory index) when dropped.
 pub struct TempFile(pub PathBuf);
 
 impl TempFile {
@@ -386,8 +387,10 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-        let mut journal = self.0.clone().into_os_string();
-        journal.push("-journal");
-        let _ = std::fs::remove_file(journal);
+        for suffix in ["-journal", "-wal", "-shm"] {
+            let mut companion = self.0.clone().into_os_string();
+            companion.push(suffix);
+            let _ = std::fs::remove_file(companion);
+        }
     }
 }
