@@ -14,8 +14,8 @@
 //!   outlives a change to a record inside it, with no declaration at all.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ struct Frame {
 }
 
 thread_local! {
+    /// The leases this thread's renders hold: fragments they won the right to render and have
+    /// neither stored nor given up yet.
+    static LEASES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// The fragments whose bodies are rendering on this thread, innermost last. Askama renders
     /// a body synchronously, on the caller's thread, inside the filter's call, so a stack per
     /// thread sees exactly the fragments nested in it.
@@ -96,6 +99,19 @@ pub(crate) fn note(own: Option<&Dep>, deps: &[Dep], storable: bool) {
     });
 }
 
+/// Forgets the leases on `keys`: stored, given up, or left to another render of this process
+/// that stores the same fragment.
+pub(crate) fn let_go<'a>(keys: impl Iterator<Item = &'a str>) {
+    LEASES.with(|leases| {
+        let mut leases = leases.borrow_mut();
+        if !leases.is_empty() {
+            for key in keys {
+                leases.remove(key);
+            }
+        }
+    });
+}
+
 /// A fragment to store when the render ends.
 #[derive(Debug)]
 pub(crate) struct Write {
@@ -151,8 +167,13 @@ impl Sweeper {
         if remote.is_empty() {
             return found;
         }
-        // Keys whose lease another render holds are asked again, briefly, for its result.
+        // Keys whose lease another render holds are asked again, briefly, for its result; but
+        // only by a render that holds no lease itself. Two renders that each won some keys of
+        // a batch and wait for each other's would wait until the leases expire: a render that
+        // holds leases renders what it would wait for instead.
         let mut pending = remote;
+        let mut may_wait = LEASES.with(|leases| leases.borrow().is_empty());
+        let leases = !self.inner.backend.is_local();
         let deadline = Instant::now() + LEASE_WAIT;
         loop {
             let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
@@ -165,8 +186,16 @@ impl Sweeper {
                         busy.push(i);
                         continue;
                     }
-                    // A miss (ours to render), or a failed lookup (counted by `call_each`).
-                    Ok(Leased::Won) | Err(_) => continue,
+                    Ok(Leased::Won) => {
+                        // A miss, ours to render.
+                        if leases {
+                            may_wait = false;
+                            LEASES.with(|held| held.borrow_mut().insert(keys[i].to_owned()));
+                        }
+                        continue;
+                    }
+                    // A failed lookup (counted by `call_each`).
+                    Err(_) => continue,
                 };
                 match value::decode(&bytes) {
                     Some(stored) if stored.expires_ms > now_ms() => {
@@ -187,7 +216,7 @@ impl Sweeper {
                     }
                 }
             }
-            if busy.is_empty() || Instant::now() >= deadline {
+            if busy.is_empty() || !may_wait || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(LEASE_POLL);
@@ -307,6 +336,7 @@ impl Sweeper {
     pub(crate) fn release(&self, keys: &[&str]) {
         if !keys.is_empty() && !self.inner.backend.is_local() {
             let _ = self.call(|b| b.release_leases(keys));
+            let_go(keys.iter().copied());
         }
     }
 
@@ -327,6 +357,8 @@ impl Sweeper {
             let bytes: usize = writes.iter().map(|w| w.bytes.len()).sum();
             self.count(|s| s.written(bytes));
         }
+        // Stored or not, the leases are over: a failed store leaves them to expire.
+        let_go(writes.iter().map(|w| w.key.as_str()));
     }
 
     /// The current value of each counter in `keys`, in one batch, creating missing ones.

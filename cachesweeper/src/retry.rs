@@ -6,7 +6,7 @@
 //! from a background thread until the backend takes them, and meanwhile this process treats
 //! them as unreadable: it renders what is under them and stores nothing there.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -20,7 +20,9 @@ pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Counter keys whose raise failed.
 #[derive(Debug, Default)]
 pub(crate) struct Retry {
-    keys: Mutex<HashSet<String>>,
+    /// Each key with the number of its latest failure: a retry that succeeded forgets a key
+    /// only if no invalidation failed on it since the retry read it.
+    keys: Mutex<(HashMap<String, u64>, u64)>,
     /// Whether `keys` is non-empty: read on every version lookup without taking the lock.
     any: AtomicBool,
     /// Whether a thread is retrying.
@@ -36,29 +38,39 @@ impl Retry {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(key)
+            .0
+            .contains_key(key)
     }
 
     /// Keeps `keys` for retrying. Returns whether a retry thread must be started.
     pub(crate) fn add(&self, keys: impl IntoIterator<Item = String>) -> bool {
-        let mut pending = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.extend(keys);
+        let mut guard = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let (pending, failures) = &mut *guard;
+        for key in keys {
+            *failures += 1;
+            pending.insert(key, *failures);
+        }
         self.any.store(!pending.is_empty(), Ordering::Release);
         !pending.is_empty() && !self.running.swap(true, Ordering::AcqRel)
     }
 
-    /// The keys to retry now.
-    pub(crate) fn snapshot(&self) -> Vec<String> {
-        let pending = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.iter().cloned().collect()
+    /// The keys to retry now, each with the number of its latest failure.
+    pub(crate) fn snapshot(&self) -> Vec<(String, u64)> {
+        let guard = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.0.iter().map(|(k, &n)| (k.clone(), n)).collect()
     }
 
-    /// Forgets `done`. Returns whether the retry thread should stop (nothing left); if so it
-    /// is marked stopped under the lock, so that a concurrent [`add`](Self::add) starts a new one.
-    pub(crate) fn settle(&self, done: &[String]) -> bool {
-        let mut pending = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        for key in done {
-            pending.remove(key);
+    /// Forgets the keys of `done` whose latest failure is still the one the retry saw (one
+    /// that failed again since waits for the next retry). Returns whether the retry thread
+    /// should stop (nothing left); if so it is marked stopped under the lock, so that a
+    /// concurrent [`add`](Self::add) starts a new one.
+    pub(crate) fn settle(&self, done: &[(String, u64)]) -> bool {
+        let mut guard = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = &mut guard.0;
+        for (key, failure) in done {
+            if pending.get(key) == Some(failure) {
+                pending.remove(key);
+            }
         }
         self.any.store(!pending.is_empty(), Ordering::Release);
         if pending.is_empty() {
@@ -67,5 +79,32 @@ impl Retry {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Retry;
+
+    #[test]
+    fn a_key_that_failed_again_during_a_retry_is_kept() {
+        let retry = Retry::default();
+        assert!(
+            retry.add(["a".to_owned(), "b".to_owned()]),
+            "starts a thread"
+        );
+        let seen = retry.snapshot();
+        assert!(!retry.add(["a".to_owned()]), "the thread runs already");
+        // The retry raised both; "a" failed again meanwhile.
+        assert!(!retry.settle(&seen));
+        assert!(retry.contains("a") && !retry.contains("b"));
+        assert!(retry.is_pending());
+        let seen = retry.snapshot();
+        assert!(retry.settle(&seen), "nothing left: the thread stops");
+        assert!(!retry.is_pending());
+        assert!(
+            retry.add(["c".to_owned()]),
+            "a new failure starts a new thread"
+        );
     }
 }

@@ -312,15 +312,19 @@ impl Sweeper {
         };
         let session = run.session.as_deref().expect("just set");
         let html = run.render_passes(session, page);
-        let (writes, releases) = {
+        let (writes, releases, slots) = {
             let mut state = session.state();
             (
                 std::mem::take(&mut state.writes),
                 std::mem::take(&mut state.releases),
+                std::mem::take(&mut state.slots),
             )
         };
         run.store(writes);
         run.release(&releases.iter().map(String::as_str).collect::<Vec<_>>());
+        // Whatever lease is left (a fragment another render of this process handed over, or
+        // one the final pass never met) is that render's, or expires: not this thread's.
+        fragments::let_go(slots.keys().map(String::as_str));
         html
     }
 

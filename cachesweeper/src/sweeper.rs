@@ -543,6 +543,7 @@ impl Sweeper {
         }
         let leader = match self.inner.flights.claim(&key) {
             Claim::Done(stored) => {
+                fragments::let_go(std::iter::once(key.as_str()));
                 let mut handed = [Some(stored)];
                 self.verify(&mut handed, &mut versions);
                 if let [Some(stored)] = handed {
@@ -618,13 +619,13 @@ fn spawn_retry(inner: Weak<Inner>) {
                 std::thread::sleep(wait);
                 let Some(inner) = inner.upgrade() else { return };
                 let keys = inner.retry.snapshot();
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
                 let results = inner.backend.raise_each(&refs, clock::now());
-                let done: Vec<String> = keys
-                    .iter()
+                let done: Vec<(String, u64)> = keys
+                    .into_iter()
                     .zip(&results)
                     .filter(|(_, r)| r.is_ok())
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| k)
                     .collect();
                 if !done.is_empty() {
                     tracing::info!(
