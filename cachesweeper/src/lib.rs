@@ -106,13 +106,19 @@
 //! let sweeper = cachesweeper::Sweeper::embedded();
 //! let comment = Comment { id: 7, article_id: 1 };
 //! // after the vote is committed to the database:
-//! sweeper.invalidate(&comment)?; // bumps comment 7 and article 1, in one round trip
+//! sweeper.invalidate(&comment)?; // raises comment 7 and article 1, in one batch
 //! # Ok::<(), cachesweeper::Error>(())
 //! ```
 //!
-//! Counter bumps are atomic (memcached `ma`, which also creates a missing counter). A counter
-//! that was evicted or lost with a restarted server is recreated from the clock in nanoseconds,
-//! so it never returns to a value that an older fragment's key carries.
+//! **Never stale.** Once `invalidate` has returned `Ok` (called after the commit), no page
+//! rendered from then on, in any process, shows the record as it was before: a counter holds
+//! the time of the record's last invalidation, a render stores only fragments its data is known
+//! to be newer than (take [`Sweeper::scope`] *before* reading the data), and a fragment is
+//! served only while the records rendered inside it, at any depth, are at the versions it was
+//! rendered with. [`Sweeper::invalidate`] states the guarantee precisely, with what it needs of
+//! the application and what happens when clocks or the network misbehave. A counter lost with
+//! a restarted server or evicted comes back at a new time, never at a version an older
+//! fragment's key carries.
 //!
 //! # Backends
 //!
@@ -122,8 +128,10 @@
 //!
 //! # Counters
 //!
-//! [`Sweeper::stats`] counts hits, misses, errors, bytes read and written and backend round
-//! trips. Each hit and miss is also a `tracing` event at debug level.
+//! [`Sweeper::stats`] counts hits, misses, errors, bytes read and written, backend round
+//! trips, fragments not stored because a record in them changed during the render
+//! (`unstored`) and fragments found but outdated by a record inside them (`outdated`). Each hit
+//! and miss is also a `tracing` event at debug level.
 //!
 //! # Failing open
 //!
