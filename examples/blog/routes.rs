@@ -335,6 +335,10 @@ struct Stats {
     bytes_written: u64,
     oversized: u64,
     corrupt: u64,
+    /// Fragments rendered but not stored: a record in them changed while they rendered.
+    unstored: u64,
+    /// Fragments found but not served: a record inside them had changed.
+    outdated: u64,
 }
 
 async fn stats(State(app): State<App>) -> Json<Stats> {
@@ -351,5 +355,7 @@ async fn stats(State(app): State<App>) -> Json<Stats> {
         bytes_written: s.bytes_written,
         oversized: s.oversized,
         corrupt: s.corrupt,
+        unstored: s.unstored,
+        outdated: s.outdated,
     })
 }
