@@ -29,14 +29,13 @@
 
 mod common;
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachesweeper_suite::memcached::MemcachedProcess;
 use common::blog::{Client, Server, Stats, TempFile, comment_counts, comment_ids};
+use common::random_below;
 
 const COMMENTS: usize = 30;
 const LIKERS: usize = 6;
@@ -340,21 +339,4 @@ fn percentiles(times: &mut [Duration]) -> String {
 /// The start of a body, for messages.
 fn abbreviated(body: &str) -> String {
     body.chars().take(200).collect()
-}
-
-/// xorshift, seeded per thread from std's random hasher keys (no rand crate).
-fn random_below(n: u64) -> u64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
-        );
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        x % n
-    })
 }

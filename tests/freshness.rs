@@ -41,9 +41,10 @@
 //! Run: `cargo test --test freshness -- --nocapture` (the scenarios run one at a time, in
 //! about 25 s in all).
 
-use std::cell::{Cell, RefCell};
+mod common;
+
+use std::cell::RefCell;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -54,6 +55,7 @@ use askama::Template;
 use cachesweeper::backend::{Embedded, Memcached};
 use cachesweeper::{Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use common::random_below;
 
 // ---------------------------------------------------------------------------------------------
 // Models and the page
@@ -186,26 +188,6 @@ fn shown_likes(html: &str, comments: usize) -> Option<Vec<u32>> {
         *slot = Some(likes.parse::<u32>().ok()?);
     }
     shown.into_iter().collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Randomness (no rand crate): xorshift, seeded per thread from std's random hasher keys
-// ---------------------------------------------------------------------------------------------
-
-fn random_below(n: u64) -> u64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
-        );
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        if n == 0 { 0 } else { x % n }
-    })
 }
 
 /// Sleeps a random time from 0 to `max_ms` milliseconds (microsecond steps).

@@ -69,6 +69,16 @@ fn page<'a>(notes: &'a [Note]) -> BlogPage<'a> {
     }
 }
 
+/// Two notes at 0 likes, every record known to the cache, and the page rendered once.
+fn rendered_page(s: &Sweeper) -> Vec<Note> {
+    let notes = vec![note(1, 0), note(2, 0)];
+    known(s, [&BLOG]);
+    known(s, [&POST]);
+    known(s, &notes);
+    s.scope().render(&page(&notes)).unwrap();
+    notes
+}
+
 fn likes(html: &str, id: i64) -> u32 {
     let marker = format!("likes({id})=");
     let at = html
@@ -99,11 +109,7 @@ fn both_ways(scope: &Sweeper, page: &BlogPage<'_>) -> [String; 2] {
 fn a_render_that_read_before_an_invalidation_stores_nothing_under_its_version() {
     for case in cases() {
         let s = &case.sweeper;
-        let notes = vec![note(1, 0), note(2, 0)];
-        known(s, [&BLOG]);
-        known(s, [&POST]);
-        known(s, &notes);
-        both_ways(&s.scope(), &page(&notes));
+        let notes = rendered_page(s);
 
         // A request begins and reads its rows...
         let slow = s.scope();
@@ -173,11 +179,7 @@ fn the_l1_keeps_a_fragment_no_longer_than_its_time_to_live() {
 fn a_change_at_any_depth_makes_every_fragment_around_it_miss() {
     for case in cases() {
         let s = &case.sweeper;
-        let mut notes = vec![note(1, 0), note(2, 0)];
-        known(s, [&BLOG]);
-        known(s, [&POST]);
-        known(s, &notes);
-        both_ways(&s.scope(), &page(&notes));
+        let mut notes = rendered_page(s);
         let warm = s.scope();
         both_ways(&warm, &page(&notes));
         assert_eq!(warm.stats().misses, 0, "{}", case.name);
@@ -204,11 +206,7 @@ fn a_change_at_any_depth_makes_every_fragment_around_it_miss() {
 fn a_version_learnt_in_one_pass_keys_the_blocks_met_in_deeper_ones() {
     for case in cases() {
         let s = &case.sweeper;
-        let notes = vec![note(1, 0), note(2, 0)];
-        known(s, [&BLOG]);
-        known(s, [&POST]);
-        known(s, &notes);
-        s.scope().render(&page(&notes)).unwrap();
+        let notes = rendered_page(s);
         // Another process (no L1, no flights in common) finds every fragment: blog, post,
         // two notes, and the byline (one key for both notes).
         let other = Sweeper::builder()

@@ -124,3 +124,23 @@ pub fn known<'a, R: Sweepable + 'a>(sweeper: &Sweeper, records: impl IntoIterato
         - 1_000_000_000;
     sweeper.backend().incr_many(&keys, 0, a_second_ago).unwrap();
 }
+
+/// A random number below `n` (0 if `n` is 0): xorshift, seeded per thread from std's random
+/// hasher keys, for load tests that need no reproducible sequence (and no rand crate).
+pub fn random_below(n: u64) -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        );
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        if n == 0 { 0 } else { x % n }
+    })
+}
