@@ -197,9 +197,10 @@ impl Sweeper {
                     // A failed lookup (counted by `call_each`).
                     Err(_) => continue,
                 };
-                match value::decode(&bytes) {
+                let len = bytes.len();
+                match value::decode(bytes) {
                     Some(stored) if stored.expires_ms > now_ms() => {
-                        self.count(|s| s.read(bytes.len()));
+                        self.count(|s| s.read(len));
                         let stored = Arc::new(stored);
                         if let Some(l1) = &self.inner.l1 {
                             l1.insert(keys[i], Arc::clone(&stored));
@@ -365,10 +366,15 @@ impl Sweeper {
     /// Counters whose invalidation failed in this process and has not been retried yet read
     /// as errors: nothing under them is served or stored here until it is.
     pub(crate) fn read_versions(&self, keys: &[&str]) -> Vec<crate::Result<u64>> {
+        self.read_versions_at(keys, crate::clock::now())
+    }
+
+    /// [`read_versions`](Self::read_versions), `now` being the time on [`clock`](crate::clock).
+    pub(crate) fn read_versions_at(&self, keys: &[&str], now: u64) -> Vec<crate::Result<u64>> {
         if keys.is_empty() {
             return Vec::new();
         }
-        let fresh = self.inner.backend.fresh_counter(crate::clock::now());
+        let fresh = self.inner.backend.fresh_counter(now);
         let mut out = self.call_each(|b| b.incr_each(keys, 0, fresh));
         if self.inner.retry.is_pending() {
             for (key, value) in keys.iter().zip(out.iter_mut()) {

@@ -16,6 +16,7 @@
 //! often user input and never appear raw in a key.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,6 +62,8 @@ pub struct KeyParts {
     count: u64,
     digest: &'static str,
     without_digest: bool,
+    /// [`finish`](Self::finish), once asked: a fragment's key and its hint key both need it.
+    finished: OnceLock<String>,
 }
 
 impl std::fmt::Debug for KeyParts {
@@ -87,6 +90,7 @@ impl KeyParts {
             count: 0,
             digest: "",
             without_digest: false,
+            finished: OnceLock::new(),
         }
     }
 
@@ -103,6 +107,7 @@ impl KeyParts {
         self.hasher.update((form.len() as u64).to_le_bytes());
         self.hasher.update(form.as_bytes());
         self.count += 1;
+        self.finished = OnceLock::new();
     }
 
     /// Sets the digest of the template the fragment comes from (computed at compile time);
@@ -128,11 +133,23 @@ impl KeyParts {
 
     /// The hash of all parts, as it appears in the key (22 characters of URL-safe base64).
     pub fn finish(&self) -> String {
-        let mut hasher = self.hasher.clone();
-        // The count closes the sequence, so a prefix of the parts never hashes like the whole.
-        hasher.update(self.count.to_le_bytes());
-        let hash = hasher.finalize();
-        URL_SAFE_NO_PAD.encode(&hash[..16])
+        self.finished().to_owned()
+    }
+
+    pub(crate) fn finished(&self) -> &str {
+        self.finished.get_or_init(|| {
+            let mut hasher = self.hasher.clone();
+            // The count closes the sequence, so a prefix of the parts never hashes like the
+            // whole.
+            hasher.update(self.count.to_le_bytes());
+            let hash = hasher.finalize();
+            URL_SAFE_NO_PAD.encode(&hash[..16])
+        })
+    }
+
+    /// The template digest that goes into the key ("" without one).
+    fn key_digest(&self) -> &'static str {
+        if self.without_digest { "" } else { self.digest }
     }
 }
 
@@ -217,17 +234,19 @@ impl KeySpace {
             out.push('|');
             escape_into(out, &version.to_string());
             out.push('|');
-            escape_into(
-                out,
-                if parts.without_digest {
-                    ""
-                } else {
-                    parts.digest
-                },
-            );
+            escape_into(out, parts.key_digest());
             out.push('|');
-            out.push_str(&parts.finish());
+            out.push_str(parts.finished());
         })
+    }
+
+    /// A fragment's identity without its version: the same for every version of one block of
+    /// one record, in this process (it keys in-process hints, never the shared cache).
+    pub(crate) fn hint_key(&self, model: &str, key: &str, parts: &KeyParts) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (model, key, parts.key_digest(), parts.finished()).hash(&mut hasher);
+        hasher.finish()
     }
 
     fn finish(&self, body: impl FnOnce(&mut String)) -> String {

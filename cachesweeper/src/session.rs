@@ -38,7 +38,7 @@ pub(crate) struct Wanted {
     pub(crate) counter_key: Option<String>,
     pub(crate) field: Option<String>,
     pub(crate) parts: KeyParts,
-    pub(crate) hint_key: String,
+    pub(crate) hint_key: u64,
 }
 
 #[derive(Debug, Default)]
@@ -233,10 +233,9 @@ impl Sweeper {
                 }
                 drop(state);
                 self.count_miss(R::sweeper_model(), Some(&key));
-                self.remember_hints(
-                    &self.hint_key(R::sweeper_model(), &record.sweeper_key(), parts),
-                    &deps,
-                );
+                let hint_key = self.hint_key(R::sweeper_model(), &record.sweeper_key(), parts);
+                let known = self.inner.dep_hints.get(&hint_key);
+                self.remember_hints(hint_key, known.as_ref(), &deps);
                 let finished = self.finish_fragment(
                     &key,
                     html,
@@ -377,17 +376,18 @@ impl Sweeper {
     /// Returns whether any fragment missed, that is whether another record pass may find
     /// fragments nested in its body.
     fn prefetch(&self, session: &Session, wanted: Vec<Wanted>) -> bool {
+        let hints: Vec<Option<crate::sweeper::Hints>>;
         let counters: Vec<String> = {
             let state = session.state();
             let mut seen = HashSet::new();
-            let hints: Vec<_> = wanted
+            hints = wanted
                 .iter()
-                .filter_map(|w| self.inner.dep_hints.get(&w.hint_key))
+                .map(|w| self.inner.dep_hints.get(&w.hint_key))
                 .collect();
             wanted
                 .iter()
                 .filter_map(|w| w.counter_key.as_deref())
-                .chain(hints.iter().flat_map(|h| h.iter()).map(|k| &**k))
+                .chain(hints.iter().flatten().flat_map(|h| h.iter()).map(|k| &**k))
                 .filter(|k| !state.versions.contains_key(*k) && seen.insert(*k))
                 .map(str::to_owned)
                 .collect()
@@ -410,12 +410,13 @@ impl Sweeper {
         // A fragment whose version could not be learnt is rendered like a miss: another pass
         // looks inside it for nested fragments.
         let mut missed = !session.state().failed_counters.is_empty();
-        let (keys, hint_keys): (Vec<String>, Vec<String>) = {
+        let (keys, hint_keys): (Vec<String>, Vec<_>) = {
             let state = session.state();
             let mut seen = HashSet::new();
             wanted
                 .into_iter()
-                .filter_map(|w| {
+                .zip(hints)
+                .filter_map(|(w, hints)| {
                     let counter = match &w.counter_key {
                         Some(k) => Some(*state.versions.get(k)?),
                         None => None,
@@ -428,7 +429,7 @@ impl Sweeper {
                         self.inner
                             .keys
                             .fragment_key(w.model, &w.record_key, &version, &w.parts);
-                    Some((key, w.hint_key))
+                    Some((key, (w.hint_key, hints)))
                 })
                 .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(k.clone()))
                 .unzip()
@@ -439,10 +440,10 @@ impl Sweeper {
         self.verify(&mut found, &mut versions);
         let mut state = session.state();
         state.versions = versions;
-        for ((key, hint_key), stored) in keys.into_iter().zip(hint_keys).zip(found) {
+        for ((key, (hint_key, hints)), stored) in keys.into_iter().zip(hint_keys).zip(found) {
             let slot = match stored {
                 Some(stored) => {
-                    self.remember_hints(&hint_key, &stored.deps);
+                    self.remember_hints(hint_key, hints.as_ref(), &stored.deps);
                     Slot::Cached {
                         stored,
                         counted: false,

@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     /// The versions last found in each fragment, by the fragment's key without its version:
     /// read with the record's own version, they let a warm page check its fragments in the
     /// same round trip.
-    pub(crate) dep_hints: moka::sync::Cache<String, Arc<[Arc<str>]>>,
+    pub(crate) dep_hints: HintMap,
 }
 
 /// Configures a [`Sweeper`].
@@ -143,7 +143,7 @@ impl SweeperBuilder {
                 flights: Flights::default(),
                 clock_skew: u64::try_from(self.clock_skew.as_nanos()).unwrap_or(u64::MAX),
                 retry: Retry::default(),
-                dep_hints: moka::sync::Cache::new(DEP_HINTS),
+                dep_hints: HintMap::default(),
                 backend,
                 keys,
                 stats: Stats::default(),
@@ -157,8 +157,37 @@ impl SweeperBuilder {
     }
 }
 
-/// How many fragments' dependency hints are kept.
-const DEP_HINTS: u64 = 100_000;
+/// The counter keys last found inside one fragment.
+pub(crate) type Hints = Arc<[Arc<str>]>;
+
+/// The dependency hints of up to [`HintMap::CAPACITY`] fragments. Written by hand rather than on
+/// moka: it is read on every fragment lookup, where moka's bookkeeping costs more than the rest
+/// of a hit, and losing hints only costs a round trip, so when full it simply starts over.
+#[derive(Debug, Default)]
+pub(crate) struct HintMap(std::sync::RwLock<HashMap<u64, Hints>>);
+
+impl HintMap {
+    const CAPACITY: usize = 100_000;
+
+    pub(crate) fn get(&self, key: &u64) -> Option<Hints> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key).cloned()
+    }
+
+    pub(crate) fn insert(&self, key: u64, hints: Hints) {
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(key, hints);
+    }
+}
 
 impl Sweeper {
     /// A builder, for a namespace and a backend.
@@ -333,15 +362,9 @@ impl Sweeper {
             .fragment_key(R::sweeper_model(), &record.sweeper_key(), version, parts)
     }
 
-    /// The key of a fragment without its version: where its dependency hints are kept.
-    pub(crate) fn hint_key(&self, model: &str, record_key: &str, parts: &KeyParts) -> String {
-        let unversioned = Version {
-            field: None,
-            counter: None,
-        };
-        self.inner
-            .keys
-            .fragment_key(model, record_key, &unversioned, parts)
+    /// The identity of a fragment without its version: where its dependency hints are kept.
+    pub(crate) fn hint_key(&self, model: &str, record_key: &str, parts: &KeyParts) -> u64 {
+        self.inner.keys.hint_key(model, record_key, parts)
     }
 
     /// Invalidates `record` and the parents it touches: every fragment cached under their
@@ -504,8 +527,9 @@ impl Sweeper {
         let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
         let hints = self.inner.dep_hints.get(&hint_key);
         wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
+        let hints = hints.as_ref();
         if !wanted.is_empty() {
-            for (key, value) in wanted.iter().zip(self.read_versions(&wanted)) {
+            for (key, value) in wanted.iter().zip(self.read_versions_at(&wanted, began)) {
                 if let Ok(value) = value {
                     versions.insert((*key).to_owned(), value);
                 }
@@ -536,10 +560,12 @@ impl Sweeper {
         let mut found = self.fetch_fragments(&[key.as_str()]);
         self.verify(&mut found, &mut versions);
         if let Some(stored) = found.pop().flatten() {
-            self.remember_hints(&hint_key, &stored.deps);
+            self.remember_hints(hint_key, hints, &stored.deps);
             self.count_hit(&key, &stored.html);
             fragments::note(own.as_ref(), &stored.deps, true);
-            return Ok(stored.html.clone());
+            return Ok(
+                Arc::try_unwrap(stored).map_or_else(|shared| shared.html.clone(), |s| s.html)
+            );
         }
         let leader = match self.inner.flights.claim(&key) {
             Claim::Done(stored) => {
@@ -566,7 +592,7 @@ impl Sweeper {
                 return Err(error);
             }
         };
-        self.remember_hints(&hint_key, &deps);
+        self.remember_hints(hint_key, hints, &deps);
         let finished =
             self.finish_fragment(&key, html, ttl, own.as_ref(), (deps, inner), began, leader);
         match finished.write {
@@ -576,15 +602,19 @@ impl Sweeper {
         Ok(finished.stored.html.clone())
     }
 
-    /// Keeps the counters a fragment contains, to read them with its record's next time.
-    pub(crate) fn remember_hints(&self, hint_key: &str, deps: &[Dep]) {
-        let known = self.inner.dep_hints.get(hint_key);
-        let same = known.as_ref().is_some_and(|k| {
-            k.len() == deps.len() && k.iter().zip(deps).all(|(a, b)| *a == b.counter_key)
-        });
+    /// Keeps the counters a fragment contains (`deps`), to read them with its record's next
+    /// time, unless the hints `known` for it already say so (most fragments contain none).
+    pub(crate) fn remember_hints(&self, hint_key: u64, known: Option<&Hints>, deps: &[Dep]) {
+        let same = match known {
+            None => deps.is_empty(),
+            Some(known) => {
+                known.len() == deps.len()
+                    && known.iter().zip(deps).all(|(a, b)| *a == b.counter_key)
+            }
+        };
         if !same {
-            let keys: Arc<[Arc<str>]> = deps.iter().map(|d| Arc::clone(&d.counter_key)).collect();
-            self.inner.dep_hints.insert(hint_key.to_owned(), keys);
+            let keys: Hints = deps.iter().map(|d| Arc::clone(&d.counter_key)).collect();
+            self.inner.dep_hints.insert(hint_key, keys);
         }
     }
 

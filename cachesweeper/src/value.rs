@@ -61,9 +61,10 @@ fn take_u32(rest: &mut &[u8]) -> Option<usize> {
     Some(u32::from_le_bytes(take(rest, 4)?.try_into().ok()?) as usize)
 }
 
-/// The fragment in a stored value, or `None` if the value is not one we wrote whole.
-pub(crate) fn decode(stored: &[u8]) -> Option<Stored> {
-    let mut rest = stored;
+/// The fragment in a stored value, or `None` if the value is not one we wrote whole. The HTML
+/// keeps the value's allocation.
+pub(crate) fn decode(mut stored: Vec<u8>) -> Option<Stored> {
+    let mut rest = stored.as_slice();
     if take(&mut rest, 4)? != MAGIC {
         return None;
     }
@@ -83,8 +84,10 @@ pub(crate) fn decode(stored: &[u8]) -> Option<Stored> {
     if rest.len() != len {
         return None;
     }
+    let header = stored.len() - len;
+    stored.drain(..header);
     Some(Stored {
-        html: String::from_utf8(rest.to_vec()).ok()?,
+        html: String::from_utf8(stored).ok()?,
         expires_ms,
         deps: deps.into(),
     })
@@ -122,15 +125,15 @@ mod tests {
         ] {
             let bytes = encode(&value);
             assert_eq!(bytes.len(), encoded_len(value.html.len(), &value.deps));
-            assert_eq!(decode(&bytes), Some(value));
+            assert_eq!(decode(bytes), Some(value));
         }
         let mut truncated = encode(&stored("hello", &[("k", 1)]));
         truncated.pop();
-        assert_eq!(decode(&truncated), None);
-        assert_eq!(decode(b"hello world"), None);
+        assert_eq!(decode(truncated), None);
+        assert_eq!(decode(b"hello world".to_vec()), None);
         let mut not_utf8 = encode(&stored("ab", &[]));
         let n = not_utf8.len();
         not_utf8[n - 1] = 0xff;
-        assert_eq!(decode(&not_utf8), None);
+        assert_eq!(decode(not_utf8), None);
     }
 }
