@@ -28,4 +28,6 @@ echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}"
 
 # The memcached harness panics instead of skipping when CI is set.
 export CI="${CI:-true}"
-cargo test --workspace "$@"
+# Heavy tests (a 30 s load test, real rebuilds of the blog) are #[ignore]d so that a plain
+# `cargo test` stays quick; this script runs them too.
+cargo test --workspace "$@" -- --include-ignored

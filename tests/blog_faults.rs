@@ -290,6 +290,7 @@ fn phase_is_up(i: usize) -> bool {
 }
 
 #[test]
+#[ignore = "heavy: 30 s of load; run by scripts/test.sh"]
 fn load_while_memcached_is_stopped_and_started() {
     let Some(mut memcached) = MemcachedProcess::start() else {
         eprintln!("memcached is not installed: skipping the load test");

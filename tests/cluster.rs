@@ -1,5 +1,5 @@
-//! Several memcached servers: keys spread by the ketama ring, membership changes move few
-//! keys, a dead server costs only its own keys. Real memcached processes on loopback ports.
+//! Several memcached servers: keys spread by rendezvous hashing (the default; a ketama ring is
+//! an option), membership changes move few keys, a dead server costs only its own keys. Real memcached processes on loopback ports.
 
 mod common;
 

@@ -63,6 +63,7 @@ const COPIED: [&str; 9] = [
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 #[test]
+#[ignore = "heavy: compiles the blog several times (minutes); run by scripts/test.sh"]
 fn fragments_follow_template_edits_across_rebuilds() {
     let Some(memcached) = MemcachedProcess::start() else {
         eprintln!("memcached is not installed: skipping the template rebuild test");

@@ -39,7 +39,7 @@ pub fn derive_sweepable(input: TokenStream) -> TokenStream {
 ///
 /// Put it next to Askama's derive, which owns the `#[template(...)]` attribute:
 ///
-/// ```ignore
+/// ```text
 /// #[derive(askama::Template, cachesweeper::TemplateDigest)]
 /// #[template(path = "blog/article.html")]
 /// struct ArticlePage<'a> { article: &'a Article }

@@ -1,7 +1,8 @@
 //! The pages, as Askama templates (in `templates/blog/`), and what each one is given to render.
 //!
-//! Templates are rendered with a per-request sweeper scope (`render_with_values(&scope)`, in
-//! `routes.rs`), so the cache figures of each response are its own.
+//! Templates are rendered with a per-request sweeper scope (`scope.render(&page)`, in
+//! `routes.rs`), taken before the page's data is read, so the cache figures of each response
+//! are its own and what it stores is never older than an invalidation.
 
 use askama::Template;
 
