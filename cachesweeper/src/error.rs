@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -11,33 +12,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the error is counted in [`Stats`](crate::StatsSnapshot). They reach you from configuration
 /// ([`SweeperBuilder::build`](crate::SweeperBuilder::build)) and from calls you make yourself,
 /// such as [`Sweeper::invalidate`](crate::Sweeper::invalidate).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is not usable; the message says which setting and why.
-    #[error("invalid cachesweeper configuration: {0}")]
     Config(String),
     /// The backend could not be reached or timed out.
-    #[error("cache backend `{backend}` is unavailable: {message}")]
     Unavailable {
         /// Which backend (for memcached, the server URL).
         backend: String,
         /// What the backend or the operating system said.
         message: String,
+        /// The client's own error, if there is one (shared, so that one failed batch can
+        /// answer for each of its keys).
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// The backend answered, but refused or failed the operation.
-    #[error("cache backend `{backend}` failed: {message}")]
     Backend {
         /// Which backend.
         backend: String,
         /// What it said.
         message: String,
+        /// The client's own error, if there is one.
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// The server failed several times in a row, so it is skipped until its retry window ends
     /// (no request was sent).
-    #[error(
-        "cache server `{backend}` is skipped after repeated failures; retrying in {retry_in_ms} ms"
-    )]
     CircuitOpen {
         /// Which server.
         backend: String,
@@ -46,33 +46,109 @@ pub enum Error {
     },
     /// An invalidation of this record failed in this process and is being retried: until it
     /// succeeds, this process neither serves nor stores fragments under its version.
-    #[error("version `{key}` has an invalidation still being retried")]
     InvalidationPending {
         /// The version key.
         key: String,
     },
     /// A value under a counter key is not a counter (someone else wrote that key).
-    #[error("value under version key `{key}` is not a counter")]
     NotACounter {
         /// The version key.
         key: String,
     },
 }
 
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(message) => write!(f, "invalid cachesweeper configuration: {message}"),
+            Error::Unavailable {
+                backend, message, ..
+            } => write!(f, "cache backend `{backend}` is unavailable: {message}"),
+            Error::Backend {
+                backend, message, ..
+            } => write!(f, "cache backend `{backend}` failed: {message}"),
+            Error::CircuitOpen {
+                backend,
+                retry_in_ms,
+            } => write!(
+                f,
+                "cache server `{backend}` is skipped after repeated failures; retrying in {retry_in_ms} ms"
+            ),
+            Error::InvalidationPending { key } => {
+                write!(f, "version `{key}` has an invalidation still being retried")
+            }
+            Error::NotACounter { key } => {
+                write!(f, "value under version key `{key}` is not a counter")
+            }
+        }
+    }
+}
+
+/// Written out rather than derived with thiserror: its `#[source]` would hand out the `Arc`
+/// that lets one batch's error answer for each key, and `downcast_ref` to the client's own
+/// error type would fail on it; this hands out the client's error itself.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Unavailable { source, .. } | Error::Backend { source, .. } => source
+                .as_deref()
+                .map(|error| error as &(dyn std::error::Error + 'static)),
+            _ => None,
+        }
+    }
+}
+
 // Only remote backends build these.
 #[cfg_attr(not(feature = "memcache"), allow(dead_code))]
 impl Error {
-    pub(crate) fn unavailable(backend: impl fmt::Display, message: impl fmt::Display) -> Self {
+    /// The backend could not be reached: `error` is why.
+    pub(crate) fn unavailable(
+        backend: impl fmt::Display,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Error::Unavailable {
             backend: backend.to_string(),
-            message: message.to_string(),
+            message: error.to_string(),
+            source: Some(Arc::new(error)),
         }
     }
 
-    pub(crate) fn backend(backend: impl fmt::Display, message: impl fmt::Display) -> Self {
+    /// The backend failed the operation: `error` is its client's error.
+    pub(crate) fn backend(
+        backend: impl fmt::Display,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend {
+            backend: backend.to_string(),
+            message: error.to_string(),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// The backend failed the operation, as `message` says (no client error behind it).
+    pub(crate) fn backend_message(backend: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Backend {
             backend: backend.to_string(),
             message: message.to_string(),
+            source: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    #[test]
+    fn a_backend_error_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
+        let error = super::Error::unavailable("memcache://127.0.0.1:1", io);
+        assert_eq!(
+            error.to_string(),
+            "cache backend `memcache://127.0.0.1:1` is unavailable: read timed out"
+        );
+        let source = error.source().expect("the client's error");
+        assert_eq!(source.to_string(), "read timed out");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
     }
 }

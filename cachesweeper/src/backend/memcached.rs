@@ -562,7 +562,7 @@ impl Backend for Memcached {
             low = again;
         }
         for (i, ..) in low {
-            out[i] = Err(Error::backend(
+            out[i] = Err(Error::backend_message(
                 &self.name,
                 format_args!(
                     "counter {:?} still contended after {RAISE_ATTEMPTS} attempts",
