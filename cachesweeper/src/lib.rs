@@ -140,6 +140,7 @@
 
 #![deny(missing_docs)]
 
+mod alone;
 pub mod backend;
 mod cached;
 mod clock;
@@ -148,17 +149,20 @@ mod digest;
 mod error;
 pub mod filters;
 mod flight;
-mod fragments;
+mod frames;
 mod key_part;
 pub mod keys;
 mod l1;
+mod meter;
 mod retry;
 mod session;
 mod stats;
+mod store;
 mod sweepable;
 mod sweeper;
 mod ttl;
 mod value;
+mod versions;
 
 pub use cached::{Cached, cached};
 pub use default::{VALUES_KEY, default_sweeper, install_default, invalidate};

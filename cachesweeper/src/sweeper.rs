@@ -1,20 +1,16 @@
 //! The sweeper handle: versions, fragment keys, invalidation and the single-fragment path.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, Embedded};
-use crate::flight::{Claim, Flights};
-use crate::fragments;
 use crate::keys::{KeyParts, KeySpace, Version};
-use crate::l1::L1;
-use crate::retry::{self, Retry};
+use crate::meter::{Meter, Warnings};
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::value::Dep;
-use crate::{Error, ModelRef, Result, Sweepable, TemplateDigest, clock};
+use crate::store::FragmentStore;
+use crate::versions::Versions;
+use crate::{ModelRef, Result, Sweepable, TemplateDigest, alone, clock, session};
 
 /// The default bound of the embedded backend: 64 MiB.
 pub const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
@@ -64,16 +60,9 @@ pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) keys: KeySpace,
     stats: Stats,
-    last_warning: AtomicU64,
-    pub(crate) l1: Option<L1>,
-    pub(crate) flights: Flights,
-    /// The clock skew allowed between processes, in nanoseconds.
-    pub(crate) clock_skew: u64,
-    pub(crate) retry: Retry,
-    /// The versions last found in each fragment, by the fragment's key without its version:
-    /// read with the record's own version, they let a warm page check its fragments in the
-    /// same round trip.
-    pub(crate) dep_hints: HintMap,
+    warnings: Warnings,
+    pub(crate) versions: Versions,
+    pub(crate) store: FragmentStore,
 }
 
 /// Configures a [`Sweeper`].
@@ -139,53 +128,18 @@ impl SweeperBuilder {
         });
         Ok(Sweeper {
             inner: Arc::new(Inner {
-                l1: (l1_bytes > 0).then(|| L1::new(l1_bytes)),
-                flights: Flights::default(),
-                clock_skew: u64::try_from(self.clock_skew.as_nanos()).unwrap_or(u64::MAX),
-                retry: Retry::default(),
-                dep_hints: HintMap::default(),
+                store: FragmentStore::new(l1_bytes, self.clock_skew),
+                versions: Versions::default(),
                 backend,
                 keys,
                 stats: Stats::default(),
-                last_warning: AtomicU64::new(0),
+                warnings: Warnings::default(),
             }),
             scope: None,
             session: None,
             digest: "",
             began: None,
         })
-    }
-}
-
-/// The counter keys last found inside one fragment.
-pub(crate) type Hints = Arc<[Arc<str>]>;
-
-/// The dependency hints of up to [`HintMap::CAPACITY`] fragments. Written by hand rather than on
-/// moka: it is read on every fragment lookup, where moka's bookkeeping costs more than the rest
-/// of a hit, and losing hints only costs a round trip, so when full it simply starts over.
-#[derive(Debug, Default)]
-pub(crate) struct HintMap(std::sync::RwLock<HashMap<u64, Hints>>);
-
-impl HintMap {
-    const CAPACITY: usize = 100_000;
-
-    pub(crate) fn get(&self, key: &u64) -> Option<Hints> {
-        let map = self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(key).cloned()
-    }
-
-    pub(crate) fn insert(&self, key: u64, hints: Hints) {
-        let mut map = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= Self::CAPACITY {
-            map.clear();
-        }
-        map.insert(key, hints);
     }
 }
 
@@ -252,56 +206,30 @@ impl Sweeper {
         }
     }
 
-    /// Counts an event in the shared counters and in this scope's.
-    pub(crate) fn count(&self, event: impl Fn(&Stats)) {
-        event(&self.inner.stats);
-        if let Some(scope) = &self.scope {
-            event(scope);
+    /// The counters and backend calls of this handle.
+    pub(crate) fn meter(&self) -> Meter<'_> {
+        Meter {
+            backend: &*self.inner.backend,
+            shared: &self.inner.stats,
+            scope: self.scope.as_deref(),
+            warnings: &self.inner.warnings,
         }
     }
 
-    /// Runs one backend call, counting it as a round trip and, if it fails, as an error.
-    pub(crate) fn call<T>(&self, op: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
-        let result = op(&*self.inner.backend);
-        self.tally(std::slice::from_ref(&result));
-        result
-    }
-
-    /// Runs one batch backend call that answers per key.
-    pub(crate) fn call_each<T>(
+    /// The handle a page render passes to its template: this one's counters, the page's
+    /// session and digest, and the time its data began to be read.
+    pub(crate) fn for_session(
         &self,
-        op: impl FnOnce(&dyn Backend) -> Vec<Result<T>>,
-    ) -> Vec<Result<T>> {
-        let results = op(&*self.inner.backend);
-        self.tally(&results);
-        results
-    }
-
-    /// Counts a backend call: a round trip unless every part of it was skipped by a circuit
-    /// breaker (nothing was sent), and one error if any part failed.
-    fn tally<T>(&self, results: &[Result<T>]) {
-        let skipped = |r: &Result<T>| matches!(r, Err(Error::CircuitOpen { .. }));
-        if results.is_empty() || !results.iter().all(skipped) {
-            self.count(Stats::round_trip);
-        }
-        if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
-            self.count(Stats::error);
-            self.warn(error);
-        }
-    }
-
-    /// Logs a backend error at most once a second, so a dead cache does not flood the log.
-    fn warn(&self, error: &Error) {
-        let now = clock::now() / 1_000_000_000;
-        let last = self.inner.last_warning.load(Ordering::Relaxed);
-        if now > last
-            && self
-                .inner
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(%error, errors = self.inner.stats.snapshot().errors, "cachesweeper: cache error, rendering without cache");
+        session: Arc<Session>,
+        digest: &'static str,
+        began: u64,
+    ) -> Sweeper {
+        Sweeper {
+            inner: Arc::clone(&self.inner),
+            scope: self.scope.clone(),
+            session: Some(session),
+            digest,
+            began: Some(began),
         }
     }
 
@@ -311,7 +239,11 @@ impl Sweeper {
         let field = record.sweeper_version_field();
         let counter = if R::COUNTER {
             let key = self.counter_key(record);
-            Some(self.read_versions(&[&key]).pop().expect("one key")?)
+            let read = self
+                .inner
+                .versions
+                .read(&self.meter(), &[&key], clock::now());
+            Some(read.into_iter().next().expect("one key")?)
         } else {
             None
         };
@@ -360,11 +292,6 @@ impl Sweeper {
         self.inner
             .keys
             .fragment_key(R::sweeper_model(), &record.sweeper_key(), version, parts)
-    }
-
-    /// The identity of a fragment without its version: where its dependency hints are kept.
-    pub(crate) fn hint_key(&self, model: &str, record_key: &str, parts: &KeyParts) -> u64 {
-        self.inner.keys.hint_key(model, record_key, parts)
     }
 
     /// Invalidates `record` and the parents it touches: every fragment cached under their
@@ -431,45 +358,22 @@ impl Sweeper {
         if R::COUNTER {
             keys.push(self.counter_key(record));
         }
-        self.count(Stats::invalidation);
+        self.meter().count(Stats::invalidation);
         tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
-        self.raise(keys)
+        self.inner
+            .versions
+            .raise(&self.meter(), &self.inner.backend, keys)
     }
 
     /// Invalidates a record known only by reference (model name and key), e.g. from a
     /// database trigger or a message queue. Its parents are not known here, so they are not
     /// raised; fragments that contain it still miss.
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
-        self.count(Stats::invalidation);
-        self.raise(vec![self.inner.keys.counter_key(record.model, &record.key)])
-    }
-
-    /// Raises counters to the current time; those that fail are kept and retried.
-    fn raise(&self, keys: Vec<String>) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let results = self.call_each(|b| b.raise_each(&refs, clock::now()));
-        let mut first_error = None;
-        let failed: Vec<String> = keys
-            .iter()
-            .zip(results)
-            .filter_map(|(key, result)| {
-                let error = result.err()?;
-                first_error.get_or_insert(error);
-                Some(key.clone())
-            })
-            .collect();
-        match first_error {
-            None => Ok(()),
-            Some(error) => {
-                if self.inner.retry.add(failed) {
-                    spawn_retry(Arc::downgrade(&self.inner));
-                }
-                Err(error)
-            }
-        }
+        self.meter().count(Stats::invalidation);
+        let key = self.inner.keys.counter_key(record.model, &record.key);
+        self.inner
+            .versions
+            .raise(&self.meter(), &self.inner.backend, vec![key])
     }
 
     /// The fragment of `record` identified by `parts`: from the cache if it holds one for the
@@ -491,7 +395,7 @@ impl Sweeper {
         R: Sweepable + ?Sized,
     {
         let Some(ttl) = ttl.ttl() else {
-            self.count(Stats::miss);
+            self.meter().count(Stats::miss);
             return render();
         };
         let with_digest;
@@ -502,175 +406,68 @@ impl Sweeper {
             parts
         };
         match &self.session {
-            Some(session) => self.fragment_in_session(session, record, ttl, parts, render),
-            None => self.fragment_alone(record, ttl, parts, render),
+            Some(session) => session::fragment(self, session, record, ttl, parts, render),
+            None => alone::fragment(self, record, ttl, parts, render),
         }
     }
 
-    /// One fragment, on its own: one batch of versions (the record's, and those of the records
-    /// it contained last time), a fragment lookup, and a store on a miss.
-    pub(crate) fn fragment_alone<R, E>(
-        &self,
-        record: &R,
-        ttl: Duration,
-        parts: &KeyParts,
-        render: impl FnOnce() -> Result<String, E>,
-    ) -> Result<String, E>
+    /// Renders a page with every fragment lookup batched: the page costs a constant number of
+    /// round trips however many fragments it holds (two per level of nesting that misses, none
+    /// for what the L1 holds), versions are looked up once per record, and everything rendered
+    /// is stored in one batch.
+    ///
+    /// The template is rendered more than once (cheap passes that skip fragment bodies, then
+    /// the real one), so its non-fragment parts should not have side effects; each fragment body
+    /// is rendered at most once.
+    ///
+    /// ```
+    /// use askama::Template;
+    /// use cachesweeper::{Sweepable, Sweeper};
+    ///
+    /// #[derive(Sweepable)]
+    /// struct Comment { id: i64, body: String }
+    ///
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% for c in comments %}\
+    ///     {% filter cachesweeper::filters::cachesweeper(c, 60, \"comment\") %}<p>{{ c.body }}</p>{% endfilter %}\
+    ///     {% endfor %}")]
+    /// struct Page { comments: Vec<Comment> }
+    ///
+    /// let sweeper = Sweeper::embedded();
+    /// let page = Page { comments: (0..100).map(|id| Comment { id, body: "hi".into() }).collect() };
+    /// sweeper.render(&page)?;
+    /// let before = sweeper.stats();
+    /// assert_eq!(sweeper.render(&page)?.matches("<p>hi</p>").count(), 100);
+    /// let warm = sweeper.stats() - before;
+    /// assert_eq!((warm.hits, warm.round_trips), (100, 2)); // one batch of versions, one of fragments
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn render<T>(&self, page: &T) -> askama::Result<String>
     where
-        R: Sweepable + ?Sized,
+        T: askama::Template + TemplateDigest + ?Sized,
     {
-        let began = self.began.unwrap_or_else(clock::now);
-        let record_key = record.sweeper_key();
-        let hint_key = self.hint_key(R::sweeper_model(), &record_key, parts);
-        let counter_key = R::COUNTER.then(|| self.counter_key(record));
-        let mut versions = HashMap::new();
-        let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
-        let hints = self.inner.dep_hints.get(&hint_key);
-        wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
-        let hints = hints.as_ref();
-        if !wanted.is_empty() {
-            for (key, value) in wanted.iter().zip(self.read_versions_at(&wanted, began)) {
-                if let Ok(value) = value {
-                    versions.insert((*key).to_owned(), value);
-                }
-            }
-        }
-        let own = match &counter_key {
-            None => None,
-            Some(key) => match versions.get(key) {
-                Some(&version) => Some(Dep {
-                    counter_key: key.as_str().into(),
-                    version,
-                }),
-                None => {
-                    // The version could not be learnt: render, and store nothing (nor anything
-                    // around it).
-                    self.count_miss(R::sweeper_model(), None);
-                    let (html, ..) = fragments::within(render);
-                    fragments::note(None, &[], false);
-                    return html;
-                }
-            },
-        };
-        let version = Version {
-            field: record.sweeper_version_field(),
-            counter: own.as_ref().map(|d| d.version),
-        };
-        let key = self.key_at(record, &version, parts);
-        let mut found = self.fetch_fragments(&[key.as_str()]);
-        self.verify(&mut found, &mut versions);
-        if let Some(stored) = found.pop().flatten() {
-            self.remember_hints(hint_key, hints, &stored.deps);
-            self.count_hit(&key, &stored.html);
-            fragments::note(own.as_ref(), &stored.deps, true);
-            return Ok(
-                Arc::try_unwrap(stored).map_or_else(|shared| shared.html.clone(), |s| s.html)
-            );
-        }
-        let leader = match self.inner.flights.claim(&key) {
-            Claim::Done(stored) => {
-                fragments::let_go(std::iter::once(key.as_str()));
-                let mut handed = [Some(stored)];
-                self.verify(&mut handed, &mut versions);
-                if let [Some(stored)] = handed {
-                    self.count_coalesced(&key, &stored.html);
-                    fragments::note(own.as_ref(), &stored.deps, true);
-                    return Ok(stored.html.clone());
-                }
-                None
-            }
-            Claim::Leader(leader) => Some(leader),
-            Claim::Alone => None,
-        };
-        self.count_miss(R::sweeper_model(), Some(&key));
-        let (rendered, deps, inner) = fragments::within(render);
-        let html = match rendered {
-            Ok(html) => html,
-            Err(error) => {
-                fragments::note(None, &[], false);
-                self.release(&[&key]);
-                return Err(error);
-            }
-        };
-        self.remember_hints(hint_key, hints, &deps);
-        let finished =
-            self.finish_fragment(&key, html, ttl, own.as_ref(), (deps, inner), began, leader);
-        match finished.write {
-            Some(write) => self.store(vec![write]),
-            None => self.release(&[&key]),
-        }
-        Ok(finished.stored.html.clone())
+        session::render(self, page, self.began.unwrap_or_else(clock::now))
     }
 
-    /// Keeps the counters a fragment contains (`deps`), to read them with its record's next
-    /// time, unless the hints `known` for it already say so (most fragments contain none).
-    pub(crate) fn remember_hints(&self, hint_key: u64, known: Option<&Hints>, deps: &[Dep]) {
-        let same = match known {
-            None => deps.is_empty(),
-            Some(known) => {
-                known.len() == deps.len()
-                    && known.iter().zip(deps).all(|(a, b)| *a == b.counter_key)
-            }
-        };
-        if !same {
-            let keys: Hints = deps.iter().map(|d| Arc::clone(&d.counter_key)).collect();
-            self.inner.dep_hints.insert(hint_key, keys);
-        }
-    }
-
-    pub(crate) fn count_hit(&self, key: &str, html: &str) {
-        self.count(Stats::hit);
-        tracing::debug!(key, bytes = html.len(), "cachesweeper hit");
-    }
-
-    pub(crate) fn count_coalesced(&self, key: &str, html: &str) {
-        self.count(Stats::hit);
-        self.count(Stats::coalesced);
-        tracing::debug!(
-            key,
-            bytes = html.len(),
-            "cachesweeper hit (rendered just now by another render)"
-        );
-    }
-
-    pub(crate) fn count_miss(&self, model: &str, key: Option<&str>) {
-        self.count(Stats::miss);
-        tracing::debug!(model, key = key.unwrap_or("-"), "cachesweeper miss");
-    }
-}
-
-/// Retries failed invalidations until the backend takes them, or the sweeper is dropped.
-fn spawn_retry(inner: Weak<Inner>) {
-    let spawned = std::thread::Builder::new()
-        .name("cachesweeper-retry".into())
-        .spawn(move || {
-            let mut wait = retry::FIRST_WAIT;
-            loop {
-                std::thread::sleep(wait);
-                let Some(inner) = inner.upgrade() else { return };
-                let keys = inner.retry.snapshot();
-                let refs: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-                let results = inner.backend.raise_each(&refs, clock::now());
-                let done: Vec<(String, u64)> = keys
-                    .into_iter()
-                    .zip(&results)
-                    .filter(|(_, r)| r.is_ok())
-                    .map(|(k, _)| k)
-                    .collect();
-                if !done.is_empty() {
-                    tracing::info!(
-                        invalidations = done.len(),
-                        "cachesweeper: failed invalidations retried"
-                    );
-                }
-                if inner.retry.settle(&done) {
-                    return;
-                }
-                wait = (wait * 2).min(retry::MAX_WAIT);
-            }
-        });
-    if spawned.is_err() {
-        tracing::error!("cachesweeper: cannot start a thread to retry failed invalidations");
+    /// [`render`](Self::render) on tokio's blocking pool, for async handlers (feature `tokio`):
+    /// rendering makes blocking cache round trips, which must not stall a runtime worker.
+    ///
+    /// ```no_run
+    /// # use askama::Template;
+    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")] struct Page;
+    /// async fn handler(sweeper: cachesweeper::Sweeper) -> String {
+    ///     sweeper.scope().render_async(Page).await.unwrap_or_default()
+    /// }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn render_async<T>(&self, page: T) -> askama::Result<String>
+    where
+        T: askama::Template + TemplateDigest + Send + 'static,
+    {
+        let sweeper = self.clone();
+        tokio::task::spawn_blocking(move || sweeper.render(&page))
+            .await
+            .map_err(askama::Error::custom)?
     }
 }
 

@@ -1,0 +1,120 @@
+//! One fragment on its own (Askama's own `page.render()`, or [`Sweeper::fragment`] called
+//! directly): one batch of versions (the record's, and those of the records it contained last
+//! time), a fragment lookup, and on a miss a render and a store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::frames;
+use crate::keys::Version;
+use crate::store::Miss;
+use crate::value::Dep;
+use crate::{KeyParts, Sweepable, Sweeper, clock};
+
+/// The fragment of `record` identified by `parts`, stored for `ttl` on a miss.
+pub(crate) fn fragment<R, E>(
+    sweeper: &Sweeper,
+    record: &R,
+    ttl: Duration,
+    parts: &KeyParts,
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<String, E>
+where
+    R: Sweepable + ?Sized,
+{
+    let meter = sweeper.meter();
+    let store = &sweeper.inner.store;
+    let began = sweeper.began.unwrap_or_else(clock::now);
+    let model = R::sweeper_model();
+    let hint_key = sweeper
+        .inner
+        .keys
+        .hint_key(model, &record.sweeper_key(), parts);
+    let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
+    let hints = store.hints(hint_key);
+    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys, began);
+
+    let mut versions = HashMap::new();
+    let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
+    wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
+    for (key, value) in wanted.iter().zip(read(&wanted)) {
+        if let Ok(value) = value {
+            versions.insert((*key).to_owned(), value);
+        }
+    }
+    let own = match &counter_key {
+        None => None,
+        Some(key) => match versions.get(key) {
+            Some(&version) => Some(Dep {
+                counter_key: key.as_str().into(),
+                version,
+            }),
+            None => {
+                // The version could not be learnt: render, and store nothing.
+                meter.miss(model, None);
+                return frames::render_unstorable(render);
+            }
+        },
+    };
+    let version = Version {
+        field: record.sweeper_version_field(),
+        counter: own.as_ref().map(|d| d.version),
+    };
+    let key = sweeper.key_at(record, &version, parts);
+
+    let mut found = store.fetch(&meter, &[key.as_str()]);
+    store.verify(&meter, &mut found, &mut versions, read);
+    if let Some(stored) = found.pop().flatten() {
+        store.remember_hints(hint_key, hints.as_ref(), &stored.deps);
+        meter.hit(&key, &stored.html);
+        frames::note(own.as_ref(), &stored.deps, true);
+        return Ok(Arc::try_unwrap(stored).map_or_else(|shared| shared.html.clone(), |s| s.html));
+    }
+
+    let current = |stored| {
+        let mut handed = [Some(stored)];
+        store.verify(&meter, &mut handed, &mut versions, read);
+        let [handed] = handed;
+        handed
+    };
+    match store.render_miss(&key, current, render) {
+        Miss::Handed(stored) => {
+            meter.coalesced(&key, &stored.html);
+            frames::note(own.as_ref(), &stored.deps, true);
+            Ok(stored.html.clone())
+        }
+        Miss::Rendered {
+            html: Err(error), ..
+        } => {
+            meter.miss(model, Some(&key));
+            frames::note(None, &[], false);
+            store.release(&meter, &[&key]);
+            Err(error)
+        }
+        Miss::Rendered {
+            html: Ok(html),
+            deps,
+            storable,
+            leader,
+        } => {
+            meter.miss(model, Some(&key));
+            store.remember_hints(hint_key, hints.as_ref(), &deps);
+            let finished = store.finish(
+                &meter,
+                &key,
+                html,
+                ttl,
+                own.as_ref(),
+                (deps, storable),
+                began,
+                leader,
+            );
+            match finished.write {
+                Some(write) => store.write(&meter, vec![write]),
+                None => store.release(&meter, &[&key]),
+            }
+            Ok(finished.stored.html.clone())
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The fragment store: the one place that fetches stored fragments and stores rendered ones,
+//! for a lone fragment ([`alone`](crate::alone)) and a page render
+//! ([`session`](crate::session)) alike. It owns the L1, single flight, the leases this
+//! thread's renders hold, the dependency hints, the envelope, and the rule that decides whether
+//! a fragment just rendered may be stored.
+//!
+//! Two rules keep every page fresh (the guarantee is stated on
+//! [`Sweeper::invalidate`](crate::Sweeper::invalidate)):
+//!
+//! - **A fragment is stored only if its data is known to be newer than its version.** Each
+//!   version counter holds the time of the invalidation that last raised it. A render knows when
+//!   it began reading its data ([`Sweeper::scope`](crate::Sweeper::scope)); a fragment whose
+//!   record was invalidated after that may have been rendered from rows read before the write,
+//!   so it is served but not stored (nor handed to other renders).
+//! - **A fragment records the versions of the records rendered inside it** (see
+//!   [`frames`](crate::frames)), at any depth, and a hit is served only while all of them are
+//!   still current ([`FragmentStore::verify`]). An outer fragment therefore never outlives a
+//!   change to a record inside it, with no declaration at all.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::backend::{Leased, SetItem};
+use crate::flight::{Claim, Flights, Leader};
+use crate::frames;
+use crate::l1::{L1, now_ms};
+use crate::meter::Meter;
+use crate::stats::Stats;
+use crate::value::{self, Dep, Stored};
+
+/// How long another render's lease on a missed fragment lasts if it never stores it (it
+/// failed, or died): the longest anyone waits on it.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// How long a lookup waits, at most, for another render (of any process) that holds the lease
+/// of a fragment; then it renders the fragment itself.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a waiting lookup asks again.
+const LEASE_POLL: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// The leases this thread's renders hold: fragments they won the right to render and have
+    /// neither stored nor given up yet.
+    static LEASES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// Forgets the leases on `keys`: stored, given up, or left to another render of this process
+/// that stores the same fragment.
+pub(crate) fn let_go<'a>(keys: impl Iterator<Item = &'a str>) {
+    LEASES.with(|leases| {
+        let mut leases = leases.borrow_mut();
+        if !leases.is_empty() {
+            for key in keys {
+                leases.remove(key);
+            }
+        }
+    });
+}
+
+/// The counter keys last found inside one fragment.
+pub(crate) type Hints = Arc<[Arc<str>]>;
+
+/// The dependency hints of up to [`HintMap::CAPACITY`] fragments. Written by hand rather than on
+/// moka: it is read on every fragment lookup, where moka's bookkeeping costs more than the rest
+/// of a hit, and losing hints only costs a round trip, so when full it simply starts over.
+#[derive(Debug, Default)]
+struct HintMap(RwLock<HashMap<u64, Hints>>);
+
+impl HintMap {
+    const CAPACITY: usize = 100_000;
+
+    fn get(&self, key: u64) -> Option<Hints> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(&key).cloned()
+    }
+
+    fn insert(&self, key: u64, hints: Hints) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(key, hints);
+    }
+}
+
+/// A fragment to store when the render ends.
+#[derive(Debug)]
+pub(crate) struct Write {
+    pub(crate) key: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ttl: Duration,
+}
+
+/// A fragment rendered by [`FragmentStore::finish`].
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) stored: Arc<Stored>,
+    /// Its write, if it is to be stored; if not, its lease must be released.
+    pub(crate) write: Option<Write>,
+    /// Whether it was fit to store (it may still be too large to).
+    pub(crate) storable: bool,
+}
+
+/// What became of a fragment that missed ([`FragmentStore::render_miss`]).
+pub(crate) enum Miss<'s, E> {
+    /// Another render of this process had just rendered it, and what it contains is current.
+    Handed(Arc<Stored>),
+    /// Rendered here: the body's output, the versions of the records inside it, whether all
+    /// of it may be stored, and the single flight to hand it to.
+    Rendered {
+        html: Result<String, E>,
+        deps: Arc<[Dep]>,
+        storable: bool,
+        leader: Option<Leader<'s>>,
+    },
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct FragmentStore {
+    l1: Option<L1>,
+    flights: Flights,
+    hints: HintMap,
+    /// The clock skew allowed between processes, in nanoseconds.
+    clock_skew: u64,
+}
+
+impl FragmentStore {
+    pub(crate) fn new(l1_bytes: u64, clock_skew: Duration) -> FragmentStore {
+        FragmentStore {
+            l1: (l1_bytes > 0).then(|| L1::new(l1_bytes)),
+            flights: Flights::default(),
+            hints: HintMap::default(),
+            clock_skew: u64::try_from(clock_skew.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether data read at `began` is known to include every write that an invalidation
+    /// raising a counter to `version` acknowledged: the invalidation happened before `began`,
+    /// by more than the clock skew allowed between processes.
+    fn fresh_enough(&self, version: u64, began: u64) -> bool {
+        version.saturating_add(self.clock_skew) < began
+    }
+
+    /// The counter keys the fragment identified by `hint_key` contained last time.
+    pub(crate) fn hints(&self, hint_key: u64) -> Option<Hints> {
+        self.hints.get(hint_key)
+    }
+
+    /// Keeps the counters a fragment contains (`deps`), to read them with its record's next
+    /// time, unless the hints `known` for it already say so (most fragments contain none).
+    pub(crate) fn remember_hints(&self, hint_key: u64, known: Option<&Hints>, deps: &[Dep]) {
+        let same = match known {
+            None => deps.is_empty(),
+            Some(known) => {
+                known.len() == deps.len()
+                    && known.iter().zip(deps).all(|(a, b)| *a == b.counter_key)
+            }
+        };
+        if !same {
+            let keys: Hints = deps.iter().map(|d| Arc::clone(&d.counter_key)).collect();
+            self.hints.insert(hint_key, keys);
+        }
+    }
+
+    /// The stored fragments under `keys`, in order: from the L1 where it has them, the rest
+    /// from the backend in one batch. A failed batch, an unreadable or expired value is a miss.
+    /// Their contents are not checked here: see [`verify`](Self::verify).
+    pub(crate) fn fetch(&self, meter: &Meter<'_>, keys: &[&str]) -> Vec<Option<Arc<Stored>>> {
+        let mut found: Vec<Option<Arc<Stored>>> = vec![None; keys.len()];
+        let mut remote = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            match self.l1.as_ref().and_then(|l1| l1.get(key)) {
+                Some(stored) => {
+                    meter.count(Stats::l1_hit);
+                    found[i] = Some(stored);
+                }
+                None => remote.push(i),
+            }
+        }
+        if remote.is_empty() {
+            return found;
+        }
+        // Keys whose lease another render holds are asked again, briefly, for its result; but
+        // only by a render that holds no lease itself. Two renders that each won some keys of
+        // a batch and wait for each other's would wait until the leases expire: a render that
+        // holds leases renders what it would wait for instead.
+        let mut pending = remote;
+        let mut may_wait = LEASES.with(|leases| leases.borrow().is_empty());
+        let leases = !meter.backend.is_local();
+        let deadline = Instant::now() + LEASE_WAIT;
+        loop {
+            let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
+            let values = meter.call_each(|b| b.get_leased(&remote_keys, LEASE));
+            let mut busy = Vec::new();
+            for (i, answer) in pending.into_iter().zip(values) {
+                let bytes = match answer {
+                    Ok(Leased::Hit(bytes)) => bytes,
+                    Ok(Leased::Busy) => {
+                        busy.push(i);
+                        continue;
+                    }
+                    Ok(Leased::Won) => {
+                        // A miss, ours to render.
+                        if leases {
+                            may_wait = false;
+                            LEASES.with(|held| held.borrow_mut().insert(keys[i].to_owned()));
+                        }
+                        continue;
+                    }
+                    // A failed lookup (counted by `call_each`).
+                    Err(_) => continue,
+                };
+                let len = bytes.len();
+                match value::decode(bytes) {
+                    Some(stored) if stored.expires_ms > now_ms() => {
+                        meter.count(|s| s.read(len));
+                        let stored = Arc::new(stored);
+                        if let Some(l1) = &self.l1 {
+                            l1.insert(keys[i], Arc::clone(&stored));
+                        }
+                        found[i] = Some(stored);
+                    }
+                    Some(_) => {} // expired: the server's clock is behind ours
+                    None => {
+                        meter.count(Stats::corrupt);
+                        tracing::debug!(
+                            key = keys[i],
+                            "cachesweeper: stored value is not a fragment; re-rendering"
+                        );
+                    }
+                }
+            }
+            if busy.is_empty() || !may_wait || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(LEASE_POLL);
+            pending = busy;
+        }
+        found
+    }
+
+    /// Drops from `found` every fragment that contains a record whose version has changed
+    /// since it was stored (or cannot be read now). Versions already in `versions` are taken
+    /// from there; the others are read in one batch with `read` and added to it.
+    pub(crate) fn verify(
+        &self,
+        meter: &Meter<'_>,
+        found: &mut [Option<Arc<Stored>>],
+        versions: &mut HashMap<String, u64>,
+        read: impl FnOnce(&[&str]) -> Vec<crate::Result<u64>>,
+    ) {
+        let mut unknown: Vec<&str> = Vec::new();
+        for stored in found.iter().flatten() {
+            for dep in stored.deps.iter() {
+                if !versions.contains_key(&*dep.counter_key)
+                    && !unknown.contains(&&*dep.counter_key)
+                {
+                    unknown.push(&dep.counter_key);
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            for (key, value) in unknown.iter().zip(read(&unknown)) {
+                if let Ok(value) = value {
+                    versions.insert((*key).to_owned(), value);
+                }
+            }
+        }
+        for slot in found.iter_mut() {
+            let current = slot.as_ref().is_none_or(|stored| {
+                stored
+                    .deps
+                    .iter()
+                    .all(|dep| versions.get(&*dep.counter_key) == Some(&dep.version))
+            });
+            if !current {
+                meter.count(Stats::outdated);
+                *slot = None;
+            }
+        }
+    }
+
+    /// The miss path's first half, the same for every fragment: claims the single flight of
+    /// `key`; unless another render of this process hands over its result and `current` still
+    /// accepts it, renders `body` in a frame of its own. The caller then
+    /// [`finish`](Self::finish)es what was rendered (or releases its lease if it failed).
+    pub(crate) fn render_miss<E>(
+        &self,
+        key: &str,
+        current: impl FnOnce(Arc<Stored>) -> Option<Arc<Stored>>,
+        body: impl FnOnce() -> Result<String, E>,
+    ) -> Miss<'_, E> {
+        let leader = match self.flights.claim(key) {
+            Claim::Done(stored) => {
+                // Its leader stores it: whatever lease this thread took on it is its own.
+                let_go(std::iter::once(key));
+                if let Some(stored) = current(stored) {
+                    return Miss::Handed(stored);
+                }
+                None
+            }
+            Claim::Leader(leader) => Some(leader),
+            Claim::Alone => None,
+        };
+        let (html, deps, storable) = frames::within(body);
+        Miss::Rendered {
+            html,
+            deps,
+            storable,
+            leader,
+        }
+    }
+
+    /// The miss path's second half: decides whether the fragment rendered under `key` may be
+    /// stored (its own version `own` is older than the render's data, read from `began` on, and
+    /// so is everything inside it), tells the enclosing fragment, hands it to the renders
+    /// waiting on it, and returns it with its write if it is to be stored. One that is not
+    /// stored must give up its lease: see [`release`](Self::release).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finish(
+        &self,
+        meter: &Meter<'_>,
+        key: &str,
+        html: String,
+        ttl: Duration,
+        own: Option<&Dep>,
+        (deps, inner_storable): (Arc<[Dep]>, bool),
+        began: u64,
+        leader: Option<Leader<'_>>,
+    ) -> Finished {
+        let storable =
+            inner_storable && own.is_none_or(|dep| self.fresh_enough(dep.version, began));
+        frames::note(own, &deps, storable);
+        let stored = Arc::new(Stored {
+            html,
+            expires_ms: now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            deps,
+        });
+        let write = if storable {
+            if let Some(leader) = leader {
+                leader.publish(Arc::clone(&stored));
+            }
+            self.prepare_write(meter, key, &stored, ttl)
+        } else {
+            meter.count(Stats::unstored);
+            tracing::debug!(
+                key,
+                "cachesweeper: not stored, a record in it changed after this render read its data"
+            );
+            None
+        };
+        Finished {
+            stored,
+            write,
+            storable,
+        }
+    }
+
+    /// The write of a rendered fragment (kept in the L1 too), or `None` if it is too large for
+    /// the backend.
+    fn prepare_write(
+        &self,
+        meter: &Meter<'_>,
+        key: &str,
+        stored: &Arc<Stored>,
+        ttl: Duration,
+    ) -> Option<Write> {
+        if value::encoded_len(stored.html.len(), &stored.deps) > meter.backend.max_value_len() {
+            meter.count(Stats::oversized);
+            tracing::debug!(
+                key,
+                bytes = stored.html.len(),
+                "cachesweeper: fragment too large to store"
+            );
+            return None;
+        }
+        if let Some(l1) = &self.l1 {
+            l1.insert(key, Arc::clone(stored));
+        }
+        Some(Write {
+            bytes: value::encode(stored),
+            key: key.to_owned(),
+            ttl,
+        })
+    }
+
+    /// Gives up the leases this render took on `keys` when it will not store values there, so
+    /// that other renders do not wait for them; one round trip.
+    pub(crate) fn release(&self, meter: &Meter<'_>, keys: &[&str]) {
+        if !keys.is_empty() && !meter.backend.is_local() {
+            let _ = meter.call(|b| b.release_leases(keys));
+            let_go(keys.iter().copied());
+        }
+    }
+
+    /// Stores rendered fragments, in one batch.
+    pub(crate) fn write(&self, meter: &Meter<'_>, writes: Vec<Write>) {
+        if writes.is_empty() {
+            return;
+        }
+        let items: Vec<SetItem<'_>> = writes
+            .iter()
+            .map(|w| SetItem {
+                key: &w.key,
+                value: &w.bytes,
+                ttl: Some(w.ttl),
+            })
+            .collect();
+        if meter.call(|b| b.set_many(&items)).is_ok() {
+            let bytes: usize = writes.iter().map(|w| w.bytes.len()).sum();
+            meter.count(|s| s.written(bytes));
+        }
+        // Stored or not, the leases are over: a failed store leaves them to expire.
+        let_go(writes.iter().map(|w| w.key.as_str()));
+    }
+}
