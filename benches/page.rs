@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use askama::Template;
+use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Backend, Embedded, Memcached, Null};
 use cachesweeper::{KeyParts, StatsSnapshot, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Memcached, SetItem};
 use cachesweeper::{KeyParts, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use askama::Template;
 use cachesweeper::Sweeper;
+use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Backend, Memcached, SetItem};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use common::{Comment, comment, known};

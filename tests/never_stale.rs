@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use askama::Template;
+use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Backend, Leased, Memcached};
 use cachesweeper::{KeyParts, Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;

@@ -4,6 +4,7 @@
 mod common;
 
 use cachesweeper::KeyParts;
+use cachesweeper::backend::BackendExt as _;
 use common::{Page, article, cases, comment};
 
 #[test]

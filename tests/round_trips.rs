@@ -49,10 +49,6 @@ impl Backend for Counting {
         self.calls.fetch_add(1, Relaxed);
         self.inner.set_many(items)
     }
-    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.calls.fetch_add(1, Relaxed);
-        self.inner.add(key, value, ttl)
-    }
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         self.calls.fetch_add(1, Relaxed);
         self.counter_keys.fetch_add(keys.len(), Relaxed);
@@ -66,6 +62,10 @@ impl Backend for Counting {
     fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
         self.calls.fetch_add(1, Relaxed);
         self.inner.get_leased(keys, lease)
+    }
+    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+        self.calls.fetch_add(1, Relaxed);
+        self.inner.release_leases(keys)
     }
     fn fresh_counter(&self, now: u64) -> u64 {
         self.inner.fresh_counter(now)
@@ -355,9 +355,6 @@ impl Backend for FailingModel {
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
         self.inner.set_many(items)
     }
-    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.inner.add(key, value, ttl)
-    }
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         let answers = self.inner.incr_each(keys, delta, initial);
         keys.iter()
@@ -377,8 +374,20 @@ impl Backend for FailingModel {
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
         self.inner.raise_each(keys, floor)
     }
+    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+        self.inner.get_leased(keys, lease)
+    }
+    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+        self.inner.release_leases(keys)
+    }
     fn fresh_counter(&self, now: u64) -> u64 {
         self.inner.fresh_counter(now)
+    }
+    fn max_value_len(&self) -> usize {
+        self.inner.max_value_len()
+    }
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
     }
     fn delete(&self, key: &str) -> Result<bool> {
         self.inner.delete(key)

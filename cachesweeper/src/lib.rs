@@ -124,7 +124,9 @@
 //!
 //! [`backend::Embedded`] (moka, bounded by bytes) is the default. [`backend::Memcached`] (feature
 //! `memcache`, on by default) talks to one or more memcached servers with millisecond timeouts.
-//! Both implement [`backend::Backend`] and pass [`backend::conformance`].
+//! Both implement [`backend::Backend`] and pass its conformance suite (`backend::conformance`,
+//! feature `conformance`), which is also how to test a backend of your own:
+//! `cachesweeper::backend::conformance::run_all(&my_backend)`.
 //!
 //! # Counters
 //!

@@ -6,6 +6,7 @@ pub mod blog;
 use chrono::{DateTime, Utc};
 
 use cachesweeper::Sweepable;
+use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::Memcached;
 use cachesweeper::{Sweeper, backend::Embedded};
 use cachesweeper_suite::memcached::MemcachedProcess;

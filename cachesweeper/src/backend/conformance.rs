@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Backend, SetItem};
+use super::{Backend, BackendExt, Leased, SetItem};
 
 /// Runs every check.
 pub fn run_all(backend: &dyn Backend) {
@@ -14,7 +14,7 @@ pub fn run_all(backend: &dyn Backend) {
     set_then_get_many_in_order(backend);
     set_replaces(backend);
     binary_values_round_trip(backend);
-    add_only_when_missing(backend);
+    leases(backend);
     incr_creates_then_adds(backend);
     incr_many_is_per_key(backend);
     incr_is_atomic_across_threads(backend);
@@ -104,15 +104,32 @@ pub fn binary_values_round_trip(backend: &dyn Backend) {
     assert_eq!(got, vec![Some(odd), Some(large)]);
 }
 
-/// `add` stores only when the key has no value, and says which.
-pub fn add_only_when_missing(backend: &dyn Backend) {
-    let key = "conformance|add";
-    assert!(backend.add(key, b"first", None).unwrap());
-    assert!(!backend.add(key, b"second", None).unwrap());
+/// Leases: the first leased lookup of a missing key wins it; while it is held, another one
+/// is told to wait (or, on a backend without leases, wins too); a stored value ends it, and so
+/// does a release.
+pub fn leases(backend: &dyn Backend) {
+    let (stored, released) = ("conformance|lease-stored", "conformance|lease-released");
+    let lease = Duration::from_secs(2);
+    let leased = |key: &str| backend.get_leased(&[key], lease).pop().unwrap().unwrap();
+    assert_eq!(leased(stored), Leased::Won);
+    assert!(matches!(leased(stored), Leased::Busy | Leased::Won));
+    backend
+        .set_many(&[SetItem {
+            key: stored,
+            value: b"done",
+            ttl: None,
+        }])
+        .unwrap();
+    assert_eq!(leased(stored), Leased::Hit(b"done".to_vec()));
+
+    assert_eq!(leased(released), Leased::Won);
+    backend.release_leases(&[released]).unwrap();
     assert_eq!(
-        backend.get_many(&[key]).unwrap(),
-        vec![Some(b"first".to_vec())]
+        leased(released),
+        Leased::Won,
+        "a released lease is free at once"
     );
+    backend.release_leases(&[released]).unwrap();
 }
 
 /// A missing counter is created at `initial`; an existing one gets `delta`.

@@ -40,11 +40,9 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// entries are evicted (moka's TinyLFU).
 ///
 /// ```
-/// use cachesweeper::backend::{Backend, Embedded};
+/// use cachesweeper::backend::{Backend, BackendExt, Embedded};
 ///
 /// let cache = Embedded::new(64 * 1024 * 1024);
-/// assert!(cache.add("k", b"1", None)?);
-/// assert!(!cache.add("k", b"2", None)?);
 /// assert_eq!(cache.incr_many(&["n", "n"], 1, 100)?, vec![100, 101]);
 /// assert_eq!(cache.raise_each(&["n"], 500).pop().unwrap()?, 500);
 /// # Ok::<(), cachesweeper::Error>(())
@@ -145,14 +143,6 @@ impl Backend for Embedded {
             );
         }
         Ok(())
-    }
-
-    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        let entry = self.cache.entry(key.to_owned()).or_insert_with(|| Entry {
-            bytes: value.into(),
-            ttl,
-        });
-        Ok(entry.is_fresh())
     }
 
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {

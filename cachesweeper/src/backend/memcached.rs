@@ -478,11 +478,6 @@ impl Backend for Memcached {
         .map_or(Ok(()), Err)
     }
 
-    fn add(&self, key: &str, value: &[u8], ttl_: Option<Duration>) -> Result<bool> {
-        let mut results = self.batch(&[key], |_| Set::new(key, value).ttl(ttl(ttl_)).add());
-        results.pop().expect("one result").map(|r| r.applied())
-    }
-
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         self.batch(keys, |i| {
             Arithmetic::new(keys[i])

@@ -1,9 +1,10 @@
 //! Where fragments and version counters live.
 //!
 //! A backend implements [`Backend`]: the few operations that differ per store, in batch form so
-//! that a page can be served in a constant number of round trips. [`Embedded`] (on moka) is always
-//! compiled; [`Memcached`] sits behind the `memcache` feature. Every backend passes the same
-//! [`conformance`] suite.
+//! that a page can be served in a constant number of round trips; [`BackendExt`] adds the
+//! conveniences. [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the
+//! `memcache` feature. Every backend passes the same conformance suite
+//! (`backend::conformance`, feature `conformance`: the way to test a backend of your own).
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::Result;
 
 #[cfg(feature = "memcache")]
 mod breaker;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod embedded;
 #[cfg(feature = "memcache")]
@@ -51,11 +53,17 @@ pub enum Leased {
     Busy,
 }
 
-/// A cache store: fragments as bytes, version counters as decimal ASCII (memcached's `incr`
-/// format).
+/// A cache store: fragments as bytes under keys, and version counters.
 ///
-/// Each call is one round trip to the store. Implementations must be atomic where the docs say
-/// so: correctness of invalidation rests on [`Backend::incr_each`] and [`Backend::add`].
+/// What a new backend must implement: reads and writes of values in batches (so that a page is
+/// served in a constant number of round trips), counters that are read and raised atomically,
+/// and a delete. Leases (stampede protection across processes) are optional: without them, a
+/// backend answers every miss with [`Leased::Won`]. The conveniences every backend gets are in
+/// [`BackendExt`]. Run the [`conformance`](crate::backend::conformance) suite (feature
+/// `conformance`) on a new backend.
+///
+/// Each call is one round trip to the store. Correctness of invalidation rests on
+/// [`raise_each`](Self::raise_each) being atomic per key and never lowering a counter.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name for logs and errors (for memcached, the server URLs).
     fn name(&self) -> &str;
@@ -65,30 +73,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// its own keys.
     fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>>;
 
-    /// The values under `keys`, in the same order; `None` for a key with no value. Fails if any
-    /// key's lookup failed.
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.get_each(keys).into_iter().collect()
-    }
-
-    /// Like [`get_each`](Self::get_each), and on a miss also takes a lease for `lease` (at
-    /// least a second), so that of many callers missing the same key at once (in any process)
-    /// one renders it and the others wait for it. A backend without leases answers every miss
-    /// with [`Leased::Won`]. Storing the value (or [`delete`](Self::delete)) releases the lease.
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        let _ = lease;
-        self.get_each(keys)
-            .into_iter()
-            .map(|r| r.map(|value| value.map_or(Leased::Won, Leased::Hit)))
-            .collect()
-    }
-
     /// Stores every item, replacing existing values.
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()>;
-
-    /// Stores `value` under `key` only if the key has no value; atomically. Returns whether it
-    /// stored.
-    fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool>;
 
     /// Adds `delta` to each counter in `keys` and returns each value after the operation, in
     /// order, or the error of the server that holds it. A missing counter is created at
@@ -103,25 +89,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// decreases.
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>>;
 
-    /// The value a version read ([`incr_each`](Self::incr_each) with `delta` 0) creates a
-    /// missing counter at, given the current time `now` (nanoseconds since the epoch).
-    ///
-    /// A counter can go missing after an invalidation raised it (an eviction, a restarted
-    /// server), so by default a recreated counter is as new as `now`: a render that began
-    /// before it cannot tell whether its data predates a lost invalidation, and stores nothing
-    /// under it. A store that never loses a counter while it holds fragments may answer an
-    /// older value, so that the first render of a record already stores it.
-    fn fresh_counter(&self, now: u64) -> u64 {
-        now
-    }
-
-    /// [`incr_each`](Self::incr_each), failing if any key failed.
-    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
-        self.incr_each(keys, delta, initial).into_iter().collect()
-    }
-
     /// Removes `key`. Returns whether it had a value.
     fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Like [`get_each`](Self::get_each), and on a miss also takes a lease for `lease` (at
+    /// least a second), so that of many callers missing the same key at once (in any process)
+    /// one renders it and the others wait for it. A backend without leases answers every miss
+    /// with [`Leased::Won`] (the default). Storing the value, or
+    /// [`release_leases`](Self::release_leases), ends the lease.
+    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+        let _ = lease;
+        self.get_each(keys)
+            .into_iter()
+            .map(|r| r.map(|value| value.map_or(Leased::Won, Leased::Hit)))
+            .collect()
+    }
 
     /// Gives up the leases this caller took on `keys` with [`get_leased`](Self::get_leased)
     /// and will not store, so that others stop waiting for them; in one round trip. By
@@ -132,6 +114,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
             return Ok(());
         }
         keys.iter().try_for_each(|key| self.delete(key).map(drop))
+    }
+
+    /// The value a version read ([`incr_each`](Self::incr_each) with `delta` 0) creates a
+    /// missing counter at, given the current time `now` (nanoseconds since the epoch).
+    ///
+    /// A counter can go missing after an invalidation raised it (an eviction, a restarted
+    /// server), so by default a recreated counter is as new as `now`: a render that began
+    /// before it cannot tell whether its data predates a lost invalidation, and stores nothing
+    /// under it. A store that never loses a counter while it holds fragments may answer an
+    /// older value, so that the first render of a record already stores it.
+    fn fresh_counter(&self, now: u64) -> u64 {
+        now
     }
 
     /// The largest value the store accepts, in bytes.
@@ -146,6 +140,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
 }
 
+/// Conveniences over [`Backend`], for every backend.
+pub trait BackendExt: Backend {
+    /// The values under `keys`, in the same order; `None` for a key with no value. Fails if any
+    /// key's lookup failed.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.get_each(keys).into_iter().collect()
+    }
+
+    /// [`incr_each`](Backend::incr_each), failing if any key failed.
+    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
+        self.incr_each(keys, delta, initial).into_iter().collect()
+    }
+}
+
+impl<B: Backend + ?Sized> BackendExt for B {}
+
 macro_rules! forward_backend {
     ($($ptr:ty),*) => {$(
         impl<B: Backend + ?Sized> Backend for $ptr {
@@ -155,14 +165,8 @@ macro_rules! forward_backend {
             fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
                 (**self).get_each(keys)
             }
-            fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-                (**self).get_leased(keys, lease)
-            }
             fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
                 (**self).set_many(items)
-            }
-            fn add(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-                (**self).add(key, value, ttl)
             }
             fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
                 (**self).incr_each(keys, delta, initial)
@@ -170,14 +174,17 @@ macro_rules! forward_backend {
             fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
                 (**self).raise_each(keys, floor)
             }
-            fn fresh_counter(&self, now: u64) -> u64 {
-                (**self).fresh_counter(now)
-            }
             fn delete(&self, key: &str) -> Result<bool> {
                 (**self).delete(key)
             }
+            fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+                (**self).get_leased(keys, lease)
+            }
             fn release_leases(&self, keys: &[&str]) -> Result<()> {
                 (**self).release_leases(keys)
+            }
+            fn fresh_counter(&self, now: u64) -> u64 {
+                (**self).fresh_counter(now)
             }
             fn max_value_len(&self) -> usize {
                 (**self).max_value_len()

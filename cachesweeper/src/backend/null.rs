@@ -1,7 +1,5 @@
 //! A backend that stores nothing: every fragment is rendered. Django's `DummyCache`.
 
-use std::time::Duration;
-
 use super::{Backend, SetItem};
 use crate::Result;
 
@@ -28,10 +26,6 @@ impl Backend for Null {
 
     fn set_many(&self, _: &[SetItem<'_>]) -> Result<()> {
         Ok(())
-    }
-
-    fn add(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<bool> {
-        Ok(true)
     }
 
     fn incr_each(&self, keys: &[&str], _: u64, initial: u64) -> Vec<Result<u64>> {
