@@ -15,6 +15,7 @@ mod config;
 mod digest;
 mod expand;
 mod scan;
+mod syntax;
 mod valid;
 
 use std::path::PathBuf;

@@ -10,36 +10,7 @@
 //! of a template and rejects the template otherwise, so finding more than Askama would only
 //! ever happen in a template Askama does not compile.
 
-/// The delimiters of a template syntax (askama_parser's `Syntax`; the defaults, or a
-/// `[[syntax]]` of askama.toml).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Syntax {
-    /// `{%`
-    pub block_start: String,
-    /// `%}`
-    pub block_end: String,
-    /// `{{`
-    pub expr_start: String,
-    /// `}}`
-    pub expr_end: String,
-    /// `{#`
-    pub comment_start: String,
-    /// `#}`
-    pub comment_end: String,
-}
-
-impl Default for Syntax {
-    fn default() -> Self {
-        Syntax {
-            block_start: "{%".into(),
-            block_end: "%}".into(),
-            expr_start: "{{".into(),
-            expr_end: "}}".into(),
-            comment_start: "{#".into(),
-            comment_end: "#}".into(),
-        }
-    }
-}
+use super::syntax::Syntax;
 
 /// How a template names another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
