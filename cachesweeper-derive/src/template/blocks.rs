@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::fmt::{self, Display, Write as _};
 
 use askama_parser::node::FilterBlock;
-use askama_parser::{Ast, Expr, Filter, Node, Num, PathOrIdentifier, SyntaxBuilder, WithSpan};
+use askama_parser::{Expr, Filter, Node, Num, PathOrIdentifier, WithSpan};
 
-use super::scan::Syntax;
+use super::syntax::{Syntax, line_of, walk};
 
 /// The filter's name, as written in templates (last component of a path).
 const FILTER: &str = "cachesweeper";
@@ -68,30 +68,16 @@ struct Keyed {
     parts: String,
 }
 
-/// Every breach of the rule in `templates` (the root first), one message each; empty if the
-/// delimiters are not valid (Askama reports them).
+/// Every breach of the rule in `templates` (the root first), one message each. A template
+/// that does not parse, or delimiters that are not valid, are skipped: Askama reports them.
 pub fn check(syntax: &Syntax, templates: &[Template]) -> Vec<String> {
-    let builder = SyntaxBuilder {
-        name: "cachesweeper",
-        block_start: Some(&syntax.block_start),
-        block_end: Some(&syntax.block_end),
-        expr_start: Some(&syntax.expr_start),
-        expr_end: Some(&syntax.expr_end),
-        comment_start: Some(&syntax.comment_start),
-        comment_end: Some(&syntax.comment_end),
-    };
-    let Ok(syntax) = builder.to_syntax() else {
-        return Vec::new();
-    };
     let mut errors = Vec::new();
     let mut keyed = Vec::new();
     for template in templates {
-        let Ok(ast) = Ast::from_str(&template.text, None, &syntax) else {
+        let Some(ast) = syntax.parse(&template.text) else {
             continue;
         };
-        let mut found = Vec::new();
-        blocks(ast.nodes(), &mut found);
-        for (block, filter) in found {
+        for (block, filter) in blocks(ast.nodes()) {
             let offset = block.span().byte_range().map_or(0, |range| range.start);
             let place = Place {
                 template: template.name.clone(),
@@ -110,51 +96,27 @@ pub fn check(syntax: &Syntax, templates: &[Template]) -> Vec<String> {
 /// included.
 fn blocks<'n, 'a>(
     nodes: &'n [Box<Node<'a>>],
-    out: &mut Vec<(&'n WithSpan<FilterBlock<'a>>, &'n Filter<'a>)>,
-) {
-    for node in nodes {
-        match &**node {
-            Node::FilterBlock(block) => {
-                // A chain `a|b|c` is parsed as `c(b(a(<body>)))`: walk it down to the body.
-                let mut chain = Vec::new();
-                let mut filter = &block.filters;
-                loop {
-                    if is_cachesweeper(&filter.name) {
-                        chain.push((block, filter));
-                    }
-                    match filter.arguments.first().map(|arg| &***arg) {
-                        Some(Expr::Filter(inner)) => filter = inner,
-                        _ => break,
-                    }
-                }
-                out.extend(chain.into_iter().rev());
-                blocks(&block.nodes, out);
+) -> Vec<(&'n WithSpan<FilterBlock<'a>>, &'n Filter<'a>)> {
+    let mut out = Vec::new();
+    walk(nodes, &mut |node| {
+        let Node::FilterBlock(block) = node else {
+            return;
+        };
+        // A chain `a|b|c` is parsed as `c(b(a(<body>)))`: walk it down to the body.
+        let mut chain = Vec::new();
+        let mut filter = &block.filters;
+        loop {
+            if is_cachesweeper(&filter.name) {
+                chain.push((block, filter));
             }
-            Node::If(node) => {
-                for branch in &node.branches {
-                    blocks(&branch.nodes, out);
-                }
+            match filter.arguments.first().map(|arg| &***arg) {
+                Some(Expr::Filter(inner)) => filter = inner,
+                _ => break,
             }
-            Node::Match(node) => {
-                for arm in &node.arms {
-                    blocks(&arm.nodes, out);
-                }
-            }
-            Node::Loop(node) => {
-                blocks(&node.body, out);
-                blocks(&node.else_nodes, out);
-            }
-            Node::BlockDef(node) => blocks(&node.nodes, out),
-            Node::Macro(node) => blocks(&node.nodes, out),
-            Node::Call(node) => blocks(&node.nodes, out),
-            Node::Let(node) => {
-                if let askama_parser::LetValueOrBlock::Block { nodes, .. } = &node.val {
-                    blocks(nodes, out);
-                }
-            }
-            _ => {}
         }
-    }
+        out.extend(chain.into_iter().rev());
+    });
+    out
 }
 
 fn is_cachesweeper(name: &PathOrIdentifier<'_>) -> bool {
@@ -282,14 +244,6 @@ fn duplicates(keyed: &[Keyed], errors: &mut Vec<String>) {
             }
         }
     }
-}
-
-fn line_of(source: &str, offset: usize) -> usize {
-    source.as_bytes()[..offset.min(source.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 fn show_name(name: &PathOrIdentifier<'_>) -> String {

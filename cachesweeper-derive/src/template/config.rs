@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde_derive::Deserialize;
 
-use super::scan::Syntax;
+use super::syntax::Syntax;
 
 /// The default config file, in `CARGO_MANIFEST_DIR`.
 pub const CONFIG_FILE: &str = "askama.toml";

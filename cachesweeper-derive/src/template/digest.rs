@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::blocks;
 use super::config::Config;
-use super::scan::{self, Kind};
+use super::deps::{self, Kind};
 
 /// Bumped whenever what is hashed changes, so that old digests cannot match new ones.
 const VERSION: &[u8] = b"cachesweeper template digest 1";
@@ -148,7 +148,7 @@ pub fn digest(
     match root {
         Root::Path(path) => walk.visit(path, None, None),
         Root::Source(source) => {
-            for dep in scan::dependencies(source, &config.syntax) {
+            for dep in deps::dependencies(source, &config.syntax) {
                 walk.visit(dep.path, None, Some((None, dep.kind, dep.line)));
             }
         }
@@ -167,7 +167,7 @@ pub fn digest(
             }
         };
         let text = String::from_utf8_lossy(&content);
-        for dep in scan::dependencies(&text, &config.syntax) {
+        for dep in deps::dependencies(&text, &config.syntax) {
             walk.visit(
                 dep.path,
                 Some(&found.file),

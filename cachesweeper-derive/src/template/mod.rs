@@ -3,18 +3,20 @@
 //!
 //! The stages, one module each: `attr` reads `#[template(...)]` (Askama's attribute) and
 //! `#[sweeper(crate = ...)]`, `ast` models the input, `valid` checks it; then `config` reads
-//! askama.toml, `scan` finds the templates a template names, `digest` finds them where Askama
+//! askama.toml, `deps` finds the templates a template names, `digest` finds them where Askama
 //! does and hashes them, `blocks` checks the `cachesweeper` blocks of the whole family (each has
 //! a record, a time to live and a literal name, and no two share a key), and `expand` generates
-//! the impl.
+//! the impl. `deps` and `blocks` read templates with askama_parser, Askama's own parser, through
+//! `syntax` (the delimiters of askama.toml, and a walk over every node of a parsed template).
 
 mod ast;
 mod attr;
 mod blocks;
 mod config;
+mod deps;
 mod digest;
 mod expand;
-mod scan;
+mod syntax;
 mod valid;
 
 use std::path::PathBuf;
