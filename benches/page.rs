@@ -107,8 +107,8 @@ fn sweeper(config: Config, server: Option<&Server>) -> Sweeper {
     let builder = Sweeper::builder().namespace(fresh_namespace(config.name()));
     match (config, server) {
         (Config::Embedded, _) => builder.backend(Embedded::new(64 << 20)),
-        (Config::Memcached, Some(s)) => builder.shared_backend(s.backend.clone()).l1(0),
-        (Config::MemcachedL1, Some(s)) => builder.shared_backend(s.backend.clone()),
+        (Config::Memcached, Some(s)) => builder.backend(s.backend.clone()).l1(0),
+        (Config::MemcachedL1, Some(s)) => builder.backend(s.backend.clone()),
         _ => unreachable!("memcached configurations need a server"),
     }
     .build()

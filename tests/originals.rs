@@ -5,7 +5,7 @@ mod common;
 
 use cachesweeper::KeyParts;
 use cachesweeper::backend::BackendExt as _;
-use common::{Page, article, cases, comment};
+use common::{Page, article, cases, comment, known};
 
 #[test]
 fn a_record_has_a_version_right_after_creation() {
@@ -192,7 +192,7 @@ fn namespaces_do_not_see_each_other() {
     for case in cases() {
         let other = cachesweeper::Sweeper::builder()
             .namespace("other-app")
-            .shared_backend(case.sweeper.backend().clone())
+            .backend(case.sweeper.backend().clone())
             .build()
             .unwrap();
         let c = comment(6, 1);
@@ -209,5 +209,26 @@ fn namespaces_do_not_see_each_other() {
             .unwrap();
         assert_eq!(theirs, "theirs", "{}", case.name);
         assert_ne!(case.sweeper.counter_key(&c), other.counter_key(&c));
+    }
+}
+
+#[test]
+fn a_record_known_only_by_reference_is_invalidated_too() {
+    // From a database trigger or a message queue: the model name and the key, no row.
+    for case in cases() {
+        let s = &case.sweeper;
+        let c = comment(8, 1);
+        known(s, [&c]);
+        let parts = KeyParts::new().part("by-reference");
+        let show = |html: &'static str| move || Ok::<_, std::convert::Infallible>(html.into());
+        assert_eq!(s.fragment(&c, 600, &parts, show("old")).unwrap(), "old");
+        assert_eq!(s.fragment(&c, 600, &parts, show("new")).unwrap(), "old");
+        s.invalidate_ref(&cachesweeper::ModelRef::to(&c)).unwrap();
+        assert_eq!(
+            s.fragment(&c, 600, &parts, show("new")).unwrap(),
+            "new",
+            "{}",
+            case.name
+        );
     }
 }

@@ -133,7 +133,7 @@ fn setups() -> Vec<Setup> {
     out.push(Setup {
         name: "embedded",
         sweeper: Sweeper::builder()
-            .shared_backend(embedded.clone())
+            .backend(embedded.clone())
             .build()
             .unwrap(),
         counting: embedded,
@@ -145,7 +145,7 @@ fn setups() -> Vec<Setup> {
             break;
         };
         let counting = Counting::new(Arc::new(Memcached::from_url(&server.url()).unwrap()));
-        let builder = Sweeper::builder().shared_backend(counting.clone());
+        let builder = Sweeper::builder().backend(counting.clone());
         let sweeper = if l1 { builder } else { builder.l1(0) }.build().unwrap();
         out.push(Setup {
             name: if l1 { "memcached+l1" } else { "memcached" },

@@ -113,6 +113,7 @@ impl Default for cachesweeper {
 
 impl cachesweeper {
     /// The record whose version keys the fragment.
+    #[doc(hidden)]
     pub fn with_0<R: Sweepable>(self, record: R) -> cachesweeper<R, ()> {
         cachesweeper {
             record,
@@ -125,6 +126,7 @@ impl cachesweeper {
 
 impl<R: Sweepable> cachesweeper<R, ()> {
     /// How long the fragment may be served.
+    #[doc(hidden)]
     pub fn with_1<T: Ttl>(self, ttl: T) -> cachesweeper<R, T> {
         cachesweeper {
             record: self.record,
@@ -137,6 +139,7 @@ impl<R: Sweepable> cachesweeper<R, ()> {
 
 impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Unnamed> {
     /// The block's name: the first key part, which tells the blocks on one record apart.
+    #[doc(hidden)]
     pub fn with_2<P: KeyPart>(mut self, name: P) -> cachesweeper<R, T, Named> {
         self.parts.push(&name);
         cachesweeper {
@@ -151,6 +154,7 @@ impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Unnamed> {
 impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
     /// `digest=false`: keeps the fragment's key the same across edits of its template (a
     /// stale fragment is then served after an edit, until its record changes).
+    #[doc(hidden)]
     pub fn with_digest(mut self, digest: bool) -> Self {
         if !digest {
             self.parts = self.parts.without_template_digest();
@@ -163,6 +167,7 @@ macro_rules! key_part_setters {
     ($($setter:ident),*) => {
         impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Named> {$(
             /// An extra key part.
+            #[doc(hidden)]
             pub fn $setter<P: KeyPart>(mut self, part: P) -> Self {
                 self.parts.push(&part);
                 self
@@ -188,6 +193,7 @@ impl<R: Sweepable, T: Ttl, N> askama::filters::ValidFilterInvocation for cachesw
 impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
     /// Serves the fragment from the cache, or renders `body` and stores it. Only a named block
     /// can be executed ([`BlockName`]).
+    #[doc(hidden)]
     pub fn execute(
         self,
         body: impl fmt::Display,

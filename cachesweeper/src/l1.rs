@@ -14,7 +14,7 @@ use moka::sync::Cache;
 use crate::value::Stored;
 
 /// The default bound of the L1, in bytes: 32 MiB.
-pub const DEFAULT_L1_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_L1_BYTES: u64 = 32 * 1024 * 1024;
 
 struct UntilExpiry;
 

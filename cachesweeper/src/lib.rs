@@ -153,6 +153,7 @@ pub mod filters;
 mod flight;
 mod frames;
 mod key_part;
+#[doc(hidden)]
 pub mod keys;
 mod l1;
 mod meter;
@@ -172,10 +173,9 @@ pub use digest::TemplateDigest;
 pub use error::{Error, Result};
 pub use key_part::KeyPart;
 pub use keys::{KeyParts, Version};
-pub use l1::DEFAULT_L1_BYTES;
 pub use stats::StatsSnapshot;
 pub use sweepable::{ModelRef, ParentKey, Sweepable, Touchable, VersionField};
-pub use sweeper::{DEFAULT_EMBEDDED_BYTES, DEFAULT_NAMESPACE, Sweeper, SweeperBuilder};
+pub use sweeper::{Sweeper, SweeperBuilder};
 pub use ttl::Ttl;
 
 /// `#[derive(Sweepable)]`: see [Models](crate#models).

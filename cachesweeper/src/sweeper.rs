@@ -13,10 +13,10 @@ use crate::versions::Versions;
 use crate::{ModelRef, Result, Sweepable, TemplateDigest, alone, clock, session};
 
 /// The default bound of the embedded backend: 64 MiB.
-pub const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
+const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The default namespace, the first component of every key.
-pub const DEFAULT_NAMESPACE: &str = "cs";
+const DEFAULT_NAMESPACE: &str = "cs";
 
 /// The handle through which templates read and store fragments, and applications invalidate
 /// records. Cheap to clone: clones share the backend and the counters.
@@ -83,15 +83,11 @@ impl SweeperBuilder {
         self
     }
 
-    /// Where fragments and counters live (default: an [`Embedded`] cache of 64 MiB).
+    /// Where fragments and counters live (default: an [`Embedded`] cache of 64 MiB). A backend
+    /// shared with another sweeper is passed as its `Arc<dyn Backend>`
+    /// ([`Sweeper::backend`]).
     pub fn backend(mut self, backend: impl Backend + 'static) -> Self {
         self.backend = Some(Arc::new(backend));
-        self
-    }
-
-    /// A backend already shared elsewhere.
-    pub fn shared_backend(mut self, backend: Arc<dyn Backend>) -> Self {
-        self.backend = Some(backend);
         self
     }
 
@@ -259,11 +255,6 @@ impl Sweeper {
             digest: T::TEMPLATE_DIGEST,
             ..self.clone()
         }
-    }
-
-    /// The keys this sweeper builds (its namespace).
-    pub fn keys(&self) -> &KeySpace {
-        &self.inner.keys
     }
 
     /// The key of `record`'s version counter (whether or not it has one).

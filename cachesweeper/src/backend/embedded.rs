@@ -158,7 +158,7 @@ impl Backend for Embedded {
     }
 
     /// Counters are never evicted for room here (see the `counters` field), so a missing one
-    /// was never raised within [`COUNTER_TTL`]: an hour-old value is new to it, and a render
+    /// was never raised within 30 days: an hour-old value is new to it, and a render
     /// that began after that hour (every render) may store under it.
     fn fresh_counter(&self, now: u64) -> u64 {
         now.saturating_sub(3_600_000_000_000)

@@ -60,7 +60,7 @@ pub enum Distribution {
     /// libmemcached's weighted ketama ring (MD5, 160 points per server), for operators who want
     /// libmemcached's distribution of a server list. Less even: with three servers, about one
     /// server list in twenty puts more than 15% over an even share on one server. Either way
-    /// cachesweeper hashes the record part of a key ([`routing_part`]), not the whole key.
+    /// cachesweeper hashes the record part of a key (the model and record key), not the whole key.
     Ketama,
 }
 

@@ -59,7 +59,7 @@ pub enum Leased {
 /// served in a constant number of round trips), counters that are read and raised atomically,
 /// and a delete. Leases (stampede protection across processes) are optional: without them, a
 /// backend answers every miss with [`Leased::Won`]. The conveniences every backend gets are in
-/// [`BackendExt`]. Run the [`conformance`](crate::backend::conformance) suite (feature
+/// [`BackendExt`]. Run the `backend::conformance` suite (feature
 /// `conformance`) on a new backend.
 ///
 /// Each call is one round trip to the store. Correctness of invalidation rests on
