@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Memcached, SetItem};
 use cachesweeper::{KeyParts, Sweeper};
@@ -124,5 +126,30 @@ fn foreign_truncated_and_non_utf8_values_are_misses_and_are_overwritten() {
             assert_eq!(again, format!("<p>fresh {i}</p>"), "{}", case.name);
         }
         assert_eq!(s.stats().corrupt, 3, "{}", case.name);
+    }
+}
+
+#[test]
+fn a_time_to_live_beyond_what_the_cache_accepts_is_clamped_not_an_error() {
+    // memcached reads more than 30 days as an absolute time, 32 bits of it; moka adds it to an
+    // `Instant`. Years, decades and `Duration::MAX` all store, and the batch they are in too.
+    let year = Duration::from_secs(365 * 24 * 60 * 60);
+    for case in cases() {
+        let s = &case.sweeper;
+        for (i, ttl) in [year, 31 * year, 100 * year, Duration::MAX]
+            .into_iter()
+            .enumerate()
+        {
+            let c = comment(100 + i as i64, 1);
+            known(s, [&c]);
+            let parts = KeyParts::new().part("long-lived");
+            let errors = s.stats().errors;
+            s.fragment(&c, ttl, &parts, ok("kept".into())).unwrap();
+            assert_eq!(s.stats().errors, errors, "{}: {ttl:?}", case.name);
+            let found = s
+                .fragment(&c, ttl, &parts, ok("rendered again".into()))
+                .unwrap();
+            assert_eq!(found, "kept", "{}: {ttl:?} was stored", case.name);
+        }
     }
 }

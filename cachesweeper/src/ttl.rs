@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// A fragment's time to live: whole seconds as an integer, or a [`Duration`].
 ///
-/// A zero or negative lifetime means "do not store": the fragment is rendered every time.
+/// A zero or negative lifetime means "do not store": the fragment is rendered every time. Any
+/// longer lifetime is accepted, up to `Duration::MAX`: memcached holds absolute expiry times in
+/// 32 bits, so there a fragment meant to live past early 2106 expires then.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a cache lifetime",
     label = "expected whole seconds or a `Duration`",

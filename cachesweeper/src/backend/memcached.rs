@@ -7,7 +7,7 @@
 //! version counters need. The classic client's `add` cannot even report whether it stored.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
 
@@ -427,14 +427,27 @@ impl Memcached {
 const RAISE_ATTEMPTS: usize = 16;
 
 fn ttl(ttl: Option<Duration>) -> Ttl {
+    /// memcached reads a time to live of more than 30 days as an absolute unix time, in 32 bits.
+    const MAX_RELATIVE: u64 = 30 * 24 * 60 * 60;
     match ttl {
         None => Ttl::NEVER,
         // memcached counts whole seconds; round up so a short TTL never means "forever" (0).
-        Some(d) => Ttl::secs(
-            u32::try_from(d.as_secs_f64().ceil() as u64)
-                .unwrap_or(u32::MAX)
-                .max(1),
-        ),
+        Some(d) => {
+            let secs = d
+                .as_secs()
+                .saturating_add(u64::from(d.subsec_nanos() > 0))
+                .max(1);
+            if secs <= MAX_RELATIVE {
+                return Ttl::secs(u32::try_from(secs).expect("30 days fit"));
+            }
+            // Longer: an absolute time, clamped to the last one memcached can hold (early
+            // 2106) rather than refused, which would fail the whole batch.
+            let latest = UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX));
+            let at = SystemTime::now()
+                .checked_add(d)
+                .map_or(latest, |at| at.min(latest));
+            Ttl::at(at)
+        }
     }
 }
 
