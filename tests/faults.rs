@@ -93,6 +93,24 @@ fn memcached_killed_then_restarted_mid_run() {
 }
 
 #[test]
+fn a_host_name_that_does_not_resolve_fails_neither_start_up_nor_pages() {
+    // `.invalid` never resolves (RFC 6761): a memcached host still starting, say. Building
+    // the backend resolves nothing; each attempt does, and the breaker keeps them few.
+    let sweeper = sweeper("memcache://cachesweeper-not-yet.invalid:11211");
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    for _ in 0..5 {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+    }
+    let stats = sweeper.stats();
+    assert!(stats.errors > 0 && stats.round_trips <= 4, "{stats:?}");
+    assert_eq!(stats.misses, 100);
+}
+
+#[test]
 fn a_port_where_nothing_listens() {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -6,7 +6,7 @@
 //! arithmetic command creates a missing counter atomically (`ma` with `N`/`J`), which is what
 //! version counters need. The classic client's `add` cannot even report whether it stored.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
@@ -87,7 +87,13 @@ impl Router {
 
 struct Server {
     addr: String,
-    client: MetaClient,
+    /// Made at first use, which resolves the address, and made again after the breaker
+    /// opened: a host name that does not resolve yet (a container still starting) fails
+    /// neither start-up nor every call after it, and one that moves is followed.
+    client: Mutex<Option<Arc<MetaClient>>>,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    max_idle: usize,
     breaker: Breaker,
 }
 
@@ -196,8 +202,8 @@ impl MemcachedBuilder {
         self
     }
 
-    /// Builds the backend. Addresses are resolved now; connections are made at first use, so a
-    /// server that is down does not fail this call.
+    /// Builds the backend. Addresses are resolved and connections made at first use, so a
+    /// server that is down, or a host name that does not resolve yet, does not fail this call.
     pub fn build(self) -> Result<Memcached> {
         if self.servers.is_empty() {
             return Err(Error::Config("memcached needs at least one server".into()));
@@ -216,16 +222,13 @@ impl MemcachedBuilder {
                     "memcached server {addr} is listed twice"
                 )));
             }
-            let client = MetaClient::builder()
-                .connect_timeout(Some(self.connect_timeout))
-                .io_timeout(Some(self.io_timeout))
-                .max_idle(self.max_idle)
-                .connect(addr.as_str())
-                .map_err(|e| Error::Config(format!("memcached server {addr}: {e}")))?;
             weights.push((addr.clone(), *weight));
             servers.push(Server {
                 addr,
-                client,
+                client: Mutex::new(None),
+                connect_timeout: self.connect_timeout,
+                io_timeout: self.io_timeout,
+                max_idle: self.max_idle,
                 breaker: Breaker::new(self.failure_threshold, self.retry_after),
             });
         }
@@ -293,6 +296,32 @@ impl Server {
         }
     }
 
+    /// The client, made now (resolving the address) if there is none.
+    fn client(&self) -> std::result::Result<Arc<MetaClient>, exp::Error> {
+        let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = &*slot {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(
+            MetaClient::builder()
+                .connect_timeout(Some(self.connect_timeout))
+                .io_timeout(Some(self.io_timeout))
+                .max_idle(self.max_idle)
+                .connect(self.addr.as_str())?,
+        );
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Counts a transport failure; once the breaker opens, the client goes too, so that the
+    /// next attempt resolves the address again.
+    fn failed(&self) {
+        self.breaker.failure();
+        if self.breaker.is_open() {
+            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
     /// Runs a batch on this server through its breaker; one result per operation.
     fn run<O: exp::Operation>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
@@ -303,10 +332,10 @@ impl Server {
             };
             return (0..count).map(|_| Err(skipped.clone())).collect();
         }
-        match self.client.run_many(ops) {
+        match self.client().and_then(|client| client.run_many(ops)) {
             Err(error) => {
                 if is_transport(&error) {
-                    self.breaker.failure();
+                    self.failed();
                 } else {
                     self.breaker.success();
                 }
@@ -318,7 +347,7 @@ impl Server {
                     .iter()
                     .any(|r| matches!(r, Err(e) if is_transport(e)))
                 {
-                    self.breaker.failure();
+                    self.failed();
                 } else {
                     self.breaker.success();
                 }
