@@ -385,3 +385,43 @@ fn a_failed_invalidation_is_retried_and_meanwhile_nothing_old_is_served_here() {
     assert_eq!(show(&reader, &new), "1");
     assert_eq!(show(&writer, &new), "1");
 }
+
+/// A counter lost after an invalidation raised it (memcached restarted) must come back newer
+/// than every render already under way: recreated at a render's start time instead, a render
+/// that began between that start and the invalidation stored its old rows under it.
+#[test]
+fn a_counter_lost_after_an_invalidation_comes_back_newer_than_renders_under_way() {
+    let Some(mut server) = MemcachedProcess::start() else {
+        return;
+    };
+    // Processes that have not talked to memcached yet: their first call after the restart
+    // connects afresh.
+    let url = server.url();
+    let process = || Sweeper::memcached(&url).unwrap();
+    let (earlier, slow, writer) = (process(), process(), process());
+    let parts = KeyParts::new().part("lost");
+    let show = |scope: &Sweeper, n: &Note| {
+        scope
+            .fragment(n, 600, &parts, || {
+                Ok::<_, std::convert::Infallible>(n.likes.to_string())
+            })
+            .unwrap()
+    };
+    let old = note(4, 0);
+    let earlier = earlier.scope();
+    std::thread::sleep(Duration::from_millis(2));
+    let slow = slow.scope(); // ...reads the old row
+    std::thread::sleep(Duration::from_millis(2));
+    let new = note(4, 1); // committed
+    writer.invalidate(&new).unwrap();
+    server.restart(); // the raised counter is lost
+
+    assert_eq!(show(&earlier, &old), "0"); // recreates the counter
+    assert_eq!(show(&slow, &old), "0"); // must not store its old row under it
+    let reader = process();
+    assert_eq!(
+        show(&reader.scope(), &new),
+        "1",
+        "a page after the invalidation"
+    );
+}

@@ -33,7 +33,7 @@ where
         .hint_key(model, &record.sweeper_key(), parts);
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
     let hints = store.hints(hint_key);
-    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys, began);
+    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys);
 
     let mut versions = HashMap::new();
     let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();

@@ -247,7 +247,7 @@ where
                 let mut handed = [Some(stored)];
                 let mut versions = std::mem::take(&mut session.state().versions);
                 store.verify(&meter, &mut handed, &mut versions, |keys| {
-                    sweeper.inner.versions.read(&meter, keys, session.began)
+                    sweeper.inner.versions.read(&meter, keys)
                 });
                 session.state().versions = versions;
                 let [handed] = handed;
@@ -333,7 +333,7 @@ where
 fn prefetch(sweeper: &Sweeper, session: &Session, wanted: Vec<Wanted>) -> bool {
     let meter = sweeper.meter();
     let store = &sweeper.inner.store;
-    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys, session.began);
+    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys);
     let hints: Vec<Option<Hints>> = wanted.iter().map(|w| store.hints(w.hint_key)).collect();
     let counters: Vec<String> = {
         let state = session.state();

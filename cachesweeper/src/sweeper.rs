@@ -235,10 +235,7 @@ impl Sweeper {
         let field = record.sweeper_version_field();
         let counter = if R::COUNTER {
             let key = self.counter_key(record);
-            let read = self
-                .inner
-                .versions
-                .read(&self.meter(), &[&key], clock::now());
+            let read = self.inner.versions.read(&self.meter(), &[&key]);
             Some(read.into_iter().next().expect("one key")?)
         } else {
             None

@@ -16,14 +16,17 @@ pub(crate) struct Versions {
 
 impl Versions {
     /// The current value of each counter in `keys`, in one batch, creating missing ones (at
-    /// the backend's [`fresh_counter`](Backend::fresh_counter) for `now`, a time on
-    /// [`clock`]). Counters whose invalidation failed in this process and has not been retried
-    /// yet read as errors: nothing under them is served or stored here until it is.
-    pub(crate) fn read(&self, meter: &Meter<'_>, keys: &[&str], now: u64) -> Vec<Result<u64>> {
+    /// the backend's [`fresh_counter`](Backend::fresh_counter) for the current time). Counters
+    /// whose invalidation failed in this process and has not been retried yet read as errors:
+    /// nothing under them is served or stored here until it is.
+    pub(crate) fn read(&self, meter: &Meter<'_>, keys: &[&str]) -> Vec<Result<u64>> {
         if keys.is_empty() {
             return Vec::new();
         }
-        let fresh = meter.backend.fresh_counter(now);
+        // The time of the read itself, never an earlier one (such as when the render began): a
+        // counter recreated after it was lost, with an invalidation in it, must be newer than
+        // every render already under way, or one of them could store old rows under it.
+        let fresh = meter.backend.fresh_counter(clock::now());
         let mut out = meter.call_each(|b| b.incr_each(keys, 0, fresh));
         if self.retry.is_pending() {
             for (key, value) in keys.iter().zip(out.iter_mut()) {
