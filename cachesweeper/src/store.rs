@@ -388,12 +388,24 @@ impl FragmentStore {
         })
     }
 
-    /// Gives up the leases this render took on `keys` when it will not store values there, so
-    /// that other renders do not wait for them; one round trip.
+    /// Gives up the leases this thread's render holds among `keys`, whose fragments it will not
+    /// store, so that other renders do not wait for them; one round trip. Keys it does not hold
+    /// (another render's lease, which it rendered rather than wait for) are left alone:
+    /// releasing them would delete what their holder stores.
     pub(crate) fn release(&self, meter: &Meter<'_>, keys: &[&str]) {
-        if !keys.is_empty() && !meter.backend.is_local() {
-            let _ = meter.call(|b| b.release_leases(keys));
-            let_go(keys.iter().copied());
+        if keys.is_empty() || meter.backend.is_local() {
+            return;
+        }
+        let held: Vec<&str> = LEASES.with(|leases| {
+            let leases = leases.borrow();
+            keys.iter()
+                .copied()
+                .filter(|k| leases.contains(*k))
+                .collect()
+        });
+        if !held.is_empty() {
+            let _ = meter.call(|b| b.release_leases(&held));
+            let_go(held.iter().copied());
         }
     }
 
