@@ -139,6 +139,26 @@ impl MemcachedProcess {
     /// nothing until [`resume`](Self::resume); clients time out.
     pub fn pause(&self) {
         self.signal("STOP");
+        // A signal is delivered asynchronously: wait until every thread has stopped (state `T`
+        // in /proc), or a request sent right after this could still be answered.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let thread_stopped = |stat: &str| {
+            std::fs::read_to_string(stat).ok().and_then(|stat| {
+                let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+                Some(state == "T")
+            })
+        };
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+                return true; // no /proc to read: trust the signal
+            };
+            tasks.flatten().all(|task| {
+                thread_stopped(&format!("{}/stat", task.path().display())).unwrap_or(true)
+            })
+        };
+        while !stopped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a [`pause`](Self::pause)d server run again; it answers what it was sent meanwhile.
