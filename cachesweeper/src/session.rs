@@ -23,8 +23,9 @@ use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, alone, frames};
 enum Slot {
     /// Fetched, found and current; `counted` once the hit is in the stats.
     Cached { stored: Arc<Stored>, counted: bool },
-    /// Fetched and not found (or outdated): render the body.
-    Missed,
+    /// Fetched and not found (or outdated): render the body. With the fragment's hint key and
+    /// the hints it had, to update them once it is rendered.
+    Missed { hint_key: u64, hints: Option<Hints> },
     /// Rendered in this session (its miss is counted); final.
     Rendered { stored: Arc<Stored>, storable: bool },
 }
@@ -236,7 +237,8 @@ where
             drop(state);
             alone::fragment(sweeper, record, ttl, parts, render)
         }
-        Some(Slot::Missed) => {
+        Some(Slot::Missed { hint_key, hints }) => {
+            let (hint_key, hints) = (*hint_key, hints.clone());
             let unresolved_before = state.unresolved;
             state.body_depth += 1;
             drop(state);
@@ -292,12 +294,7 @@ where
             }
             drop(state);
             meter.miss(model, Some(&key));
-            let hint_key = sweeper
-                .inner
-                .keys
-                .hint_key(model, &record.sweeper_key(), parts);
-            let known = store.hints(hint_key);
-            store.remember_hints(hint_key, known.as_ref(), &deps);
+            store.remember_hints(hint_key, hints.as_ref(), &deps);
             let finished = store.finish(
                 &meter,
                 &key,
@@ -406,7 +403,7 @@ fn prefetch(sweeper: &Sweeper, session: &Session, wanted: Vec<Wanted>) -> bool {
             }
             None => {
                 missed = true;
-                Slot::Missed
+                Slot::Missed { hint_key, hints }
             }
         };
         state.slots.insert(key, slot);

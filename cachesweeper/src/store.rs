@@ -254,11 +254,10 @@ impl FragmentStore {
         read: impl FnOnce(&[&str]) -> Vec<crate::Result<u64>>,
     ) {
         let mut unknown: Vec<&str> = Vec::new();
+        let mut seen = HashSet::new();
         for stored in found.iter().flatten() {
             for dep in stored.deps.iter() {
-                if !versions.contains_key(&*dep.counter_key)
-                    && !unknown.contains(&&*dep.counter_key)
-                {
+                if !versions.contains_key(&*dep.counter_key) && seen.insert(&*dep.counter_key) {
                     unknown.push(&dep.counter_key);
                 }
             }

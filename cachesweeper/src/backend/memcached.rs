@@ -548,24 +548,28 @@ impl Backend for Memcached {
                 .ttl(Ttl::secs(COUNTER_TTL_SECS))
                 .return_cas()
         };
-        let mut out: Vec<Result<u64>> = Vec::with_capacity(keys.len());
-        let mut low: Vec<(usize, u64, u64)> = Vec::new(); // (index, value, cas)
-        for (i, (result, key)) in self
-            .batch(keys, |i| counter(keys[i]).delta(1))
-            .into_iter()
-            .zip(keys)
-            .enumerate()
-        {
-            out.push(result.and_then(|r| {
-                let value = r.value.ok_or_else(|| Error::NotACounter {
-                    key: (*key).to_owned(),
-                })?;
-                if value < floor {
-                    low.push((i, value, r.item.cas.unwrap_or(0)));
-                }
-                Ok(value)
-            }));
-        }
+        let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
+        // Runs `op` on the counters at `indices` in one batch: those it leaves at `floor` or
+        // above are done; the others are returned with their value and CAS.
+        let step = |indices: &[usize], delta: u64, out: &mut Vec<Result<u64>>| {
+            let batch: Vec<&str> = indices.iter().map(|&i| keys[i]).collect();
+            let mut low = Vec::new();
+            let answers = self.batch(&batch, |j| counter(batch[j]).delta(delta));
+            for (&i, answer) in indices.iter().zip(answers) {
+                out[i] = answer.and_then(|r| {
+                    let value = r.value.ok_or_else(|| Error::NotACounter {
+                        key: keys[i].to_owned(),
+                    })?;
+                    if value < floor {
+                        low.push((i, value, r.item.cas.unwrap_or(0)));
+                    }
+                    Ok(value)
+                });
+            }
+            low
+        };
+        let all: Vec<usize> = (0..keys.len()).collect();
+        let mut low = step(&all, 1, &mut out);
         for _ in 0..RAISE_ATTEMPTS {
             if low.is_empty() {
                 break;
@@ -575,28 +579,16 @@ impl Backend for Memcached {
                 let (_, value, cas) = low[j];
                 counter(pending[j]).delta(floor - value).compare_cas(cas)
             });
-            let mut again = Vec::new();
-            for ((i, value, cas), answer) in low.into_iter().zip(answers) {
+            let mut changed = Vec::new();
+            for ((i, ..), answer) in low.iter().zip(answers) {
                 match answer {
-                    Ok(r) if r.applied() => out[i] = Ok(r.value.unwrap_or(floor)),
-                    // Changed since (another raise, most likely): read it again and retry.
-                    Ok(_) => match self.batch(&[keys[i]], |_| counter(keys[i]).delta(0)).pop() {
-                        Some(Ok(r)) => match r.value {
-                            Some(now) if now >= floor => out[i] = Ok(now),
-                            Some(now) => again.push((i, now, r.item.cas.unwrap_or(0))),
-                            None => {
-                                out[i] = Err(Error::NotACounter {
-                                    key: keys[i].to_owned(),
-                                })
-                            }
-                        },
-                        Some(Err(error)) => out[i] = Err(error),
-                        None => again.push((i, value, cas)),
-                    },
-                    Err(error) => out[i] = Err(error),
+                    Ok(r) if r.applied() => out[*i] = Ok(r.value.unwrap_or(floor)),
+                    // Changed since (another raise, most likely): read it again, then retry.
+                    Ok(_) => changed.push(*i),
+                    Err(error) => out[*i] = Err(error),
                 }
             }
-            low = again;
+            low = step(&changed, 0, &mut out);
         }
         for (i, ..) in low {
             out[i] = Err(Error::backend_message(
