@@ -152,6 +152,7 @@ mod error;
 pub mod filters;
 mod flight;
 mod frames;
+mod io;
 mod key_part;
 #[doc(hidden)]
 pub mod keys;

@@ -7,6 +7,8 @@
 //! (`backend::conformance`, feature `conformance`: the way to test a backend of your own).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +31,10 @@ pub use embedded::Embedded;
 #[cfg(feature = "memcache")]
 pub use memcached::{Distribution, Memcached, MemcachedBuilder};
 pub use null::Null;
+
+/// The future an async [`Backend`] operation returns: boxed, so that the trait stays usable
+/// as `dyn Backend`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One value to store, with its time to live (`None`: until evicted).
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +144,57 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn is_local(&self) -> bool {
         false
     }
+
+    // The async forms, used by `Sweeper::render_async` and `Sweeper::invalidate_async`. Each
+    // defaults to its blocking form, which is right for a store in this process and wrong for
+    // one across a network: such a backend overrides all six, so that no async caller's thread
+    // ever waits on a socket.
+
+    /// [`get_each`](Self::get_each), without blocking the caller's thread.
+    fn get_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
+        Box::pin(async move { self.get_each(keys) })
+    }
+
+    /// [`get_leased`](Self::get_leased), without blocking the caller's thread.
+    fn get_leased_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        Box::pin(async move { self.get_leased(keys, lease) })
+    }
+
+    /// [`set_many`](Self::set_many), without blocking the caller's thread.
+    fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.set_many(items) })
+    }
+
+    /// [`incr_each`](Self::incr_each), without blocking the caller's thread.
+    fn incr_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(async move { self.incr_each(keys, delta, initial) })
+    }
+
+    /// [`raise_each`](Self::raise_each), without blocking the caller's thread.
+    fn raise_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(async move { self.raise_each(keys, floor) })
+    }
+
+    /// [`release_leases`](Self::release_leases), without blocking the caller's thread.
+    fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.release_leases(keys) })
+    }
 }
 
 /// Conveniences over [`Backend`], for every backend.
@@ -191,6 +248,24 @@ macro_rules! forward_backend {
             }
             fn is_local(&self) -> bool {
                 (**self).is_local()
+            }
+            fn get_each_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
+                (**self).get_each_async(keys)
+            }
+            fn get_leased_async<'a>(&'a self, keys: &'a [&'a str], lease: Duration) -> BoxFuture<'a, Vec<Result<Leased>>> {
+                (**self).get_leased_async(keys, lease)
+            }
+            fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+                (**self).set_many_async(items)
+            }
+            fn incr_each_async<'a>(&'a self, keys: &'a [&'a str], delta: u64, initial: u64) -> BoxFuture<'a, Vec<Result<u64>>> {
+                (**self).incr_each_async(keys, delta, initial)
+            }
+            fn raise_each_async<'a>(&'a self, keys: &'a [&'a str], floor: u64) -> BoxFuture<'a, Vec<Result<u64>>> {
+                (**self).raise_each_async(keys, floor)
+            }
+            fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+                (**self).release_leases_async(keys)
             }
         }
     )*};
