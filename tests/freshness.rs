@@ -5,13 +5,14 @@
 //! A blog page nests three levels of fragments (blog > article > comment); a comment touches
 //! its article, an article touches its blog. The "database" holds each comment's like count.
 //!
-//! - A **writer** commits `likes + 1`, sleeps a little, calls `invalidate(&comment)`, and only
+//! - A **writer** commits `likes + 1`, sleeps a little, calls `invalidate(&comment)` (or, every
+//!   other write, `invalidate_async(&comment)`), and only
 //!   once that returned records the count as *acknowledged* (a per-comment maximum).
 //! - A **reader** notes every comment's acknowledged count when its read starts, then takes
 //!   `sweeper.scope()`, loads the rows, sleeps 0-5 ms (and, one read in 20, a "slow request"
 //!   pause of 120-240 ms: longer than today's 100 ms settle; this is what makes it learn
-//!   versions late), and renders the page, alternately with `s.render(&page)` and
-//!   `page.render_with_values(&s)`. Every comment on the page must show at least the count
+//!   versions late), and renders the page, in turn with `s.render(&page)`,
+//!   `page.render_with_values(&s)` and `s.render_async(&page)` (on the reader's own runtime). Every comment on the page must show at least the count
 //!   acknowledged when the read started; one that shows less is a **violation**: it shows the
 //!   state from before a write whose `invalidate` had returned.
 //!
@@ -392,8 +393,8 @@ struct Tally {
     incomplete: AtomicU64,
     /// `invalidate` calls that returned an error (the count is acknowledged all the same).
     invalidate_errors: AtomicU64,
-    /// Violations by render path: `[render, render_with_values]`.
-    by_path: [AtomicU64; 2],
+    /// Violations by render path (see [`PATHS`]).
+    by_path: [AtomicU64; 3],
     /// The first few violations, described.
     examples: Mutex<Vec<String>>,
 }
@@ -403,7 +404,7 @@ impl Tally {
         counter.load(Ordering::SeqCst)
     }
 
-    fn counters(&self) -> [&AtomicU64; 9] {
+    fn counters(&self) -> [&AtomicU64; 10] {
         [
             &self.reads,
             &self.writes,
@@ -414,6 +415,7 @@ impl Tally {
             &self.invalidate_errors,
             &self.by_path[0],
             &self.by_path[1],
+            &self.by_path[2],
         ]
     }
 
@@ -430,15 +432,17 @@ impl Tally {
             .split_whitespace()
             .map(|n| n.parse().unwrap())
             .collect();
-        assert_eq!(figures.len(), 10, "bad child output {line:?}");
+        assert_eq!(figures.len(), 11, "bad child output {line:?}");
         for (counter, figure) in self.counters().into_iter().zip(&figures) {
             counter.fetch_add(*figure, Ordering::SeqCst);
         }
-        figures[9]
+        figures[10]
     }
 }
 
-const PATHS: [&str; 2] = ["render", "render_with_values"];
+/// How a reader renders its page, in turn: the blocking batched render, Askama's own render
+/// (one fragment at a time), and the async render on the reader's own runtime.
+const PATHS: [&str; 3] = ["render", "render_with_values", "render_async"];
 
 fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
@@ -470,12 +474,13 @@ fn run(sc: &Scenario, sweepers: &[Sweeper], db: &dyn Db, during: impl FnOnce(Ins
         for r in 0..sc.readers {
             let (tally, stop, readers_done) = (&tally, &stop, &readers_done);
             scope.spawn(move || {
+                let runtime = runtime();
                 for n in 0..sc.max_reads {
                     if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
                         break;
                     }
                     let sweeper = &sweepers[(r + n as usize) % sweepers.len()];
-                    let path = (r + n as usize) % 2;
+                    let path = (r + n as usize) % PATHS.len();
                     // The read starts: what has been acknowledged so far must show.
                     let floor = db.acked();
                     let s = sweeper.scope();
@@ -486,10 +491,10 @@ fn run(sc: &Scenario, sweepers: &[Sweeper], db: &dyn Db, during: impl FnOnce(Ins
                         sleep_up_to(sc.pause_ms);
                     }
                     let page = shape.page(&likes, sc.body_ms);
-                    let html = if path == 0 {
-                        s.render(&page)
-                    } else {
-                        page.render_with_values(&s)
+                    let html = match path {
+                        0 => s.render(&page),
+                        1 => page.render_with_values(&s),
+                        _ => runtime.block_on(s.render_async(&page)),
                     };
                     tally.reads.fetch_add(1, Ordering::SeqCst);
                     let html = match html {
@@ -533,6 +538,7 @@ fn run(sc: &Scenario, sweepers: &[Sweeper], db: &dyn Db, during: impl FnOnce(Ins
         for w in 0..sc.writers {
             let (tally, stop) = (&tally, &stop);
             scope.spawn(move || {
+                let runtime = runtime();
                 let hot = if sc.hot == 0 {
                     shape.comments()
                 } else {
@@ -545,7 +551,13 @@ fn run(sc: &Scenario, sweepers: &[Sweeper], db: &dyn Db, during: impl FnOnce(Ins
                     let i = random_below(hot as u64) as usize;
                     let likes = db.commit_like(i); // committed
                     sleep_up_to(sc.write_delay_ms);
-                    let mut invalidated = sweeper.invalidate(&shape.comment(i, likes)).is_ok();
+                    // Blocking and async invalidations in turn.
+                    let comment = shape.comment(i, likes);
+                    let mut invalidated = if n % 2 == 0 {
+                        runtime.block_on(sweeper.invalidate_async(&comment)).is_ok()
+                    } else {
+                        sweeper.invalidate(&comment).is_ok()
+                    };
                     if ancestors {
                         invalidated &= sweeper.invalidate(&shape.article(i)).is_ok();
                     }
@@ -591,11 +603,12 @@ fn report(sc: &Scenario, tally: &Tally, sweepers: &[Sweeper], extra_hits: u64) {
         sc.name
     );
     eprintln!(
-        "freshness {}:   stale_pages={} (render={} render_with_values={}) page_errors={} incomplete={} invalidate_errors={} hits={hits} misses={misses} cache_errors={errors}{}",
+        "freshness {}:   stale_pages={} (render={} render_with_values={} render_async={}) page_errors={} incomplete={} invalidate_errors={} hits={hits} misses={misses} cache_errors={errors}{}",
         sc.name,
         g(&tally.stale_pages),
         g(&tally.by_path[0]),
         g(&tally.by_path[1]),
+        g(&tally.by_path[2]),
         g(&tally.page_errors),
         g(&tally.incomplete),
         g(&tally.invalidate_errors),
@@ -620,6 +633,14 @@ fn report(sc: &Scenario, tally: &Tally, sweepers: &[Sweeper], extra_hits: u64) {
         sc.name,
         g(&tally.stale_pages),
     );
+}
+
+/// A reader's or writer's own runtime, for the async calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Scenarios share 2 cores: one at a time.

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frames;
+use crate::io::{self, Blocking};
 use crate::keys::Version;
-use crate::store::Miss;
+use crate::store::{self, Leases, Miss};
 use crate::value::Dep;
 use crate::{KeyParts, Sweepable, Sweeper, clock};
 
-/// The fragment of `record` identified by `parts`, stored for `ttl` on a miss.
+/// The fragment of `record` identified by `parts`, stored for `ttl` on a miss. It runs
+/// inside a template's (synchronous) render, so it calls the backend blocking.
 pub(crate) fn fragment<R, E>(
     sweeper: &Sweeper,
     record: &R,
@@ -23,6 +25,21 @@ pub(crate) fn fragment<R, E>(
 where
     R: Sweepable + ?Sized,
 {
+    store::thread_leases(|held| fragment_with(sweeper, held, record, ttl, parts, render))
+}
+
+fn fragment_with<R, E>(
+    sweeper: &Sweeper,
+    held: &Leases,
+    record: &R,
+    ttl: Duration,
+    parts: &KeyParts,
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<String, E>
+where
+    R: Sweepable + ?Sized,
+{
+    let counters = &sweeper.inner.versions;
     let meter = sweeper.meter();
     let store = &sweeper.inner.store;
     let began = sweeper.began.unwrap_or_else(clock::now);
@@ -33,12 +50,14 @@ where
         .hint_key(model, &record.sweeper_key(), parts);
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
     let hints = store.hints(hint_key);
-    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys);
 
     let mut versions = HashMap::new();
     let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
     wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
-    for (key, value) in wanted.iter().zip(read(&wanted)) {
+    for (key, value) in wanted
+        .iter()
+        .zip(io::finish(counters.read(&Blocking, &meter, &wanted)))
+    {
         if let Ok(value) = value {
             versions.insert((*key).to_owned(), value);
         }
@@ -63,8 +82,8 @@ where
     };
     let key = sweeper.key_at(record, &version, parts);
 
-    let mut found = store.fetch(&meter, &[key.as_str()]);
-    store.verify(&meter, &mut found, &mut versions, read);
+    let mut found = io::finish(store.fetch(&Blocking, &meter, held, &[key.as_str()]));
+    io::finish(store.verify(&Blocking, &meter, counters, &mut found, &mut versions));
     if let Some(stored) = found.pop().flatten() {
         store.remember_hints(hint_key, hints.as_ref(), &stored.deps);
         meter.hit(&key, &stored.html);
@@ -74,11 +93,11 @@ where
 
     let current = |stored| {
         let mut handed = [Some(stored)];
-        store.verify(&meter, &mut handed, &mut versions, read);
+        io::finish(store.verify(&Blocking, &meter, counters, &mut handed, &mut versions));
         let [handed] = handed;
         handed
     };
-    match store.render_miss(&key, current, render) {
+    match store.render_miss(&key, held, true, current, render) {
         Miss::Handed(stored) => {
             meter.coalesced(&key, &stored.html);
             frames::note(own.as_ref(), &stored.deps, true);
@@ -89,7 +108,7 @@ where
         } => {
             meter.miss(model, Some(&key));
             frames::note(None, &[], false);
-            store.release(&meter, &[&key]);
+            io::finish(store.release(&Blocking, &meter, held, &[&key]));
             Err(error)
         }
         Miss::Rendered {
@@ -111,8 +130,8 @@ where
                 leader,
             );
             match finished.write {
-                Some(write) => store.write(&meter, vec![write]),
-                None => store.release(&meter, &[&key]),
+                Some(write) => io::finish(store.write(&Blocking, &meter, held, vec![write])),
+                None => io::finish(store.release(&Blocking, &meter, held, &[&key])),
             }
             Ok(finished.stored.html.clone())
         }

@@ -42,3 +42,9 @@ pub(crate) fn sweeper_for(values: &dyn askama::Values) -> Sweeper {
 pub fn invalidate<R: Sweepable + ?Sized>(record: &R) -> Result<()> {
     default_sweeper().invalidate(record)
 }
+
+/// [`invalidate`] for async callers: see [`Sweeper::invalidate_async`] (feature `tokio`).
+#[cfg(feature = "tokio")]
+pub async fn invalidate_async<R: Sweepable + ?Sized>(record: &R) -> Result<()> {
+    default_sweeper().invalidate_async(record).await
+}

@@ -51,7 +51,8 @@ pub(crate) enum Claim<'a> {
     Leader(Leader<'a>),
     /// Another render just rendered it: here is its result.
     Done(Arc<Stored>),
-    /// Another render was at it but gave up or took too long: render it yourself.
+    /// Another render was at it but gave up or took too long (or is still at it, and the
+    /// caller may not wait): render it yourself.
     Alone,
 }
 
@@ -66,7 +67,24 @@ pub(crate) struct Leader<'a> {
 }
 
 impl Flights {
-    pub(crate) fn claim(&self, key: &str) -> Claim<'_> {
+    /// Whether another render of this process is rendering `key` right now.
+    pub(crate) fn running(&self, key: &str) -> bool {
+        let in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        in_flight.get(key).is_some_and(|flight| {
+            flight
+                .outcome
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+        })
+    }
+
+    /// Claims the render of `key`: leads it, or takes the result of the render that leads it,
+    /// waiting for it (at most [`FLIGHT_WAIT`]) only if `wait`.
+    pub(crate) fn claim(&self, key: &str, wait: bool) -> Claim<'_> {
         let flight = {
             let mut in_flight = self
                 .in_flight
@@ -94,9 +112,10 @@ impl Flights {
             .outcome
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let wait = if wait { FLIGHT_WAIT } else { Duration::ZERO };
         let (outcome, _) = flight
             .done
-            .wait_timeout_while(outcome, FLIGHT_WAIT, |o| o.is_none())
+            .wait_timeout_while(outcome, wait, |o| o.is_none())
             .unwrap_or_else(PoisonError::into_inner);
         match &*outcome {
             Some(Some(stored)) => Claim::Done(Arc::clone(stored)),

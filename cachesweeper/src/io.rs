@@ -63,6 +63,8 @@ pub(crate) trait Io: Sync {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Blocking;
 
+// Not `async fn`: the futures must not borrow `self`, only what they are given.
+#[allow(clippy::manual_async_fn)]
 impl Io for Blocking {
     const BLOCKS: bool = true;
 

@@ -169,6 +169,8 @@ mod value;
 mod versions;
 
 pub use cached::{Cached, cached};
+#[cfg(feature = "tokio")]
+pub use default::invalidate_async;
 pub use default::{VALUES_KEY, default_sweeper, install_default, invalidate};
 pub use digest::TemplateDigest;
 pub use error::{Error, Result};

@@ -33,26 +33,9 @@ impl Meter<'_> {
         }
     }
 
-    /// Runs one backend call, counting it as a round trip and, if it fails, as an error.
-    pub(crate) fn call<T>(&self, op: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
-        let result = op(self.backend);
-        self.tally(std::slice::from_ref(&result));
-        result
-    }
-
-    /// Runs one batch backend call that answers per key.
-    pub(crate) fn call_each<T>(
-        &self,
-        op: impl FnOnce(&dyn Backend) -> Vec<Result<T>>,
-    ) -> Vec<Result<T>> {
-        let results = op(self.backend);
-        self.tally(&results);
-        results
-    }
-
     /// Counts a backend call: a round trip unless every part of it was skipped by a circuit
     /// breaker (nothing was sent), and one error if any part failed.
-    fn tally<T>(&self, results: &[Result<T>]) {
+    pub(crate) fn tally<T>(&self, results: &[Result<T>]) {
         let skipped = |r: &Result<T>| matches!(r, Err(Error::CircuitOpen { .. }));
         if results.is_empty() || !results.iter().all(skipped) {
             self.count(Stats::round_trip);

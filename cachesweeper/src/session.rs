@@ -13,8 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
-use crate::store::{self, Hints, Miss, Write};
+use crate::store::{FragmentStore, Hints, Leases, Miss, Write};
 use crate::value::{Dep, Stored};
 use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, alone, frames};
 
@@ -66,6 +67,12 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// When the page's data began to be read.
     began: u64,
+    /// The leases this render holds.
+    leases: Leases,
+    /// Whether the render may block its thread on the cache. An async render may not: its
+    /// passes run on a runtime thread, so whatever the cache must answer is fetched between
+    /// them, and what a pass meets unannounced is rendered without the cache.
+    blocks: bool,
 }
 
 impl Session {
@@ -79,40 +86,68 @@ impl Session {
 const MAX_RECORD_PASSES: usize = 16;
 
 /// Renders `page` through `sweeper` with every fragment lookup batched (see
-/// [`Sweeper::render`]).
+/// [`Sweeper::render`]), calling the backend blocking.
 pub(crate) fn render<T>(sweeper: &Sweeper, page: &T, began: u64) -> askama::Result<String>
+where
+    T: askama::Template + TemplateDigest + ?Sized,
+{
+    io::finish(render_with(&Blocking, sweeper, page, began))
+}
+
+/// [`render`], awaiting the backend between the passes (see [`Sweeper::render_async`]).
+#[cfg(feature = "tokio")]
+pub(crate) async fn render_async<T>(
+    sweeper: &Sweeper,
+    page: &T,
+    began: u64,
+) -> askama::Result<String>
+where
+    T: askama::Template + TemplateDigest + Sync + ?Sized,
+{
+    render_with(&io::Async, sweeper, page, began).await
+}
+
+async fn render_with<I: Io, T>(
+    io: &I,
+    sweeper: &Sweeper,
+    page: &T,
+    began: u64,
+) -> askama::Result<String>
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
     let session = Arc::new(Session {
         state: Mutex::default(),
         began,
+        leases: Leases::default(),
+        blocks: I::BLOCKS,
     });
     let run = sweeper.for_session(Arc::clone(&session), T::TEMPLATE_DIGEST, began);
-    let html = render_passes(&run, &session, page);
-    let (writes, releases, slots) = {
+    let html = render_passes(io, &run, &session, page).await;
+    let (writes, releases) = {
         let mut state = session.state();
         (
             std::mem::take(&mut state.writes),
             std::mem::take(&mut state.releases),
-            std::mem::take(&mut state.slots),
         )
     };
     let meter = run.meter();
     let store = &run.inner.store;
-    store.write(&meter, writes);
-    store.release(
-        &meter,
-        &releases.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    store.write(io, &meter, &session.leases, writes).await;
+    let releases: Vec<&str> = releases.iter().map(String::as_str).collect();
+    store.release(io, &meter, &session.leases, &releases).await;
     // Whatever lease is left (a fragment another render of this process handed over, or one
-    // the final pass never met) is that render's, or expires: not this thread's.
-    store::let_go(slots.keys().map(String::as_str));
+    // the final pass never met) is that render's, or expires.
     html
 }
 
 /// The record passes, then the final one.
-fn render_passes<T>(run: &Sweeper, session: &Session, page: &T) -> askama::Result<String>
+async fn render_passes<I: Io, T>(
+    io: &I,
+    run: &Sweeper,
+    session: &Session,
+    page: &T,
+) -> askama::Result<String>
 where
     T: askama::Template + ?Sized,
 {
@@ -124,13 +159,36 @@ where
         }
         page.render_with_values(run)?;
         let wanted = std::mem::take(&mut session.state().wanted);
-        if wanted.is_empty() || !prefetch(run, session, wanted) {
+        if wanted.is_empty() || !prefetch(io, run, session, wanted).await {
             // Nothing new, or nothing missed: no body to look inside for more fragments.
             break;
         }
     }
     session.state().recording = false;
     page.render_with_values(run)
+}
+
+/// A fragment the final pass meets that no record pass announced (a template whose output
+/// changes between passes, or nesting deeper than the record passes go): a blocking render
+/// looks it up on its own; an async one cannot wait for the cache in the middle of a pass, so
+/// it renders it, and stores nothing around it.
+fn unannounced<R, E>(
+    sweeper: &Sweeper,
+    session: &Session,
+    record: &R,
+    ttl: Duration,
+    parts: &KeyParts,
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<String, E>
+where
+    R: Sweepable + ?Sized,
+{
+    if session.blocks {
+        alone::fragment(sweeper, record, ttl, parts, render)
+    } else {
+        sweeper.meter().miss(R::sweeper_model(), None);
+        frames::render_unstorable(render)
+    }
 }
 
 /// One fragment of a page being rendered by [`render`].
@@ -195,10 +253,8 @@ where
                 return Ok(String::new());
             }
             None => {
-                // The final pass met a fragment no record pass saw (a template whose output
-                // changes between passes): look it up on its own.
                 drop(state);
-                return alone::fragment(sweeper, record, ttl, parts, render);
+                return unannounced(sweeper, session, record, ttl, parts, render);
             }
         },
     };
@@ -235,7 +291,7 @@ where
         }
         None => {
             drop(state);
-            alone::fragment(sweeper, record, ttl, parts, render)
+            unannounced(sweeper, session, record, ttl, parts, render)
         }
         Some(Slot::Missed { hint_key, hints }) => {
             let (hint_key, hints) = (*hint_key, hints.clone());
@@ -244,18 +300,15 @@ where
             drop(state);
             let store = &sweeper.inner.store;
             let current = |stored| {
-                // Checked against this render's versions: the state is not locked here, and
-                // no body renders while it is taken out.
+                // Checked against the versions this render knows (the state is not locked
+                // here): it learnt those of the records inside while it looked for the
+                // fragments nested in this one. One it does not know means a render.
                 let mut handed = [Some(stored)];
-                let mut versions = std::mem::take(&mut session.state().versions);
-                store.verify(&meter, &mut handed, &mut versions, |keys| {
-                    sweeper.inner.versions.read(&meter, keys)
-                });
-                session.state().versions = versions;
+                FragmentStore::drop_outdated(&meter, &mut handed, &session.state().versions);
                 let [handed] = handed;
                 handed
             };
-            let missed = store.render_miss(&key, current, render);
+            let missed = store.render_miss(&key, &session.leases, session.blocks, current, render);
             let mut state = session.state();
             state.body_depth -= 1;
             let (html, deps, storable, leader) = match missed {
@@ -327,12 +380,17 @@ where
 /// records the wanted fragments contained last time), then the unknown fragments in one batch,
 /// then the versions their contents need that are still unknown, if any. Returns whether any
 /// fragment missed, that is whether another record pass may find fragments nested in its body.
-fn prefetch(sweeper: &Sweeper, session: &Session, wanted: Vec<Wanted>) -> bool {
+async fn prefetch<I: Io>(
+    io: &I,
+    sweeper: &Sweeper,
+    session: &Session,
+    wanted: Vec<Wanted>,
+) -> bool {
     let meter = sweeper.meter();
     let store = &sweeper.inner.store;
-    let read = |keys: &[&str]| sweeper.inner.versions.read(&meter, keys);
+    let counters = &sweeper.inner.versions;
     let hints: Vec<Option<Hints>> = wanted.iter().map(|w| store.hints(w.hint_key)).collect();
-    let counters: Vec<String> = {
+    let unknown: Vec<String> = {
         let state = session.state();
         let mut seen = HashSet::new();
         wanted
@@ -343,11 +401,11 @@ fn prefetch(sweeper: &Sweeper, session: &Session, wanted: Vec<Wanted>) -> bool {
             .map(str::to_owned)
             .collect()
     };
-    if !counters.is_empty() {
-        let refs: Vec<&str> = counters.iter().map(String::as_str).collect();
-        let fetched = read(&refs);
+    if !unknown.is_empty() {
+        let refs: Vec<&str> = unknown.iter().map(String::as_str).collect();
+        let fetched = counters.read(io, &meter, &refs).await;
         let mut state = session.state();
-        for (key, value) in counters.into_iter().zip(fetched) {
+        for (key, value) in unknown.into_iter().zip(fetched) {
             match value {
                 Ok(value) => {
                     state.versions.insert(key, value);
@@ -387,9 +445,22 @@ fn prefetch(sweeper: &Sweeper, session: &Session, wanted: Vec<Wanted>) -> bool {
             .unzip()
     };
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let mut found = store.fetch(&meter, &refs);
+    let mut found = store.fetch(io, &meter, &session.leases, &refs).await;
     let mut versions = std::mem::take(&mut session.state().versions);
-    store.verify(&meter, &mut found, &mut versions, read);
+    store
+        .verify(io, &meter, counters, &mut found, &mut versions)
+        .await;
+    if !I::BLOCKS {
+        // The final pass claims what missed without waiting: let another render of this
+        // process that is rendering one of them finish first, so that it hands it over.
+        let missed: Vec<&str> = refs
+            .iter()
+            .zip(&found)
+            .filter(|(_, stored)| stored.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        store.await_flights(io, &missed).await;
+    }
     let mut state = session.state();
     state.versions = versions;
     for ((key, (hint_key, hints)), stored) in keys.into_iter().zip(hint_keys).zip(found) {

@@ -17,18 +17,19 @@
 //!   still current ([`FragmentStore::verify`]). An outer fragment therefore never outlives a
 //!   change to a record inside it, with no declaration at all.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Leased, SetItem};
 use crate::flight::{Claim, Flights, Leader};
 use crate::frames;
+use crate::io::Io;
 use crate::l1::{L1, now_ms};
 use crate::meter::Meter;
 use crate::stats::Stats;
 use crate::value::{self, Dep, Stored};
+use crate::versions::Versions;
 
 /// How long another render's lease on a missed fragment lasts if it never stores it (it
 /// failed, or died): the longest anyone waits on it.
@@ -41,23 +42,49 @@ const LEASE_WAIT: Duration = Duration::from_secs(2);
 /// How often a waiting lookup asks again.
 const LEASE_POLL: Duration = Duration::from_millis(10);
 
-thread_local! {
-    /// The leases this thread's renders hold: fragments they won the right to render and have
-    /// neither stored nor given up yet.
-    static LEASES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
+/// How often an async render looks whether a fragment another render of this process is
+/// rendering is done.
+const FLIGHT_POLL: Duration = Duration::from_millis(1);
 
-/// Forgets the leases on `keys`: stored, given up, or left to another render of this process
-/// that stores the same fragment.
-pub(crate) fn let_go<'a>(keys: impl Iterator<Item = &'a str>) {
-    LEASES.with(|leases| {
-        let mut leases = leases.borrow_mut();
-        if !leases.is_empty() {
+/// The leases one render holds: fragments it won the right to render (in any process) and has
+/// neither stored nor given up yet. A page render ([`session`](crate::session)) keeps its own,
+/// since an async one moves between threads; lone fragments keep theirs per thread (see
+/// [`thread_leases`]), which is where their nested fragments run.
+#[derive(Debug, Default)]
+pub(crate) struct Leases(Mutex<HashSet<String>>);
+
+impl Leases {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held().is_empty()
+    }
+
+    fn take(&self, key: &str) {
+        self.held().insert(key.to_owned());
+    }
+
+    /// Forgets the leases on `keys`: stored, given up, or left to another render of this
+    /// process that stores the same fragment.
+    pub(crate) fn let_go<'a>(&self, keys: impl Iterator<Item = &'a str>) {
+        let mut held = self.held();
+        if !held.is_empty() {
             for key in keys {
-                leases.remove(key);
+                held.remove(key);
             }
         }
-    });
+    }
+}
+
+thread_local! {
+    static THREAD_LEASES: Leases = Leases::default();
+}
+
+/// Runs `f` with the leases of the lone fragments rendering on this thread.
+pub(crate) fn thread_leases<R>(f: impl FnOnce(&Leases) -> R) -> R {
+    THREAD_LEASES.with(f)
 }
 
 /// The counter keys last found inside one fragment.
@@ -169,7 +196,13 @@ impl FragmentStore {
     /// The stored fragments under `keys`, in order: from the L1 where it has them, the rest
     /// from the backend in one batch. A failed batch, an unreadable or expired value is a miss.
     /// Their contents are not checked here: see [`verify`](Self::verify).
-    pub(crate) fn fetch(&self, meter: &Meter<'_>, keys: &[&str]) -> Vec<Option<Arc<Stored>>> {
+    pub(crate) async fn fetch<I: Io>(
+        &self,
+        io: &I,
+        meter: &Meter<'_>,
+        held: &Leases,
+        keys: &[&str],
+    ) -> Vec<Option<Arc<Stored>>> {
         let mut found: Vec<Option<Arc<Stored>>> = vec![None; keys.len()];
         let mut remote = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
@@ -189,12 +222,13 @@ impl FragmentStore {
         // a batch and wait for each other's would wait until the leases expire: a render that
         // holds leases renders what it would wait for instead.
         let mut pending = remote;
-        let mut may_wait = LEASES.with(|leases| leases.borrow().is_empty());
+        let mut may_wait = held.is_empty();
         let leases = !meter.backend.is_local();
         let deadline = Instant::now() + LEASE_WAIT;
         loop {
             let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
-            let values = meter.call_each(|b| b.get_leased(&remote_keys, LEASE));
+            let values = io.get_leased(meter.backend, &remote_keys, LEASE).await;
+            meter.tally(&values);
             let mut busy = Vec::new();
             for (i, answer) in pending.into_iter().zip(values) {
                 let bytes = match answer {
@@ -207,11 +241,11 @@ impl FragmentStore {
                         // A miss, ours to render.
                         if leases {
                             may_wait = false;
-                            LEASES.with(|held| held.borrow_mut().insert(keys[i].to_owned()));
+                            held.take(keys[i]);
                         }
                         continue;
                     }
-                    // A failed lookup (counted by `call_each`).
+                    // A failed lookup (counted by `tally`).
                     Err(_) => continue,
                 };
                 let len = bytes.len();
@@ -237,7 +271,7 @@ impl FragmentStore {
             if busy.is_empty() || !may_wait || Instant::now() >= deadline {
                 break;
             }
-            std::thread::sleep(LEASE_POLL);
+            io.sleep(LEASE_POLL).await;
             pending = busy;
         }
         found
@@ -245,13 +279,14 @@ impl FragmentStore {
 
     /// Drops from `found` every fragment that contains a record whose version has changed
     /// since it was stored (or cannot be read now). Versions already in `versions` are taken
-    /// from there; the others are read in one batch with `read` and added to it.
-    pub(crate) fn verify(
+    /// from there; the others are read in one batch and added to it.
+    pub(crate) async fn verify<I: Io>(
         &self,
+        io: &I,
         meter: &Meter<'_>,
+        counters: &Versions,
         found: &mut [Option<Arc<Stored>>],
         versions: &mut HashMap<String, u64>,
-        read: impl FnOnce(&[&str]) -> Vec<crate::Result<u64>>,
     ) {
         let mut unknown: Vec<&str> = Vec::new();
         let mut seen = HashSet::new();
@@ -263,12 +298,22 @@ impl FragmentStore {
             }
         }
         if !unknown.is_empty() {
-            for (key, value) in unknown.iter().zip(read(&unknown)) {
+            for (key, value) in unknown.iter().zip(counters.read(io, meter, &unknown).await) {
                 if let Ok(value) = value {
                     versions.insert((*key).to_owned(), value);
                 }
             }
         }
+        Self::drop_outdated(meter, found, versions);
+    }
+
+    /// Drops from `found` every fragment that contains a record whose version is not the one
+    /// in `versions` (or is not there at all).
+    pub(crate) fn drop_outdated(
+        meter: &Meter<'_>,
+        found: &mut [Option<Arc<Stored>>],
+        versions: &HashMap<String, u64>,
+    ) {
         for slot in found.iter_mut() {
             let current = slot.as_ref().is_none_or(|stored| {
                 stored
@@ -283,20 +328,33 @@ impl FragmentStore {
         }
     }
 
+    /// Waits, without blocking, until no render of this process is rendering any of `keys`
+    /// (or for [`FLIGHT_WAIT`](crate::flight::FLIGHT_WAIT) at most), so that an async render
+    /// that then claims them is handed the result instead of rendering it again: an async
+    /// render's claim never waits in place.
+    pub(crate) async fn await_flights<I: Io>(&self, io: &I, keys: &[&str]) {
+        let deadline = Instant::now() + crate::flight::FLIGHT_WAIT;
+        while keys.iter().any(|key| self.flights.running(key)) && Instant::now() < deadline {
+            io.sleep(FLIGHT_POLL).await;
+        }
+    }
+
     /// The miss path's first half, the same for every fragment: claims the single flight of
-    /// `key`; unless another render of this process hands over its result and `current` still
-    /// accepts it, renders `body` in a frame of its own. The caller then
+    /// `key` (waiting for another render of this process that has it in flight, if `wait`);
+    /// unless that render hands over its result and `current` still accepts it, renders `body` in a frame of its own. The caller then
     /// [`finish`](Self::finish)es what was rendered (or releases its lease if it failed).
     pub(crate) fn render_miss<E>(
         &self,
         key: &str,
+        held: &Leases,
+        wait: bool,
         current: impl FnOnce(Arc<Stored>) -> Option<Arc<Stored>>,
         body: impl FnOnce() -> Result<String, E>,
     ) -> Miss<'_, E> {
-        let leader = match self.flights.claim(key) {
+        let leader = match self.flights.claim(key, wait) {
             Claim::Done(stored) => {
-                // Its leader stores it: whatever lease this thread took on it is its own.
-                let_go(std::iter::once(key));
+                // Its leader stores it: whatever lease this render took on it is its own.
+                held.let_go(std::iter::once(key));
                 if let Some(stored) = current(stored) {
                     return Miss::Handed(stored);
                 }
@@ -387,29 +445,39 @@ impl FragmentStore {
         })
     }
 
-    /// Gives up the leases this thread's render holds among `keys`, whose fragments it will not
+    /// Gives up the leases the render holds among `keys` (`held`), whose fragments it will not
     /// store, so that other renders do not wait for them; one round trip. Keys it does not hold
     /// (another render's lease, which it rendered rather than wait for) are left alone:
     /// releasing them would delete what their holder stores.
-    pub(crate) fn release(&self, meter: &Meter<'_>, keys: &[&str]) {
+    pub(crate) async fn release<I: Io>(
+        &self,
+        io: &I,
+        meter: &Meter<'_>,
+        held: &Leases,
+        keys: &[&str],
+    ) {
         if keys.is_empty() || meter.backend.is_local() {
             return;
         }
-        let held: Vec<&str> = LEASES.with(|leases| {
-            let leases = leases.borrow();
-            keys.iter()
-                .copied()
-                .filter(|k| leases.contains(*k))
-                .collect()
-        });
-        if !held.is_empty() {
-            let _ = meter.call(|b| b.release_leases(&held));
-            let_go(held.iter().copied());
+        let ours: Vec<&str> = {
+            let held = held.held();
+            keys.iter().copied().filter(|k| held.contains(*k)).collect()
+        };
+        if !ours.is_empty() {
+            let released = io.release_leases(meter.backend, &ours).await;
+            meter.tally(std::slice::from_ref(&released));
+            held.let_go(ours.iter().copied());
         }
     }
 
     /// Stores rendered fragments, in one batch.
-    pub(crate) fn write(&self, meter: &Meter<'_>, writes: Vec<Write>) {
+    pub(crate) async fn write<I: Io>(
+        &self,
+        io: &I,
+        meter: &Meter<'_>,
+        held: &Leases,
+        writes: Vec<Write>,
+    ) {
         if writes.is_empty() {
             return;
         }
@@ -421,11 +489,13 @@ impl FragmentStore {
                 ttl: Some(w.ttl),
             })
             .collect();
-        if meter.call(|b| b.set_many(&items)).is_ok() {
+        let stored = io.set_many(meter.backend, &items).await;
+        meter.tally(std::slice::from_ref(&stored));
+        if stored.is_ok() {
             let bytes: usize = writes.iter().map(|w| w.bytes.len()).sum();
             meter.count(|s| s.written(bytes));
         }
         // Stored or not, the leases are over: a failed store leaves them to expire.
-        let_go(writes.iter().map(|w| w.key.as_str()));
+        held.let_go(writes.iter().map(|w| w.key.as_str()));
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, Embedded};
+use crate::io::{self, Blocking};
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::meter::{Meter, Warnings};
 use crate::session::Session;
@@ -235,7 +236,7 @@ impl Sweeper {
         let field = record.sweeper_version_field();
         let counter = if R::COUNTER {
             let key = self.counter_key(record);
-            let read = self.inner.versions.read(&self.meter(), &[&key]);
+            let read = io::finish(self.inner.versions.read(&Blocking, &self.meter(), &[&key]));
             Some(read.into_iter().next().expect("one key")?)
         } else {
             None
@@ -337,6 +338,40 @@ impl Sweeper {
     /// cache server restarted or an evicted counter loses nothing (the counter comes back newer
     /// than every render in flight).
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
+        let keys = self.invalidation(record);
+        io::finish(
+            self.inner
+                .versions
+                .raise(&Blocking, &self.meter(), &self.inner.backend, keys),
+        )
+    }
+
+    /// [`invalidate`](Self::invalidate) for async callers (feature `tokio`): the raise is
+    /// awaited, never blocking the runtime's thread; one round trip on memcached when this
+    /// process has read the record's counter before (two otherwise). The guarantee is the
+    /// same, once it has returned `Ok`.
+    ///
+    /// If the task is dropped before it is done, the invalidation is not lost: it goes to the
+    /// retry thread, like one that failed. [`flush`](Self::flush) waits for those on shutdown.
+    ///
+    /// ```no_run
+    /// # #[derive(cachesweeper::Sweepable)] struct Comment { id: i64 }
+    /// async fn vote(sweeper: &cachesweeper::Sweeper, comment: &Comment) -> cachesweeper::Result<()> {
+    ///     // ... commit the vote, then:
+    ///     sweeper.invalidate_async(comment).await
+    /// }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn invalidate_async<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
+        let keys = self.invalidation(record);
+        self.inner
+            .versions
+            .raise(&io::Async, &self.meter(), &self.inner.backend, keys)
+            .await
+    }
+
+    /// The counters an invalidation of `record` raises (counted as one invalidation).
+    fn invalidation<R: Sweepable + ?Sized>(&self, record: &R) -> Vec<String> {
         let mut parents = Vec::new();
         record.sweeper_parents(&mut parents);
         let mut keys: Vec<String> = parents
@@ -348,9 +383,7 @@ impl Sweeper {
         }
         self.meter().count(Stats::invalidation);
         tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
-        self.inner
-            .versions
-            .raise(&self.meter(), &self.inner.backend, keys)
+        keys
     }
 
     /// Invalidates a record known only by reference (model name and key), e.g. from a
@@ -359,9 +392,27 @@ impl Sweeper {
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
         self.meter().count(Stats::invalidation);
         let key = self.inner.keys.counter_key(record.model, &record.key);
-        self.inner
-            .versions
-            .raise(&self.meter(), &self.inner.backend, vec![key])
+        io::finish(self.inner.versions.raise(
+            &Blocking,
+            &self.meter(),
+            &self.inner.backend,
+            vec![key],
+        ))
+    }
+
+    /// Waits until every invalidation that failed (or whose async caller was dropped) has
+    /// reached the cache, for at most `timeout`: call it on shutdown, after the last write,
+    /// so that none is lost with the process. Fails with
+    /// [`Error::InvalidationPending`](crate::Error::InvalidationPending) naming a counter
+    /// still pending if the time ran out.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        pending(io::finish(self.inner.versions.flush(&Blocking, timeout)))
+    }
+
+    /// [`flush`](Self::flush), awaiting instead of blocking (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    pub async fn flush_async(&self, timeout: Duration) -> Result<()> {
+        pending(self.inner.versions.flush(&io::Async, timeout).await)
     }
 
     /// The fragment of `record` identified by `parts`: from the cache if it holds one for the
@@ -437,25 +488,41 @@ impl Sweeper {
         session::render(self, page, self.began.unwrap_or_else(clock::now))
     }
 
-    /// [`render`](Self::render) on tokio's blocking pool, for async handlers (feature `tokio`):
-    /// rendering makes blocking cache round trips, which must not stall a runtime worker.
+    /// [`render`](Self::render) for async handlers (feature `tokio`), with the page borrowed:
+    /// the template's passes run on the caller's task (Askama renders synchronously, and the
+    /// passes are cheap), and the cache is awaited between them, never blocking the runtime's
+    /// thread, in the same number of round trips as [`render`](Self::render).
+    ///
+    /// Two differences from the blocking render, both to keep the thread free: a fragment
+    /// that another render of this process is rendering is awaited before the final pass, not
+    /// within it; and one the final pass meets that the earlier passes did not (a template whose
+    /// output changes from one pass to the next) is rendered and not stored.
     ///
     /// ```no_run
     /// # use askama::Template;
-    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")] struct Page;
-    /// async fn handler(sweeper: cachesweeper::Sweeper) -> String {
-    ///     sweeper.scope().render_async(Page).await.unwrap_or_default()
+    /// # #[derive(cachesweeper::Sweepable)] struct Article { id: i64 }
+    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")]
+    /// # struct ArticlePage<'a> { article: &'a Article }
+    /// async fn handler(sweeper: cachesweeper::Sweeper, article: Article) -> String {
+    ///     let request = sweeper.scope();
+    ///     let page = ArticlePage { article: &article };
+    ///     request.render_async(&page).await.unwrap_or_default()
     /// }
     /// ```
     #[cfg(feature = "tokio")]
-    pub async fn render_async<T>(&self, page: T) -> askama::Result<String>
+    pub async fn render_async<T>(&self, page: &T) -> askama::Result<String>
     where
-        T: askama::Template + TemplateDigest + Send + 'static,
+        T: askama::Template + TemplateDigest + Sync + ?Sized,
     {
-        let sweeper = self.clone();
-        tokio::task::spawn_blocking(move || sweeper.render(&page))
-            .await
-            .map_err(askama::Error::custom)?
+        session::render_async(self, page, self.began.unwrap_or_else(clock::now)).await
+    }
+}
+
+/// `Ok` if no invalidation is pending, else the error naming the first.
+fn pending(keys: Vec<String>) -> Result<()> {
+    match keys.into_iter().next() {
+        None => Ok(()),
+        Some(key) => Err(crate::Error::InvalidationPending { key }),
     }
 }
 

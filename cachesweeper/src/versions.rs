@@ -4,6 +4,7 @@
 use std::sync::{Arc, Weak};
 
 use crate::backend::Backend;
+use crate::io::Io;
 use crate::meter::Meter;
 use crate::retry::{self, Retry};
 use crate::{Error, Result, clock};
@@ -19,7 +20,12 @@ impl Versions {
     /// the backend's [`fresh_counter`](Backend::fresh_counter) for the current time). Counters
     /// whose invalidation failed in this process and has not been retried yet read as errors:
     /// nothing under them is served or stored here until it is.
-    pub(crate) fn read(&self, meter: &Meter<'_>, keys: &[&str]) -> Vec<Result<u64>> {
+    pub(crate) async fn read<I: Io>(
+        &self,
+        io: &I,
+        meter: &Meter<'_>,
+        keys: &[&str],
+    ) -> Vec<Result<u64>> {
         if keys.is_empty() {
             return Vec::new();
         }
@@ -27,7 +33,8 @@ impl Versions {
         // counter recreated after it was lost, with an invalidation in it, must be newer than
         // every render already under way, or one of them could store old rows under it.
         let fresh = meter.backend.fresh_counter(clock::now());
-        let mut out = meter.call_each(|b| b.incr_each(keys, 0, fresh));
+        let mut out = io.incr_each(meter.backend, keys, 0, fresh).await;
+        meter.tally(&out);
         if self.retry.is_pending() {
             for (key, value) in keys.iter().zip(out.iter_mut()) {
                 if self.retry.contains(key) {
@@ -41,9 +48,12 @@ impl Versions {
     }
 
     /// Raises counters to the current time, in one batch; those that fail are kept and
-    /// retried from a background thread, and the first error is returned.
-    pub(crate) fn raise(
+    /// retried from a background thread, and the first error is returned. Dropped before it
+    /// is done (an async caller's task cancelled), it leaves every key to the retry thread: the
+    /// write it follows is committed, so the invalidation must land.
+    pub(crate) async fn raise<I: Io>(
         &self,
+        io: &I,
         meter: &Meter<'_>,
         backend: &Arc<dyn Backend>,
         keys: Vec<String>,
@@ -51,8 +61,15 @@ impl Versions {
         if keys.is_empty() {
             return Ok(());
         }
+        let mut unfinished = Unfinished {
+            versions: self,
+            backend,
+            keys: Some(keys),
+        };
+        let keys = unfinished.keys.as_deref().unwrap_or_default();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let results = meter.call_each(|b| b.raise_each(&refs, clock::now()));
+        let results = io.raise_each(meter.backend, &refs, clock::now()).await;
+        meter.tally(&results);
         let mut first_error = None;
         let failed: Vec<String> = keys
             .iter()
@@ -63,14 +80,56 @@ impl Versions {
                 Some(key.clone())
             })
             .collect();
+        unfinished.keys = None;
         match first_error {
             None => Ok(()),
             Some(error) => {
-                if self.retry.add(failed) {
-                    spawn_retry(Arc::downgrade(&self.retry), Arc::clone(backend));
-                }
+                self.retry_later(backend, failed);
                 Err(error)
             }
+        }
+    }
+
+    /// Keeps `keys` to be raised from the retry thread, starting it if it is not running.
+    fn retry_later(&self, backend: &Arc<dyn Backend>, keys: Vec<String>) {
+        if self.retry.add(keys) {
+            spawn_retry(Arc::downgrade(&self.retry), Arc::clone(backend));
+        }
+    }
+
+    /// Waits until every failed invalidation of this sweeper has landed, or `timeout` has
+    /// passed; returns the keys still pending.
+    pub(crate) async fn flush<I: Io>(&self, io: &I, timeout: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.retry.is_pending() && std::time::Instant::now() < deadline {
+            io.sleep(FLUSH_POLL).await;
+        }
+        self.retry
+            .snapshot()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    }
+}
+
+/// How often [`Versions::flush`] looks whether the retries have landed.
+const FLUSH_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A raise under way: if it is dropped before it is done, its keys go to the retry thread.
+struct Unfinished<'a> {
+    versions: &'a Versions,
+    backend: &'a Arc<dyn Backend>,
+    keys: Option<Vec<String>>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(keys) = self.keys.take() {
+            tracing::debug!(
+                keys = keys.len(),
+                "cachesweeper: invalidation dropped before it was done; retrying it"
+            );
+            self.versions.retry_later(self.backend, keys);
         }
     }
 }

@@ -61,6 +61,11 @@ struct Args {
     /// How many comments to seed each article with.
     #[arg(long, default_value_t = 50)]
     comments: u32,
+
+    /// Render and invalidate with the blocking API on tokio's blocking pool, as before the
+    /// async API: the baseline of the throughput benchmark (BENCHMARKS.md).
+    #[arg(long, hide = true)]
+    blocking_api: bool,
 }
 
 fn main() -> ExitCode {
@@ -101,12 +106,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // fragments (a render that meets a version it created itself stores nothing).
         seed::invalidate_seeded(&conn, &sweeper)?;
     }
-    let app = routes::App::new(conn, sweeper.clone());
+    let app = routes::App::new(conn, sweeper.clone(), args.blocking_api);
 
-    // Two cores: the default (one worker per core) is right; blocking work goes to the
-    // blocking pool (see `routes::respond`).
+    // Two cores: the default (one worker per core) is right. Pages render on the workers and
+    // await the cache; only SQLite goes to the blocking pool (see `routes::App::query`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()
+        .enable_time()
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
@@ -115,9 +121,41 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("blog listening on http://{addr}");
         std::io::stdout().flush()?;
         tracing::info!(%addr, backend = sweeper.backend().name(), "serving");
-        axum::serve(listener, routes::router(app)).await
+        axum::serve(listener, routes::router(app))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        // Invalidations that failed (the cache was down) are being retried: give them a moment
+        // to land, so that none is lost with the process.
+        if let Err(error) = sweeper.flush_async(FLUSH_TIMEOUT).await {
+            tracing::error!(%error, "invalidations still pending at shutdown");
+        }
+        std::io::Result::Ok(())
     })?;
     Ok(())
+}
+
+/// How long shutdown waits for failed invalidations to be retried.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves on Ctrl-C or SIGTERM: the server stops accepting, finishes its requests, then
+/// flushes the sweeper.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
 }
 
 /// Logs to stderr (stdout carries only the URL line), at info level by default; `RUST_LOG`

@@ -1,6 +1,7 @@
 //! The HTTP side: routes, handlers, and the one path every page takes to be rendered, timed by
 //! the cache, and answered.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use askama::Template;
@@ -33,20 +34,52 @@ pub struct App {
     /// The sweeper (also installed as the process default); each request renders through a
     /// `scope()` of it, to count that request's hits and misses on their own.
     sweeper: Sweeper,
+    /// Render and invalidate with the blocking API on tokio's blocking pool, as the blog did
+    /// before the async API existed (`--blocking-api`): the baseline of the throughput benchmark.
+    blocking_api: bool,
 }
 
 impl App {
-    pub fn new(conn: Connection, sweeper: Sweeper) -> App {
+    pub fn new(conn: Connection, sweeper: Sweeper, blocking_api: bool) -> App {
         App {
             db: Arc::new(Mutex::new(conn)),
             sweeper,
+            blocking_api,
         }
     }
 
-    /// The connection. A handler that panicked while holding it leaves SQLite consistent (each
-    /// statement is atomic), so a poisoned lock is taken over rather than failing every request.
-    fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Invalidates `record` through the request's `scope` (after the commit): awaited, or on
+    /// the blocking pool with `--blocking-api`.
+    async fn invalidate<R>(&self, scope: &Sweeper, record: R) -> cachesweeper::Result<()>
+    where
+        R: cachesweeper::Sweepable + Send + Sync + 'static,
+    {
+        if self.blocking_api {
+            let scope = scope.clone();
+            tokio::task::spawn_blocking(move || scope.invalidate(&record))
+                .await
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+        } else {
+            scope.invalidate_async(&record).await
+        }
+    }
+
+    /// Runs `query` on the connection, on tokio's blocking pool: SQLite blocks (file I/O under
+    /// a lock), and the runtime's worker threads must not.
+    async fn query<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            // A handler that panicked while holding the connection leaves SQLite consistent
+            // (each statement is atomic): a poisoned lock is taken over.
+            let conn: MutexGuard<'_, Connection> =
+                db.lock().unwrap_or_else(PoisonError::into_inner);
+            query(&conn)
+        })
+        .await
+        .map_err(|panic| Failure::Internal(format!("query panicked: {panic}")))?
     }
 }
 
@@ -62,7 +95,7 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// What a handler's blocking part produces.
+/// What a handler produces.
 enum Reply {
     /// An HTML page, already rendered.
     Html(StatusCode, String),
@@ -91,40 +124,38 @@ impl From<askama::Error> for Failure {
 }
 
 /// Renders `page` through this request's sweeper scope, with every fragment lookup of the page
-/// batched (`Sweeper::render`): a constant number of cache round trips however many comments.
-fn html(
-    status: StatusCode,
-    page: &(impl Template + TemplateDigest),
-    scope: &Sweeper,
-) -> Result<Reply, Failure> {
-    Ok(Reply::Html(status, scope.render(page)?))
+/// batched: a constant number of cache round trips however many comments. The template's
+/// passes run on this task and the cache is awaited between them (`Sweeper::render_async`):
+/// nothing here blocks a worker thread on the network.
+async fn html<P>(status: StatusCode, page: P, app: &App, scope: &Sweeper) -> Result<Reply, Failure>
+where
+    P: Template + TemplateDigest + Send + Sync + 'static,
+{
+    let body = if app.blocking_api {
+        let scope = scope.clone();
+        tokio::task::spawn_blocking(move || scope.render(&page))
+            .await
+            .map_err(|panic| Failure::Internal(format!("render panicked: {panic}")))??
+    } else {
+        scope.render_async(&page).await?
+    };
+    Ok(Reply::Html(status, body))
 }
 
 /// Runs a handler's work and answers with its result, the request's cache figures in the
-/// `X-Fragment-Cache` header and in the log.
-///
-/// The work runs on tokio's blocking pool (`spawn_blocking`), never on a worker thread: SQLite
-/// queries and template rendering block, and rendering a fragment makes synchronous calls to the
-/// cache, up to a network round trip to memcached each. On a worker thread that would stall every
-/// other request scheduled there (2 workers on a 2-core machine: the whole server).
-async fn respond(
-    app: App,
-    request: String,
-    work: impl FnOnce(&App, &Sweeper) -> Result<Reply, Failure> + Send + 'static,
-) -> Response {
-    let outcome = tokio::task::spawn_blocking(move || {
-        let scope = app.sweeper.scope();
-        let reply = work(&app, &scope).or_else(|failure| error_page(failure, &scope));
-        (reply, scope.stats())
-    })
-    .await;
-    let (reply, cache) = match outcome {
-        Ok(done) => done,
-        Err(panic) => {
-            tracing::error!(%request, %panic, "handler panicked");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
+/// `X-Fragment-Cache` header and in the log. The request's sweeper scope is taken first,
+/// before the work reads anything from the database.
+async fn respond<F, W>(app: App, request: String, work: W) -> Response
+where
+    W: FnOnce(App, Sweeper) -> F,
+    F: Future<Output = Result<Reply, Failure>>,
+{
+    let scope = app.sweeper.scope();
+    let reply = match work(app.clone(), scope.clone()).await {
+        Ok(reply) => Ok(reply),
+        Err(failure) => error_page(failure, &scope).await,
     };
+    let cache = scope.stats();
     let figures = cache_figures(&cache);
     let mut response = match reply {
         Ok(Reply::Html(status, body)) => (
@@ -159,7 +190,7 @@ fn cache_figures(stats: &StatsSnapshot) -> String {
 }
 
 /// The error page for `failure`, or, if even that cannot be rendered, the reason as text.
-fn error_page(failure: Failure, scope: &Sweeper) -> Result<Reply, String> {
+async fn error_page(failure: Failure, scope: &Sweeper) -> Result<Reply, String> {
     let (status, message) = match failure {
         Failure::NotFound(message) => (StatusCode::NOT_FOUND, message),
         Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
@@ -176,7 +207,8 @@ fn error_page(failure: Failure, scope: &Sweeper) -> Result<Reply, String> {
         message,
     };
     scope
-        .render(&page)
+        .render_async(&page)
+        .await
         .map(|body| Reply::Html(status, body))
         .map_err(|error| format!("{status}: {error}"))
 }
@@ -189,24 +221,31 @@ fn id(segment: &str, what: &str) -> Result<i64, Failure> {
 }
 
 async fn index(State(app): State<App>) -> Response {
-    respond(app, "GET /".into(), |app, scope| {
-        let articles = db::article_summaries(&app.db())?;
-        html(StatusCode::OK, &IndexPage { articles }, scope)
+    respond(app, "GET /".into(), async |app, scope| {
+        let articles = app.query(|conn| Ok(db::article_summaries(conn)?)).await?;
+        html(StatusCode::OK, IndexPage { articles }, &app, &scope).await
     })
     .await
 }
 
 async fn article(State(app): State<App>, Path(article_id): Path<String>) -> Response {
     let request = format!("GET /articles/{article_id}");
-    respond(app, request, move |app, scope| {
+    respond(app, request, async move |app, scope| {
         let id = id(&article_id, "article")?;
-        let (article, comments) = {
-            let conn = app.db();
-            let article = db::article(&conn, id)?
-                .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
-            (article, db::comments_of(&conn, id)?)
-        }; // the connection is released before rendering, which may wait on the cache
-        html(StatusCode::OK, &ArticlePage { article, comments }, scope)
+        let (article, comments) = app
+            .query(move |conn| {
+                let article = db::article(conn, id)?
+                    .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
+                Ok((article, db::comments_of(conn, id)?))
+            })
+            .await?;
+        html(
+            StatusCode::OK,
+            ArticlePage { article, comments },
+            &app,
+            &scope,
+        )
+        .await
     })
     .await
 }
@@ -228,21 +267,25 @@ async fn vote(app: App, (article_id, comment_id): (String, String), vote: Vote) 
         Vote::Dislike => "dislike",
     };
     let request = format!("POST /articles/{article_id}/comments/{comment_id}/{action}");
-    respond(app, request, move |app, scope| {
-        let no_such_comment = || {
-            Failure::NotFound(format!(
-                "There is no comment {comment_id} on article {article_id}."
-            ))
-        };
+    respond(app, request, async move |app, scope| {
+        let no_such_comment = Failure::NotFound(format!(
+            "There is no comment {comment_id} on article {article_id}."
+        ));
         let article_id = id(&article_id, "article")?;
-        let comment_id = id(&comment_id, "comment").map_err(|_| no_such_comment())?;
-        let comment =
-            db::vote(&app.db(), article_id, comment_id, vote)?.ok_or_else(no_such_comment)?;
+        let Ok(comment_id) = id(&comment_id, "comment") else {
+            return Err(no_such_comment);
+        };
+        let comment = app
+            .query(move |conn| Ok(db::vote(conn, article_id, comment_id, vote)?))
+            .await?
+            .ok_or(no_such_comment)?;
         // After the commit, as the core asks: a render that starts from here sees the new
         // versions. If the cache is unreachable the vote still counts; the error is logged and
-        // counted by the sweeper, and pages keep rendering (uncached while it is down).
-        if let Err(error) = scope.invalidate(&comment) {
-            tracing::warn!(%error, comment = comment.id, "could not invalidate the comment");
+        // counted by the sweeper, which retries the invalidation in the background, and pages
+        // keep rendering (uncached while it is down).
+        let comment_id = comment.id;
+        if let Err(error) = app.invalidate(&scope, comment).await {
+            tracing::warn!(%error, comment = comment_id, "could not invalidate the comment");
         }
         Ok(Reply::SeeOther(format!(
             "/articles/{article_id}#comment-{comment_id}"
@@ -292,18 +335,22 @@ async fn add_comment(
     form: Result<Form<NewComment>, FormRejection>,
 ) -> Response {
     let request = format!("POST /articles/{article_id}/comments");
-    respond(app, request, move |app, scope| {
+    respond(app, request, async move |app, scope| {
         let id = id(&article_id, "article")?;
-        let conn = app.db();
-        let article = db::article(&conn, id)?
-            .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
-        let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-        let (author, body) = form.validate()?;
-        let comment = db::add_comment(&conn, id, author, body, chrono::Utc::now())?;
-        drop(conn);
+        let (article, comment) = app
+            .query(move |conn| {
+                let article = db::article(conn, id)?
+                    .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
+                let Form(form) =
+                    form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+                let (author, body) = form.validate()?;
+                let comment = db::add_comment(conn, id, author, body, chrono::Utc::now())?;
+                Ok((article, comment))
+            })
+            .await?;
         // The list fragment and the article's other fragments are keyed on the article: bumping
         // it makes them miss once, and the page shows the new comment.
-        if let Err(error) = scope.invalidate(&article) {
+        if let Err(error) = app.invalidate(&scope, article).await {
             tracing::warn!(%error, article = id, "could not invalidate the article");
         }
         Ok(Reply::SeeOther(format!(
@@ -316,7 +363,7 @@ async fn add_comment(
 
 async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response {
     let request = format!("{method} {uri}");
-    respond(app, request, move |_, _| {
+    respond(app, request, async move |_, _| {
         Err(Failure::NotFound(format!("There is no page at {uri}.")))
     })
     .await
@@ -342,7 +389,6 @@ struct Stats {
 }
 
 async fn stats(State(app): State<App>) -> Json<Stats> {
-    // Reading atomics only: no need for the blocking pool.
     let s = app.sweeper.stats();
     Json(Stats {
         backend: app.sweeper.backend().name().to_owned(),

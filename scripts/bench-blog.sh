@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The blog under HTTP load, in one run (BENCHMARKS.md, "The blog under load"):
+#
+# 1. GET /articles/1 on memcached, pages rendered with the async API (the blog as it ships)
+#    against the same blog rendering on tokio's blocking pool with the blocking API
+#    (`--blocking-api`, how it ran before), and against `--no-cache`;
+# 2. the latency of a vote (POST .../like: commit, then invalidate) on memcached, both ways.
+#
+# Needs wrk and memcached (apt-get install wrk memcached). Everything listens on 127.0.0.1 and
+# stops by itself. Usage: scripts/bench-blog.sh [seconds per run, default 10] [connections, default 16]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${1:-10}
+CONNS=${2:-16}
+for tool in wrk memcached; do
+    command -v "$tool" >/dev/null || { echo "bench-blog: $tool is not installed" >&2; exit 1; }
+done
+
+cargo build --release --example blog
+BLOG=${CARGO_TARGET_DIR:-target}/release/examples/blog
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+MC_PORT=$(free_port)
+memcached -l 127.0.0.1 -p "$MC_PORT" -m 256 -U 0 &
+PIDS+=($!)
+
+# Starts the blog with "$@"; sets URL.
+start_blog() {
+    "$BLOG" --addr 127.0.0.1:0 "$@" >"$WORK/out" 2>"$WORK/err" &
+    BLOG_PID=$!
+    PIDS+=("$BLOG_PID")
+    for _ in $(seq 100); do
+        URL=$(sed -n 's/^blog listening on //p' "$WORK/out")
+        [ -n "$URL" ] && return
+        sleep 0.1
+    done
+    echo "bench-blog: the blog did not start" >&2
+    cat "$WORK/err" >&2
+    exit 1
+}
+
+stop_blog() {
+    kill "$BLOG_PID"
+    wait "$BLOG_PID" 2>/dev/null || true
+}
+
+cat >"$WORK/like.lua" <<'EOF'
+-- Likes comments 1..50 of article 1 in turn.
+local n = 0
+request = function()
+    n = n % 50 + 1
+    return wrk.format("POST", "/articles/1/comments/" .. n .. "/like")
+end
+EOF
+
+# Prints "<label> <requests/s> <p50> <p99>" for one wrk run of "$@".
+measure() {
+    local label=$1
+    shift
+    local out
+    out=$(wrk --latency -t2 -c"$CONNS" -d"${SECS}s" "$@")
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    printf '%-34s %10s req/s   p50 %8s   p99 %8s\n' "$label" "$rps" "$p50" "$p99"
+}
+
+run_mode() {
+    local label=$1
+    shift
+    start_blog "$@"
+    # Warm the page, then measure it.
+    wrk -t1 -c1 -d1s "$URL/articles/1" >/dev/null
+    measure "$label article page" "$URL/articles/1"
+    measure "$label vote" -s "$WORK/like.lua" "$URL"
+    stop_blog
+}
+
+echo "bench-blog: ${SECS}s per run, $CONNS connections, wrk -t2, memcached on 127.0.0.1:$MC_PORT"
+run_mode "async (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT"
+run_mode "blocking pool (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT" --blocking-api
+run_mode "no cache" --no-cache
