@@ -157,6 +157,7 @@ mod key_part;
 #[doc(hidden)]
 pub mod keys;
 mod l1;
+mod lazy;
 mod meter;
 mod retry;
 mod session;
@@ -176,6 +177,7 @@ pub use digest::TemplateDigest;
 pub use error::{Error, Result};
 pub use key_part::KeyPart;
 pub use keys::{KeyParts, Version};
+pub use lazy::Lazy;
 pub use stats::StatsSnapshot;
 pub use sweepable::{ModelRef, ParentKey, Sweepable, Touchable, VersionField};
 pub use sweeper::{Sweeper, SweeperBuilder};

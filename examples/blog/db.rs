@@ -4,6 +4,7 @@
 //! from `spawn_blocking` (see `routes.rs`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -57,6 +58,26 @@ pub fn open(path: Option<&Path>) -> rusqlite::Result<Connection> {
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
+}
+
+/// SQL statements run on connections that [`count_statements`] was called on.
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts every statement `conn` runs from now on (SQLite's trace hook, once per statement
+/// when it finishes), for `/stats`.
+pub fn count_statements(conn: &Connection) {
+    fn counted(_event: rusqlite::trace::TraceEvent<'_>) {
+        STATEMENTS.fetch_add(1, Ordering::Relaxed);
+    }
+    conn.trace_v2(
+        rusqlite::trace::TraceEventCodes::SQLITE_TRACE_PROFILE,
+        Some(counted),
+    );
+}
+
+/// How many statements have run since [`count_statements`].
+pub fn statements() -> u64 {
+    STATEMENTS.load(Ordering::Relaxed)
 }
 
 /// Whether the database has no articles yet (a new file or memory): then it gets seeded.

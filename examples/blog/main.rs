@@ -106,6 +106,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // fragments (a render that meets a version it created itself stores nothing).
         seed::invalidate_seeded(&conn, &sweeper)?;
     }
+    db::count_statements(&conn);
     let app = routes::App::new(conn, sweeper.clone(), args.blocking_api);
 
     // Two cores: the default (one worker per core) is right. Pages render on the workers and

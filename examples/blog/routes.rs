@@ -11,7 +11,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use cachesweeper::{StatsSnapshot, Sweeper, TemplateDigest};
+use cachesweeper::{Lazy, StatsSnapshot, Sweeper, TemplateDigest};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,21 @@ impl App {
         } else {
             scope.invalidate_async(&record).await
         }
+    }
+
+    /// `query` as data a template loads when it reads it ([`Lazy`]): inside the render, on the
+    /// thread rendering, which it tells the runtime it blocks (`block_in_place`).
+    fn lazy_query<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Lazy<'static, T> {
+        let db = Arc::clone(&self.db);
+        Lazy::new(move || {
+            tokio::task::block_in_place(|| {
+                let conn = db.lock().unwrap_or_else(PoisonError::into_inner);
+                query(&conn)
+            })
+        })
     }
 
     /// Runs `query` on the connection, on tokio's blocking pool: SQLite blocks (file I/O under
@@ -232,13 +247,14 @@ async fn article(State(app): State<App>, Path(article_id): Path<String>) -> Resp
     let request = format!("GET /articles/{article_id}");
     respond(app, request, async move |app, scope| {
         let id = id(&article_id, "article")?;
-        let (article, comments) = app
+        let article = app
             .query(move |conn| {
-                let article = db::article(conn, id)?
-                    .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
-                Ok((article, db::comments_of(conn, id)?))
+                db::article(conn, id)?
+                    .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))
             })
             .await?;
+        // Run inside the render, only if the comment list misses (and at most once).
+        let comments = app.lazy_query(move |conn| db::comments_of(conn, id));
         html(
             StatusCode::OK,
             ArticlePage { article, comments },
@@ -386,6 +402,8 @@ struct Stats {
     unstored: u64,
     /// Fragments found but not served: a record inside them had changed.
     outdated: u64,
+    /// SQL statements run since start (seeding aside): a warm article page runs one.
+    db_queries: u64,
 }
 
 async fn stats(State(app): State<App>) -> Json<Stats> {
@@ -403,5 +421,6 @@ async fn stats(State(app): State<App>) -> Json<Stats> {
         corrupt: s.corrupt,
         unstored: s.unstored,
         outdated: s.outdated,
+        db_queries: db::statements(),
     })
 }

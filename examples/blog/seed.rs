@@ -112,17 +112,54 @@ fn article_body(rng: &mut SplitMix64) -> String {
     body
 }
 
+const SNIPPETS: &[&str] = &[
+    "```rust\n#[derive(Sweepable)]\n#[sweeper(counter)]\nstruct Article {\n    id: i64,\n    #[sweeper(version)]\n    updated_at: DateTime<Utc>,\n}\n```",
+    "```rust\nlet request = sweeper.scope();\nlet page = ArticlePage { article: &article, comments: &comments };\nlet html = request.render_async(&page).await?;\n```",
+    "```sql\nUPDATE comments SET likes = likes + 1 WHERE id = ?1 RETURNING *;\n```",
+    "```text\nmg cs|comment|42 v N2\nEN\nms cs|comment|42 1024 T600\n```",
+];
+
+const LINKS: &[&str] = &[
+    "[the memcached meta protocol](https://github.com/memcached/memcached/wiki/MetaCommands)",
+    "[Rails' cache digests](https://guides.rubyonrails.org/caching_with_rails.html)",
+    "[django-cache-sweeper](https://pypi.org/project/django-cache-sweeper/)",
+    "[Askama's book](https://askama.readthedocs.io/)",
+];
+
+/// A comment's Markdown, a few hundred bytes to a few kilobytes, as real comments run:
+/// remarks, paragraphs, lists, code and links.
+fn comment_body(rng: &mut SplitMix64) -> String {
+    let mut blocks = vec![rng.pick(REMARKS).to_owned()];
+    for _ in 0..1 + rng.below(5) {
+        let block = match rng.below(5) {
+            0 | 1 => {
+                let first = rng.below(SENTENCES.len() as i64) as usize;
+                let mut paragraph: Vec<&str> = (0..3 + rng.below(4) as usize)
+                    .map(|i| SENTENCES[(first + i) % SENTENCES.len()])
+                    .collect();
+                let link = format!("More in {}.", rng.pick(LINKS));
+                paragraph.push(&link);
+                paragraph.join(" ")
+            }
+            2 => (0..3 + rng.below(3))
+                .map(|_| format!("- {}", rng.pick(SENTENCES)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            3 => rng.pick(SNIPPETS).to_owned(),
+            _ => rng.pick(REMARKS).to_owned(),
+        };
+        blocks.push(block);
+    }
+    blocks.join("\n\n")
+}
+
 fn comment(
     rng: &mut SplitMix64,
     article_id: i64,
     index: u32,
     created_at: DateTime<Utc>,
 ) -> Comment {
-    let mut body = rng.pick(REMARKS).to_owned();
-    if rng.below(3) == 0 {
-        body.push_str("\n\n");
-        body.push_str(rng.pick(REMARKS));
-    }
+    let mut body = comment_body(rng);
     // Now and then a commenter pastes HTML: it must come out as text, never as markup.
     if index % 25 == 7 {
         body.push_str("\n\nDoes this work? <script>alert('hi')</script> <b>bold?</b>");

@@ -195,6 +195,8 @@ pub struct Stats {
     pub errors: u64,
     pub round_trips: u64,
     pub invalidations: u64,
+    /// SQL statements the blog ran.
+    pub db_queries: u64,
 }
 
 impl Stats {
@@ -206,6 +208,7 @@ impl Stats {
             errors: self.errors - earlier.errors,
             round_trips: self.round_trips - earlier.round_trips,
             invalidations: self.invalidations - earlier.invalidations,
+            db_queries: self.db_queries - earlier.db_queries,
         }
     }
 }
@@ -312,6 +315,7 @@ impl Client {
             errors: counter("errors"),
             round_trips: counter("round_trips"),
             invalidations: counter("invalidations"),
+            db_queries: counter("db_queries"),
         }
     }
 }
