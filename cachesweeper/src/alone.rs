@@ -2,14 +2,13 @@
 //! directly): one batch of versions (the record's, and those of the records it contained last
 //! time), a fragment lookup, and on a miss a render and a store.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frames;
 use crate::io::{self, Blocking};
 use crate::keys::Version;
-use crate::store::{self, Leases, Miss};
+use crate::store::{self, Leases, Miss, VersionMap};
 use crate::value::Dep;
 use crate::{KeyParts, Sweepable, Sweeper, clock};
 
@@ -44,14 +43,13 @@ where
     let store = &sweeper.inner.store;
     let began = sweeper.began.unwrap_or_else(clock::now);
     let model = R::sweeper_model();
-    let hint_key = sweeper
-        .inner
-        .keys
-        .hint_key(model, &record.sweeper_key(), parts);
-    let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
+    let keys = &sweeper.inner.keys;
+    let record_key = record.sweeper_key();
+    let hint_key = keys.hint_key(model, &record_key, parts);
+    let counter_key = R::COUNTER.then(|| keys.counter_key(model, &record_key));
     let hints = store.hints(hint_key);
 
-    let mut versions = HashMap::new();
+    let mut versions = VersionMap::default();
     let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
     wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
     for (key, value) in wanted
@@ -80,7 +78,7 @@ where
         field: record.sweeper_version_field(),
         counter: own.as_ref().map(|d| d.version),
     };
-    let key = sweeper.key_at(record, &version, parts);
+    let key = keys.fragment_key(model, &record_key, &version, parts);
 
     let mut found = io::finish(store.fetch(&Blocking, &meter, held, &[key.as_str()]));
     io::finish(store.verify(&Blocking, &meter, counters, &mut found, &mut versions));

@@ -60,6 +60,21 @@ impl KeyPart for Cow<'_, str> {
     }
 }
 
+// Integers are the usual record keys, read on every hit: itoa, not the formatting machinery.
+macro_rules! key_part_via_itoa {
+    ($($ty:ty),* $(,)?) => {$(
+        impl KeyPart for $ty {
+            fn key_form(&self) -> Cow<'_, str> {
+                Cow::Owned(itoa::Buffer::new().format(*self).to_owned())
+            }
+        }
+    )*};
+}
+
+key_part_via_itoa!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+
 macro_rules! key_part_via_to_string {
     ($($ty:ty),* $(,)?) => {$(
         impl KeyPart for $ty {
@@ -70,24 +85,7 @@ macro_rules! key_part_via_to_string {
     )*};
 }
 
-key_part_via_to_string!(
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    bool,
-    char,
-    chrono::NaiveDate,
-    chrono::NaiveTime,
-);
+key_part_via_to_string!(bool, char, chrono::NaiveDate, chrono::NaiveTime,);
 
 impl KeyPart for chrono::NaiveDateTime {
     fn key_form(&self) -> Cow<'_, str> {

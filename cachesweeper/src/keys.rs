@@ -162,17 +162,30 @@ pub struct Version {
     pub counter: Option<u64>,
 }
 
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The field token is length-prefixed: it may be any string (an ETag), and must not be
-        // able to imitate a counter.
+impl Version {
+    /// Writes the version as it goes into a key: `f{len}:{field}` and `c{counter}`. The field
+    /// token is length-prefixed: it may be any string (an ETag), and must not be able to
+    /// imitate a counter.
+    fn write_into(&self, out: &mut String) {
+        let mut digits = itoa::Buffer::new();
         if let Some(field) = &self.field {
-            write!(f, "f{}:{field}", field.len())?;
+            out.push('f');
+            out.push_str(digits.format(field.len()));
+            out.push(':');
+            escape_into(out, field);
         }
         if let Some(counter) = self.counter {
-            write!(f, "c{counter}")?;
+            out.push('c');
+            out.push_str(digits.format(counter));
         }
-        Ok(())
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        self.write_into(&mut out);
+        f.write_str(&out)
     }
 }
 
@@ -205,7 +218,7 @@ impl KeySpace {
 
     /// The key of a record's version counter.
     pub fn counter_key(&self, model: &str, key: &str) -> String {
-        self.finish(|out| {
+        self.finish(4 + model.len() + key.len(), |out| {
             out.push_str("|v|");
             escape_into(out, model);
             out.push('|');
@@ -226,15 +239,18 @@ impl KeySpace {
         version: &Version,
         parts: &KeyParts,
     ) -> String {
-        self.finish(|out| {
+        let digest = parts.key_digest();
+        let version_len = version.field.as_ref().map_or(0, |f| f.len() + 8) + 21;
+        let len = 7 + model.len() + key.len() + version_len + digest.len() + 22;
+        self.finish(len, |out| {
             out.push_str("|f|");
             escape_into(out, model);
             out.push('|');
             escape_into(out, key);
             out.push('|');
-            escape_into(out, &version.to_string());
+            version.write_into(out);
             out.push('|');
-            escape_into(out, parts.key_digest());
+            escape_into(out, digest);
             out.push('|');
             out.push_str(parts.finished());
         })
@@ -243,14 +259,20 @@ impl KeySpace {
     /// A fragment's identity without its version: the same for every version of one block of
     /// one record, in this process (it keys in-process hints, never the shared cache).
     pub(crate) fn hint_key(&self, model: &str, key: &str, parts: &KeyParts) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (model, key, parts.key_digest(), parts.finished()).hash(&mut hasher);
-        hasher.finish()
+        use std::hash::BuildHasher;
+        // Fixed-seeded: the same fragment must give the same hint key for the process's life.
+        foldhash::fast::FixedState::with_seed(0x5eed).hash_one((
+            model,
+            key,
+            parts.key_digest(),
+            parts.finished(),
+        ))
     }
 
-    fn finish(&self, body: impl FnOnce(&mut String)) -> String {
-        let mut key = String::with_capacity(96);
+    /// The key `body` writes after the namespace (about `len` bytes, before escapes), or its
+    /// hash if it is too long.
+    fn finish(&self, len: usize, body: impl FnOnce(&mut String)) -> String {
+        let mut key = String::with_capacity(self.namespace.len() + len);
         key.push_str(&self.namespace);
         body(&mut key);
         if key.len() <= MAX_KEY_LEN {
@@ -268,8 +290,13 @@ impl KeySpace {
 /// Percent-escapes everything memcached rejects (space, control bytes, non-ASCII) and our own
 /// separator `|` and escape `%`. Injective, so distinct components stay distinct.
 fn escape_into(out: &mut String, component: &str) {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'|' && b != b'%';
+    if component.bytes().all(plain) {
+        out.push_str(component);
+        return;
+    }
     for b in component.bytes() {
-        if b.is_ascii_graphic() && b != b'|' && b != b'%' {
+        if plain(b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");

@@ -36,7 +36,7 @@ pub(crate) fn now_ms() -> u64 {
 /// A bounded in-process map of fragment key to stored fragment.
 #[derive(Clone)]
 pub(crate) struct L1 {
-    cache: Cache<String, Arc<Stored>>,
+    cache: Cache<String, Arc<Stored>, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for L1 {
@@ -56,7 +56,7 @@ impl L1 {
                 u32::try_from(key.len() + entry.html.len() + deps).unwrap_or(u32::MAX)
             })
             .expire_after(UntilExpiry)
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         L1 { cache }
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
-use crate::store::{FragmentStore, Hints, Leases, Miss, Write};
+use crate::store::{FragmentStore, Hints, Leases, Miss, VersionMap, Write};
 use crate::value::{Dep, Stored};
 use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, alone, frames};
 
@@ -46,7 +46,7 @@ struct Wanted {
 struct State {
     recording: bool,
     /// Counter values by counter key: each version is looked up once per render.
-    versions: HashMap<String, u64>,
+    versions: VersionMap,
     /// Counters whose lookup failed: their fragments are rendered and not stored.
     failed_counters: HashSet<String>,
     slots: HashMap<String, Slot>,

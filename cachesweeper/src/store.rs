@@ -87,6 +87,9 @@ pub(crate) fn thread_leases<R>(f: impl FnOnce(&Leases) -> R) -> R {
     THREAD_LEASES.with(f)
 }
 
+/// Counter values by counter key, as one render has learnt them.
+pub(crate) type VersionMap = HashMap<String, u64, foldhash::fast::RandomState>;
+
 /// The counter keys last found inside one fragment.
 pub(crate) type Hints = Arc<[Arc<str>]>;
 
@@ -94,7 +97,7 @@ pub(crate) type Hints = Arc<[Arc<str>]>;
 /// moka: it is read on every fragment lookup, where moka's bookkeeping costs more than the rest
 /// of a hit, and losing hints only costs a round trip, so when full it simply starts over.
 #[derive(Debug, Default)]
-struct HintMap(RwLock<HashMap<u64, Hints>>);
+struct HintMap(RwLock<HashMap<u64, Hints, foldhash::fast::RandomState>>);
 
 impl HintMap {
     const CAPACITY: usize = 100_000;
@@ -117,7 +120,7 @@ impl HintMap {
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) key: String,
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) stored: Arc<Stored>,
     pub(crate) ttl: Duration,
 }
 
@@ -217,6 +220,10 @@ impl FragmentStore {
         if remote.is_empty() {
             return found;
         }
+        if let Some(embedded) = meter.backend.as_embedded() {
+            self.fetch_embedded(meter, embedded, keys, &remote, &mut found);
+            return found;
+        }
         // Keys whose lease another render holds are asked again, briefly, for its result; but
         // only by a render that holds no lease itself. Two renders that each won some keys of
         // a batch and wait for each other's would wait until the leases expire: a render that
@@ -277,6 +284,36 @@ impl FragmentStore {
         found
     }
 
+    /// [`fetch`](Self::fetch) from the embedded backend, which holds the sweeper's fragments
+    /// as they are: no copy, no parse, no leases (single flight covers one process).
+    fn fetch_embedded(
+        &self,
+        meter: &Meter<'_>,
+        embedded: &crate::backend::Embedded,
+        keys: &[&str],
+        remote: &[usize],
+        found: &mut [Option<Arc<Stored>>],
+    ) {
+        meter.tally::<()>(&[Ok(())]);
+        for &i in remote {
+            match embedded.fragment(keys[i]) {
+                None => {}
+                Some(Some(stored)) if stored.expires_ms > now_ms() => {
+                    meter.count(|s| s.read(value::encoded_len(stored.html.len(), &stored.deps)));
+                    found[i] = Some(stored);
+                }
+                Some(Some(_)) => {}
+                Some(None) => {
+                    meter.count(Stats::corrupt);
+                    tracing::debug!(
+                        key = keys[i],
+                        "cachesweeper: stored value is not a fragment; re-rendering"
+                    );
+                }
+            }
+        }
+    }
+
     /// Drops from `found` every fragment that contains a record whose version has changed
     /// since it was stored (or cannot be read now). Versions already in `versions` are taken
     /// from there; the others are read in one batch and added to it.
@@ -286,7 +323,7 @@ impl FragmentStore {
         meter: &Meter<'_>,
         counters: &Versions,
         found: &mut [Option<Arc<Stored>>],
-        versions: &mut HashMap<String, u64>,
+        versions: &mut VersionMap,
     ) {
         let mut unknown: Vec<&str> = Vec::new();
         let mut seen = HashSet::new();
@@ -312,7 +349,7 @@ impl FragmentStore {
     pub(crate) fn drop_outdated(
         meter: &Meter<'_>,
         found: &mut [Option<Arc<Stored>>],
-        versions: &HashMap<String, u64>,
+        versions: &VersionMap,
     ) {
         for slot in found.iter_mut() {
             let current = slot.as_ref().is_none_or(|stored| {
@@ -439,7 +476,7 @@ impl FragmentStore {
             l1.insert(key, Arc::clone(stored));
         }
         Some(Write {
-            bytes: value::encode(stored),
+            stored: Arc::clone(stored),
             key: key.to_owned(),
             ttl,
         })
@@ -481,18 +518,30 @@ impl FragmentStore {
         if writes.is_empty() {
             return;
         }
-        let items: Vec<SetItem<'_>> = writes
+        let bytes: usize = writes
             .iter()
-            .map(|w| SetItem {
-                key: &w.key,
-                value: &w.bytes,
-                ttl: Some(w.ttl),
-            })
-            .collect();
-        let stored = io.set_many(meter.backend, &items).await;
+            .map(|w| value::encoded_len(w.stored.html.len(), &w.stored.deps))
+            .sum();
+        let stored = if let Some(embedded) = meter.backend.as_embedded() {
+            for w in &writes {
+                embedded.store_fragment(&w.key, Arc::clone(&w.stored), w.ttl);
+            }
+            Ok(())
+        } else {
+            let encoded: Vec<Vec<u8>> = writes.iter().map(|w| value::encode(&w.stored)).collect();
+            let items: Vec<SetItem<'_>> = writes
+                .iter()
+                .zip(&encoded)
+                .map(|(w, bytes)| SetItem {
+                    key: &w.key,
+                    value: bytes,
+                    ttl: Some(w.ttl),
+                })
+                .collect();
+            io.set_many(meter.backend, &items).await
+        };
         meter.tally(std::slice::from_ref(&stored));
         if stored.is_ok() {
-            let bytes: usize = writes.iter().map(|w| w.bytes.len()).sum();
             meter.count(|s| s.written(bytes));
         }
         // Stored or not, the leases are over: a failed store leaves them to expire.

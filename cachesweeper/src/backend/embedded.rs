@@ -6,12 +6,38 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Backend, SetItem};
+use super::{Backend, Leased, SetItem};
 use crate::Result;
+use crate::value::{self, Stored};
+
+/// What a key holds: bytes as a caller stored them, or a fragment as the sweeper stored it.
+/// A sweeper's own reads of its fragments then cost a reference count, not a copy and a parse;
+/// any other reader gets the fragment's envelope, encoded on the way out.
+#[derive(Clone)]
+enum Value {
+    Bytes(Arc<[u8]>),
+    Fragment(Arc<Stored>),
+}
+
+impl Value {
+    fn len(&self) -> usize {
+        match self {
+            Value::Bytes(bytes) => bytes.len(),
+            Value::Fragment(stored) => value::encoded_len(stored.html.len(), &stored.deps),
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Value::Bytes(bytes) => bytes.to_vec(),
+            Value::Fragment(stored) => value::encode(stored),
+        }
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
-    bytes: Arc<[u8]>,
+    value: Value,
     ttl: Option<Duration>,
 }
 
@@ -49,12 +75,12 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// ```
 #[derive(Clone)]
 pub struct Embedded {
-    cache: Cache<String, Entry>,
+    cache: Cache<String, Entry, foldhash::fast::RandomState>,
     /// Version counters, apart from the fragments and never evicted for room: a counter lost
     /// while fragments under its versions remain would have to be recreated as brand new (see
     /// [`Backend::fresh_counter`]), costing every record a render that cannot store. They go
     /// after [`COUNTER_TTL`] without use; tens of bytes each, one per record rendered.
-    counters: Cache<String, u64>,
+    counters: Cache<String, u64, foldhash::fast::RandomState>,
     max_bytes: u64,
 }
 
@@ -73,11 +99,13 @@ impl Embedded {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &String, entry: &Entry| {
-                u32::try_from(key.len() + entry.bytes.len()).unwrap_or(u32::MAX)
+                u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
-            .build();
-        let counters = Cache::builder().time_to_idle(COUNTER_TTL).build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        let counters = Cache::builder()
+            .time_to_idle(COUNTER_TTL)
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Embedded {
             cache,
             counters,
@@ -108,6 +136,24 @@ impl Embedded {
     }
 
     /// Sets the counter under `key` to `next(old)`, atomically, and returns the new value.
+    /// The fragment under `key`: `None` if there is none, `Some(None)` if the value there is
+    /// not a fragment.
+    pub(crate) fn fragment(&self, key: &str) -> Option<Option<Arc<Stored>>> {
+        Some(match self.cache.get(key)?.value {
+            Value::Fragment(stored) => Some(stored),
+            Value::Bytes(bytes) => value::decode(bytes.to_vec()).map(Arc::new),
+        })
+    }
+
+    /// Stores a fragment for `ttl`, as it is.
+    pub(crate) fn store_fragment(&self, key: &str, stored: Arc<Stored>, ttl: Duration) {
+        let entry = Entry {
+            value: Value::Fragment(stored),
+            ttl: Some(ttl),
+        };
+        self.cache.insert(key.to_owned(), entry);
+    }
+
     fn update(&self, key: &str, next: impl FnOnce(Option<u64>) -> u64) -> u64 {
         use moka::ops::compute::Op;
         let mut value = 0;
@@ -128,7 +174,19 @@ impl Backend for Embedded {
 
     fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
         keys.iter()
-            .map(|key| Ok(self.cache.get(*key).map(|entry| entry.bytes.to_vec())))
+            .map(|key| Ok(self.cache.get(*key).map(|entry| entry.value.to_bytes())))
+            .collect()
+    }
+
+    fn get_leased(&self, keys: &[&str], _lease: Duration) -> Vec<Result<Leased>> {
+        // No leases in one process (single flight covers it): a miss is the caller's to render.
+        keys.iter()
+            .map(|key| {
+                Ok(self
+                    .cache
+                    .get(*key)
+                    .map_or(Leased::Won, |entry| Leased::Hit(entry.value.to_bytes())))
+            })
             .collect()
     }
 
@@ -137,7 +195,7 @@ impl Backend for Embedded {
             self.cache.insert(
                 item.key.to_owned(),
                 Entry {
-                    bytes: item.value.into(),
+                    value: Value::Bytes(item.value.into()),
                     ttl: item.ttl,
                 },
             );
@@ -166,6 +224,10 @@ impl Backend for Embedded {
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn as_embedded(&self) -> Option<&Embedded> {
+        Some(self)
     }
 
     fn delete(&self, key: &str) -> Result<bool> {

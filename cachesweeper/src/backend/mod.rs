@@ -145,6 +145,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         false
     }
 
+    /// The embedded backend behind this one, if it is one: the sweeper then keeps its
+    /// fragments there as objects, not bytes. Not for other backends to implement.
+    #[doc(hidden)]
+    fn as_embedded(&self) -> Option<&Embedded> {
+        None
+    }
+
     // The async forms, used by `Sweeper::render_async` and `Sweeper::invalidate_async`. Each
     // defaults to its blocking form, which is right for a store in this process and wrong for
     // one across a network: such a backend overrides all six, so that no async caller's thread
@@ -248,6 +255,9 @@ macro_rules! forward_backend {
             }
             fn is_local(&self) -> bool {
                 (**self).is_local()
+            }
+            fn as_embedded(&self) -> Option<&Embedded> {
+                (**self).as_embedded()
             }
             fn get_each_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
                 (**self).get_each_async(keys)
