@@ -2,14 +2,13 @@
 //! directly): one batch of versions (the record's, and those of the records it contained last
 //! time), a fragment lookup, and on a miss a render and a store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::frames;
 use crate::io::{self, Blocking};
 use crate::keys::Version;
 use crate::store::{self, Leases, Miss, VersionMap};
-use crate::value::Dep;
+use crate::value::{Dep, Html};
 use crate::{KeyParts, Sweepable, Sweeper, clock};
 
 /// The fragment of `record` identified by `parts`, stored for `ttl` on a miss. It runs
@@ -20,7 +19,7 @@ pub(crate) fn fragment<R, E>(
     ttl: Duration,
     parts: &KeyParts,
     render: impl FnOnce() -> Result<String, E>,
-) -> Result<String, E>
+) -> Result<Html, E>
 where
     R: Sweepable + ?Sized,
 {
@@ -34,7 +33,7 @@ fn fragment_with<R, E>(
     ttl: Duration,
     parts: &KeyParts,
     render: impl FnOnce() -> Result<String, E>,
-) -> Result<String, E>
+) -> Result<Html, E>
 where
     R: Sweepable + ?Sized,
 {
@@ -70,7 +69,7 @@ where
             None => {
                 // The version could not be learnt: render, and store nothing.
                 meter.miss(model, None);
-                return frames::render_unstorable(render);
+                return frames::render_unstorable(render).map(Html::from);
             }
         },
     };
@@ -86,7 +85,7 @@ where
         store.remember_hints(hint_key, hints.as_ref(), &stored.deps);
         meter.hit(&key, &stored.html);
         frames::note(own.as_ref(), &stored.deps, true);
-        return Ok(Arc::try_unwrap(stored).map_or_else(|shared| shared.html.clone(), |s| s.html));
+        return Ok(Html::Shared(stored));
     }
 
     let current = |stored| {
@@ -99,7 +98,7 @@ where
         Miss::Handed(stored) => {
             meter.coalesced(&key, &stored.html);
             frames::note(own.as_ref(), &stored.deps, true);
-            Ok(stored.html.clone())
+            Ok(Html::Shared(stored))
         }
         Miss::Rendered {
             html: Err(error), ..
@@ -131,7 +130,7 @@ where
                 Some(write) => io::finish(store.write(&Blocking, &meter, held, vec![write])),
                 None => io::finish(store.release(&Blocking, &meter, held, &[&key])),
             }
-            Ok(finished.stored.html.clone())
+            Ok(Html::Shared(finished.stored))
         }
     }
 }

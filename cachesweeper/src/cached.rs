@@ -5,7 +5,8 @@ use std::fmt;
 use askama::filters::HtmlSafe;
 use askama::{FastWritable, Template, Values};
 
-use crate::default::{default_sweeper, sweeper_for};
+use crate::default::{default_sweeper, with_sweeper};
+use crate::value::Html;
 use crate::{KeyPart, KeyParts, Sweepable, Sweeper, TemplateDigest, Ttl};
 
 /// A sub-template rendered only on a cache miss, cached under its record's version.
@@ -75,10 +76,10 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
         self
     }
 
-    fn render(&self, sweeper: &Sweeper, values: &dyn Values) -> askama::Result<String> {
+    fn render(&self, sweeper: &Sweeper, values: &dyn Values) -> askama::Result<Html> {
         // The sub-template's own digest keys this fragment and the fragments inside it.
         let sweeper = sweeper.for_template::<T>();
-        sweeper.fragment(&self.record, &self.ttl, &self.parts, || {
+        sweeper.fragment_html(&self.record, &self.ttl, &self.parts, || {
             self.template.render_with_values(&WithSweeper {
                 sweeper: &sweeper,
                 rest: values,
@@ -89,8 +90,8 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
 
 impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> FastWritable for Cached<R, L, T> {
     fn write_into(&self, dest: &mut dyn fmt::Write, values: &dyn Values) -> askama::Result<()> {
-        let html = self.render(&sweeper_for(values), values)?;
-        dest.write_str(&html)?;
+        let html = with_sweeper(values, |sweeper| self.render(sweeper, values))?;
+        dest.write_str(html.as_str())?;
         Ok(())
     }
 }
@@ -100,7 +101,7 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> fmt::Display for Cached
         let html = self
             .render(&default_sweeper(), askama::NO_VALUES)
             .map_err(|_| fmt::Error)?;
-        f.write_str(&html)
+        f.write_str(html.as_str())
     }
 }
 

@@ -30,11 +30,13 @@ pub fn default_sweeper() -> Sweeper {
         .clone()
 }
 
-/// The sweeper a render should use: the one in its runtime values, else the default.
-pub(crate) fn sweeper_for(values: &dyn askama::Values) -> Sweeper {
-    askama::get_value::<Sweeper>(values, VALUES_KEY)
-        .cloned()
-        .unwrap_or_else(|_| default_sweeper())
+/// Runs `f` with the sweeper a render should use: the one in its runtime values (borrowed, not
+/// cloned: this runs for every fragment), else the default.
+pub(crate) fn with_sweeper<T>(values: &dyn askama::Values, f: impl FnOnce(&Sweeper) -> T) -> T {
+    match askama::get_value::<Sweeper>(values, VALUES_KEY) {
+        Ok(sweeper) => f(sweeper),
+        Err(_) => f(&default_sweeper()),
+    }
 }
 
 /// Invalidates `record` (and the parents it touches) in the process-wide sweeper: the

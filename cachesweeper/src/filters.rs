@@ -67,7 +67,8 @@ use std::marker::PhantomData;
 
 use askama::filters::HtmlSafe;
 
-use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::sweeper_for};
+use crate::value::Html;
+use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::with_sweeper};
 
 /// The `cachesweeper` filter (see the [module docs](self)). Askama builds it argument by
 /// argument; the type parameters track which required arguments were given: the record `R`,
@@ -202,10 +203,11 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
     where
         N: BlockName,
     {
-        let sweeper = sweeper_for(values);
-        let rendered = sweeper.fragment(&self.record, &self.ttl, &self.parts, || {
-            let mut out = String::new();
-            write!(out, "{body}").map(|()| out)
+        let rendered = with_sweeper(values, |sweeper| {
+            sweeper.fragment_html(&self.record, &self.ttl, &self.parts, || {
+                let mut out = String::new();
+                write!(out, "{body}").map(|()| out)
+            })
         });
         // A body that failed to render left its own error in Askama's filter cell; failing at
         // display time hands control back to the generated code, which reports that error.
@@ -215,13 +217,13 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
 
 /// The output of the `cachesweeper` filter: the fragment's HTML, already escaped by the body
 /// that produced it.
-#[derive(Debug, Clone)]
-pub struct Fragment(Option<String>);
+#[derive(Debug)]
+pub struct Fragment(Option<Html>);
 
 impl fmt::Display for Fragment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Some(html) => f.write_str(html),
+            Some(html) => f.write_str(html.as_str()),
             None => Err(fmt::Error),
         }
     }

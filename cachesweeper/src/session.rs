@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
 use crate::store::{FragmentStore, Hints, Leases, Miss, VersionMap, Write};
-use crate::value::{Dep, Stored};
+use crate::value::{Dep, Html, Stored};
 use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, alone, frames};
 
 /// What a render knows of one fragment key.
@@ -179,7 +179,7 @@ fn unannounced<R, E>(
     ttl: Duration,
     parts: &KeyParts,
     render: impl FnOnce() -> Result<String, E>,
-) -> Result<String, E>
+) -> Result<Html, E>
 where
     R: Sweepable + ?Sized,
 {
@@ -187,7 +187,7 @@ where
         alone::fragment(sweeper, record, ttl, parts, render)
     } else {
         sweeper.meter().miss(R::sweeper_model(), None);
-        frames::render_unstorable(render)
+        frames::render_unstorable(render).map(Html::from)
     }
 }
 
@@ -199,7 +199,7 @@ pub(crate) fn fragment<R, E>(
     ttl: Duration,
     parts: &KeyParts,
     render: impl FnOnce() -> Result<String, E>,
-) -> Result<String, E>
+) -> Result<Html, E>
 where
     R: Sweepable + ?Sized,
 {
@@ -239,7 +239,7 @@ where
             if recording {
                 session.state().body_depth -= 1;
             }
-            return rendered;
+            return rendered.map(Html::from);
         }
         Some(k) => match state.versions.get(&k) {
             Some(&version) => Some(Dep {
@@ -250,7 +250,7 @@ where
                 let w = wanted(Some(k), field);
                 state.wanted.push(w);
                 state.unresolved += 1;
-                return Ok(String::new());
+                return Ok(Html::from(String::new()));
             }
             None => {
                 drop(state);
@@ -263,11 +263,11 @@ where
         counter: own.as_ref().map(|d| d.version),
     };
     let key = sweeper.key_at(record, &version, parts);
-    let output = |html: &str| {
+    let output = |stored: &Arc<Stored>| {
         if discarded {
-            String::new()
+            Html::from(String::new())
         } else {
-            html.to_owned()
+            Html::Shared(Arc::clone(stored))
         }
     };
     match state.slots.get_mut(&key) {
@@ -277,17 +277,17 @@ where
                 meter.hit(&key, &stored.html);
             }
             frames::note(own.as_ref(), &stored.deps, true);
-            Ok(output(&stored.html))
+            Ok(output(stored))
         }
         Some(Slot::Rendered { stored, storable }) => {
             frames::note(own.as_ref(), &stored.deps, *storable);
-            Ok(output(&stored.html))
+            Ok(output(stored))
         }
         None if recording => {
             let w = wanted(own.map(|d| d.counter_key.to_string()), version.field);
             state.wanted.push(w);
             state.unresolved += 1;
-            Ok(String::new())
+            Ok(Html::from(String::new()))
         }
         None => {
             drop(state);
@@ -316,7 +316,7 @@ where
                     // Another render of this process just rendered (and stores) it.
                     meter.coalesced(&key, &stored.html);
                     frames::note(own.as_ref(), &stored.deps, true);
-                    let html = stored.html.clone();
+                    let html = Html::Shared(Arc::clone(&stored));
                     let slot = Slot::Rendered {
                         stored,
                         storable: true,
@@ -343,7 +343,7 @@ where
             if state.unresolved > unresolved_before {
                 // Fragments inside are not known yet: the next pass renders this again (and
                 // the leader, dropped here, releases anyone waiting on it).
-                return Ok(html);
+                return Ok(Html::from(html));
             }
             drop(state);
             meter.miss(model, Some(&key));
@@ -358,7 +358,7 @@ where
                 session.began,
                 leader,
             );
-            let html = finished.stored.html.clone();
+            let html = Html::Shared(Arc::clone(&finished.stored));
             let mut state = session.state();
             match finished.write {
                 Some(write) => state.writes.push(write),

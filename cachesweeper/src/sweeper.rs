@@ -10,6 +10,7 @@ use crate::meter::{Meter, Warnings};
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::FragmentStore;
+use crate::value::Html;
 use crate::versions::Versions;
 use crate::{ModelRef, Result, Sweepable, TemplateDigest, alone, clock, session};
 
@@ -433,9 +434,25 @@ impl Sweeper {
     where
         R: Sweepable + ?Sized,
     {
+        self.fragment_html(record, ttl, parts, render)
+            .map(Html::into_string)
+    }
+
+    /// [`fragment`](Self::fragment), with the HTML left where the cache holds it: the filter
+    /// writes it out from there.
+    pub(crate) fn fragment_html<R, E>(
+        &self,
+        record: &R,
+        ttl: impl crate::Ttl,
+        parts: &KeyParts,
+        render: impl FnOnce() -> Result<String, E>,
+    ) -> Result<Html, E>
+    where
+        R: Sweepable + ?Sized,
+    {
         let Some(ttl) = ttl.ttl() else {
             self.meter().count(Stats::miss);
-            return render();
+            return render().map(Html::from);
         };
         let with_digest;
         let parts = if parts.wants_digest() && !self.digest.is_empty() {

@@ -29,6 +29,38 @@ pub(crate) struct Stored {
     pub(crate) deps: Arc<[Dep]>,
 }
 
+/// A fragment's HTML as a lookup hands it over: rendered here, or shared with the cache that
+/// holds it (written out from there, not copied first).
+#[derive(Debug)]
+pub(crate) enum Html {
+    Owned(String),
+    Shared(Arc<Stored>),
+}
+
+impl Html {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Html::Owned(html) => html,
+            Html::Shared(stored) => &stored.html,
+        }
+    }
+
+    pub(crate) fn into_string(self) -> String {
+        match self {
+            Html::Owned(html) => html,
+            Html::Shared(stored) => {
+                Arc::try_unwrap(stored).map_or_else(|shared| shared.html.clone(), |s| s.html)
+            }
+        }
+    }
+}
+
+impl From<String> for Html {
+    fn from(html: String) -> Html {
+        Html::Owned(html)
+    }
+}
+
 /// Wraps a rendered fragment for storage.
 pub(crate) fn encode(stored: &Stored) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(stored.html.len(), &stored.deps));
