@@ -9,7 +9,7 @@ use crate::io::{self, Blocking};
 use crate::keys::Version;
 use crate::store::{self, Leases, Miss, VersionMap};
 use crate::value::{Dep, Html};
-use crate::{KeyParts, Sweepable, Sweeper, clock};
+use crate::{KeyParts, Sweepable, Sweeper};
 
 /// The fragment of `record` identified by `parts`, stored for `ttl` on a miss. It runs
 /// inside a template's (synchronous) render, so it calls the backend blocking.
@@ -40,13 +40,14 @@ where
     let counters = &sweeper.inner.versions;
     let meter = sweeper.meter();
     let store = &sweeper.inner.store;
-    let began = sweeper.began.unwrap_or_else(clock::now);
+    let began = sweeper.stamp();
     let model = R::sweeper_model();
     let keys = &sweeper.inner.keys;
     let record_key = record.sweeper_key();
     let hint_key = keys.hint_key(model, &record_key, parts);
     let counter_key = R::COUNTER.then(|| keys.counter_key(model, &record_key));
     let hints = store.hints(hint_key);
+    let fragment = parts.name().unwrap_or(model);
 
     let mut versions = VersionMap::default();
     let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
@@ -68,7 +69,7 @@ where
             }),
             None => {
                 // The version could not be learnt: render, and store nothing.
-                meter.miss(model, None);
+                meter.miss(fragment, None);
                 return frames::render_unstorable(render).map(Html::from);
             }
         },
@@ -83,9 +84,9 @@ where
     io::finish(store.verify(&Blocking, &meter, counters, &mut found, &mut versions));
     if let Some(stored) = found.pop().flatten() {
         store.remember_hints(hint_key, hints.as_ref(), &stored.deps);
-        meter.hit(&key, &stored.html);
+        meter.hit(fragment, &key, &stored.html);
         frames::note(own.as_ref(), &stored.deps, true);
-        return Ok(Html::Shared(stored));
+        return Ok(Html::Hit(stored));
     }
 
     let current = |stored| {
@@ -96,14 +97,14 @@ where
     };
     match store.render_miss(&key, held, true, current, render) {
         Miss::Handed(stored) => {
-            meter.coalesced(&key, &stored.html);
+            meter.coalesced(fragment, &key, &stored.html);
             frames::note(own.as_ref(), &stored.deps, true);
-            Ok(Html::Shared(stored))
+            Ok(Html::Hit(stored))
         }
         Miss::Rendered {
             html: Err(error), ..
         } => {
-            meter.miss(model, Some(&key));
+            meter.miss(fragment, Some(&key));
             frames::note(None, &[], false);
             io::finish(store.release(&Blocking, &meter, held, &[&key]));
             Err(error)
@@ -114,7 +115,7 @@ where
             storable,
             leader,
         } => {
-            meter.miss(model, Some(&key));
+            meter.miss(fragment, Some(&key));
             store.remember_hints(hint_key, hints.as_ref(), &deps);
             let finished = store.finish(
                 &meter,
@@ -130,7 +131,7 @@ where
                 Some(write) => io::finish(store.write(&Blocking, &meter, held, vec![write])),
                 None => io::finish(store.release(&Blocking, &meter, held, &[&key])),
             }
-            Ok(Html::Shared(finished.stored))
+            Ok(Html::Rendered(finished.stored))
         }
     }
 }

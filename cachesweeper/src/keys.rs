@@ -128,6 +128,12 @@ impl KeyParts {
         self
     }
 
+    /// The first part, which names the block (the filter's third argument), if it is text.
+    pub(crate) fn name(&self) -> Option<&str> {
+        let len = usize::try_from(u64::from_le_bytes(self.raw.get(..8)?.try_into().ok()?)).ok()?;
+        std::str::from_utf8(self.raw.get(8..8usize.checked_add(len)?)?).ok()
+    }
+
     /// Whether a template digest should go into the key and none is set yet.
     pub(crate) fn wants_digest(&self) -> bool {
         !self.without_digest && self.digest.is_empty()

@@ -144,8 +144,10 @@
 
 mod alone;
 pub mod backend;
+mod by_fragment;
 mod cached;
 mod clock;
+mod debug;
 mod default;
 mod digest;
 mod error;
@@ -169,6 +171,7 @@ mod ttl;
 mod value;
 mod versions;
 
+pub use by_fragment::FragmentStats;
 pub use cached::{Cached, cached};
 #[cfg(feature = "tokio")]
 pub use default::invalidate_async;

@@ -3,11 +3,66 @@
 //! once a second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::backend::Backend;
+use crate::by_fragment::ByFragment;
 use crate::clock;
 use crate::stats::Stats;
 use crate::{Error, Result};
+
+/// The sweeper-wide metrics of the `metrics` facade (feature `metrics`), labelled by backend,
+/// registered once when the sweeper is built: counting then costs an atomic add, and nothing
+/// at all without a recorder. Per-fragment hits and misses are in [`ByFragment`].
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    #[cfg(feature = "metrics")]
+    handles: MetricHandles,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct MetricHandles {
+    round_trips: metrics::Counter,
+    round_trip_seconds: metrics::Histogram,
+    errors: metrics::Counter,
+    bytes_read: metrics::Counter,
+    bytes_written: metrics::Counter,
+    invalidations: metrics::Counter,
+    stampede_waits: metrics::Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new(_backend: &str) -> Metrics {
+        Metrics {
+            #[cfg(feature = "metrics")]
+            handles: {
+                let label = || ("backend", _backend.to_owned());
+                MetricHandles {
+                    round_trips: metrics::counter!("cachesweeper_round_trips_total", &[label()]),
+                    round_trip_seconds: metrics::histogram!(
+                        "cachesweeper_round_trip_seconds",
+                        &[label()]
+                    ),
+                    errors: metrics::counter!("cachesweeper_errors_total", &[label()]),
+                    bytes_read: metrics::counter!("cachesweeper_read_bytes_total", &[label()]),
+                    bytes_written: metrics::counter!(
+                        "cachesweeper_written_bytes_total",
+                        &[label()]
+                    ),
+                    invalidations: metrics::counter!(
+                        "cachesweeper_invalidations_total",
+                        &[label()]
+                    ),
+                    stampede_waits: metrics::counter!(
+                        "cachesweeper_stampede_waits_total",
+                        &[label()]
+                    ),
+                }
+            },
+        }
+    }
+}
 
 /// When a backend error was last logged, in whole seconds on [`clock`].
 #[derive(Debug, Default)]
@@ -22,6 +77,9 @@ pub(crate) struct Meter<'a> {
     pub(crate) shared: &'a Stats,
     pub(crate) scope: Option<&'a Stats>,
     pub(crate) warnings: &'a Warnings,
+    pub(crate) by_fragment: &'a ByFragment,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics: &'a Metrics,
 }
 
 impl Meter<'_> {
@@ -33,17 +91,53 @@ impl Meter<'_> {
         }
     }
 
-    /// Counts a backend call: a round trip unless every part of it was skipped by a circuit
-    /// breaker (nothing was sent), and one error if any part failed.
-    pub(crate) fn tally<T>(&self, results: &[Result<T>]) {
+    /// Counts a backend call that began at `started`: a round trip unless every part of it was
+    /// skipped by a circuit breaker (nothing was sent), with its time, and one error if any part
+    /// failed.
+    pub(crate) fn tally<T>(&self, results: &[Result<T>], started: Instant) {
         let skipped = |r: &Result<T>| matches!(r, Err(Error::CircuitOpen { .. }));
         if results.is_empty() || !results.iter().all(skipped) {
             self.count(Stats::round_trip);
+            #[cfg(feature = "metrics")]
+            {
+                self.metrics.handles.round_trips.increment(1);
+                self.metrics
+                    .handles
+                    .round_trip_seconds
+                    .record(started.elapsed().as_secs_f64());
+            }
         }
+        let _ = started;
         if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
             self.count(Stats::error);
+            #[cfg(feature = "metrics")]
+            self.metrics.handles.errors.increment(1);
             self.warn(error);
         }
+    }
+
+    pub(crate) fn read(&self, bytes: usize) {
+        self.count(|s| s.read(bytes));
+        #[cfg(feature = "metrics")]
+        self.metrics.handles.bytes_read.increment(bytes as u64);
+    }
+
+    pub(crate) fn written(&self, bytes: usize) {
+        self.count(|s| s.written(bytes));
+        #[cfg(feature = "metrics")]
+        self.metrics.handles.bytes_written.increment(bytes as u64);
+    }
+
+    pub(crate) fn invalidation(&self) {
+        self.count(Stats::invalidation);
+        #[cfg(feature = "metrics")]
+        self.metrics.handles.invalidations.increment(1);
+    }
+
+    /// A lookup that waited for another render's fragment (a lease or a single flight).
+    pub(crate) fn stampede_wait(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.handles.stampede_waits.increment(1);
     }
 
     /// Logs a backend error at most once a second, so a dead cache does not flood the log.
@@ -61,23 +155,29 @@ impl Meter<'_> {
         }
     }
 
-    pub(crate) fn hit(&self, key: &str, html: &str) {
+    /// A hit on a fragment of `fragment` (its name, see [`ByFragment`]).
+    pub(crate) fn hit(&self, fragment: &str, key: &str, html: &str) {
         self.count(Stats::hit);
-        tracing::debug!(key, bytes = html.len(), "cachesweeper hit");
+        self.by_fragment.get(self.backend.name(), fragment).hit();
+        tracing::debug!(fragment, key, bytes = html.len(), "cachesweeper hit");
     }
 
-    pub(crate) fn coalesced(&self, key: &str, html: &str) {
+    pub(crate) fn coalesced(&self, fragment: &str, key: &str, html: &str) {
         self.count(Stats::hit);
         self.count(Stats::coalesced);
+        self.by_fragment.get(self.backend.name(), fragment).hit();
+        self.stampede_wait();
         tracing::debug!(
+            fragment,
             key,
             bytes = html.len(),
             "cachesweeper hit (rendered just now by another render)"
         );
     }
 
-    pub(crate) fn miss(&self, model: &str, key: Option<&str>) {
+    pub(crate) fn miss(&self, fragment: &str, key: Option<&str>) {
         self.count(Stats::miss);
-        tracing::debug!(model, key = key.unwrap_or("-"), "cachesweeper miss");
+        self.by_fragment.get(self.backend.name(), fragment).miss();
+        tracing::debug!(fragment, key = key.unwrap_or("-"), "cachesweeper miss");
     }
 }

@@ -76,6 +76,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The value this render learnt for the counter `counter_key`, if any.
+    pub(crate) fn version(&self, counter_key: &str) -> Option<u64> {
+        self.state().versions.get(counter_key).copied()
+    }
+
     /// The state. Never held while a template body renders (bodies re-enter the session).
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -186,7 +191,9 @@ where
     if session.blocks {
         alone::fragment(sweeper, record, ttl, parts, render)
     } else {
-        sweeper.meter().miss(R::sweeper_model(), None);
+        sweeper
+            .meter()
+            .miss(parts.name().unwrap_or(R::sweeper_model()), None);
         frames::render_unstorable(render).map(Html::from)
     }
 }
@@ -205,6 +212,7 @@ where
 {
     let meter = sweeper.meter();
     let model = R::sweeper_model();
+    let fragment = parts.name().unwrap_or(model);
     let field = record.sweeper_version_field();
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
     let mut state = session.state();
@@ -233,7 +241,7 @@ where
             }
             drop(state);
             if !recording {
-                meter.miss(model, None);
+                meter.miss(fragment, None);
             }
             let rendered = frames::render_unstorable(render);
             if recording {
@@ -263,25 +271,25 @@ where
         counter: own.as_ref().map(|d| d.version),
     };
     let key = sweeper.key_at(record, &version, parts);
-    let output = |stored: &Arc<Stored>| {
+    let output = |html: fn(Arc<Stored>) -> Html, stored: &Arc<Stored>| {
         if discarded {
             Html::from(String::new())
         } else {
-            Html::Shared(Arc::clone(stored))
+            html(Arc::clone(stored))
         }
     };
     match state.slots.get_mut(&key) {
         Some(Slot::Cached { stored, counted }) => {
             if !*counted {
                 *counted = true;
-                meter.hit(&key, &stored.html);
+                meter.hit(fragment, &key, &stored.html);
             }
             frames::note(own.as_ref(), &stored.deps, true);
-            Ok(output(stored))
+            Ok(output(Html::Hit, stored))
         }
         Some(Slot::Rendered { stored, storable }) => {
             frames::note(own.as_ref(), &stored.deps, *storable);
-            Ok(output(stored))
+            Ok(output(Html::Rendered, stored))
         }
         None if recording => {
             let w = wanted(own.map(|d| d.counter_key.to_string()), version.field);
@@ -314,9 +322,9 @@ where
             let (html, deps, storable, leader) = match missed {
                 Miss::Handed(stored) => {
                     // Another render of this process just rendered (and stores) it.
-                    meter.coalesced(&key, &stored.html);
+                    meter.coalesced(fragment, &key, &stored.html);
                     frames::note(own.as_ref(), &stored.deps, true);
-                    let html = Html::Shared(Arc::clone(&stored));
+                    let html = Html::Hit(Arc::clone(&stored));
                     let slot = Slot::Rendered {
                         stored,
                         storable: true,
@@ -329,7 +337,7 @@ where
                 } => {
                     state.releases.push(key);
                     drop(state);
-                    meter.miss(model, None);
+                    meter.miss(fragment, None);
                     frames::note(None, &[], false);
                     return Err(error);
                 }
@@ -346,7 +354,7 @@ where
                 return Ok(Html::from(html));
             }
             drop(state);
-            meter.miss(model, Some(&key));
+            meter.miss(fragment, Some(&key));
             store.remember_hints(hint_key, hints.as_ref(), &deps);
             let finished = store.finish(
                 &meter,
@@ -358,7 +366,7 @@ where
                 session.began,
                 leader,
             );
-            let html = Html::Shared(Arc::clone(&finished.stored));
+            let html = Html::Rendered(Arc::clone(&finished.stored));
             let mut state = session.state();
             match finished.write {
                 Some(write) => state.writes.push(write),

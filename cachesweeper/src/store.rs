@@ -234,8 +234,9 @@ impl FragmentStore {
         let deadline = Instant::now() + LEASE_WAIT;
         loop {
             let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
+            let started = Instant::now();
             let values = io.get_leased(meter.backend, &remote_keys, LEASE).await;
-            meter.tally(&values);
+            meter.tally(&values, started);
             let mut busy = Vec::new();
             for (i, answer) in pending.into_iter().zip(values) {
                 let bytes = match answer {
@@ -258,7 +259,7 @@ impl FragmentStore {
                 let len = bytes.len();
                 match value::decode(bytes) {
                     Some(stored) if stored.expires_ms > now_ms() => {
-                        meter.count(|s| s.read(len));
+                        meter.read(len);
                         let stored = Arc::new(stored);
                         if let Some(l1) = &self.l1 {
                             l1.insert(keys[i], Arc::clone(&stored));
@@ -278,6 +279,7 @@ impl FragmentStore {
             if busy.is_empty() || !may_wait || Instant::now() >= deadline {
                 break;
             }
+            meter.stampede_wait();
             io.sleep(LEASE_POLL).await;
             pending = busy;
         }
@@ -294,12 +296,12 @@ impl FragmentStore {
         remote: &[usize],
         found: &mut [Option<Arc<Stored>>],
     ) {
-        meter.tally::<()>(&[Ok(())]);
+        meter.tally::<()>(&[Ok(())], Instant::now());
         for &i in remote {
             match embedded.fragment(keys[i]) {
                 None => {}
                 Some(Some(stored)) if stored.expires_ms > now_ms() => {
-                    meter.count(|s| s.read(value::encoded_len(stored.html.len(), &stored.deps)));
+                    meter.read(value::encoded_len(stored.html.len(), &stored.deps));
                     found[i] = Some(stored);
                 }
                 Some(Some(_)) => {}
@@ -501,8 +503,9 @@ impl FragmentStore {
             keys.iter().copied().filter(|k| held.contains(*k)).collect()
         };
         if !ours.is_empty() {
+            let started = Instant::now();
             let released = io.release_leases(meter.backend, &ours).await;
-            meter.tally(std::slice::from_ref(&released));
+            meter.tally(std::slice::from_ref(&released), started);
             held.let_go(ours.iter().copied());
         }
     }
@@ -522,6 +525,7 @@ impl FragmentStore {
             .iter()
             .map(|w| value::encoded_len(w.stored.html.len(), &w.stored.deps))
             .sum();
+        let started = Instant::now();
         let stored = if let Some(embedded) = meter.backend.as_embedded() {
             for w in &writes {
                 embedded.store_fragment(&w.key, Arc::clone(&w.stored), w.ttl);
@@ -540,9 +544,9 @@ impl FragmentStore {
                 .collect();
             io.set_many(meter.backend, &items).await
         };
-        meter.tally(std::slice::from_ref(&stored));
+        meter.tally(std::slice::from_ref(&stored), started);
         if stored.is_ok() {
-            meter.count(|s| s.written(bytes));
+            meter.written(bytes);
         }
         // Stored or not, the leases are over: a failed store leaves them to expire.
         held.let_go(writes.iter().map(|w| w.key.as_str()));

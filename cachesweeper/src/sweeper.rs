@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, Embedded};
+use crate::by_fragment::{ByFragment, FragmentStats};
 use crate::io::{self, Blocking};
 use crate::keys::{KeyParts, KeySpace, Version};
-use crate::meter::{Meter, Warnings};
+use crate::meter::{Meter, Metrics, Warnings};
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::FragmentStore;
@@ -55,6 +56,8 @@ pub struct Sweeper {
     pub(crate) digest: &'static str,
     /// When this handle's data began to be read (see [`Sweeper::scope`]), on [`clock`].
     pub(crate) began: Option<u64>,
+    /// Whether this handle marks the fragments it serves (see [`Sweeper::debug`]).
+    pub(crate) debug: bool,
 }
 
 #[derive(Debug)]
@@ -63,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) keys: KeySpace,
     stats: Stats,
     warnings: Warnings,
+    by_fragment: ByFragment,
+    metrics: Metrics,
     pub(crate) versions: Versions,
     pub(crate) store: FragmentStore,
 }
@@ -75,6 +80,7 @@ pub struct SweeperBuilder {
     backend: Option<Arc<dyn Backend>>,
     l1_bytes: Option<u64>,
     clock_skew: Duration,
+    debug: bool,
 }
 
 impl SweeperBuilder {
@@ -113,6 +119,14 @@ impl SweeperBuilder {
         self
     }
 
+    /// Marks every fragment rendered through this sweeper, as [`Sweeper::debug`] does for one
+    /// handle (off by default; for a development server, never in production: nothing is
+    /// stored while it is on).
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = debug;
+        self
+    }
+
     /// Checks the configuration and builds the sweeper.
     pub fn build(self) -> Result<Sweeper> {
         let keys = KeySpace::new(self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
@@ -124,6 +138,7 @@ impl SweeperBuilder {
         } else {
             crate::l1::DEFAULT_L1_BYTES
         });
+        let metrics = Metrics::new(backend.name());
         Ok(Sweeper {
             inner: Arc::new(Inner {
                 store: FragmentStore::new(l1_bytes, self.clock_skew),
@@ -132,11 +147,14 @@ impl SweeperBuilder {
                 keys,
                 stats: Stats::default(),
                 warnings: Warnings::default(),
+                by_fragment: ByFragment::default(),
+                metrics,
             }),
             scope: None,
             session: None,
             digest: "",
             began: None,
+            debug: self.debug,
         })
     }
 }
@@ -177,6 +195,31 @@ impl Sweeper {
             .snapshot()
     }
 
+    /// Hits and misses by fragment name since the sweeper was built, sorted by name: a
+    /// block's name (the filter's third argument, or the first key part given to
+    /// [`fragment`](Self::fragment)), or the record's model for a fragment without one. The
+    /// first 256 names are counted apart, later ones together under `(other)`.
+    ///
+    /// ```
+    /// # use askama::Template;
+    /// # #[derive(cachesweeper::Sweepable)] struct Post { id: i64 }
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"body\") %}x{% endfilter %}")]
+    /// struct Page { post: Post }
+    ///
+    /// let sweeper = cachesweeper::Sweeper::embedded();
+    /// for _ in 0..4 {
+    ///     sweeper.render(&Page { post: Post { id: 1 } })?;
+    /// }
+    /// let body = &sweeper.fragment_stats()[0];
+    /// assert_eq!((body.name.as_str(), body.hits, body.misses), ("body", 3, 1));
+    /// assert_eq!(body.hit_rate(), 0.75);
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn fragment_stats(&self) -> Vec<FragmentStats> {
+        self.inner.by_fragment.snapshot()
+    }
+
     /// A handle for one request: take it **before** reading the page's data. It notes when
     /// that read began, which is what lets a render store what it renders without ever storing
     /// data older than an invalidation (see [`invalidate`](Self::invalidate)); and its
@@ -201,6 +244,49 @@ impl Sweeper {
             session: self.session.clone(),
             digest: self.digest,
             began: Some(clock::now()),
+            debug: self.debug,
+        }
+    }
+
+    /// A handle that marks each fragment it serves, for a development page that shows what the
+    /// cache did: the fragment's HTML comes between two HTML comments,
+    /// `<!--cachesweeper hit name="comment" record="app::Comment/42" key="cs|f|..."-->` (or
+    /// `miss`) and `<!--/cachesweeper-->`, which change neither the page's layout nor its text.
+    /// A fragment inside one that hit is inside its HTML and has no marks of its own.
+    ///
+    /// A debug handle reads the cache and stores nothing (its marks must never reach the
+    /// cache, and an outer fragment would hold the marks of those inside it): the next page
+    /// without it stores what this one rendered.
+    ///
+    /// ```
+    /// # use askama::Template;
+    /// # #[derive(cachesweeper::Sweepable)] struct Post { id: i64 }
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"body\") %}<p>x</p>{% endfilter %}")]
+    /// struct Page { post: Post }
+    ///
+    /// let sweeper = cachesweeper::Sweeper::embedded();
+    /// let page = Page { post: Post { id: 1 } };
+    /// sweeper.render(&page)?; // stored
+    /// let html = sweeper.scope().debug().render(&page)?;
+    /// assert!(html.starts_with(r#"<!--cachesweeper hit name="body" record="#));
+    /// assert!(html.ends_with("<p>x</p><!--/cachesweeper-->"));
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn debug(&self) -> Sweeper {
+        Sweeper {
+            debug: true,
+            ..self.clone()
+        }
+    }
+
+    /// When this handle's data began to be read, for the store rule. A debug handle's is the
+    /// beginning of time: older than every version, so nothing it renders is stored.
+    pub(crate) fn stamp(&self) -> u64 {
+        if self.debug {
+            0
+        } else {
+            self.began.unwrap_or_else(clock::now)
         }
     }
 
@@ -209,6 +295,8 @@ impl Sweeper {
         Meter {
             backend: &*self.inner.backend,
             shared: &self.inner.stats,
+            by_fragment: &self.inner.by_fragment,
+            metrics: &self.inner.metrics,
             scope: self.scope.as_deref(),
             warnings: &self.inner.warnings,
         }
@@ -228,6 +316,7 @@ impl Sweeper {
             session: Some(session),
             digest,
             began: Some(began),
+            debug: self.debug,
         }
     }
 
@@ -382,7 +471,7 @@ impl Sweeper {
         if R::COUNTER {
             keys.push(self.counter_key(record));
         }
-        self.meter().count(Stats::invalidation);
+        self.meter().invalidation();
         tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
         keys
     }
@@ -391,7 +480,7 @@ impl Sweeper {
     /// database trigger or a message queue. Its parents are not known here, so they are not
     /// raised; fragments that contain it still miss.
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
-        self.meter().count(Stats::invalidation);
+        self.meter().invalidation();
         let key = self.inner.keys.counter_key(record.model, &record.key);
         io::finish(self.inner.versions.raise(
             &Blocking,
@@ -461,10 +550,40 @@ impl Sweeper {
         } else {
             parts
         };
-        match &self.session {
+        let html = match &self.session {
             Some(session) => session::fragment(self, session, record, ttl, parts, render),
             None => alone::fragment(self, record, ttl, parts, render),
+        }?;
+        if !self.debug {
+            return Ok(html);
         }
+        let model = R::sweeper_model();
+        let counter = if R::COUNTER {
+            let counter_key = self.counter_key(record);
+            // The version the lookup used: a page render knows it; a lone fragment reads it
+            // again (a debug page may cost a round trip more).
+            match &self.session {
+                Some(session) => session.version(&counter_key),
+                None => self.version(record).ok().and_then(|v| v.counter),
+            }
+        } else {
+            None
+        };
+        let version = Version {
+            field: record.sweeper_version_field(),
+            counter,
+        };
+        let key = self.key_at(record, &version, parts);
+        Ok(crate::debug::mark(
+            &html,
+            &crate::debug::Mark {
+                hit: html.is_hit(),
+                name: parts.name().unwrap_or(model),
+                model,
+                record_key: &record.sweeper_key(),
+                key: &key,
+            },
+        ))
     }
 
     /// Renders a page with every fragment lookup batched: the page costs a constant number of
@@ -502,7 +621,7 @@ impl Sweeper {
     where
         T: askama::Template + TemplateDigest + ?Sized,
     {
-        session::render(self, page, self.began.unwrap_or_else(clock::now))
+        session::render(self, page, self.stamp())
     }
 
     /// [`render`](Self::render) for async handlers (feature `tokio`), with the page borrowed:
@@ -531,7 +650,7 @@ impl Sweeper {
     where
         T: askama::Template + TemplateDigest + Sync + ?Sized,
     {
-        session::render_async(self, page, self.began.unwrap_or_else(clock::now)).await
+        session::render_async(self, page, self.stamp()).await
     }
 }
 

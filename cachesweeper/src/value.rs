@@ -29,26 +29,34 @@ pub(crate) struct Stored {
     pub(crate) deps: Arc<[Dep]>,
 }
 
-/// A fragment's HTML as a lookup hands it over: rendered here, or shared with the cache that
-/// holds it (written out from there, not copied first).
+/// A fragment's HTML as a lookup hands it over, and whether it came from the cache: rendered
+/// here, or shared with the cache that holds it (written out from there, not copied first).
 #[derive(Debug)]
 pub(crate) enum Html {
+    /// Rendered by this lookup and not kept anywhere.
     Owned(String),
-    Shared(Arc<Stored>),
+    /// Found in the cache (or handed over by the render of this process that just rendered it).
+    Hit(Arc<Stored>),
+    /// Rendered by this lookup (or earlier in the same page render), and kept.
+    Rendered(Arc<Stored>),
 }
 
 impl Html {
     pub(crate) fn as_str(&self) -> &str {
         match self {
             Html::Owned(html) => html,
-            Html::Shared(stored) => &stored.html,
+            Html::Hit(stored) | Html::Rendered(stored) => &stored.html,
         }
+    }
+
+    pub(crate) fn is_hit(&self) -> bool {
+        matches!(self, Html::Hit(_))
     }
 
     pub(crate) fn into_string(self) -> String {
         match self {
             Html::Owned(html) => html,
-            Html::Shared(stored) => {
+            Html::Hit(stored) | Html::Rendered(stored) => {
                 Arc::try_unwrap(stored).map_or_else(|shared| shared.html.clone(), |s| s.html)
             }
         }

@@ -33,8 +33,9 @@ impl Versions {
         // counter recreated after it was lost, with an invalidation in it, must be newer than
         // every render already under way, or one of them could store old rows under it.
         let fresh = meter.backend.fresh_counter(clock::now());
+        let started = std::time::Instant::now();
         let mut out = io.incr_each(meter.backend, keys, 0, fresh).await;
-        meter.tally(&out);
+        meter.tally(&out, started);
         if self.retry.is_pending() {
             for (key, value) in keys.iter().zip(out.iter_mut()) {
                 if self.retry.contains(key) {
@@ -68,8 +69,9 @@ impl Versions {
         };
         let keys = unfinished.keys.as_deref().unwrap_or_default();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
         let results = io.raise_each(meter.backend, &refs, clock::now()).await;
-        meter.tally(&results);
+        meter.tally(&results, started);
         let mut first_error = None;
         let failed: Vec<String> = keys
             .iter()
