@@ -4,7 +4,11 @@
 # 1. GET /articles/1 on memcached, pages rendered with the async API (the blog as it ships)
 #    against the same blog rendering on tokio's blocking pool with the blocking API
 #    (`--blocking-api`, how it ran before), and against `--no-cache`;
-# 2. the latency of a vote (POST .../like: commit, then invalidate) on memcached, both ways.
+# 2. the latency of a vote (POST .../like: commit, then invalidate) on memcached, both ways;
+# 3. the Django peer (../shared/peers/django-blog) under gunicorn on the same memcached: the same
+#    article page (article 1, 50 Markdown comments) uncached, with Django's {% cache %} and with
+#    django-cache-sweeper's algorithm. Its virtualenv is made in target/django-venv on first use
+#    (pip: django pymemcache markdown gunicorn); DJANGO_PEER=0 skips it.
 #
 # Needs wrk and memcached (apt-get install wrk memcached). Everything listens on 127.0.0.1 and
 # stops by itself. Usage: scripts/bench-blog.sh [seconds per run, default 10] [connections, default 16]
@@ -92,3 +96,24 @@ echo "bench-blog: ${SECS}s per run, $CONNS connections, wrk -t2, memcached on 12
 run_mode "async (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT"
 run_mode "blocking pool (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT" --blocking-api
 run_mode "no cache" --no-cache
+
+if [ "${DJANGO_PEER:-1}" != 0 ]; then
+    VENV=$(realpath -m "${CARGO_TARGET_DIR:-target}/django-venv")
+    if [ ! -x "$VENV/bin/gunicorn" ]; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install -q django pymemcache markdown gunicorn
+    fi
+    DJ_PORT=$(free_port)
+    (cd scripts && BLOG_CACHE=memcached BLOG_MEMCACHED=127.0.0.1:$MC_PORT \
+        exec "$VENV/bin/gunicorn" -w 2 -b "127.0.0.1:$DJ_PORT" --log-level warning \
+        django_peer_wsgi:application) &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$DJ_PORT/nocache/articles/1" && break
+        sleep 0.2
+    done
+    for variant in nocache djangocache sweeper; do
+        wrk -t1 -c1 -d1s "http://127.0.0.1:$DJ_PORT/$variant/articles/1" >/dev/null
+        measure "django $variant (gunicorn -w 2)" "http://127.0.0.1:$DJ_PORT/$variant/articles/1"
+    done
+fi
