@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
 
-use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
+use super::breaker::{Attempt, Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
 use super::rendezvous::Rendezvous;
 use super::ring::Ring;
 use super::{Backend, Leased, SetItem};
@@ -315,8 +315,8 @@ impl Server {
 
     /// Counts a transport failure; once the breaker opens, the client goes too, so that the
     /// next attempt resolves the address again.
-    fn failed(&self) {
-        self.breaker.failure();
+    fn failed(&self, attempt: Attempt<'_>) {
+        attempt.failure();
         if self.breaker.is_open() {
             *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
@@ -325,19 +325,22 @@ impl Server {
     /// Runs a batch on this server through its breaker; one result per operation.
     fn run<O: exp::Operation>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
-        if let Err(wait) = self.breaker.allow() {
-            let skipped = Error::CircuitOpen {
-                backend: self.addr.clone(),
-                retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            };
-            return (0..count).map(|_| Err(skipped.clone())).collect();
-        }
+        let attempt = match self.breaker.allow() {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                let skipped = Error::CircuitOpen {
+                    backend: self.addr.clone(),
+                    retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                };
+                return (0..count).map(|_| Err(skipped.clone())).collect();
+            }
+        };
         match self.client().and_then(|client| client.run_many(ops)) {
             Err(error) => {
                 if is_transport(&error) {
-                    self.failed();
+                    self.failed(attempt);
                 } else {
-                    self.breaker.success();
+                    attempt.success();
                 }
                 let error = self.error(error);
                 (0..count).map(|_| Err(error.clone())).collect()
@@ -347,9 +350,9 @@ impl Server {
                     .iter()
                     .any(|r| matches!(r, Err(e) if is_transport(e)))
                 {
-                    self.failed();
+                    self.failed(attempt);
                 } else {
-                    self.breaker.success();
+                    attempt.success();
                 }
                 results
                     .into_iter()
