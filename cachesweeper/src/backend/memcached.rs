@@ -5,16 +5,27 @@
 //! exchange with a deadline, dials lazily (so start-up never waits on the cache), and its
 //! arithmetic command creates a missing counter atomically (`ma` with `N`/`J`), which is what
 //! version counters need. The classic client's `add` cannot even report whether it stored.
+//!
+//! Each operation is written once, as async code over a [`Transport`]: the blocking client,
+//! whose futures never suspend (run on the caller's thread by [`io::finish`]), or, with the
+//! `tokio` feature, the tokio client, awaited by the backend's async forms. Routing, batching,
+//! the breaker, leases and the raise algorithm are the same code either way.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
+#[cfg(feature = "tokio")]
+use memcache::exp::AsyncMetaClient;
+use memcache::exp::{self, Arithmetic, Get, MetaClient, MetaClientBuilder, Set, Ttl};
 
+#[cfg(feature = "tokio")]
+use super::BoxFuture;
 use super::breaker::{Attempt, Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
 use super::rendezvous::Rendezvous;
 use super::ring::Ring;
 use super::{Backend, Leased, SetItem};
+use crate::io;
 use crate::keys::routing_part;
 use crate::{Error, Result};
 
@@ -33,6 +44,11 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 /// several servers, keys are spread by rendezvous hashing (or libmemcached's ketama ring, see
 /// [`Distribution`]), with a hash that is the same in every build, and a batch is split per
 /// server, the groups sent in parallel; a server that is down fails only its keys.
+///
+/// With the `tokio` feature, the async forms of its operations (which
+/// `Sweeper::render_async` and `Sweeper::invalidate_async` use) go through the `memcache`
+/// crate's tokio client: the same routing, timeouts, breakers and answers, and no thread waits
+/// on a socket.
 ///
 /// ```no_run
 /// use cachesweeper::backend::Memcached;
@@ -91,6 +107,10 @@ struct Server {
     /// opened: a host name that does not resolve yet (a container still starting) fails
     /// neither start-up nor every call after it, and one that moves is followed.
     client: Mutex<Option<Arc<MetaClient>>>,
+    /// The tokio client, made and dropped like `client`. A separate pool: its connections
+    /// live on the runtime's reactor, the blocking client's do not.
+    #[cfg(feature = "tokio")]
+    async_client: Mutex<Option<AsyncMetaClient>>,
     connect_timeout: Duration,
     io_timeout: Duration,
     max_idle: usize,
@@ -226,6 +246,8 @@ impl MemcachedBuilder {
             servers.push(Server {
                 addr,
                 client: Mutex::new(None),
+                #[cfg(feature = "tokio")]
+                async_client: Mutex::new(None),
                 connect_timeout: self.connect_timeout,
                 io_timeout: self.io_timeout,
                 max_idle: self.max_idle,
@@ -296,34 +318,55 @@ impl Server {
         }
     }
 
-    /// The client, made now (resolving the address) if there is none.
-    fn client(&self) -> std::result::Result<Arc<MetaClient>, exp::Error> {
-        let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+    fn client_builder(&self) -> MetaClientBuilder {
+        MetaClient::builder()
+            .connect_timeout(Some(self.connect_timeout))
+            .io_timeout(Some(self.io_timeout))
+            .max_idle(self.max_idle)
+    }
+
+    /// The blocking client, made now (resolving the address) if there is none.
+    fn client(&self) -> exp::Result<Arc<MetaClient>> {
+        let mut slot = lock(&self.client);
         if let Some(client) = &*slot {
             return Ok(Arc::clone(client));
         }
-        let client = Arc::new(
-            MetaClient::builder()
-                .connect_timeout(Some(self.connect_timeout))
-                .io_timeout(Some(self.io_timeout))
-                .max_idle(self.max_idle)
-                .connect(self.addr.as_str())?,
-        );
+        let client = Arc::new(self.client_builder().connect(self.addr.as_str())?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
     }
 
-    /// Counts a transport failure; once the breaker opens, the client goes too, so that the
+    /// The tokio client, made now if there is none. The slot is not locked while the address
+    /// resolves (a std mutex held across an await would block every other task wanting it), so
+    /// two tasks may both make one; the first one stored is kept, and its pool with it.
+    #[cfg(feature = "tokio")]
+    async fn async_client(&self) -> exp::Result<AsyncMetaClient> {
+        let made = lock(&self.async_client).clone();
+        if let Some(client) = made {
+            return Ok(client);
+        }
+        let client = self
+            .client_builder()
+            .connect_async(self.addr.as_str())
+            .await?;
+        Ok(lock(&self.async_client).get_or_insert(client).clone())
+    }
+
+    /// Counts a transport failure; once the breaker opens, the clients go too, so that the
     /// next attempt resolves the address again.
     fn failed(&self, attempt: Attempt<'_>) {
         attempt.failure();
         if self.breaker.is_open() {
-            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *lock(&self.client) = None;
+            #[cfg(feature = "tokio")]
+            {
+                *lock(&self.async_client) = None;
+            }
         }
     }
 
     /// Runs a batch on this server through its breaker; one result per operation.
-    fn run<O: exp::Operation>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
+    async fn run<T: Transport, O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
         let attempt = match self.breaker.allow() {
             Ok(attempt) => attempt,
@@ -335,7 +378,11 @@ impl Server {
                 return (0..count).map(|_| Err(skipped.clone())).collect();
             }
         };
-        match self.client().and_then(|client| client.run_many(ops)) {
+        let answer = match T::client(self).await {
+            Ok(client) => T::run(&client, ops).await,
+            Err(error) => Err(error),
+        };
+        match answer {
             Err(error) => {
                 if is_transport(&error) {
                     self.failed(attempt);
@@ -359,6 +406,142 @@ impl Server {
                     .map(|r| r.map_err(|e| self.error(e)))
                     .collect()
             }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A meta-protocol operation that either transport can send.
+trait Op: exp::Operation<Output: Send> + Send + Sync + 'static {}
+
+impl<O: exp::Operation<Output: Send> + Send + Sync + 'static> Op for O {}
+
+/// How a batch reaches a server: the one thing the blocking and the async paths do
+/// differently. Everything above it (routing, the breaker, batches split per server, leases,
+/// the raise loop) is written once, as async code generic over this.
+trait Transport {
+    type Client: Send + Sync;
+
+    /// The server's client, made (and its address resolved) at first use.
+    fn client(server: &Server) -> impl Future<Output = exp::Result<Self::Client>> + Send;
+
+    /// One server's share of a batch, pipelined in one round trip.
+    fn run<O: Op>(
+        client: &Self::Client,
+        ops: Vec<O>,
+    ) -> impl Future<Output = exp::Result<Vec<exp::Result<O::Output>>>> + Send;
+
+    /// Runs the batches of several servers at once, answering in their order.
+    fn join<F: Future<Output: Send> + Send>(
+        batches: Vec<F>,
+    ) -> impl Future<Output = Vec<F::Output>> + Send;
+}
+
+/// The blocking client, on the caller's thread. Its futures never suspend: the blocking
+/// [`Backend`] methods run them with [`io::finish`].
+struct Blocking;
+
+impl Transport for Blocking {
+    type Client = Arc<MetaClient>;
+
+    async fn client(server: &Server) -> exp::Result<Arc<MetaClient>> {
+        server.client()
+    }
+
+    async fn run<O: Op>(
+        client: &Arc<MetaClient>,
+        ops: Vec<O>,
+    ) -> exp::Result<Vec<exp::Result<O::Output>>> {
+        client.run_many(ops)
+    }
+
+    async fn join<F: Future<Output: Send> + Send>(batches: Vec<F>) -> Vec<F::Output> {
+        // Awaited in turn, futures that never suspend would wait for one server after the
+        // other: each batch beyond the first gets a thread of its own.
+        let mut batches = batches.into_iter();
+        let Some(first) = batches.next() else {
+            return Vec::new();
+        };
+        std::thread::scope(|scope| {
+            let others: Vec<_> = batches
+                .map(|batch| scope.spawn(move || io::finish(batch)))
+                .collect();
+            let mut answers = Vec::with_capacity(others.len() + 1);
+            answers.push(io::finish(first));
+            answers.extend(others.into_iter().map(|h| h.join().expect("batch thread")));
+            answers
+        })
+    }
+}
+
+/// The tokio client, awaited: no thread waits on a socket.
+#[cfg(feature = "tokio")]
+struct Tokio;
+
+#[cfg(feature = "tokio")]
+impl Transport for Tokio {
+    type Client = AsyncMetaClient;
+
+    async fn client(server: &Server) -> exp::Result<AsyncMetaClient> {
+        server.async_client().await
+    }
+
+    async fn run<O: Op>(
+        client: &AsyncMetaClient,
+        ops: Vec<O>,
+    ) -> exp::Result<Vec<exp::Result<O::Output>>> {
+        client.run_many(ops).await
+    }
+
+    async fn join<F: Future<Output: Send> + Send>(batches: Vec<F>) -> Vec<F::Output> {
+        join_all(batches).await
+    }
+}
+
+/// Awaits every future at once and answers in their order: a join for the handful of
+/// per-server batches of one call (each pending future is polled again on every wake), so
+/// that no futures crate is needed.
+#[cfg(feature = "tokio")]
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
+}
+
+/// The server of each key of a batch: with one server, nothing to compute or to keep.
+enum Routes {
+    One,
+    Each(Vec<usize>),
+}
+
+impl Routes {
+    fn of(&self, i: usize) -> usize {
+        match self {
+            Routes::One => 0,
+            Routes::Each(servers) => servers[i],
         }
     }
 }
@@ -407,55 +590,236 @@ impl Memcached {
         }
     }
 
-    /// Splits a batch by server, runs the groups (in parallel when there are several) and puts
-    /// the results back in the order of `keys`; `make(i)` builds the operation of `keys[i]`.
-    fn batch<T: Send, O: exp::Operation<Output = T> + Send>(
-        &self,
-        keys: &[&str],
-        make: impl Fn(usize) -> O + Sync,
-    ) -> Vec<Result<T>> {
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
-        for (i, key) in keys.iter().enumerate() {
-            groups[self.route(key)].push(i);
-        }
-        let run_group = |server: usize, indices: &Vec<usize>| {
-            let ops = indices.iter().map(|&i| make(i)).collect();
-            self.servers[server].run(ops)
-        };
-        let busy: Vec<(usize, &Vec<usize>)> = groups
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-            .collect();
-        let answers: Vec<Vec<Result<T>>> = if busy.len() <= 1 {
-            busy.iter()
-                .map(|&(server, indices)| run_group(server, indices))
-                .collect()
+    fn routes<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Routes {
+        if self.router.is_none() {
+            Routes::One
         } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = busy[1..]
-                    .iter()
-                    .map(|&(server, indices)| scope.spawn(move || run_group(server, indices)))
-                    .collect();
-                let mut answers = vec![run_group(busy[0].0, busy[0].1)];
-                answers.extend(handles.into_iter().map(|h| h.join().expect("batch thread")));
-                answers
+            Routes::Each(keys.map(|key| self.route(key)).collect())
+        }
+    }
+
+    /// Sends each operation to its server (`server_of(i)` for `ops[i]`), one batch per server,
+    /// the batches at once, and answers in the order of `ops`.
+    async fn run<T: Transport, O: Op>(
+        &self,
+        ops: Vec<O>,
+        server_of: impl Fn(usize) -> usize + Send,
+    ) -> Vec<Result<O::Output>> {
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        if self.servers.len() == 1 {
+            return self.servers[0].run::<T, O>(ops).await;
+        }
+        let count = ops.len();
+        let mut groups: Vec<(Vec<usize>, Vec<O>)> = (0..self.servers.len())
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
+        for (i, op) in ops.into_iter().enumerate() {
+            let (indices, ops) = &mut groups[server_of(i)];
+            indices.push(i);
+            ops.push(op);
+        }
+        let mut busy: Vec<(usize, Vec<usize>, Vec<O>)> = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (indices, _))| !indices.is_empty())
+            .map(|(server, (indices, ops))| (server, indices, ops))
+            .collect();
+        if let [(server, ..)] = busy[..] {
+            // All on one server, in their order.
+            let (_, _, ops) = busy.pop().expect("one batch");
+            return self.servers[server].run::<T, O>(ops).await;
+        }
+        let mut orders = Vec::with_capacity(busy.len());
+        let batches: Vec<_> = busy
+            .into_iter()
+            .map(|(server, indices, ops)| {
+                orders.push(indices);
+                self.servers[server].run::<T, O>(ops)
             })
-        };
-        let mut out: Vec<Option<Result<T>>> = (0..keys.len()).map(|_| None).collect();
-        for ((_, indices), results) in busy.iter().zip(answers) {
+            .collect();
+        let answers = T::join(batches).await;
+        let mut out: Vec<Option<Result<O::Output>>> = (0..count).map(|_| None).collect();
+        for (indices, results) in orders.iter().zip(answers) {
             for (&i, result) in indices.iter().zip(results) {
                 out[i] = Some(result);
             }
         }
         out.into_iter()
-            .map(|r| r.expect("every key was routed to one server"))
+            .map(|r| r.expect("every operation was sent to one server"))
             .collect()
+    }
+
+    /// A counter's value and CAS from its answer.
+    fn counted(key: &str, answer: Result<exp::ArithmeticResult>) -> Result<(u64, u64)> {
+        let answer = answer?;
+        let value = answer.value.ok_or_else(|| Error::NotACounter {
+            key: key.to_owned(),
+        })?;
+        Ok((value, answer.item.cas.unwrap_or(0)))
+    }
+
+    async fn get_each_with<T: Transport>(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys.iter().map(Get::new).collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
+            .collect()
+    }
+
+    async fn get_leased_with<T: Transport>(
+        &self,
+        keys: &[&str],
+        lease: Duration,
+    ) -> Vec<Result<Leased>> {
+        // memcached's meta protocol lease (memcached >= 1.6): `mg <key> v N<secs>` creates an
+        // empty placeholder on a miss and tells exactly one caller that it won; the others see
+        // the placeholder as pending until the winner stores the value or the lease expires.
+        let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys
+            .iter()
+            .map(|key| Get::new(key).lease_ttl(secs))
+            .collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map(|got| match got.value {
+                    Some(value) if got.hit() && !value.is_empty() => Leased::Hit(value),
+                    _ if got.lease_busy() => Leased::Busy,
+                    _ => Leased::Won,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_many_with<T: Transport>(&self, items: &[SetItem<'_>]) -> Result<()> {
+        let routes = self.routes(items.iter().map(|item| item.key));
+        let ops = items
+            .iter()
+            .map(|item| Set::new(item.key, item.value).ttl(ttl(item.ttl)))
+            .collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
+    async fn incr_each_with<T: Transport>(
+        &self,
+        keys: &[&str],
+        delta: u64,
+        initial: u64,
+    ) -> Vec<Result<u64>> {
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys
+            .iter()
+            .map(|key| {
+                Arithmetic::new(key)
+                    .delta(delta)
+                    .initial(initial, COUNTER_TTL_SECS)
+                    .ttl(Ttl::secs(COUNTER_TTL_SECS))
+            })
+            .collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .enumerate()
+            .map(|(i, answer)| Ok(Self::counted(keys[i], answer)?.0))
+            .collect()
+    }
+
+    /// memcached has no atomic max, so: add one (creating a missing counter at `floor`) and
+    /// learn the item's CAS; where that left the counter below `floor`, add the difference
+    /// only if nobody changed the counter since (`ma ... C<cas>`), else read it and try again.
+    /// Every step only ever adds, so the counter never decreases, whatever races with it.
+    async fn raise_each_with<T: Transport>(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let routes = self.routes(keys.iter().copied());
+        let counter = |key: &str, delta: u64| {
+            Arithmetic::new(key)
+                .delta(delta)
+                .initial(floor, COUNTER_TTL_SECS)
+                .ttl(Ttl::secs(COUNTER_TTL_SECS))
+                .return_cas()
+        };
+        let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
+        // The counters the last step left below `floor`, with their value and CAS.
+        let mut low: Vec<(usize, u64, u64)> = Vec::new();
+        let settle = |i: usize, answer, low: &mut Vec<(usize, u64, u64)>| {
+            Self::counted(keys[i], answer).map(|(value, cas)| {
+                if value < floor {
+                    low.push((i, value, cas));
+                }
+                value
+            })
+        };
+
+        let adds = keys.iter().map(|key| counter(key, 1)).collect();
+        let answers = self.run::<T, _>(adds, |i| routes.of(i)).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            out[i] = settle(i, answer, &mut low);
+        }
+
+        for _ in 0..RAISE_ATTEMPTS {
+            if low.is_empty() {
+                break;
+            }
+            let lifts = low
+                .iter()
+                .map(|&(i, value, cas)| counter(keys[i], floor - value).compare_cas(cas))
+                .collect();
+            let answers = self.run::<T, _>(lifts, |j| routes.of(low[j].0)).await;
+            let mut changed = Vec::new();
+            for (&(i, ..), answer) in low.iter().zip(answers) {
+                match answer {
+                    Ok(r) if r.applied() => out[i] = Ok(r.value.unwrap_or(floor)),
+                    // Changed since (another raise, or a version read): read it again, then
+                    // retry.
+                    Ok(_) => changed.push(i),
+                    Err(error) => out[i] = Err(error),
+                }
+            }
+            let reads = changed.iter().map(|&i| counter(keys[i], 0)).collect();
+            let answers = self.run::<T, _>(reads, |j| routes.of(changed[j])).await;
+            let mut still = Vec::new();
+            for (&i, answer) in changed.iter().zip(answers) {
+                out[i] = settle(i, answer, &mut still);
+            }
+            low = still;
+        }
+        for (i, ..) in low {
+            out[i] = Err(Error::backend_message(
+                &self.name,
+                format_args!(
+                    "counter {:?} still contended after {RAISE_ATTEMPTS} attempts",
+                    keys[i]
+                ),
+            ));
+        }
+        out
+    }
+
+    async fn release_leases_with<T: Transport>(&self, keys: &[&str]) -> Result<()> {
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys.iter().map(exp::Delete::new).collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
     }
 }
 
 /// How many compare-and-add rounds [`Memcached::raise_each`] makes before it reports a counter
-/// as contended (each round loses only to another raise of the same counter).
+/// as contended (each round loses only to another change of the same counter).
 const RAISE_ATTEMPTS: usize = 16;
 
 fn ttl(ttl: Option<Duration>) -> Ttl {
@@ -489,136 +853,87 @@ impl Backend for Memcached {
     }
 
     fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        self.batch(keys, |i| Get::new(keys[i]))
-            .into_iter()
-            .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
-            .collect()
+        io::finish(self.get_each_with::<Blocking>(keys))
     }
 
     fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        // memcached's meta protocol lease (memcached >= 1.6): `mg <key> v N<secs>` creates an
-        // empty placeholder on a miss and tells exactly one caller that it won; the others see
-        // the placeholder as pending until the winner stores the value or the lease expires.
-        let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
-        self.batch(keys, |i| Get::new(keys[i]).lease_ttl(secs))
-            .into_iter()
-            .map(|r| {
-                r.map(|got| match got.value {
-                    Some(value) if got.hit() && !value.is_empty() => Leased::Hit(value),
-                    _ if got.lease_busy() => Leased::Busy,
-                    _ => Leased::Won,
-                })
-            })
-            .collect()
+        io::finish(self.get_leased_with::<Blocking>(keys, lease))
     }
 
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
-        self.batch(&keys, |i| {
-            let item = &items[i];
-            Set::new(item.key, item.value).ttl(ttl(item.ttl))
-        })
-        .into_iter()
-        .find_map(Result::err)
-        .map_or(Ok(()), Err)
+        io::finish(self.set_many_with::<Blocking>(items))
     }
 
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        self.batch(keys, |i| {
-            Arithmetic::new(keys[i])
-                .delta(delta)
-                .initial(initial, COUNTER_TTL_SECS)
-                .ttl(Ttl::secs(COUNTER_TTL_SECS))
-        })
-        .into_iter()
-        .zip(keys)
-        .map(|(result, key)| {
-            result?.value.ok_or_else(|| Error::NotACounter {
-                key: (*key).to_owned(),
-            })
-        })
-        .collect()
+        io::finish(self.incr_each_with::<Blocking>(keys, delta, initial))
     }
 
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        // memcached has no atomic max, so: add one (creating a missing counter at `floor`) and
-        // learn the item's CAS; where that left the counter below `floor`, add the difference
-        // only if nobody changed the counter since (`ma ... C<cas>`), else try again. Every step
-        // only ever adds, so the counter never decreases, whatever races with it.
-        let counter = |key: &str| {
-            Arithmetic::new(key)
-                .initial(floor, COUNTER_TTL_SECS)
-                .ttl(Ttl::secs(COUNTER_TTL_SECS))
-                .return_cas()
-        };
-        let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
-        // Runs `op` on the counters at `indices` in one batch: those it leaves at `floor` or
-        // above are done; the others are returned with their value and CAS.
-        let step = |indices: &[usize], delta: u64, out: &mut Vec<Result<u64>>| {
-            let batch: Vec<&str> = indices.iter().map(|&i| keys[i]).collect();
-            let mut low = Vec::new();
-            let answers = self.batch(&batch, |j| counter(batch[j]).delta(delta));
-            for (&i, answer) in indices.iter().zip(answers) {
-                out[i] = answer.and_then(|r| {
-                    let value = r.value.ok_or_else(|| Error::NotACounter {
-                        key: keys[i].to_owned(),
-                    })?;
-                    if value < floor {
-                        low.push((i, value, r.item.cas.unwrap_or(0)));
-                    }
-                    Ok(value)
-                });
-            }
-            low
-        };
-        let all: Vec<usize> = (0..keys.len()).collect();
-        let mut low = step(&all, 1, &mut out);
-        for _ in 0..RAISE_ATTEMPTS {
-            if low.is_empty() {
-                break;
-            }
-            let pending: Vec<&str> = low.iter().map(|&(i, ..)| keys[i]).collect();
-            let answers = self.batch(&pending, |j| {
-                let (_, value, cas) = low[j];
-                counter(pending[j]).delta(floor - value).compare_cas(cas)
-            });
-            let mut changed = Vec::new();
-            for ((i, ..), answer) in low.iter().zip(answers) {
-                match answer {
-                    Ok(r) if r.applied() => out[*i] = Ok(r.value.unwrap_or(floor)),
-                    // Changed since (another raise, most likely): read it again, then retry.
-                    Ok(_) => changed.push(*i),
-                    Err(error) => out[*i] = Err(error),
-                }
-            }
-            low = step(&changed, 0, &mut out);
-        }
-        for (i, ..) in low {
-            out[i] = Err(Error::backend_message(
-                &self.name,
-                format_args!(
-                    "counter {:?} still contended after {RAISE_ATTEMPTS} attempts",
-                    keys[i]
-                ),
-            ));
-        }
-        out
+        io::finish(self.raise_each_with::<Blocking>(keys, floor))
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        let mut results = self.batch(&[key], |_| exp::Delete::new(key));
-        results.pop().expect("one result").map(|r| r.applied())
+        let deleted =
+            io::finish(self.run::<Blocking, _>(vec![exp::Delete::new(key)], |_| self.route(key)));
+        deleted
+            .into_iter()
+            .next()
+            .expect("one result")
+            .map(|r| r.applied())
     }
 
     fn release_leases(&self, keys: &[&str]) -> Result<()> {
-        self.batch(keys, |i| exp::Delete::new(keys[i]))
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        io::finish(self.release_leases_with::<Blocking>(keys))
     }
 
     fn max_value_len(&self) -> usize {
         self.max_value_len
+    }
+
+    #[cfg(feature = "tokio")]
+    fn get_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
+        Box::pin(self.get_each_with::<Tokio>(keys))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn get_leased_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        Box::pin(self.get_leased_with::<Tokio>(keys, lease))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_many_with::<Tokio>(items))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn incr_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(self.incr_each_with::<Tokio>(keys, delta, initial))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn raise_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(self.raise_each_with::<Tokio>(keys, floor))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.release_leases_with::<Tokio>(keys))
     }
 }
 
@@ -649,5 +964,210 @@ mod tests {
         assert!(Memcached::from_url("memcache://127.0.0.1:1?timeout=5").is_err());
         assert!(Memcached::from_url("memcache://127.0.0.1:1,memcache://127.0.0.1:1").is_err());
         assert!(Memcached::from_url("").is_err());
+    }
+}
+
+/// Tests against real memcached servers, started here (the suite's harness lives in the
+/// workspace's root package, which depends on this crate).
+#[cfg(all(test, feature = "tokio"))]
+mod server_tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A memcached process on a port of 127.0.0.1, killed on drop.
+    struct Process {
+        child: Child,
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    impl Process {
+        /// `None` (the test skips) where memcached is not installed, except under CI.
+        fn start(port: u16) -> Option<Process> {
+            let binary = std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".into());
+            let spawned = Command::new(&binary)
+                .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+                .args(["-m", "64", "-u", "root"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && std::env::var_os("CI").is_none() =>
+                {
+                    eprintln!("{binary} not found; skipping");
+                    return None;
+                }
+                Err(e) => panic!("could not start {binary}: {e}"),
+            };
+            let process = Process { child };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "memcached did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Some(process)
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Every async form of `cache`, called `calls` times at once (each form in turn), and
+    /// whether each call failed every key, with how long it took.
+    async fn call_all_forms(cache: &Memcached, calls: usize) -> Vec<(bool, Duration)> {
+        const KEYS: [&str; 2] = ["a|1", "b|2"];
+        let item = [SetItem {
+            key: "a|1",
+            value: b"x",
+            ttl: None,
+        }];
+        let lease = Duration::from_secs(1);
+        let item = &item;
+        let calls = (0..calls)
+            .map(|i| async move {
+                let started = Instant::now();
+                let failed = match i % 6 {
+                    0 => cache.get_each_async(&KEYS).await.iter().all(Result::is_err),
+                    1 => cache
+                        .get_leased_async(&KEYS, lease)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    2 => cache.set_many_async(item).await.is_err(),
+                    3 => cache
+                        .incr_each_async(&KEYS, 0, 1)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    4 => cache
+                        .raise_each_async(&KEYS, 1)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    _ => cache.release_leases_async(&KEYS).await.is_err(),
+                };
+                (failed, started.elapsed())
+            })
+            .collect();
+        join_all(calls).await
+    }
+
+    /// The longest gap a 5 ms ticker on the same current-thread runtime sees while `work`
+    /// runs, and `work`'s output.
+    fn with_ticker<T>(work: impl Future<Output = T>) -> (Duration, T) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let ticker = tokio::spawn({
+                let stop = Arc::clone(&stop);
+                async move {
+                    let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        longest = longest.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    longest
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let output = work.await;
+            stop.store(true, Ordering::Relaxed);
+            (ticker.await.unwrap(), output)
+        })
+    }
+
+    #[test]
+    fn async_calls_to_an_unreachable_server_fail_in_time_and_open_the_breaker_without_blocking() {
+        // Accepts connections (the kernel does, into the backlog) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = free_port();
+        let (connect, exchange) = (Duration::from_millis(100), Duration::from_millis(150));
+        for (name, addr) in [
+            ("silent", silent.local_addr().unwrap().to_string()),
+            ("closed", format!("127.0.0.1:{closed}")),
+        ] {
+            // A loaded machine can take the thread away for tens of milliseconds now and
+            // then; a call that blocked would stall the ticker in every run, not in one.
+            let mut tries = 0;
+            let cache = loop {
+                let cache = Memcached::builder()
+                    .server(addr.as_str())
+                    .connect_timeout(connect)
+                    .io_timeout(exchange)
+                    .circuit_breaker(2, Duration::from_secs(60))
+                    .build()
+                    .unwrap();
+                let (gap, outcomes) = with_ticker(call_all_forms(&cache, 20));
+                let slowest = outcomes.iter().map(|&(_, took)| took).max().unwrap();
+                assert!(
+                    outcomes.iter().all(|&(failed, _)| failed),
+                    "{name}: a call succeeded"
+                );
+                tries += 1;
+                if gap <= Duration::from_millis(20)
+                    && slowest <= connect + exchange + Duration::from_millis(100)
+                {
+                    break cache;
+                }
+                assert!(
+                    tries < 5,
+                    "{name}: the ticker stalled for {gap:?}, the slowest call took {slowest:?}"
+                );
+            };
+            let server = &cache.servers[0];
+            assert!(server.breaker.is_open(), "{name}: the breaker is open");
+            assert!(
+                lock(&server.async_client).is_none(),
+                "{name}: the client goes with it, to resolve again"
+            );
+            let (_, skipped) = with_ticker(cache.get_each_async(&["a|1"]));
+            assert!(
+                matches!(skipped[..], [Err(Error::CircuitOpen { .. })]),
+                "{name}: {skipped:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_async_client_is_made_at_first_use_and_again_once_the_server_is_back() {
+        let port = free_port();
+        let cache = Memcached::builder()
+            .server(format!("127.0.0.1:{port}"))
+            .circuit_breaker(1, Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let (_, down) = with_ticker(cache.incr_each_async(&["c|1"], 0, 5));
+        assert!(
+            matches!(down[..], [Err(Error::Unavailable { .. })]),
+            "{down:?}"
+        );
+        let Some(_process) = Process::start(port) else {
+            return;
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        let (_, up) = with_ticker(cache.incr_each_async(&["c|1"], 0, 5));
+        assert_eq!(up.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [5]);
+        assert!(!cache.servers[0].breaker.is_open());
     }
 }
