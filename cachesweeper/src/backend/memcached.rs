@@ -12,6 +12,7 @@
 //! the breaker, leases and the raise algorithm are the same code either way.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +51,9 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 /// crate's tokio client: the same routing, timeouts, breakers and answers, and no thread waits
 /// on a socket.
 ///
+/// A raise (an invalidation) costs one round trip for a counter this process has read or
+/// raised and nothing has touched since, two otherwise.
+///
 /// ```no_run
 /// use cachesweeper::backend::Memcached;
 ///
@@ -60,6 +64,7 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 pub struct Memcached {
     servers: Arc<[Server]>,
     router: Option<Arc<Router>>,
+    hints: Arc<Hints>,
     failover: bool,
     name: String,
     max_value_len: usize,
@@ -267,6 +272,7 @@ impl MemcachedBuilder {
                 })
             }),
             servers: servers.into(),
+            hints: Arc::new(Hints::new()),
             failover: self.failover,
             name,
             max_value_len: self.max_value_len,
@@ -546,6 +552,110 @@ impl Routes {
     }
 }
 
+/// How many counters [`Hints`] remembers at most (fewer when keys share a slot): 384 KiB,
+/// enough for the counters a busy process reads in the few seconds to minutes between showing
+/// a record and saving a change to it.
+const HINT_SLOTS: usize = 16 * 1024;
+
+/// The last value and CAS this process saw of each counter, so that a raise can usually
+/// lift a counter to its floor in the same round trip as its add (see
+/// [`Memcached::raise_each_with`]). Direct-mapped and lock-free: a key whose slot another
+/// key took has no hint, and neither has a slot two threads wrote at once (its check does not
+/// match what was read). A hint is only ever a guess: the CAS guards its use.
+struct Hints {
+    slots: Box<[Hint]>,
+}
+
+#[derive(Default)]
+struct Hint {
+    /// The key's id, sealed with the value and CAS written with it.
+    check: AtomicU64,
+    value: AtomicU64,
+    cas: AtomicU64,
+}
+
+impl Hints {
+    fn new() -> Hints {
+        Hints {
+            slots: (0..HINT_SLOTS).map(|_| Hint::default()).collect(),
+        }
+    }
+
+    fn slot(&self, id: u64) -> &Hint {
+        // `id` is mixed, so its low bits spread keys as well as any.
+        &self.slots[(id as usize) & (HINT_SLOTS - 1)]
+    }
+
+    /// Notes what `key`, on `server`, held after an operation that returned its CAS.
+    fn note(&self, key: &str, server: usize, value: u64, cas: u64) {
+        let id = hint_id(key, server);
+        let slot = self.slot(id);
+        // Counters only grow and a server's CAS numbers only increase, so a held note with a
+        // larger CAS and no smaller value comes from a later operation (another thread's read
+        // that finished first): it is the one that can still match. After a restart reissues
+        // CAS numbers, the next raise (to a later time) gets through.
+        if let Some((held, held_cas)) = slot.read(id)
+            && held >= value
+            && held_cas > cas
+        {
+            return;
+        }
+        slot.value.store(value, Relaxed);
+        slot.cas.store(cas, Relaxed);
+        slot.check.store(id ^ seal(value, cas), Relaxed);
+    }
+
+    /// The value and CAS last noted for `key` on `server`, if its slot still holds them.
+    fn get(&self, key: &str, server: usize) -> Option<(u64, u64)> {
+        let id = hint_id(key, server);
+        self.slot(id).read(id)
+    }
+}
+
+impl Hint {
+    /// The value and CAS in this slot if they were written together, for the key `id`.
+    fn read(&self, id: u64) -> Option<(u64, u64)> {
+        let (check, value, cas) = (
+            self.check.load(Relaxed),
+            self.value.load(Relaxed),
+            self.cas.load(Relaxed),
+        );
+        // CAS 0 is what a server without CAS (`-C`) answers, and `C0` compares nothing.
+        (cas != 0 && check == id ^ seal(value, cas)).then_some((value, cas))
+    }
+}
+
+/// A key's id in [`Hints`]: the server is part of it, because a CAS means something only on
+/// the server that issued it (with failover, a key can move).
+fn hint_id(key: &str, server: usize) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = 0x243f_6a88_85a3_08d3 ^ server as u64;
+    let mut words = key.as_bytes().chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        hash = (hash.rotate_left(5) ^ word).wrapping_mul(K);
+    }
+    let mut tail = [0; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    hash = (hash.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    fmix64(hash ^ key.len() as u64)
+}
+
+/// One-to-one in `value` for a given `cas` and in `cas` for a given `value`, so a slot read
+/// while another thread wrote it (one write's value, the other's CAS) fails its check.
+fn seal(value: u64, cas: u64) -> u64 {
+    fmix64(fmix64(value) ^ cas)
+}
+
+/// MurmurHash3's finalizer: a bijection that spreads every input bit over the output.
+fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
 impl Memcached {
     /// A builder, for timeouts, weights, the circuit breaker and failover.
     pub fn builder() -> MemcachedBuilder {
@@ -651,13 +761,22 @@ impl Memcached {
             .collect()
     }
 
-    /// A counter's value and CAS from its answer.
-    fn counted(key: &str, answer: Result<exp::ArithmeticResult>) -> Result<(u64, u64)> {
+    /// A counter's value and CAS from its answer, noted in the hints.
+    fn counted(
+        &self,
+        key: &str,
+        server: usize,
+        answer: Result<exp::ArithmeticResult>,
+    ) -> Result<(u64, u64)> {
         let answer = answer?;
         let value = answer.value.ok_or_else(|| Error::NotACounter {
             key: key.to_owned(),
         })?;
-        Ok((value, answer.item.cas.unwrap_or(0)))
+        let cas = answer.item.cas.unwrap_or(0);
+        if cas != 0 {
+            self.hints.note(key, server, value, cas);
+        }
+        Ok((value, cas))
     }
 
     async fn get_each_with<T: Transport>(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
@@ -724,13 +843,14 @@ impl Memcached {
                     .delta(delta)
                     .initial(initial, COUNTER_TTL_SECS)
                     .ttl(Ttl::secs(COUNTER_TTL_SECS))
+                    .return_cas()
             })
             .collect();
         self.run::<T, _>(ops, |i| routes.of(i))
             .await
             .into_iter()
             .enumerate()
-            .map(|(i, answer)| Ok(Self::counted(keys[i], answer)?.0))
+            .map(|(i, answer)| Ok(self.counted(keys[i], routes.of(i), answer)?.0))
             .collect()
     }
 
@@ -738,6 +858,17 @@ impl Memcached {
     /// learn the item's CAS; where that left the counter below `floor`, add the difference
     /// only if nobody changed the counter since (`ma ... C<cas>`), else read it and try again.
     /// Every step only ever adds, so the counter never decreases, whatever races with it.
+    ///
+    /// That is two round trips for a counter below its floor, the usual case (versions are
+    /// times, and a raise's floor is now). Where the hints hold the counter's value `known`
+    /// and CAS, the first round trip sends, ahead of the add, a compare-and-add of
+    /// `floor - 1 - known`: if the counter is as it was seen, it lands at `floor - 1` and the
+    /// add takes it to `floor`, in one round trip. If anything changed it since (any `ma`,
+    /// even a version read, gives a counter a new CAS), it fails and changes nothing, and the
+    /// add is the usual first step. The guard is what keeps a raise from overshooting: added
+    /// blindly, `floor - known` would put a counter that another process raised meanwhile
+    /// ahead of the clock by as much as it had moved, and nothing under its versions could be
+    /// stored until the clock caught up (see `FragmentStore::fresh_enough`).
     async fn raise_each_with<T: Transport>(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
         if keys.is_empty() {
             return Vec::new();
@@ -754,18 +885,37 @@ impl Memcached {
         // The counters the last step left below `floor`, with their value and CAS.
         let mut low: Vec<(usize, u64, u64)> = Vec::new();
         let settle = |i: usize, answer, low: &mut Vec<(usize, u64, u64)>| {
-            Self::counted(keys[i], answer).map(|(value, cas)| {
-                if value < floor {
-                    low.push((i, value, cas));
-                }
-                value
-            })
+            self.counted(keys[i], routes.of(i), answer)
+                .map(|(value, cas)| {
+                    if value < floor {
+                        low.push((i, value, cas));
+                    }
+                    value
+                })
         };
 
-        let adds = keys.iter().map(|key| counter(key, 1)).collect();
-        let answers = self.run::<T, _>(adds, |i| routes.of(i)).await;
-        for (i, answer) in answers.into_iter().enumerate() {
-            out[i] = settle(i, answer, &mut low);
+        // Each op of the first round, with its key and whether it is the add (not the lift).
+        let mut first = Vec::with_capacity(keys.len());
+        let mut owners = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some((known, cas)) = self.hints.get(key, routes.of(i))
+                && floor > known.saturating_add(1)
+            {
+                first.push(
+                    Arithmetic::new(key)
+                        .delta(floor - 1 - known)
+                        .compare_cas(cas),
+                );
+                owners.push((i, false));
+            }
+            first.push(counter(key, 1));
+            owners.push((i, true));
+        }
+        let answers = self.run::<T, _>(first, |j| routes.of(owners[j].0)).await;
+        for (&(i, add), answer) in owners.iter().zip(answers) {
+            if add {
+                out[i] = settle(i, answer, &mut low);
+            }
         }
 
         for _ in 0..RAISE_ATTEMPTS {
@@ -780,7 +930,13 @@ impl Memcached {
             let mut changed = Vec::new();
             for (&(i, ..), answer) in low.iter().zip(answers) {
                 match answer {
-                    Ok(r) if r.applied() => out[i] = Ok(r.value.unwrap_or(floor)),
+                    Ok(r) if r.applied() => {
+                        let value = r.value.unwrap_or(floor);
+                        if let Some(cas) = r.item.cas {
+                            self.hints.note(keys[i], routes.of(i), value, cas);
+                        }
+                        out[i] = Ok(value);
+                    }
                     // Changed since (another raise, or a version read): read it again, then
                     // retry.
                     Ok(_) => changed.push(i),
@@ -955,6 +1111,28 @@ mod tests {
     }
 
     #[test]
+    fn hints_hold_what_was_noted_for_that_key_on_that_server() {
+        let hints = Hints::new();
+        assert_eq!(hints.get("a", 0), None);
+        hints.note("a", 0, 10, 3);
+        assert_eq!(hints.get("a", 0), Some((10, 3)));
+        assert_eq!(hints.get("a", 1), None, "another server's");
+        assert_eq!(hints.get("b", 0), None);
+        hints.note("a", 0, 10, 2);
+        assert_eq!(
+            hints.get("a", 0),
+            Some((10, 3)),
+            "a read that finished late"
+        );
+        hints.note("a", 0, 11, 2);
+        assert_eq!(hints.get("a", 0), Some((11, 2)), "a restarted server's");
+        // Two threads writing one slot at once: one's value, the other's CAS.
+        hints.note("a", 0, 20, 7);
+        hints.slot(hint_id("a", 0)).cas.store(8, Relaxed);
+        assert_eq!(hints.get("a", 0), None, "a torn slot");
+    }
+
+    #[test]
     fn urls_with_weights() {
         // Addresses are resolved when the backend is built, not dialed.
         let cluster =
@@ -969,17 +1147,19 @@ mod tests {
 
 /// Tests against real memcached servers, started here (the suite's harness lives in the
 /// workspace's root package, which depends on this crate).
-#[cfg(all(test, feature = "tokio"))]
+#[cfg(test)]
 mod server_tests {
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
     use super::*;
+    use crate::backend::BackendExt;
 
     /// A memcached process on a port of 127.0.0.1, killed on drop.
     struct Process {
         child: Child,
+        port: u16,
     }
 
     fn free_port() -> u16 {
@@ -1011,13 +1191,17 @@ mod server_tests {
                 }
                 Err(e) => panic!("could not start {binary}: {e}"),
             };
-            let process = Process { child };
+            let process = Process { child, port };
             let deadline = Instant::now() + Duration::from_secs(10);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "memcached did not start");
                 std::thread::sleep(Duration::from_millis(10));
             }
             Some(process)
+        }
+
+        fn backend(&self) -> Memcached {
+            Memcached::from_url(&format!("127.0.0.1:{}", self.port)).unwrap()
         }
     }
 
@@ -1028,8 +1212,92 @@ mod server_tests {
         }
     }
 
+    #[test]
+    fn a_raise_with_a_wrong_hint_still_ends_at_or_above_its_floor_and_above_its_value() {
+        let Some(process) = Process::start(free_port()) else {
+            return;
+        };
+        let cache = process.backend();
+        const FLOOR: u64 = 1_000_000;
+        let floor = FLOOR;
+        type Wrong = fn(u64, u64) -> (u64, u64);
+        // Each way a hint can be wrong, given the counter's true value and CAS, and where the
+        // raise then leaves the counter.
+        let cases: [(&str, Wrong, u64); 5] = [
+            ("a stale CAS", |v, cas| (v, cas + 1), floor),
+            ("a zero CAS", |v, _| (v, 0), floor),
+            (
+                "a value above the true one",
+                |v, cas| (v + 1_000, cas),
+                floor,
+            ),
+            ("a value above the floor", |_, cas| (2 * FLOOR, cas), floor),
+            // Only a restarted server, issuing the same CAS again to a counter recreated at
+            // another value, can make a hint like this one: the lift lands on a value it was
+            // not computed for, ahead of the floor by the difference. The counter still only
+            // grew.
+            (
+                "a value below the true one",
+                |v, cas| (v - 1_000, cas),
+                floor + 1_000,
+            ),
+        ];
+        for (i, (name, wrong, expected)) in cases.into_iter().enumerate() {
+            let key = format!("hint|{i}");
+            let value = cache.incr_many(&[&key], 0, 500_000).unwrap()[0];
+            let (seen, cas) = cache
+                .hints
+                .get(&key, 0)
+                .expect("a version read leaves a hint");
+            assert_eq!(seen, value);
+            let (hinted, hinted_cas) = wrong(value, cas);
+            let id = hint_id(&key, 0);
+            let slot = cache.hints.slot(id);
+            slot.value.store(hinted, Relaxed);
+            slot.cas.store(hinted_cas, Relaxed);
+            slot.check.store(id ^ seal(hinted, hinted_cas), Relaxed);
+            let raised = cache.raise_each(&[&key], floor).pop().unwrap().unwrap();
+            assert!(raised >= floor && raised > value, "{name}: {raised}");
+            assert_eq!(raised, expected, "{name}");
+            assert_eq!(cache.incr_many(&[&key], 0, 0).unwrap(), vec![raised]);
+        }
+    }
+
+    #[test]
+    fn reads_and_raises_leave_hints_in_both_forms() {
+        let Some(process) = Process::start(free_port()) else {
+            return;
+        };
+        let cache = process.backend();
+        let value = |key: &str| cache.hints.get(key, 0).map(|(value, _)| value);
+        cache.incr_many(&["read"], 0, 10).unwrap();
+        assert_eq!(value("read"), Some(10));
+        cache.raise_each(&["read", "raised"], 50);
+        assert_eq!((value("read"), value("raised")), (Some(50), Some(50)));
+        cache
+            .set_many(&[SetItem {
+                key: "plain",
+                value: b"x",
+                ttl: None,
+            }])
+            .unwrap();
+        assert_eq!(value("plain"), None, "only counters");
+        #[cfg(feature = "tokio")]
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                cache.incr_each_async(&["async"], 0, 7).await;
+                assert_eq!(value("async"), Some(7));
+                cache.raise_each_async(&["async"], 70).await;
+                assert_eq!(value("async"), Some(70));
+            });
+    }
+
     /// Every async form of `cache`, called `calls` times at once (each form in turn), and
     /// whether each call failed every key, with how long it took.
+    #[cfg(feature = "tokio")]
     async fn call_all_forms(cache: &Memcached, calls: usize) -> Vec<(bool, Duration)> {
         const KEYS: [&str; 2] = ["a|1", "b|2"];
         let item = [SetItem {
@@ -1070,6 +1338,7 @@ mod server_tests {
 
     /// The longest gap a 5 ms ticker on the same current-thread runtime sees while `work`
     /// runs, and `work`'s output.
+    #[cfg(feature = "tokio")]
     fn with_ticker<T>(work: impl Future<Output = T>) -> (Duration, T) {
         use std::sync::atomic::{AtomicBool, Ordering};
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1097,6 +1366,7 @@ mod server_tests {
         })
     }
 
+    #[cfg(feature = "tokio")]
     #[test]
     fn async_calls_to_an_unreachable_server_fail_in_time_and_open_the_breaker_without_blocking() {
         // Accepts connections (the kernel does, into the backlog) and never answers.
@@ -1149,6 +1419,7 @@ mod server_tests {
         }
     }
 
+    #[cfg(feature = "tokio")]
     #[test]
     fn an_async_client_is_made_at_first_use_and_again_once_the_server_is_back() {
         let port = free_port();
