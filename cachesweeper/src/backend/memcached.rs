@@ -1421,6 +1421,76 @@ mod server_tests {
 
     #[cfg(feature = "tokio")]
     #[test]
+    fn an_async_batch_is_split_per_server_and_a_silent_server_fails_only_its_keys() {
+        let (Some(one), Some(two)) = (Process::start(free_port()), Process::start(free_port()))
+        else {
+            return;
+        };
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let keys: Vec<String> = (0..40).map(|i| format!("cs|v|Comment|{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let exchange = Duration::from_millis(150);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+
+        let both = Memcached::builder()
+            .server(addr(one.port))
+            .server(addr(two.port))
+            .build()
+            .unwrap();
+        let servers: std::collections::BTreeSet<usize> =
+            keys.iter().map(|key| both.route(key)).collect();
+        assert_eq!(servers.len(), 2, "the keys span both servers");
+        runtime.block_on(async {
+            let created = both.incr_each_async(&keys, 0, 5).await;
+            assert!(created.iter().all(|r| matches!(r, Ok(5))), "{created:?}");
+            let raised = both.raise_each_async(&keys, 100).await;
+            assert!(raised.iter().all(|r| matches!(r, Ok(100))), "{raised:?}");
+        });
+        let read = both.incr_many(&keys, 0, 0).unwrap();
+        assert!(read.iter().all(|&v| v == 100), "{read:?}");
+
+        // One server silent: its keys fail after the exchange timeout, the others answer.
+        let half = Memcached::builder()
+            .server(addr(one.port))
+            .server(addr(silent.local_addr().unwrap().port()))
+            .io_timeout(exchange)
+            .build()
+            .unwrap();
+        let answers = runtime.block_on(half.get_each_async(&keys));
+        for (key, answer) in keys.iter().zip(&answers) {
+            match half.route(key) {
+                0 => assert!(answer.is_ok(), "{key}: {answer:?}"),
+                _ => assert!(
+                    matches!(answer, Err(Error::Unavailable { .. })),
+                    "{answer:?}"
+                ),
+            }
+        }
+
+        // Both silent: the two exchanges wait side by side, not one after the other.
+        let other_silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mute = Memcached::builder()
+            .server(addr(silent.local_addr().unwrap().port()))
+            .server(addr(other_silent.local_addr().unwrap().port()))
+            .io_timeout(exchange)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answers = runtime.block_on(mute.get_each_async(&keys));
+        assert!(answers.iter().all(Result::is_err));
+        assert!(
+            started.elapsed() < 2 * exchange,
+            "{:?}: the servers were waited for in turn",
+            started.elapsed()
+        );
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
     fn an_async_client_is_made_at_first_use_and_again_once_the_server_is_back() {
         let port = free_port();
         let cache = Memcached::builder()
