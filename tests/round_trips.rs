@@ -1,5 +1,7 @@
 //! Pages cost a constant number of cache round trips, whatever the number of fragments:
-//! counted through the backend itself (a counting wrapper), for N = 10, 100 and 1000.
+//! counted through the backend itself (a counting wrapper), for N = 10, 100 and 1000. And an
+//! invalidation on memcached costs one round trip where the process knows the counter, two
+//! where it does not: counted on the wire, by a proxy.
 
 mod common;
 
@@ -421,4 +423,187 @@ fn fragments_inside_one_whose_version_is_unknown_are_still_batched() {
     assert!(calls <= 4, "{calls} backend calls");
     assert_eq!(renders.take().get("comment"), None);
     assert_eq!(request.stats().hits, 100);
+}
+
+/// A proxy in front of a memcached server that counts what reaches the wire: round trips, not
+/// backend calls (one `raise_each` may be several). The client stamps the commands of each
+/// server's batch with opaque tokens from `O0` up, so every request line with `O0` starts one.
+struct Wire {
+    port: u16,
+    batches: Arc<AtomicUsize>,
+}
+
+impl Wire {
+    fn start(upstream: u16) -> Wire {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&batches);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let (mut answers, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut answers, &mut to_client);
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+                let counted = Arc::clone(&counted);
+                std::thread::spawn(move || {
+                    let (mut requests, mut server) = (BufReader::new(client), server);
+                    let mut line = Vec::new();
+                    while matches!(requests.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                        let starts_batch = line.starts_with(b"m")
+                            && line.split(u8::is_ascii_whitespace).any(|t| t == b"O0");
+                        if starts_batch {
+                            counted.fetch_add(1, Relaxed);
+                        }
+                        if server.write_all(&line).is_err() {
+                            break;
+                        }
+                        line.clear();
+                    }
+                    let _ = server.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Wire { port, batches }
+    }
+
+    fn url(&self) -> String {
+        format!("memcache://127.0.0.1:{}", self.port)
+    }
+
+    /// Round trips since the last call.
+    fn take(&self) -> usize {
+        self.batches.swap(0, Relaxed)
+    }
+}
+
+fn nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn an_invalidation_costs_one_round_trip_where_this_process_read_the_counter() {
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let wire = Wire::start(server.port());
+    let sweeper = Sweeper::builder()
+        .backend(Memcached::from_url(&wire.url()).unwrap())
+        .build()
+        .unwrap();
+    // Another process sharing the server.
+    let other = Memcached::from_url(&server.url()).unwrap();
+    let counter = |record: &Article| {
+        other.incr_each(&[&sweeper.counter_key(record)], 0, 0)[0]
+            .clone()
+            .unwrap()
+    };
+    // One invalidation: the sweeper's round trips (it counts backend calls, and a raise is one
+    // call however many exchanges memcached needs) and the exchanges on the wire.
+    let invalidate = |record: &Article| {
+        wire.take();
+        let before = sweeper.stats();
+        sweeper.invalidate(record).unwrap();
+        ((sweeper.stats() - before).round_trips, wire.take())
+    };
+
+    // Read here (a render's version read): the counter is known, lifted and added to at once.
+    let read = article(1);
+    let seen = sweeper.version(&read).unwrap().counter.unwrap();
+    assert_eq!(invalidate(&read), (1, 1), "a counter read here");
+    // And again: the raise noted what it left.
+    assert_eq!(invalidate(&read), (1, 1), "a counter raised here");
+    // A version read anywhere (here, the other process's) gives the counter a new CAS, and
+    // this process's note no longer matches it: back to two round trips.
+    assert!(counter(&read) > seen);
+    assert_eq!(invalidate(&read), (1, 2), "a counter read elsewhere since");
+
+    // Never read here: one round trip to learn it is behind, one to lift it.
+    let unknown = article(2);
+    let key = sweeper.counter_key(&unknown);
+    other.incr_each(&[&key], 0, nanos_now() - 1_000_000_000)[0]
+        .clone()
+        .unwrap();
+    assert_eq!(invalidate(&unknown), (1, 2), "a counter unknown here");
+
+    // Missing: created at the floor, by the add itself.
+    assert_eq!(invalidate(&article(3)), (1, 1), "a missing counter");
+
+    // Read here, then raised by the other process: what this one knows is stale, and the
+    // raise costs what an unknown one does. It lands at the floor, not ahead of the clock by
+    // how far the other raise moved the counter.
+    let shared = article(4);
+    known(&sweeper, [&shared]);
+    let key = sweeper.counter_key(&shared);
+    let elsewhere = other.raise_each(&[&key], nanos_now())[0].clone().unwrap();
+    assert_eq!(
+        invalidate(&shared),
+        (1, 2),
+        "a counter raised elsewhere since"
+    );
+    let end = counter(&shared);
+    assert!(
+        end > elsewhere && end <= nanos_now(),
+        "{end} vs {elsewhere}"
+    );
+
+    // The async form shares the hints and the algorithm.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let awaited = article(5);
+    sweeper.version(&awaited).unwrap();
+    wire.take();
+    runtime
+        .block_on(sweeper.invalidate_async(&awaited))
+        .unwrap();
+    assert_eq!(
+        wire.take(),
+        1,
+        "an async invalidation of a counter read here"
+    );
+}
+
+#[test]
+fn a_raise_ends_at_its_floor_or_above_after_a_restart_lost_the_counter() {
+    // The counter is read here, then lost with its server, and recreated by a process whose
+    // clock is a minute slow; the restarted server numbers CAS values from the start again,
+    // so what this process noted may match the new counter's CAS by chance. Whatever it
+    // matches, the invalidation's raise ends at its floor or above, and above the counter's
+    // value.
+    let Some(mut server) = MemcachedProcess::start() else {
+        return;
+    };
+    let sweeper = Sweeper::builder()
+        .backend(Memcached::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    let record = article(1);
+    let key = sweeper.counter_key(&record);
+    sweeper.version(&record).unwrap();
+    server.restart();
+    let slow = Memcached::from_url(&server.url()).unwrap();
+    let recreated = slow.incr_each(&[&key], 0, nanos_now() - 60_000_000_000)[0]
+        .clone()
+        .unwrap();
+    let floor = nanos_now();
+    // The first call after the restart may meet the dead connection.
+    if sweeper.invalidate(&record).is_err() {
+        sweeper.flush(Duration::from_secs(10)).unwrap();
+    }
+    let end = slow.incr_each(&[&key], 0, 0)[0].clone().unwrap();
+    assert!(
+        end >= floor && end > recreated,
+        "{end}: floor {floor}, was {recreated}"
+    );
 }

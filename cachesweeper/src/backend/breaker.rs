@@ -45,30 +45,33 @@ impl Breaker {
         }
     }
 
-    /// `Ok` if a call may go to the server now, else how long until it may.
-    pub(crate) fn allow(&self) -> Result<(), Duration> {
+    /// An [`Attempt`] if a call may go to the server now, else how long until it may.
+    pub(crate) fn allow(&self) -> Result<Attempt<'_>, Duration> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match *state {
-            State::Closed { .. } => Ok(()),
+        let probe = match *state {
+            State::Closed { .. } => false,
             State::Open { until } => {
                 let now = Instant::now();
-                if now >= until {
-                    *state = State::Probing;
-                    Ok(())
-                } else {
-                    Err(until - now)
+                if now < until {
+                    return Err(until - now);
                 }
+                *state = State::Probing;
+                true
             }
-            State::Probing => Err(self.retry_after),
-        }
+            State::Probing => return Err(self.retry_after),
+        };
+        Ok(Attempt {
+            breaker: self,
+            probe,
+            settled: false,
+        })
     }
 
-    pub(crate) fn success(&self) {
+    fn success(&self) {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::Closed { failures: 0 };
     }
 
-    /// Records a transport failure (a refused connection, a timeout), not a protocol answer.
-    pub(crate) fn failure(&self) {
+    fn failure(&self) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let failures = match *state {
             State::Closed { failures } => failures + 1,
@@ -83,12 +86,55 @@ impl Breaker {
         };
     }
 
+    /// A probe that ended without an answer (its caller was cancelled: an async render
+    /// dropped by a timeout) says nothing about the server; left in `Probing`, the breaker
+    /// would skip the server for good, so the next call probes instead.
+    fn abandon(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*state, State::Probing) {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
     /// Whether calls are being skipped.
     pub(crate) fn is_open(&self) -> bool {
         !matches!(
             *self.state.lock().unwrap_or_else(PoisonError::into_inner),
             State::Closed { .. }
         )
+    }
+}
+
+/// A call let through by [`Breaker::allow`]: settle it with its outcome. Dropped unsettled
+/// (the call was cancelled), it gives up the probe it may hold.
+#[must_use]
+pub(crate) struct Attempt<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The server answered (whatever it said).
+    pub(crate) fn success(mut self) {
+        self.settled = true;
+        self.breaker.success();
+    }
+
+    /// A transport failure (a refused connection, a timeout), not a protocol answer.
+    pub(crate) fn failure(mut self) {
+        self.settled = true;
+        self.breaker.failure();
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breaker.abandon();
+        }
     }
 }
 
@@ -99,28 +145,46 @@ mod tests {
     #[test]
     fn opens_after_the_threshold_probes_after_the_window_and_closes_on_success() {
         let breaker = Breaker::new(2, Duration::from_millis(30));
-        assert!(breaker.allow().is_ok());
-        breaker.failure();
+        breaker.allow().unwrap().failure();
         assert!(breaker.allow().is_ok(), "one failure is not enough");
-        breaker.failure();
+        breaker.allow().unwrap().failure();
         assert!(breaker.allow().is_err(), "open");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(breaker.allow().is_ok(), "the probe");
+        let probe = breaker.allow().expect("the probe");
         assert!(breaker.allow().is_err(), "only one probe at a time");
-        breaker.failure();
+        probe.failure();
         assert!(breaker.allow().is_err(), "a failed probe reopens");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(breaker.allow().is_ok());
-        breaker.success();
+        breaker.allow().unwrap().success();
         assert!(breaker.allow().is_ok() && !breaker.is_open());
     }
 
     #[test]
     fn a_success_resets_the_count() {
         let breaker = Breaker::new(2, Duration::from_secs(60));
-        breaker.failure();
-        breaker.success();
-        breaker.failure();
+        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().success();
+        breaker.allow().unwrap().failure();
         assert!(breaker.allow().is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_probe_lets_the_next_call_probe() {
+        let breaker = Breaker::new(1, Duration::from_millis(10));
+        breaker.allow().unwrap().failure();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(breaker.allow().expect("the probe"));
+        assert!(breaker.is_open(), "nothing was learnt");
+        breaker.allow().expect("another probe").success();
+        assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn a_cancelled_call_that_was_no_probe_changes_nothing() {
+        let breaker = Breaker::new(2, Duration::from_secs(60));
+        breaker.allow().unwrap().failure();
+        drop(breaker.allow().unwrap());
+        breaker.allow().unwrap().failure();
+        assert!(breaker.is_open(), "the count survived");
     }
 }

@@ -1,8 +1,9 @@
 //! The conformance suite every [`Backend`] must pass.
 //!
 //! Each check is a plain function over `&dyn Backend` that panics on a failure, so any test
-//! harness can run it: `conformance::run_all(&my_backend)`. The backend must be empty of the keys
-//! the suite uses (they all start with `conformance|`); pass a fresh one.
+//! harness can run it: `conformance::run_all(&my_backend)`, and with the `tokio` feature
+//! `conformance::run_all_async(&my_backend)` for the async forms. The backend must be empty of
+//! the keys the suite uses (they all start with `conformance|`); pass a fresh one.
 
 use std::time::Duration;
 
@@ -238,4 +239,334 @@ pub fn ttl_expires(backend: &dyn Backend) {
     // memcached counts whole seconds from its own clock tick: allow two.
     std::thread::sleep(Duration::from_millis(2_100));
     assert_eq!(backend.get_many(&[key]).unwrap(), vec![None]);
+}
+
+/// Runs every check of the async forms: each must answer as its blocking form does, on the
+/// same keys, mixed with it. Each check awaits them on a current-thread tokio runtime of its
+/// own, as a server's handlers would. The keys differ from [`run_all`]'s, so both can run on
+/// one backend.
+#[cfg(feature = "tokio")]
+pub fn run_all_async(backend: &dyn Backend) {
+    async_empty_batches(backend);
+    async_reads_match(backend);
+    async_leases_match(backend);
+    async_set_replaces_and_expires(backend);
+    async_incr_matches(backend);
+    async_raise_matches(backend);
+    async_raise_is_atomic_across_tasks_and_threads(backend);
+}
+
+/// A current-thread runtime with its timer and I/O driver, like a server's.
+#[cfg(feature = "tokio")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Awaits every future at once, in order: the async forms of one task running side by side,
+/// as on a server's runtime.
+#[cfg(feature = "tokio")]
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+/// An empty batch is an empty answer, as in the blocking forms.
+#[cfg(feature = "tokio")]
+pub fn async_empty_batches(backend: &dyn Backend) {
+    runtime().block_on(async {
+        assert!(backend.get_each_async(&[]).await.is_empty());
+        assert!(
+            backend
+                .get_leased_async(&[], Duration::from_secs(1))
+                .await
+                .is_empty()
+        );
+        backend.set_many_async(&[]).await.unwrap();
+        assert!(backend.incr_each_async(&[], 1, 1).await.is_empty());
+        assert!(backend.raise_each_async(&[], 1).await.is_empty());
+        backend.release_leases_async(&[]).await.unwrap();
+    });
+}
+
+/// `get_each_async` answers what `get_each` answers, in the order asked, and sees what the
+/// blocking form stored (and the other way round).
+#[cfg(feature = "tokio")]
+pub fn async_reads_match(backend: &dyn Backend) {
+    let (a, b, c) = (
+        "conformance|async-a",
+        "conformance|async-b",
+        "conformance|async-c",
+    );
+    backend
+        .set_many(&[
+            SetItem {
+                key: a,
+                value: b"1",
+                ttl: None,
+            },
+            SetItem {
+                key: b,
+                value: b"\0\r\nEND\r\n\xff",
+                ttl: Some(Duration::from_secs(60)),
+            },
+        ])
+        .unwrap();
+    let keys = [b, "conformance|async-missing", a];
+    let blocking = backend.get_each(&keys);
+    runtime().block_on(async {
+        let awaited = backend.get_each_async(&keys).await;
+        assert_eq!(
+            awaited.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            blocking.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+        );
+        backend
+            .set_many_async(&[SetItem {
+                key: c,
+                value: b"async",
+                ttl: None,
+            }])
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        backend.get_many(&[c]).unwrap(),
+        vec![Some(b"async".to_vec())]
+    );
+}
+
+/// The leased lookups and releases give the answers of [`leases`], awaited.
+#[cfg(feature = "tokio")]
+pub fn async_leases_match(backend: &dyn Backend) {
+    let (stored, released) = (
+        "conformance|async-lease-stored",
+        "conformance|async-lease-released",
+    );
+    let lease = Duration::from_secs(2);
+    runtime().block_on(async {
+        let leased = |key: &'static str| async move {
+            backend
+                .get_leased_async(&[key], lease)
+                .await
+                .pop()
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(leased(stored).await, Leased::Won);
+        let again = leased(stored).await;
+        assert!(matches!(again, Leased::Busy | Leased::Won));
+        // Whatever the backend answers a second caller, its blocking form answers the same.
+        assert_eq!(
+            backend.get_leased(&[stored], lease).pop().unwrap().unwrap(),
+            again
+        );
+        backend
+            .set_many_async(&[SetItem {
+                key: stored,
+                value: b"done",
+                ttl: None,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(leased(stored).await, Leased::Hit(b"done".to_vec()));
+
+        assert_eq!(leased(released).await, Leased::Won);
+        backend.release_leases_async(&[released]).await.unwrap();
+        assert_eq!(
+            leased(released).await,
+            Leased::Won,
+            "a released lease is free at once"
+        );
+        backend.release_leases_async(&[released]).await.unwrap();
+    });
+}
+
+/// `set_many_async` replaces, and honours a time to live.
+#[cfg(feature = "tokio")]
+pub fn async_set_replaces_and_expires(backend: &dyn Backend) {
+    let (short, kept) = ("conformance|async-ttl", "conformance|async-kept");
+    runtime().block_on(async {
+        let set = |key, value: &'static [u8], ttl| async move {
+            backend
+                .set_many_async(&[SetItem { key, value, ttl }])
+                .await
+                .unwrap();
+        };
+        set(kept, b"old", None).await;
+        set(kept, b"new", Some(Duration::from_secs(3600))).await;
+        set(short, b"x", Some(Duration::from_secs(1))).await;
+        let both = [short, kept];
+        assert_eq!(
+            backend
+                .get_each_async(&both)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>(),
+            vec![Some(b"x".to_vec()), Some(b"new".to_vec())]
+        );
+        // memcached counts whole seconds from its own clock tick: allow two.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_eq!(
+            backend
+                .get_each_async(&both)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>(),
+            vec![None, Some(b"new".to_vec())]
+        );
+    });
+}
+
+/// `incr_each_async` creates, adds and reads as `incr_each` does: the same steps on two
+/// counters, one awaited and one blocking, give the same values, and each form sees the
+/// other's counter.
+#[cfg(feature = "tokio")]
+pub fn async_incr_matches(backend: &dyn Backend) {
+    let (awaited, blocking) = ("conformance|async-incr", "conformance|async-incr-twin");
+    let steps = [(0, 10), (2, 20), (0, 30), (5, 0), (1, 5)];
+    let blocking_values: Vec<u64> = steps
+        .iter()
+        .map(|&(delta, initial)| backend.incr_many(&[blocking], delta, initial).unwrap()[0])
+        .collect();
+    assert_eq!(blocking_values, vec![10, 12, 12, 17, 18]);
+    runtime().block_on(async {
+        let mut values = Vec::new();
+        for (delta, initial) in steps {
+            let mut answer = backend.incr_each_async(&[awaited], delta, initial).await;
+            values.push(answer.pop().unwrap().unwrap());
+        }
+        assert_eq!(values, blocking_values);
+        let both: Vec<u64> = backend
+            .incr_each_async(&[blocking, awaited, "conformance|async-incr-new"], 0, 7)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(both, vec![18, 18, 7]);
+    });
+    assert_eq!(backend.incr_many(&[awaited], 1, 0).unwrap(), vec![19]);
+}
+
+/// `raise_each_async` is the same monotonic max as `raise_each`: it creates a missing counter
+/// at the floor, lifts a lower one to the floor, adds one to a counter at or above it, never
+/// lowers one, and mixes with the blocking form on the same counters.
+#[cfg(feature = "tokio")]
+pub fn async_raise_matches(backend: &dyn Backend) {
+    let (awaited, blocking) = ("conformance|async-raise", "conformance|async-raise-twin");
+    let floors = [1_000, 5_000, 10, 5_001, 6_000];
+    let blocking_values: Vec<u64> = floors
+        .iter()
+        .map(|&floor| {
+            backend
+                .raise_each(&[blocking], floor)
+                .pop()
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(blocking_values, vec![1_000, 5_000, 5_001, 5_002, 6_000]);
+    runtime().block_on(async {
+        let mut values = Vec::new();
+        for floor in floors {
+            let mut answer = backend.raise_each_async(&[awaited], floor).await;
+            values.push(answer.pop().unwrap().unwrap());
+        }
+        assert_eq!(values, blocking_values);
+
+        // A counter read by a version read (created there), then raised, in one batch with
+        // one raised by the blocking form, and one that does not exist yet.
+        let read = "conformance|async-raise-read";
+        let created = backend.incr_each_async(&[read], 0, 70).await;
+        assert_eq!(
+            created.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            vec![70]
+        );
+        let missing = "conformance|async-raise-missing";
+        let raised: Vec<u64> = backend
+            .raise_each_async(&[read, blocking, missing, awaited], 7_000)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(raised, vec![7_000; 4]);
+        // Below every counter: each gains exactly one.
+        let raised: Vec<u64> = backend
+            .raise_each_async(&[read, blocking], 1)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(raised, vec![7_001, 7_001]);
+    });
+    assert_eq!(
+        backend
+            .raise_each(&[awaited], 6_500)
+            .pop()
+            .unwrap()
+            .unwrap(),
+        7_001,
+        "the blocking form continues where the async one left off"
+    );
+}
+
+/// Concurrent raises are never lost, whether they are tasks on one runtime thread or blocking
+/// calls on another thread, all on one counter: each adds at least one, and the counter ends
+/// at least at the highest floor.
+#[cfg(feature = "tokio")]
+pub fn async_raise_is_atomic_across_tasks_and_threads(backend: &dyn Backend) {
+    let key = "conformance|async-raise-race";
+    let start = backend
+        .raise_each(&[key], 1_000_000)
+        .pop()
+        .unwrap()
+        .unwrap();
+    let floor =
+        |worker: u64, i: u64| start + (i * 5 + worker) * if i.is_multiple_of(3) { 3 } else { 0 };
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for i in 0..100 {
+                backend
+                    .raise_each(&[key], floor(4, i))
+                    .pop()
+                    .unwrap()
+                    .unwrap();
+            }
+        });
+        runtime().block_on(async {
+            let tasks = (0..4u64)
+                .map(|task| async move {
+                    for i in 0..100 {
+                        let mut answer = backend.raise_each_async(&[key], floor(task, i)).await;
+                        answer.pop().unwrap().unwrap();
+                    }
+                })
+                .collect();
+            join_all(tasks).await;
+        });
+    });
+    let end = backend.incr_many(&[key], 0, 0).unwrap()[0];
+    assert!(
+        end >= start + 500,
+        "{end} < {start} + 500: a raise was lost"
+    );
+    assert!(end >= floor(4, 99), "{end} is below the highest floor");
 }

@@ -5,16 +5,28 @@
 //! exchange with a deadline, dials lazily (so start-up never waits on the cache), and its
 //! arithmetic command creates a missing counter atomically (`ma` with `N`/`J`), which is what
 //! version counters need. The classic client's `add` cannot even report whether it stored.
+//!
+//! Each operation is written once, as async code over a [`Transport`]: the blocking client,
+//! whose futures never suspend (run on the caller's thread by [`io::finish`]), or, with the
+//! `tokio` feature, the tokio client, awaited by the backend's async forms. Routing, batching,
+//! the breaker, leases and the raise algorithm are the same code either way.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memcache::exp::{self, Arithmetic, Get, MetaClient, Set, Ttl};
+#[cfg(feature = "tokio")]
+use memcache::exp::AsyncMetaClient;
+use memcache::exp::{self, Arithmetic, Get, MetaClient, MetaClientBuilder, Set, Ttl};
 
-use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
+#[cfg(feature = "tokio")]
+use super::BoxFuture;
+use super::breaker::{Attempt, Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
 use super::rendezvous::Rendezvous;
 use super::ring::Ring;
 use super::{Backend, Leased, SetItem};
+use crate::io;
 use crate::keys::routing_part;
 use crate::{Error, Result};
 
@@ -34,6 +46,14 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 /// [`Distribution`]), with a hash that is the same in every build, and a batch is split per
 /// server, the groups sent in parallel; a server that is down fails only its keys.
 ///
+/// With the `tokio` feature, the async forms of its operations (which
+/// `Sweeper::render_async` and `Sweeper::invalidate_async` use) go through the `memcache`
+/// crate's tokio client: the same routing, timeouts, breakers and answers, and no thread waits
+/// on a socket.
+///
+/// A raise (an invalidation) costs one round trip for a counter this process has read or
+/// raised and nothing has touched since, two otherwise.
+///
 /// ```no_run
 /// use cachesweeper::backend::Memcached;
 ///
@@ -44,6 +64,7 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 pub struct Memcached {
     servers: Arc<[Server]>,
     router: Option<Arc<Router>>,
+    hints: Arc<Hints>,
     failover: bool,
     name: String,
     max_value_len: usize,
@@ -91,6 +112,10 @@ struct Server {
     /// opened: a host name that does not resolve yet (a container still starting) fails
     /// neither start-up nor every call after it, and one that moves is followed.
     client: Mutex<Option<Arc<MetaClient>>>,
+    /// The tokio client, made and dropped like `client`. A separate pool: its connections
+    /// live on the runtime's reactor, the blocking client's do not.
+    #[cfg(feature = "tokio")]
+    async_client: Mutex<Option<AsyncMetaClient>>,
     connect_timeout: Duration,
     io_timeout: Duration,
     max_idle: usize,
@@ -226,6 +251,8 @@ impl MemcachedBuilder {
             servers.push(Server {
                 addr,
                 client: Mutex::new(None),
+                #[cfg(feature = "tokio")]
+                async_client: Mutex::new(None),
                 connect_timeout: self.connect_timeout,
                 io_timeout: self.io_timeout,
                 max_idle: self.max_idle,
@@ -245,6 +272,7 @@ impl MemcachedBuilder {
                 })
             }),
             servers: servers.into(),
+            hints: Arc::new(Hints::new()),
             failover: self.failover,
             name,
             max_value_len: self.max_value_len,
@@ -296,48 +324,76 @@ impl Server {
         }
     }
 
-    /// The client, made now (resolving the address) if there is none.
-    fn client(&self) -> std::result::Result<Arc<MetaClient>, exp::Error> {
-        let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+    fn client_builder(&self) -> MetaClientBuilder {
+        MetaClient::builder()
+            .connect_timeout(Some(self.connect_timeout))
+            .io_timeout(Some(self.io_timeout))
+            .max_idle(self.max_idle)
+    }
+
+    /// The blocking client, made now (resolving the address) if there is none.
+    fn client(&self) -> exp::Result<Arc<MetaClient>> {
+        let mut slot = lock(&self.client);
         if let Some(client) = &*slot {
             return Ok(Arc::clone(client));
         }
-        let client = Arc::new(
-            MetaClient::builder()
-                .connect_timeout(Some(self.connect_timeout))
-                .io_timeout(Some(self.io_timeout))
-                .max_idle(self.max_idle)
-                .connect(self.addr.as_str())?,
-        );
+        let client = Arc::new(self.client_builder().connect(self.addr.as_str())?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
     }
 
-    /// Counts a transport failure; once the breaker opens, the client goes too, so that the
+    /// The tokio client, made now if there is none. The slot is not locked while the address
+    /// resolves (a std mutex held across an await would block every other task wanting it), so
+    /// two tasks may both make one; the first one stored is kept, and its pool with it.
+    #[cfg(feature = "tokio")]
+    async fn async_client(&self) -> exp::Result<AsyncMetaClient> {
+        let made = lock(&self.async_client).clone();
+        if let Some(client) = made {
+            return Ok(client);
+        }
+        let client = self
+            .client_builder()
+            .connect_async(self.addr.as_str())
+            .await?;
+        Ok(lock(&self.async_client).get_or_insert(client).clone())
+    }
+
+    /// Counts a transport failure; once the breaker opens, the clients go too, so that the
     /// next attempt resolves the address again.
-    fn failed(&self) {
-        self.breaker.failure();
+    fn failed(&self, attempt: Attempt<'_>) {
+        attempt.failure();
         if self.breaker.is_open() {
-            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *lock(&self.client) = None;
+            #[cfg(feature = "tokio")]
+            {
+                *lock(&self.async_client) = None;
+            }
         }
     }
 
     /// Runs a batch on this server through its breaker; one result per operation.
-    fn run<O: exp::Operation>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
+    async fn run<T: Transport, O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
-        if let Err(wait) = self.breaker.allow() {
-            let skipped = Error::CircuitOpen {
-                backend: self.addr.clone(),
-                retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            };
-            return (0..count).map(|_| Err(skipped.clone())).collect();
-        }
-        match self.client().and_then(|client| client.run_many(ops)) {
+        let attempt = match self.breaker.allow() {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                let skipped = Error::CircuitOpen {
+                    backend: self.addr.clone(),
+                    retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                };
+                return (0..count).map(|_| Err(skipped.clone())).collect();
+            }
+        };
+        let answer = match T::client(self).await {
+            Ok(client) => T::run(&client, ops).await,
+            Err(error) => Err(error),
+        };
+        match answer {
             Err(error) => {
                 if is_transport(&error) {
-                    self.failed();
+                    self.failed(attempt);
                 } else {
-                    self.breaker.success();
+                    attempt.success();
                 }
                 let error = self.error(error);
                 (0..count).map(|_| Err(error.clone())).collect()
@@ -347,9 +403,9 @@ impl Server {
                     .iter()
                     .any(|r| matches!(r, Err(e) if is_transport(e)))
                 {
-                    self.failed();
+                    self.failed(attempt);
                 } else {
-                    self.breaker.success();
+                    attempt.success();
                 }
                 results
                     .into_iter()
@@ -358,6 +414,246 @@ impl Server {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A meta-protocol operation that either transport can send.
+trait Op: exp::Operation<Output: Send> + Send + Sync + 'static {}
+
+impl<O: exp::Operation<Output: Send> + Send + Sync + 'static> Op for O {}
+
+/// How a batch reaches a server: the one thing the blocking and the async paths do
+/// differently. Everything above it (routing, the breaker, batches split per server, leases,
+/// the raise loop) is written once, as async code generic over this.
+trait Transport {
+    type Client: Send + Sync;
+
+    /// The server's client, made (and its address resolved) at first use.
+    fn client(server: &Server) -> impl Future<Output = exp::Result<Self::Client>> + Send;
+
+    /// One server's share of a batch, pipelined in one round trip.
+    fn run<O: Op>(
+        client: &Self::Client,
+        ops: Vec<O>,
+    ) -> impl Future<Output = exp::Result<Vec<exp::Result<O::Output>>>> + Send;
+
+    /// Runs the batches of several servers at once, answering in their order.
+    fn join<F: Future<Output: Send> + Send>(
+        batches: Vec<F>,
+    ) -> impl Future<Output = Vec<F::Output>> + Send;
+}
+
+/// The blocking client, on the caller's thread. Its futures never suspend: the blocking
+/// [`Backend`] methods run them with [`io::finish`].
+struct Blocking;
+
+impl Transport for Blocking {
+    type Client = Arc<MetaClient>;
+
+    async fn client(server: &Server) -> exp::Result<Arc<MetaClient>> {
+        server.client()
+    }
+
+    async fn run<O: Op>(
+        client: &Arc<MetaClient>,
+        ops: Vec<O>,
+    ) -> exp::Result<Vec<exp::Result<O::Output>>> {
+        client.run_many(ops)
+    }
+
+    async fn join<F: Future<Output: Send> + Send>(batches: Vec<F>) -> Vec<F::Output> {
+        // Awaited in turn, futures that never suspend would wait for one server after the
+        // other: each batch beyond the first gets a thread of its own.
+        let mut batches = batches.into_iter();
+        let Some(first) = batches.next() else {
+            return Vec::new();
+        };
+        std::thread::scope(|scope| {
+            let others: Vec<_> = batches
+                .map(|batch| scope.spawn(move || io::finish(batch)))
+                .collect();
+            let mut answers = Vec::with_capacity(others.len() + 1);
+            answers.push(io::finish(first));
+            answers.extend(others.into_iter().map(|h| h.join().expect("batch thread")));
+            answers
+        })
+    }
+}
+
+/// The tokio client, awaited: no thread waits on a socket.
+#[cfg(feature = "tokio")]
+struct Tokio;
+
+#[cfg(feature = "tokio")]
+impl Transport for Tokio {
+    type Client = AsyncMetaClient;
+
+    async fn client(server: &Server) -> exp::Result<AsyncMetaClient> {
+        server.async_client().await
+    }
+
+    async fn run<O: Op>(
+        client: &AsyncMetaClient,
+        ops: Vec<O>,
+    ) -> exp::Result<Vec<exp::Result<O::Output>>> {
+        client.run_many(ops).await
+    }
+
+    async fn join<F: Future<Output: Send> + Send>(batches: Vec<F>) -> Vec<F::Output> {
+        join_all(batches).await
+    }
+}
+
+/// Awaits every future at once and answers in their order: a join for the handful of
+/// per-server batches of one call (each pending future is polled again on every wake), so
+/// that no futures crate is needed.
+#[cfg(feature = "tokio")]
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
+}
+
+/// The server of each key of a batch: with one server, nothing to compute or to keep.
+enum Routes {
+    One,
+    Each(Vec<usize>),
+}
+
+impl Routes {
+    fn of(&self, i: usize) -> usize {
+        match self {
+            Routes::One => 0,
+            Routes::Each(servers) => servers[i],
+        }
+    }
+}
+
+/// How many counters [`Hints`] remembers at most (fewer when keys share a slot): 384 KiB,
+/// enough for the counters a busy process reads in the few seconds to minutes between showing
+/// a record and saving a change to it.
+const HINT_SLOTS: usize = 16 * 1024;
+
+/// The last value and CAS this process saw of each counter, so that a raise can usually
+/// lift a counter to its floor in the same round trip as its add (see
+/// [`Memcached::raise_each_with`]). Direct-mapped and lock-free: a key whose slot another
+/// key took has no hint, and neither has a slot two threads wrote at once (its check does not
+/// match what was read). A hint is only ever a guess: the CAS guards its use.
+struct Hints {
+    slots: Box<[Hint]>,
+}
+
+#[derive(Default)]
+struct Hint {
+    /// The key's id, sealed with the value and CAS written with it.
+    check: AtomicU64,
+    value: AtomicU64,
+    cas: AtomicU64,
+}
+
+impl Hints {
+    fn new() -> Hints {
+        Hints {
+            slots: (0..HINT_SLOTS).map(|_| Hint::default()).collect(),
+        }
+    }
+
+    fn slot(&self, id: u64) -> &Hint {
+        // `id` is mixed, so its low bits spread keys as well as any.
+        &self.slots[(id as usize) & (HINT_SLOTS - 1)]
+    }
+
+    /// Notes what `key`, on `server`, held after an operation that returned its CAS.
+    fn note(&self, key: &str, server: usize, value: u64, cas: u64) {
+        let id = hint_id(key, server);
+        let slot = self.slot(id);
+        // Counters only grow and a server's CAS numbers only increase, so a held note with a
+        // larger CAS and no smaller value comes from a later operation (another thread's read
+        // that finished first): it is the one that can still match. After a restart reissues
+        // CAS numbers, the next raise (to a later time) gets through.
+        if let Some((held, held_cas)) = slot.read(id)
+            && held >= value
+            && held_cas > cas
+        {
+            return;
+        }
+        slot.value.store(value, Relaxed);
+        slot.cas.store(cas, Relaxed);
+        slot.check.store(id ^ seal(value, cas), Relaxed);
+    }
+
+    /// The value and CAS last noted for `key` on `server`, if its slot still holds them.
+    fn get(&self, key: &str, server: usize) -> Option<(u64, u64)> {
+        let id = hint_id(key, server);
+        self.slot(id).read(id)
+    }
+}
+
+impl Hint {
+    /// The value and CAS in this slot if they were written together, for the key `id`.
+    fn read(&self, id: u64) -> Option<(u64, u64)> {
+        let (check, value, cas) = (
+            self.check.load(Relaxed),
+            self.value.load(Relaxed),
+            self.cas.load(Relaxed),
+        );
+        // CAS 0 is what a server without CAS (`-C`) answers, and `C0` compares nothing.
+        (cas != 0 && check == id ^ seal(value, cas)).then_some((value, cas))
+    }
+}
+
+/// A key's id in [`Hints`]: the server is part of it, because a CAS means something only on
+/// the server that issued it (with failover, a key can move).
+fn hint_id(key: &str, server: usize) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = 0x243f_6a88_85a3_08d3 ^ server as u64;
+    let mut words = key.as_bytes().chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        hash = (hash.rotate_left(5) ^ word).wrapping_mul(K);
+    }
+    let mut tail = [0; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    hash = (hash.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    fmix64(hash ^ key.len() as u64)
+}
+
+/// One-to-one in `value` for a given `cas` and in `cas` for a given `value`, so a slot read
+/// while another thread wrote it (one write's value, the other's CAS) fails its check.
+fn seal(value: u64, cas: u64) -> u64 {
+    fmix64(fmix64(value) ^ cas)
+}
+
+/// MurmurHash3's finalizer: a bijection that spreads every input bit over the output.
+fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
 impl Memcached {
@@ -404,55 +700,282 @@ impl Memcached {
         }
     }
 
-    /// Splits a batch by server, runs the groups (in parallel when there are several) and puts
-    /// the results back in the order of `keys`; `make(i)` builds the operation of `keys[i]`.
-    fn batch<T: Send, O: exp::Operation<Output = T> + Send>(
-        &self,
-        keys: &[&str],
-        make: impl Fn(usize) -> O + Sync,
-    ) -> Vec<Result<T>> {
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
-        for (i, key) in keys.iter().enumerate() {
-            groups[self.route(key)].push(i);
-        }
-        let run_group = |server: usize, indices: &Vec<usize>| {
-            let ops = indices.iter().map(|&i| make(i)).collect();
-            self.servers[server].run(ops)
-        };
-        let busy: Vec<(usize, &Vec<usize>)> = groups
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-            .collect();
-        let answers: Vec<Vec<Result<T>>> = if busy.len() <= 1 {
-            busy.iter()
-                .map(|&(server, indices)| run_group(server, indices))
-                .collect()
+    fn routes<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Routes {
+        if self.router.is_none() {
+            Routes::One
         } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = busy[1..]
-                    .iter()
-                    .map(|&(server, indices)| scope.spawn(move || run_group(server, indices)))
-                    .collect();
-                let mut answers = vec![run_group(busy[0].0, busy[0].1)];
-                answers.extend(handles.into_iter().map(|h| h.join().expect("batch thread")));
-                answers
+            Routes::Each(keys.map(|key| self.route(key)).collect())
+        }
+    }
+
+    /// Sends each operation to its server (`server_of(i)` for `ops[i]`), one batch per server,
+    /// the batches at once, and answers in the order of `ops`.
+    async fn run<T: Transport, O: Op>(
+        &self,
+        ops: Vec<O>,
+        server_of: impl Fn(usize) -> usize + Send,
+    ) -> Vec<Result<O::Output>> {
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        if self.servers.len() == 1 {
+            return self.servers[0].run::<T, O>(ops).await;
+        }
+        let count = ops.len();
+        let mut groups: Vec<(Vec<usize>, Vec<O>)> = (0..self.servers.len())
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
+        for (i, op) in ops.into_iter().enumerate() {
+            let (indices, ops) = &mut groups[server_of(i)];
+            indices.push(i);
+            ops.push(op);
+        }
+        let mut busy: Vec<(usize, Vec<usize>, Vec<O>)> = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (indices, _))| !indices.is_empty())
+            .map(|(server, (indices, ops))| (server, indices, ops))
+            .collect();
+        if let [(server, ..)] = busy[..] {
+            // All on one server, in their order.
+            let (_, _, ops) = busy.pop().expect("one batch");
+            return self.servers[server].run::<T, O>(ops).await;
+        }
+        let mut orders = Vec::with_capacity(busy.len());
+        let batches: Vec<_> = busy
+            .into_iter()
+            .map(|(server, indices, ops)| {
+                orders.push(indices);
+                self.servers[server].run::<T, O>(ops)
             })
-        };
-        let mut out: Vec<Option<Result<T>>> = (0..keys.len()).map(|_| None).collect();
-        for ((_, indices), results) in busy.iter().zip(answers) {
+            .collect();
+        let answers = T::join(batches).await;
+        let mut out: Vec<Option<Result<O::Output>>> = (0..count).map(|_| None).collect();
+        for (indices, results) in orders.iter().zip(answers) {
             for (&i, result) in indices.iter().zip(results) {
                 out[i] = Some(result);
             }
         }
         out.into_iter()
-            .map(|r| r.expect("every key was routed to one server"))
+            .map(|r| r.expect("every operation was sent to one server"))
             .collect()
+    }
+
+    /// A counter's value and CAS from its answer, noted in the hints.
+    fn counted(
+        &self,
+        key: &str,
+        server: usize,
+        answer: Result<exp::ArithmeticResult>,
+    ) -> Result<(u64, u64)> {
+        let answer = answer?;
+        let value = answer.value.ok_or_else(|| Error::NotACounter {
+            key: key.to_owned(),
+        })?;
+        let cas = answer.item.cas.unwrap_or(0);
+        if cas != 0 {
+            self.hints.note(key, server, value, cas);
+        }
+        Ok((value, cas))
+    }
+
+    async fn get_each_with<T: Transport>(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys.iter().map(Get::new).collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
+            .collect()
+    }
+
+    async fn get_leased_with<T: Transport>(
+        &self,
+        keys: &[&str],
+        lease: Duration,
+    ) -> Vec<Result<Leased>> {
+        // memcached's meta protocol lease (memcached >= 1.6): `mg <key> v N<secs>` creates an
+        // empty placeholder on a miss and tells exactly one caller that it won; the others see
+        // the placeholder as pending until the winner stores the value or the lease expires.
+        let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys
+            .iter()
+            .map(|key| Get::new(key).lease_ttl(secs))
+            .collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map(|got| match got.value {
+                    Some(value) if got.hit() && !value.is_empty() => Leased::Hit(value),
+                    _ if got.lease_busy() => Leased::Busy,
+                    _ => Leased::Won,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_many_with<T: Transport>(&self, items: &[SetItem<'_>]) -> Result<()> {
+        let routes = self.routes(items.iter().map(|item| item.key));
+        let ops = items
+            .iter()
+            .map(|item| Set::new(item.key, item.value).ttl(ttl(item.ttl)))
+            .collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
+    async fn incr_each_with<T: Transport>(
+        &self,
+        keys: &[&str],
+        delta: u64,
+        initial: u64,
+    ) -> Vec<Result<u64>> {
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys
+            .iter()
+            .map(|key| {
+                Arithmetic::new(key)
+                    .delta(delta)
+                    .initial(initial, COUNTER_TTL_SECS)
+                    .ttl(Ttl::secs(COUNTER_TTL_SECS))
+                    .return_cas()
+            })
+            .collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .enumerate()
+            .map(|(i, answer)| Ok(self.counted(keys[i], routes.of(i), answer)?.0))
+            .collect()
+    }
+
+    /// memcached has no atomic max, so: add one (creating a missing counter at `floor`) and
+    /// learn the item's CAS; where that left the counter below `floor`, add the difference
+    /// only if nobody changed the counter since (`ma ... C<cas>`), else read it and try again.
+    /// Every step only ever adds, so the counter never decreases, whatever races with it.
+    ///
+    /// That is two round trips for a counter below its floor, the usual case (versions are
+    /// times, and a raise's floor is now). Where the hints hold the counter's value `known`
+    /// and CAS, the first round trip sends, ahead of the add, a compare-and-add of
+    /// `floor - 1 - known`: if the counter is as it was seen, it lands at `floor - 1` and the
+    /// add takes it to `floor`, in one round trip. If anything changed it since (any `ma`,
+    /// even a version read, gives a counter a new CAS), it fails and changes nothing, and the
+    /// add is the usual first step. The guard is what keeps a raise from overshooting: added
+    /// blindly, `floor - known` would put a counter that another process raised meanwhile
+    /// ahead of the clock by as much as it had moved, and nothing under its versions could be
+    /// stored until the clock caught up (see `FragmentStore::fresh_enough`).
+    async fn raise_each_with<T: Transport>(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let routes = self.routes(keys.iter().copied());
+        let counter = |key: &str, delta: u64| {
+            Arithmetic::new(key)
+                .delta(delta)
+                .initial(floor, COUNTER_TTL_SECS)
+                .ttl(Ttl::secs(COUNTER_TTL_SECS))
+                .return_cas()
+        };
+        let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
+        // The counters the last step left below `floor`, with their value and CAS.
+        let mut low: Vec<(usize, u64, u64)> = Vec::new();
+        let settle = |i: usize, answer, low: &mut Vec<(usize, u64, u64)>| {
+            self.counted(keys[i], routes.of(i), answer)
+                .map(|(value, cas)| {
+                    if value < floor {
+                        low.push((i, value, cas));
+                    }
+                    value
+                })
+        };
+
+        // Each op of the first round, with its key and whether it is the add (not the lift).
+        let mut first = Vec::with_capacity(keys.len());
+        let mut owners = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some((known, cas)) = self.hints.get(key, routes.of(i))
+                && floor > known.saturating_add(1)
+            {
+                first.push(
+                    Arithmetic::new(key)
+                        .delta(floor - 1 - known)
+                        .compare_cas(cas),
+                );
+                owners.push((i, false));
+            }
+            first.push(counter(key, 1));
+            owners.push((i, true));
+        }
+        let answers = self.run::<T, _>(first, |j| routes.of(owners[j].0)).await;
+        for (&(i, add), answer) in owners.iter().zip(answers) {
+            if add {
+                out[i] = settle(i, answer, &mut low);
+            }
+        }
+
+        for _ in 0..RAISE_ATTEMPTS {
+            if low.is_empty() {
+                break;
+            }
+            let lifts = low
+                .iter()
+                .map(|&(i, value, cas)| counter(keys[i], floor - value).compare_cas(cas))
+                .collect();
+            let answers = self.run::<T, _>(lifts, |j| routes.of(low[j].0)).await;
+            let mut changed = Vec::new();
+            for (&(i, ..), answer) in low.iter().zip(answers) {
+                match answer {
+                    Ok(r) if r.applied() => {
+                        let value = r.value.unwrap_or(floor);
+                        if let Some(cas) = r.item.cas {
+                            self.hints.note(keys[i], routes.of(i), value, cas);
+                        }
+                        out[i] = Ok(value);
+                    }
+                    // Changed since (another raise, or a version read): read it again, then
+                    // retry.
+                    Ok(_) => changed.push(i),
+                    Err(error) => out[i] = Err(error),
+                }
+            }
+            let reads = changed.iter().map(|&i| counter(keys[i], 0)).collect();
+            let answers = self.run::<T, _>(reads, |j| routes.of(changed[j])).await;
+            let mut still = Vec::new();
+            for (&i, answer) in changed.iter().zip(answers) {
+                out[i] = settle(i, answer, &mut still);
+            }
+            low = still;
+        }
+        for (i, ..) in low {
+            out[i] = Err(Error::backend_message(
+                &self.name,
+                format_args!(
+                    "counter {:?} still contended after {RAISE_ATTEMPTS} attempts",
+                    keys[i]
+                ),
+            ));
+        }
+        out
+    }
+
+    async fn release_leases_with<T: Transport>(&self, keys: &[&str]) -> Result<()> {
+        let routes = self.routes(keys.iter().copied());
+        let ops = keys.iter().map(exp::Delete::new).collect();
+        self.run::<T, _>(ops, |i| routes.of(i))
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
     }
 }
 
 /// How many compare-and-add rounds [`Memcached::raise_each`] makes before it reports a counter
-/// as contended (each round loses only to another raise of the same counter).
+/// as contended (each round loses only to another change of the same counter).
 const RAISE_ATTEMPTS: usize = 16;
 
 fn ttl(ttl: Option<Duration>) -> Ttl {
@@ -486,136 +1009,87 @@ impl Backend for Memcached {
     }
 
     fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        self.batch(keys, |i| Get::new(keys[i]))
-            .into_iter()
-            .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
-            .collect()
+        io::finish(self.get_each_with::<Blocking>(keys))
     }
 
     fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        // memcached's meta protocol lease (memcached >= 1.6): `mg <key> v N<secs>` creates an
-        // empty placeholder on a miss and tells exactly one caller that it won; the others see
-        // the placeholder as pending until the winner stores the value or the lease expires.
-        let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
-        self.batch(keys, |i| Get::new(keys[i]).lease_ttl(secs))
-            .into_iter()
-            .map(|r| {
-                r.map(|got| match got.value {
-                    Some(value) if got.hit() && !value.is_empty() => Leased::Hit(value),
-                    _ if got.lease_busy() => Leased::Busy,
-                    _ => Leased::Won,
-                })
-            })
-            .collect()
+        io::finish(self.get_leased_with::<Blocking>(keys, lease))
     }
 
     fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        let keys: Vec<&str> = items.iter().map(|item| item.key).collect();
-        self.batch(&keys, |i| {
-            let item = &items[i];
-            Set::new(item.key, item.value).ttl(ttl(item.ttl))
-        })
-        .into_iter()
-        .find_map(Result::err)
-        .map_or(Ok(()), Err)
+        io::finish(self.set_many_with::<Blocking>(items))
     }
 
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        self.batch(keys, |i| {
-            Arithmetic::new(keys[i])
-                .delta(delta)
-                .initial(initial, COUNTER_TTL_SECS)
-                .ttl(Ttl::secs(COUNTER_TTL_SECS))
-        })
-        .into_iter()
-        .zip(keys)
-        .map(|(result, key)| {
-            result?.value.ok_or_else(|| Error::NotACounter {
-                key: (*key).to_owned(),
-            })
-        })
-        .collect()
+        io::finish(self.incr_each_with::<Blocking>(keys, delta, initial))
     }
 
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        // memcached has no atomic max, so: add one (creating a missing counter at `floor`) and
-        // learn the item's CAS; where that left the counter below `floor`, add the difference
-        // only if nobody changed the counter since (`ma ... C<cas>`), else try again. Every step
-        // only ever adds, so the counter never decreases, whatever races with it.
-        let counter = |key: &str| {
-            Arithmetic::new(key)
-                .initial(floor, COUNTER_TTL_SECS)
-                .ttl(Ttl::secs(COUNTER_TTL_SECS))
-                .return_cas()
-        };
-        let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
-        // Runs `op` on the counters at `indices` in one batch: those it leaves at `floor` or
-        // above are done; the others are returned with their value and CAS.
-        let step = |indices: &[usize], delta: u64, out: &mut Vec<Result<u64>>| {
-            let batch: Vec<&str> = indices.iter().map(|&i| keys[i]).collect();
-            let mut low = Vec::new();
-            let answers = self.batch(&batch, |j| counter(batch[j]).delta(delta));
-            for (&i, answer) in indices.iter().zip(answers) {
-                out[i] = answer.and_then(|r| {
-                    let value = r.value.ok_or_else(|| Error::NotACounter {
-                        key: keys[i].to_owned(),
-                    })?;
-                    if value < floor {
-                        low.push((i, value, r.item.cas.unwrap_or(0)));
-                    }
-                    Ok(value)
-                });
-            }
-            low
-        };
-        let all: Vec<usize> = (0..keys.len()).collect();
-        let mut low = step(&all, 1, &mut out);
-        for _ in 0..RAISE_ATTEMPTS {
-            if low.is_empty() {
-                break;
-            }
-            let pending: Vec<&str> = low.iter().map(|&(i, ..)| keys[i]).collect();
-            let answers = self.batch(&pending, |j| {
-                let (_, value, cas) = low[j];
-                counter(pending[j]).delta(floor - value).compare_cas(cas)
-            });
-            let mut changed = Vec::new();
-            for ((i, ..), answer) in low.iter().zip(answers) {
-                match answer {
-                    Ok(r) if r.applied() => out[*i] = Ok(r.value.unwrap_or(floor)),
-                    // Changed since (another raise, most likely): read it again, then retry.
-                    Ok(_) => changed.push(*i),
-                    Err(error) => out[*i] = Err(error),
-                }
-            }
-            low = step(&changed, 0, &mut out);
-        }
-        for (i, ..) in low {
-            out[i] = Err(Error::backend_message(
-                &self.name,
-                format_args!(
-                    "counter {:?} still contended after {RAISE_ATTEMPTS} attempts",
-                    keys[i]
-                ),
-            ));
-        }
-        out
+        io::finish(self.raise_each_with::<Blocking>(keys, floor))
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        let mut results = self.batch(&[key], |_| exp::Delete::new(key));
-        results.pop().expect("one result").map(|r| r.applied())
+        let deleted =
+            io::finish(self.run::<Blocking, _>(vec![exp::Delete::new(key)], |_| self.route(key)));
+        deleted
+            .into_iter()
+            .next()
+            .expect("one result")
+            .map(|r| r.applied())
     }
 
     fn release_leases(&self, keys: &[&str]) -> Result<()> {
-        self.batch(keys, |i| exp::Delete::new(keys[i]))
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        io::finish(self.release_leases_with::<Blocking>(keys))
     }
 
     fn max_value_len(&self) -> usize {
         self.max_value_len
+    }
+
+    #[cfg(feature = "tokio")]
+    fn get_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
+        Box::pin(self.get_each_with::<Tokio>(keys))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn get_leased_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        Box::pin(self.get_leased_with::<Tokio>(keys, lease))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_many_with::<Tokio>(items))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn incr_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(self.incr_each_with::<Tokio>(keys, delta, initial))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn raise_each_async<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(self.raise_each_with::<Tokio>(keys, floor))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.release_leases_with::<Tokio>(keys))
     }
 }
 
@@ -637,6 +1111,28 @@ mod tests {
     }
 
     #[test]
+    fn hints_hold_what_was_noted_for_that_key_on_that_server() {
+        let hints = Hints::new();
+        assert_eq!(hints.get("a", 0), None);
+        hints.note("a", 0, 10, 3);
+        assert_eq!(hints.get("a", 0), Some((10, 3)));
+        assert_eq!(hints.get("a", 1), None, "another server's");
+        assert_eq!(hints.get("b", 0), None);
+        hints.note("a", 0, 10, 2);
+        assert_eq!(
+            hints.get("a", 0),
+            Some((10, 3)),
+            "a read that finished late"
+        );
+        hints.note("a", 0, 11, 2);
+        assert_eq!(hints.get("a", 0), Some((11, 2)), "a restarted server's");
+        // Two threads writing one slot at once: one's value, the other's CAS.
+        hints.note("a", 0, 20, 7);
+        hints.slot(hint_id("a", 0)).cas.store(8, Relaxed);
+        assert_eq!(hints.get("a", 0), None, "a torn slot");
+    }
+
+    #[test]
     fn urls_with_weights() {
         // Addresses are resolved when the backend is built, not dialed.
         let cluster =
@@ -646,5 +1142,373 @@ mod tests {
         assert!(Memcached::from_url("memcache://127.0.0.1:1?timeout=5").is_err());
         assert!(Memcached::from_url("memcache://127.0.0.1:1,memcache://127.0.0.1:1").is_err());
         assert!(Memcached::from_url("").is_err());
+    }
+}
+
+/// Tests against real memcached servers, started here (the suite's harness lives in the
+/// workspace's root package, which depends on this crate).
+#[cfg(test)]
+mod server_tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::backend::BackendExt;
+
+    /// A memcached process on a port of 127.0.0.1, killed on drop.
+    struct Process {
+        child: Child,
+        port: u16,
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    impl Process {
+        /// `None` (the test skips) where memcached is not installed, except under CI.
+        fn start(port: u16) -> Option<Process> {
+            let binary = std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".into());
+            let spawned = Command::new(&binary)
+                .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+                .args(["-m", "64", "-u", "root"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && std::env::var_os("CI").is_none() =>
+                {
+                    eprintln!("{binary} not found; skipping");
+                    return None;
+                }
+                Err(e) => panic!("could not start {binary}: {e}"),
+            };
+            let process = Process { child, port };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "memcached did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Some(process)
+        }
+
+        fn backend(&self) -> Memcached {
+            Memcached::from_url(&format!("127.0.0.1:{}", self.port)).unwrap()
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn a_raise_with_a_wrong_hint_still_ends_at_or_above_its_floor_and_above_its_value() {
+        let Some(process) = Process::start(free_port()) else {
+            return;
+        };
+        let cache = process.backend();
+        const FLOOR: u64 = 1_000_000;
+        let floor = FLOOR;
+        type Wrong = fn(u64, u64) -> (u64, u64);
+        // Each way a hint can be wrong, given the counter's true value and CAS, and where the
+        // raise then leaves the counter.
+        let cases: [(&str, Wrong, u64); 5] = [
+            ("a stale CAS", |v, cas| (v, cas + 1), floor),
+            ("a zero CAS", |v, _| (v, 0), floor),
+            (
+                "a value above the true one",
+                |v, cas| (v + 1_000, cas),
+                floor,
+            ),
+            ("a value above the floor", |_, cas| (2 * FLOOR, cas), floor),
+            // Only a restarted server, issuing the same CAS again to a counter recreated at
+            // another value, can make a hint like this one: the lift lands on a value it was
+            // not computed for, ahead of the floor by the difference. The counter still only
+            // grew.
+            (
+                "a value below the true one",
+                |v, cas| (v - 1_000, cas),
+                floor + 1_000,
+            ),
+        ];
+        for (i, (name, wrong, expected)) in cases.into_iter().enumerate() {
+            let key = format!("hint|{i}");
+            let value = cache.incr_many(&[&key], 0, 500_000).unwrap()[0];
+            let (seen, cas) = cache
+                .hints
+                .get(&key, 0)
+                .expect("a version read leaves a hint");
+            assert_eq!(seen, value);
+            let (hinted, hinted_cas) = wrong(value, cas);
+            let id = hint_id(&key, 0);
+            let slot = cache.hints.slot(id);
+            slot.value.store(hinted, Relaxed);
+            slot.cas.store(hinted_cas, Relaxed);
+            slot.check.store(id ^ seal(hinted, hinted_cas), Relaxed);
+            let raised = cache.raise_each(&[&key], floor).pop().unwrap().unwrap();
+            assert!(raised >= floor && raised > value, "{name}: {raised}");
+            assert_eq!(raised, expected, "{name}");
+            assert_eq!(cache.incr_many(&[&key], 0, 0).unwrap(), vec![raised]);
+        }
+    }
+
+    #[test]
+    fn reads_and_raises_leave_hints_in_both_forms() {
+        let Some(process) = Process::start(free_port()) else {
+            return;
+        };
+        let cache = process.backend();
+        let value = |key: &str| cache.hints.get(key, 0).map(|(value, _)| value);
+        cache.incr_many(&["read"], 0, 10).unwrap();
+        assert_eq!(value("read"), Some(10));
+        cache.raise_each(&["read", "raised"], 50);
+        assert_eq!((value("read"), value("raised")), (Some(50), Some(50)));
+        cache
+            .set_many(&[SetItem {
+                key: "plain",
+                value: b"x",
+                ttl: None,
+            }])
+            .unwrap();
+        assert_eq!(value("plain"), None, "only counters");
+        #[cfg(feature = "tokio")]
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                cache.incr_each_async(&["async"], 0, 7).await;
+                assert_eq!(value("async"), Some(7));
+                cache.raise_each_async(&["async"], 70).await;
+                assert_eq!(value("async"), Some(70));
+            });
+    }
+
+    /// Every async form of `cache`, called `calls` times at once (each form in turn), and
+    /// whether each call failed every key, with how long it took.
+    #[cfg(feature = "tokio")]
+    async fn call_all_forms(cache: &Memcached, calls: usize) -> Vec<(bool, Duration)> {
+        const KEYS: [&str; 2] = ["a|1", "b|2"];
+        let item = [SetItem {
+            key: "a|1",
+            value: b"x",
+            ttl: None,
+        }];
+        let lease = Duration::from_secs(1);
+        let item = &item;
+        let calls = (0..calls)
+            .map(|i| async move {
+                let started = Instant::now();
+                let failed = match i % 6 {
+                    0 => cache.get_each_async(&KEYS).await.iter().all(Result::is_err),
+                    1 => cache
+                        .get_leased_async(&KEYS, lease)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    2 => cache.set_many_async(item).await.is_err(),
+                    3 => cache
+                        .incr_each_async(&KEYS, 0, 1)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    4 => cache
+                        .raise_each_async(&KEYS, 1)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    _ => cache.release_leases_async(&KEYS).await.is_err(),
+                };
+                (failed, started.elapsed())
+            })
+            .collect();
+        join_all(calls).await
+    }
+
+    /// The longest gap a 5 ms ticker on the same current-thread runtime sees while `work`
+    /// runs, and `work`'s output.
+    #[cfg(feature = "tokio")]
+    fn with_ticker<T>(work: impl Future<Output = T>) -> (Duration, T) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let ticker = tokio::spawn({
+                let stop = Arc::clone(&stop);
+                async move {
+                    let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        longest = longest.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    longest
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let output = work.await;
+            stop.store(true, Ordering::Relaxed);
+            (ticker.await.unwrap(), output)
+        })
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn async_calls_to_an_unreachable_server_fail_in_time_and_open_the_breaker_without_blocking() {
+        // Accepts connections (the kernel does, into the backlog) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = free_port();
+        let (connect, exchange) = (Duration::from_millis(100), Duration::from_millis(150));
+        for (name, addr) in [
+            ("silent", silent.local_addr().unwrap().to_string()),
+            ("closed", format!("127.0.0.1:{closed}")),
+        ] {
+            // A loaded machine can take the thread away for tens of milliseconds now and
+            // then; a call that blocked would stall the ticker in every run, not in one.
+            let mut tries = 0;
+            let cache = loop {
+                let cache = Memcached::builder()
+                    .server(addr.as_str())
+                    .connect_timeout(connect)
+                    .io_timeout(exchange)
+                    .circuit_breaker(2, Duration::from_secs(60))
+                    .build()
+                    .unwrap();
+                let (gap, outcomes) = with_ticker(call_all_forms(&cache, 20));
+                let slowest = outcomes.iter().map(|&(_, took)| took).max().unwrap();
+                assert!(
+                    outcomes.iter().all(|&(failed, _)| failed),
+                    "{name}: a call succeeded"
+                );
+                tries += 1;
+                if gap <= Duration::from_millis(20)
+                    && slowest <= connect + exchange + Duration::from_millis(100)
+                {
+                    break cache;
+                }
+                assert!(
+                    tries < 5,
+                    "{name}: the ticker stalled for {gap:?}, the slowest call took {slowest:?}"
+                );
+            };
+            let server = &cache.servers[0];
+            assert!(server.breaker.is_open(), "{name}: the breaker is open");
+            assert!(
+                lock(&server.async_client).is_none(),
+                "{name}: the client goes with it, to resolve again"
+            );
+            let (_, skipped) = with_ticker(cache.get_each_async(&["a|1"]));
+            assert!(
+                matches!(skipped[..], [Err(Error::CircuitOpen { .. })]),
+                "{name}: {skipped:?}"
+            );
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_batch_is_split_per_server_and_a_silent_server_fails_only_its_keys() {
+        let (Some(one), Some(two)) = (Process::start(free_port()), Process::start(free_port()))
+        else {
+            return;
+        };
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let keys: Vec<String> = (0..40).map(|i| format!("cs|v|Comment|{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let exchange = Duration::from_millis(150);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+
+        let both = Memcached::builder()
+            .server(addr(one.port))
+            .server(addr(two.port))
+            .build()
+            .unwrap();
+        let servers: std::collections::BTreeSet<usize> =
+            keys.iter().map(|key| both.route(key)).collect();
+        assert_eq!(servers.len(), 2, "the keys span both servers");
+        runtime.block_on(async {
+            let created = both.incr_each_async(&keys, 0, 5).await;
+            assert!(created.iter().all(|r| matches!(r, Ok(5))), "{created:?}");
+            let raised = both.raise_each_async(&keys, 100).await;
+            assert!(raised.iter().all(|r| matches!(r, Ok(100))), "{raised:?}");
+        });
+        let read = both.incr_many(&keys, 0, 0).unwrap();
+        assert!(read.iter().all(|&v| v == 100), "{read:?}");
+
+        // One server silent: its keys fail after the exchange timeout, the others answer.
+        let half = Memcached::builder()
+            .server(addr(one.port))
+            .server(addr(silent.local_addr().unwrap().port()))
+            .io_timeout(exchange)
+            .build()
+            .unwrap();
+        let answers = runtime.block_on(half.get_each_async(&keys));
+        for (key, answer) in keys.iter().zip(&answers) {
+            match half.route(key) {
+                0 => assert!(answer.is_ok(), "{key}: {answer:?}"),
+                _ => assert!(
+                    matches!(answer, Err(Error::Unavailable { .. })),
+                    "{answer:?}"
+                ),
+            }
+        }
+
+        // Both silent: the two exchanges wait side by side, not one after the other.
+        let other_silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mute = Memcached::builder()
+            .server(addr(silent.local_addr().unwrap().port()))
+            .server(addr(other_silent.local_addr().unwrap().port()))
+            .io_timeout(exchange)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answers = runtime.block_on(mute.get_each_async(&keys));
+        assert!(answers.iter().all(Result::is_err));
+        assert!(
+            started.elapsed() < 2 * exchange,
+            "{:?}: the servers were waited for in turn",
+            started.elapsed()
+        );
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_client_is_made_at_first_use_and_again_once_the_server_is_back() {
+        let port = free_port();
+        let cache = Memcached::builder()
+            .server(format!("127.0.0.1:{port}"))
+            .circuit_breaker(1, Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let (_, down) = with_ticker(cache.incr_each_async(&["c|1"], 0, 5));
+        assert!(
+            matches!(down[..], [Err(Error::Unavailable { .. })]),
+            "{down:?}"
+        );
+        let Some(_process) = Process::start(port) else {
+            return;
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        let (_, up) = with_ticker(cache.incr_each_async(&["c|1"], 0, 5));
+        assert_eq!(up.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [5]);
+        assert!(!cache.servers[0].breaker.is_open());
     }
 }
