@@ -68,12 +68,16 @@ pub(super) struct Connections {
     limits: Limits,
     round_trips: AtomicU64,
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Servers known to hold our scripts: the first pipeline with scripts to a server (and the
+    /// first after a failed exchange, which a restart causes) loads them in the same round
+    /// trip, so that `EVALSHA` does not come back `NOSCRIPT` and cost another.
+    scripts_loaded: Mutex<Vec<(String, &'static Lua)>>,
     mode: Mode,
 }
 
 enum Mode {
     Standalone(ConnectionManager),
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 struct Cluster {
@@ -105,12 +109,12 @@ impl Connections {
         Self::new(
             name,
             limits,
-            Mode::Cluster(Cluster {
+            Mode::Cluster(Box::new(Cluster {
                 client,
                 connection: tokio::sync::Mutex::new(None),
                 slots: RwLock::new(None),
                 refresh: Mutex::new((Instant::now(), true)),
-            }),
+            })),
         )
     }
 
@@ -120,6 +124,7 @@ impl Connections {
             limits,
             round_trips: AtomicU64::new(0),
             breakers: Mutex::new(HashMap::new()),
+            scripts_loaded: Mutex::new(Vec::new()),
             mode,
         }
     }
@@ -322,16 +327,32 @@ impl Connections {
             return everyone(&group, self.skipped(&server, wait));
         }
         let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+        let loaded: Vec<&'static Lua> = self
+            .scripts_loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(on, _)| *on == server)
+            .map(|(_, script)| *script)
+            .collect();
         let Plan {
             pipeline,
+            loads,
             answers,
             scripts,
-        } = plan(&target, group);
-        let mut values = match self.send(&target, pipeline, answers.len()).await {
+        } = plan(&target, group, &loaded);
+        let mut values = match self
+            .send(&target, pipeline, loads.len() + answers.len())
+            .await
+        {
             Ok(values) => values,
             Err(error) => {
                 breaker.failure();
                 self.suspect_slot_map();
+                self.scripts_loaded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|(on, _)| *on != server);
                 let error = Error::unavailable(&server, error);
                 return indices
                     .into_iter()
@@ -340,6 +361,14 @@ impl Connections {
             }
         };
         breaker.success();
+        if !loads.is_empty() {
+            values.drain(..loads.len());
+            let mut known = self
+                .scripts_loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            known.extend(loads.into_iter().map(|script| (server.clone(), script)));
+        }
         // Scripts the server did not know (it restarted, or is new): once more with the body.
         let unknown: Vec<_> = scripts
             .iter()
@@ -447,6 +476,8 @@ enum Answer {
 /// what to send again with `EVAL` if the server does not have them).
 struct Plan {
     pipeline: Pipeline,
+    /// The scripts whose `SCRIPT LOAD` the pipeline starts with.
+    loads: Vec<&'static Lua>,
     answers: Vec<Answer>,
     scripts: Vec<(usize, &'static Lua, String, Vec<Vec<u8>>)>,
 }
@@ -461,8 +492,23 @@ fn call(verb: &str, script: &str, key: &str, args: &[Vec<u8>]) -> Cmd {
     cmd
 }
 
-fn plan(target: &Target, group: Vec<(usize, Request)>) -> Plan {
+/// `loaded`: the scripts the server is known to hold; the others are loaded first.
+fn plan(target: &Target, group: Vec<(usize, Request)>, loaded: &[&'static Lua]) -> Plan {
     let mut pipeline = Pipeline::with_capacity(group.len());
+    let mut loads: Vec<&'static Lua> = Vec::new();
+    for (_, request) in &group {
+        if let Kind::Script { script, .. } = request.kind
+            && !loaded
+                .iter()
+                .chain(&loads)
+                .any(|known| std::ptr::eq(*known, script))
+        {
+            loads.push(script);
+        }
+    }
+    for script in &loads {
+        pipeline.add_command(redis::cmd("SCRIPT").arg("LOAD").arg(script.source).clone());
+    }
     let mut answers = Vec::with_capacity(group.len());
     let mut scripts = Vec::new();
     // Reads by slot: an MGET on a cluster must stay within one (standalone: all in one).
@@ -497,6 +543,7 @@ fn plan(target: &Target, group: Vec<(usize, Request)>) -> Plan {
     }
     Plan {
         pipeline,
+        loads,
         answers,
         scripts,
     }
