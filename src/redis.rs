@@ -166,6 +166,7 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);

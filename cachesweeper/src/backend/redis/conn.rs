@@ -423,10 +423,19 @@ impl Connections {
         let sent = async {
             match (target, &self.mode) {
                 (Target::Standalone, Mode::Standalone(manager)) => {
-                    manager
-                        .clone()
-                        .send_packed_commands(&pipeline, 0, count)
-                        .await
+                    let mut manager = manager.clone();
+                    match manager.send_packed_commands(&pipeline, 0, count).await {
+                        // A connection found dead (the server restarted) fails at once, and
+                        // the manager starts a new one: this waits for it, within the same
+                        // deadline, so that a probe after the retry window can succeed. A
+                        // pipeline cut off midway is sent again: what the sweeper sends is safe
+                        // to repeat (reads, stores, leases, releases; a raise adds at most one
+                        // more), though an `incr_each` by a delta may count twice.
+                        Err(error) if error.is_unrecoverable_error() || error.is_io_error() => {
+                            manager.send_packed_commands(&pipeline, 0, count).await
+                        }
+                        answered => answered,
+                    }
                 }
                 (Target::Node(connection, slot), _) => {
                     connection
