@@ -3,7 +3,8 @@
 //! A backend implements [`Backend`]: the few operations that differ per store, in batch form so
 //! that a page can be served in a constant number of round trips; [`BackendExt`] adds the
 //! conveniences. [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the
-//! `memcache` feature, [`Redis`] (standalone or Redis Cluster) behind the `redis` feature. Every backend passes the same conformance suite
+//! `memcache` feature, `Redis` (standalone or Redis Cluster) behind the `redis` feature. Every
+//! backend passes the same conformance suite
 //! (`backend::conformance`, feature `conformance`: the way to test a backend of your own).
 
 use std::fmt;

@@ -7,8 +7,8 @@
 //!
 //! Keys get a hash tag around their record (`ns|v|{model|key}`, `ns|f|{model|key}|...`), on
 //! standalone too, so that data moves unchanged between the two: on a cluster a record's
-//! counter and fragments share a slot, as they share a server on memcached
-//! ([`keys::routing_part`](crate::keys)).
+//! counter and fragments share a slot, as they share a server on memcached (the record part is
+//! `keys::routing_part`).
 
 mod conn;
 mod io_thread;
@@ -39,7 +39,7 @@ const MAX_TTL_MS: u64 = 1_000_000_000_000_000;
 
 /// A Redis or Valkey server, or a Redis Cluster.
 ///
-/// Same semantics as [`Memcached`](super::Memcached), through the same conformance suite:
+/// Same semantics as the memcached backend, through the same conformance suite:
 /// counters raised atomically by a Lua script (never lowered, created from the clock when
 /// missing), a page's reads in one `MGET` (one per slot on a cluster, in one pipeline per
 /// node), stores in one pipeline of `SET … PX`, leases against stampedes (a placeholder set
