@@ -32,6 +32,8 @@ need "${MEMCACHED:-memcached}" memcached
 # redis-server brings redis-cli (redis-tools), which creates the test cluster.
 need "${REDIS_SERVER:-redis-server}" redis-server
 need "${REDIS_CLI:-redis-cli}" redis-tools
+# openssl makes the certificates of the TLS test's server.
+need openssl openssl
 echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}" -V))" >&2
 echo "using $(command -v "${REDIS_SERVER:-redis-server}") ($("${REDIS_SERVER:-redis-server}" --version))" >&2
 

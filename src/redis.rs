@@ -55,6 +55,7 @@ pub struct RedisProcess {
     port: u16,
     dir: PathBuf,
     extra_args: Vec<String>,
+    tls: bool,
 }
 
 impl RedisProcess {
@@ -80,9 +81,48 @@ impl RedisProcess {
         Self::spawn(port, &extra_args).map_or_else(|e| missing(&server_binary(), e), Some)
     }
 
+    /// Starts Redis serving TLS only, on a free port, with a certificate for 127.0.0.1 signed
+    /// by a CA made for it ([`ca_file`](Self::ca_file)); `openssl` makes both. `None` as for
+    /// [`start`](Self::start).
+    pub fn start_tls() -> Option<RedisProcess> {
+        let port = free_port();
+        let dir = Self::dir_for(port);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| make_certificates(&dir)) {
+            return missing("openssl", e);
+        }
+        let file = |name: &str| dir.join(name).display().to_string();
+        let args = [
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file("server.pem"),
+            "--tls-key-file".to_owned(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        Self::spawn_as(0, port, &args, true).map_or_else(|e| missing(&server_binary(), e), Some)
+    }
+
+    fn dir_for(port: u16) -> PathBuf {
+        std::env::temp_dir().join(format!("cachesweeper-redis-{}-{port}", std::process::id()))
+    }
+
     fn spawn(port: u16, extra_args: &[String]) -> std::io::Result<RedisProcess> {
-        let dir =
-            std::env::temp_dir().join(format!("cachesweeper-redis-{}-{port}", std::process::id()));
+        Self::spawn_as(port, port, extra_args, false)
+    }
+
+    /// Runs redis-server with `--port port` (0: no plain TCP) and waits until `answer_port`
+    /// answers (through `redis-cli --tls` when `tls`).
+    fn spawn_as(
+        port: u16,
+        answer_port: u16,
+        extra_args: &[String],
+        tls: bool,
+    ) -> std::io::Result<RedisProcess> {
+        let dir = Self::dir_for(answer_port);
         std::fs::create_dir_all(&dir)?;
         let child = Command::new(server_binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -97,12 +137,13 @@ impl RedisProcess {
             .spawn()?;
         let mut process = RedisProcess {
             child,
-            port,
+            port: answer_port,
             dir,
             extra_args: extra_args.to_vec(),
+            tls,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ask(port, "PING").as_deref() != Some("+PONG") {
+        while !process.answers() {
             if let Ok(Some(status)) = process.child.try_wait() {
                 return Err(std::io::Error::other(format!(
                     "redis-server exited: {status}"
@@ -118,14 +159,34 @@ impl RedisProcess {
         Ok(process)
     }
 
+    fn answers(&self) -> bool {
+        if !self.tls {
+            return ask(self.port, "PING").as_deref() == Some("+PONG");
+        }
+        Command::new(cli_binary())
+            .args(["--tls", "--cacert"])
+            .arg(self.ca_file())
+            .args(["-p", &self.port.to_string(), "PING"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "PONG")
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// Sends one command (inline form, arguments without spaces) and returns the reply: a
@@ -155,7 +216,9 @@ impl RedisProcess {
     /// back with its `nodes.conf`, so in its cluster).
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Self::spawn(self.port, &self.extra_args).expect("redis did not restart");
+        let plain_port = if self.tls { 0 } else { self.port };
+        let fresh = Self::spawn_as(plain_port, self.port, &self.extra_args, self.tls)
+            .expect("redis did not restart");
         let old = std::mem::replace(self, fresh);
         // The new process uses the same directory: keep it.
         std::mem::forget(old);
@@ -171,6 +234,74 @@ impl Drop for RedisProcess {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Makes `ca.pem` and `server.pem`/`server.key` (for IP 127.0.0.1, signed by the CA) in `dir`.
+fn make_certificates(dir: &std::path::Path) -> std::io::Result<()> {
+    let openssl = |args: &[&str]| -> std::io::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cachesweeper test CA",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ])
 }
 
 /// A Redis Cluster of three masters (no replicas) on free ports, created with
