@@ -191,14 +191,18 @@ fn setups() -> Vec<Setup> {
         ));
     }
     if let Some(cluster) = RedisCluster::start() {
-        let redis = Redis::cluster(&cluster.urls()).unwrap();
-        out.push(redis_setup(
-            "redis-cluster+l1",
-            redis,
-            3,
-            true,
-            Box::new(cluster),
-        ));
+        // One cluster for both, in two namespaces (each setup's pages must start cold).
+        let cluster = Arc::new(cluster);
+        for (l1, name) in [(false, "redis-cluster"), (true, "redis-cluster+l1")] {
+            let redis = Redis::cluster(&cluster.urls()).unwrap();
+            out.push(redis_setup(
+                name,
+                redis,
+                3,
+                l1,
+                Box::new(Arc::clone(&cluster)),
+            ));
+        }
     }
     out
 }
@@ -211,7 +215,9 @@ fn redis_setup(
     server: Box<dyn std::any::Any>,
 ) -> Setup {
     let counting = Counting::new(Arc::new(redis.clone()));
-    let builder = Sweeper::builder().backend(counting.clone());
+    let builder = Sweeper::builder()
+        .namespace(name.replace('+', "-"))
+        .backend(counting.clone());
     let sweeper = if l1 { builder } else { builder.l1(0) }.build().unwrap();
     Setup {
         name,
