@@ -7,7 +7,12 @@
 //! render. So every operation runs as a task here, and callers only wait for its result:
 //! blocking ones by parking their thread, async ones by awaiting the task's handle, from any
 //! executor. Either way a round trip costs the same two thread hand-offs (to this thread and
-//! back) that a multiplexed connection costs anyway.
+//! back) that a multiplexed connection costs anyway. Measured (best of 15 runs on a shared
+//! 2-core machine, loopback): a one-key read takes 18 µs, against 11 µs for the memcached
+//! backend's blocking socket and 8 µs for a bare socket `GET`; a 100-key read 76 µs (one
+//! `MGET`), against 145 µs on memcached. A pool of blocking connections would save the
+//! hand-offs, some 7 µs a batch (one or two batches a page), at the price of a second client,
+//! a pool to size, and the cluster routing written twice.
 
 use std::future::Future;
 use std::pin::pin;
