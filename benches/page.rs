@@ -4,8 +4,8 @@
 //! - uncached: a sweeper on the `Null` backend;
 //! - cold (every fragment new: a fresh namespace or cache per iteration, its records' versions
 //!   set a second earlier, outside the timing, so that the render stores every fragment) and
-//!   warm, on the embedded backend, on memcached without the L1, and on memcached with the L1
-//!   (the default);
+//!   warm, on the embedded backend, on memcached without the L1, on memcached with the L1
+//!   (the default), and on Redis without and with the L1;
 //! - the baseline: django-cache-sweeper's per-fragment algorithm against the same memcached, one
 //!   request and one response per call, as the original did; once with the `memcache` crate's
 //!   meta client (`baseline_meta`), once with the text protocol on a bare socket
@@ -14,7 +14,8 @@
 //! Round trips per page are measured once per configuration from `stats()` deltas (the baseline
 //! counts its own calls) and printed as `round-trips ...` lines.
 //!
-//! The harness starts its own memcached on a free loopback port and kills it at the end.
+//! The harness starts its own memcached and Redis on free loopback ports and kills them at the
+//! end.
 //! `cargo bench --bench page`; see BENCHMARKS.md.
 
 #[allow(dead_code, unused_imports)] // its unit tests are the example's to run
@@ -37,9 +38,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use askama::Template;
 use cachesweeper::backend::BackendExt as _;
-use cachesweeper::backend::{Backend, Embedded, Memcached, Null};
+use cachesweeper::backend::{Backend, Embedded, Memcached, Null, Redis, SetItem};
 use cachesweeper::{KeyParts, StatsSnapshot, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::RedisProcess;
 use criterion::measurement::WallTime;
 use criterion::{
     BatchSize, BenchmarkGroup, Criterion, SamplingMode, criterion_group, criterion_main,
@@ -69,6 +71,8 @@ enum Config {
     Embedded,
     Memcached,
     MemcachedL1,
+    Redis,
+    RedisL1,
 }
 
 impl Config {
@@ -77,14 +81,16 @@ impl Config {
             Config::Embedded => "embedded",
             Config::Memcached => "memcached",
             Config::MemcachedL1 => "memcached_l1",
+            Config::Redis => "redis",
+            Config::RedisL1 => "redis_l1",
         }
     }
 }
 
-/// The memcached under test and one client on it, shared by every sweeper so that cold runs
-/// measure a cold cache, not new connections.
+/// A server under test (memcached or Redis) and one client on it, shared by every sweeper so
+/// that cold runs measure a cold cache, not new connections.
 struct Server {
-    _process: MemcachedProcess,
+    _process: Box<dyn std::any::Any>,
     addr: String,
     backend: Arc<dyn Backend>,
 }
@@ -97,7 +103,17 @@ impl Server {
         Some(Server {
             addr: format!("127.0.0.1:{}", process.port()),
             backend,
-            _process: process,
+            _process: Box::new(process),
+        })
+    }
+
+    fn redis() -> Option<Server> {
+        let process = RedisProcess::start_with(&["--maxmemory", "1gb"])?;
+        let backend = Arc::new(Redis::from_url(&process.url()).expect("redis url"));
+        Some(Server {
+            addr: format!("127.0.0.1:{}", process.port()),
+            backend,
+            _process: Box::new(process),
         })
     }
 }
@@ -107,9 +123,9 @@ fn sweeper(config: Config, server: Option<&Server>) -> Sweeper {
     let builder = Sweeper::builder().namespace(fresh_namespace(config.name()));
     match (config, server) {
         (Config::Embedded, _) => builder.backend(Embedded::new(64 << 20)),
-        (Config::Memcached, Some(s)) => builder.backend(s.backend.clone()).l1(0),
-        (Config::MemcachedL1, Some(s)) => builder.backend(s.backend.clone()),
-        _ => unreachable!("memcached configurations need a server"),
+        (Config::Memcached | Config::Redis, Some(s)) => builder.backend(s.backend.clone()).l1(0),
+        (Config::MemcachedL1 | Config::RedisL1, Some(s)) => builder.backend(s.backend.clone()),
+        _ => unreachable!("memcached and Redis configurations need a server"),
     }
     .build()
     .expect("sweeper")
@@ -414,7 +430,11 @@ fn bench_config(
 fn page(c: &mut Criterion) {
     let server = Server::start();
     if server.is_none() {
-        eprintln!("memcached not found: only the uncached and embedded benchmarks run");
+        eprintln!("memcached not found: only the uncached, embedded and Redis benchmarks run");
+    }
+    let redis = Server::redis();
+    if redis.is_none() {
+        eprintln!("redis-server not found: the Redis benchmarks do not run");
     }
     let wires: Vec<Wire> = server
         .iter()
@@ -484,6 +504,11 @@ fn page(c: &mut Criterion) {
                 bench_baseline(&mut group, wire, &comments, &expected, n);
             }
         }
+        if let Some(redis) = &redis {
+            for config in [Config::Redis, Config::RedisL1] {
+                bench_config(&mut group, config, Some(redis), &page, &expected, n);
+            }
+        }
         group.finish();
     }
 }
@@ -543,6 +568,40 @@ fn round_trip(c: &mut Criterion) {
         wire.set("roundtrip-probe", &value, 600);
         group.bench_function(format!("{}_get/1", wire.name()), |b| {
             b.iter(|| wire.get(black_box("roundtrip-probe")).expect("stored"))
+        });
+    }
+    // The same batches through the Redis backend (its blocking calls: a hand-off to its I/O
+    // thread and back per batch), on the same page's keys and value.
+    if let Some(redis) = Server::redis() {
+        let backend = &redis.backend;
+        let items: Vec<SetItem<'_>> = fragment_keys
+            .iter()
+            .map(|&key| SetItem {
+                key,
+                value: &value,
+                ttl: None,
+            })
+            .collect();
+        backend.set_many(&items).expect("set_many");
+        backend
+            .incr_many(&counter_keys, 0, 1)
+            .expect("create counters");
+        group.bench_function("redis_get_many/1", |b| {
+            b.iter(|| {
+                backend
+                    .get_many(black_box(&fragment_keys[..1]))
+                    .expect("get")
+            })
+        });
+        group.bench_function("redis_get_many/100", |b| {
+            b.iter(|| backend.get_many(black_box(&fragment_keys)).expect("get"))
+        });
+        group.bench_function("redis_incr_many/100", |b| {
+            b.iter(|| {
+                backend
+                    .incr_many(black_box(&counter_keys), 0, 1)
+                    .expect("incr")
+            })
         });
     }
     group.finish();

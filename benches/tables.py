@@ -52,8 +52,9 @@ def main():
 
     configs = [
         "uncached", "embedded/cold", "embedded/warm", "memcached/cold", "memcached/warm",
-        "memcached_l1/cold", "memcached_l1/warm", "baseline_meta/cold", "baseline_meta/warm",
-        "baseline_text/cold", "baseline_text/warm",
+        "memcached_l1/cold", "memcached_l1/warm", "redis/cold", "redis/warm", "redis_l1/cold",
+        "redis_l1/warm", "baseline_meta/cold", "baseline_meta/warm", "baseline_text/cold",
+        "baseline_text/warm",
     ]
     sizes = [10, 100, 1000]
     page = {}

@@ -1,32 +1,43 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit, integration (against real memcached processes that
-# the tests start themselves on free loopback ports), compile-fail (trybuild) and doc tests.
+# Runs every test of the workspace: unit, integration (against real memcached and Redis
+# processes, and a three-master Redis Cluster, that the tests start themselves on free loopback
+# ports), compile-fail (trybuild) and doc tests.
 #
-# memcached must be on PATH (or named by $MEMCACHED). If it is missing this script installs it
-# with apt-get when it can (root on Debian/Ubuntu); otherwise it says how and stops.
+# memcached, redis-server and redis-cli must be on PATH (or named by $MEMCACHED, $REDIS_SERVER
+# and $REDIS_CLI; Valkey's binaries work too). If one is missing this script installs it with
+# apt-get when it can (root on Debian/Ubuntu); otherwise it says how and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v "${MEMCACHED:-memcached}" >/dev/null 2>&1; then
+# Installs a Debian package with apt-get when a binary is missing (root on Debian/Ubuntu);
+# otherwise says how and stops.
+need() {
+  local binary="$1" package="$2"
+  command -v "$binary" >/dev/null 2>&1 && return
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "memcached not found: installing it with apt-get" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
+    echo "$binary not found: installing $package with apt-get" >&2
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
   else
-    cat >&2 <<'MSG'
-memcached is not installed, and this script cannot install it here.
-Install it, then run this script again:
-  Debian/Ubuntu: sudo apt-get install memcached
-  Fedora:        sudo dnf install memcached
-  macOS:         brew install memcached
-(or point $MEMCACHED at a memcached binary)
+    cat >&2 <<MSG
+$binary is not installed, and this script cannot install it here. Install it (Debian/Ubuntu:
+sudo apt-get install $package; elsewhere your system's memcached or redis/valkey package), then
+run this script again.
 MSG
     exit 1
   fi
-fi
-echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}" -V))" >&2
+}
 
-# The memcached harness panics instead of skipping when CI is set.
+need "${MEMCACHED:-memcached}" memcached
+# redis-server brings redis-cli (redis-tools), which creates the test cluster.
+need "${REDIS_SERVER:-redis-server}" redis-server
+need "${REDIS_CLI:-redis-cli}" redis-tools
+# openssl makes the certificates of the TLS test's server.
+need openssl openssl
+echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}" -V))" >&2
+echo "using $(command -v "${REDIS_SERVER:-redis-server}") ($("${REDIS_SERVER:-redis-server}" --version))" >&2
+
+# The memcached and Redis harnesses panic instead of skipping when CI is set.
 export CI="${CI:-true}"
 # Heavy tests (a 30 s load test, real rebuilds of the blog) are #[ignore]d so that a plain
 # `cargo test` stays quick; this script runs them too.

@@ -1,6 +1,9 @@
 //! The harness shared by cachesweeper's end-to-end tests, benchmarks and examples: real
-//! memcached processes on free loopback ports.
+//! memcached and Redis processes (standalone, and a three-master Redis Cluster) on free
+//! loopback ports.
 
 #![deny(missing_docs)]
 
 pub mod memcached;
+mod process;
+pub mod redis;

@@ -7,9 +7,11 @@
 //! must never skip there.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::process::{free_port, missing};
 
 /// A memcached server owned by the current test; killed on drop.
 #[derive(Debug)]
@@ -21,13 +23,6 @@ pub struct MemcachedProcess {
 
 fn binary() -> String {
     std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".to_owned())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
 }
 
 fn answers(port: u16) -> bool {
@@ -65,19 +60,7 @@ impl MemcachedProcess {
 
     fn start_at(port: u16, extra_args: &[&str]) -> Option<MemcachedProcess> {
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        match Self::spawn(port, &extra_args) {
-            Ok(process) => Some(process),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() =>
-            {
-                eprintln!(
-                    "memcached not found ({}); skipping. Run scripts/test.sh, which installs it.",
-                    binary()
-                );
-                None
-            }
-            Err(e) => panic!("could not start {}: {e}", binary()),
-        }
+        Self::spawn(port, &extra_args).map_or_else(|e| missing(&binary(), e), Some)
     }
 
     fn spawn(port: u16, extra_args: &[String]) -> std::io::Result<MemcachedProcess> {
@@ -138,40 +121,12 @@ impl MemcachedProcess {
     /// Freezes the server (`SIGSTOP`): it keeps its data and its connections, and answers
     /// nothing until [`resume`](Self::resume); clients time out.
     pub fn pause(&self) {
-        self.signal("STOP");
-        // A signal is delivered asynchronously: wait until every thread has stopped (state `T`
-        // in /proc), or a request sent right after this could still be answered.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let thread_stopped = |stat: &str| {
-            std::fs::read_to_string(stat).ok().and_then(|stat| {
-                let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-                Some(state == "T")
-            })
-        };
-        let stopped = || {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
-                return true; // no /proc to read: trust the signal
-            };
-            tasks.flatten().all(|task| {
-                thread_stopped(&format!("{}/stat", task.path().display())).unwrap_or(true)
-            })
-        };
-        while !stopped() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        crate::process::pause(self.child.id());
     }
 
     /// Lets a [`pause`](Self::pause)d server run again; it answers what it was sent meanwhile.
     pub fn resume(&self) {
-        self.signal("CONT");
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -{name} failed");
+        crate::process::signal(self.child.id(), "CONT");
     }
 
     /// Kills the server and starts a new, empty one on the same port.

@@ -1,6 +1,6 @@
 //! The async API: `render_async` on a borrowed page and `invalidate_async` give what the
 //! blocking calls give, in the same round trips, and never stall the runtime's thread, not
-//! even while memcached is unreachable.
+//! even while memcached or Redis is unreachable.
 
 mod common;
 
@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use cachesweeper::Sweeper;
-use cachesweeper::backend::Memcached;
+use cachesweeper::backend::{Memcached, Redis};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::RedisProcess;
 use common::{Article, Comment, Renders, article, cases, comment, known};
 
 mod filters {
@@ -287,6 +288,64 @@ fn a_ticker_keeps_ticking_while_the_cache_host_never_answers() {
     assert!(
         gap <= MAX_GAP,
         "silent host: the ticker stalled for {gap:?}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn a_ticker_keeps_ticking_on_redis_up_then_paused() {
+    let Some(server) = RedisProcess::start() else {
+        return;
+    };
+    let backend = Redis::builder()
+        .url(server.url())
+        .io_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let s = Sweeper::builder().backend(backend).build().unwrap();
+    let mut comments: Vec<Comment> = (1..=20).map(|id| comment(id, 1)).collect();
+    known(&s, [&article(1)]);
+    known(&s, &comments);
+
+    let (gap, ran) = longest_tick_gap(requests(&s, &mut comments, 200));
+    let stats = s.stats();
+    eprintln!("redis up: {ran} requests, longest tick gap {gap:?}, {stats:?}");
+    assert!(stats.hits > 0 && stats.errors == 0, "{stats:?}");
+    assert!(gap <= MAX_GAP, "redis up: the ticker stalled for {gap:?}");
+
+    server.pause();
+    let before = s.stats();
+    let (gap, ran) = longest_tick_gap(requests(&s, &mut comments, 40));
+    let stats = s.stats() - before;
+    server.resume();
+    eprintln!("redis paused: {ran} requests, longest tick gap {gap:?}, {stats:?}");
+    assert!(stats.errors > 0, "the pause was seen: {stats:?}");
+    assert!(
+        gap <= MAX_GAP,
+        "redis paused: the ticker stalled for {gap:?}"
+    );
+    s.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_ticker_keeps_ticking_while_a_redis_host_never_answers() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let backend = Redis::builder()
+        .url(format!("redis://{addr}"))
+        .connect_timeout(Duration::from_millis(100))
+        .io_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let s = Sweeper::builder().backend(backend).build().unwrap();
+    let mut comments: Vec<Comment> = (1..=20).map(|id| comment(id, 1)).collect();
+    let (gap, ran) = longest_tick_gap(requests(&s, &mut comments, 40));
+    let stats = s.stats();
+    eprintln!("silent redis host: {ran} requests, longest tick gap {gap:?}, {stats:?}");
+    assert!(stats.errors > 0 && stats.hits == 0, "{stats:?}");
+    assert!(
+        gap <= MAX_GAP,
+        "silent redis host: the ticker stalled for {gap:?}"
     );
     drop(silent);
 }

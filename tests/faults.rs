@@ -1,6 +1,7 @@
-//! A cache fault never fails a page: memcached killed and restarted mid-run, a port where
-//! nothing listens, a listener that accepts and never answers. Every page renders, correct;
-//! the circuit breaker keeps a dead server from costing a timeout per fragment.
+//! A cache fault never fails a page: memcached or Redis killed and restarted mid-run, a Redis
+//! Cluster master killed, a port where nothing listens, a listener that accepts and never
+//! answers. Every page renders, correct; the circuit breaker keeps a dead server from costing a
+//! timeout per fragment.
 
 mod common;
 
@@ -11,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use cachesweeper::Sweeper;
-use cachesweeper::backend::{Memcached, Null};
+use cachesweeper::backend::{Memcached, Null, Redis};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use common::{Comment, comment};
 
 #[derive(Template, cachesweeper::TemplateDigest)]
@@ -180,4 +182,211 @@ fn invalidation_reports_a_dead_cache_as_an_error() {
         .port();
     let sweeper = sweeper(&format!("127.0.0.1:{port}"));
     assert!(sweeper.invalidate(&comment(1, 1)).is_err());
+}
+
+/// A sweeper on Redis with the same short timeouts and retry window as [`sweeper`]; `url` is a
+/// server, or a cluster's seed nodes with `cluster`.
+fn redis_sweeper(url: &str, cluster: bool) -> Sweeper {
+    let builder = Redis::builder()
+        .connect_timeout(Duration::from_millis(50))
+        .io_timeout(Duration::from_millis(50))
+        .circuit_breaker(2, Duration::from_millis(300));
+    let builder = if cluster {
+        url.split(',').fold(builder, |b, node| b.cluster_node(node))
+    } else {
+        builder.url(url)
+    };
+    Sweeper::builder()
+        .backend(builder.build().unwrap())
+        .l1(0)
+        .build()
+        .unwrap()
+}
+
+/// Renders until a render hits every fragment, within `within`.
+fn until_all_hit(sweeper: &Sweeper, page: &Page<'_>, expected: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        assert_eq!(sweeper.render(page).unwrap(), expected);
+        let request = sweeper.scope();
+        assert_eq!(request.render(page).unwrap(), expected);
+        if request.stats().hits == page.comments.len() as u64 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume: {:?}",
+            sweeper.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn redis_killed_then_restarted_mid_run() {
+    let Some(mut server) = RedisProcess::start() else {
+        return;
+    };
+    let sweeper = redis_sweeper(&server.url(), false);
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    until_all_hit(&sweeper, &page, &expected, Duration::from_secs(5));
+    assert_eq!(sweeper.stats().errors, 0);
+
+    server.kill();
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(
+            sweeper.render(&page).unwrap(),
+            expected,
+            "a page failed with Redis dead"
+        );
+    }
+    let dead = sweeper.stats();
+    assert!(dead.errors > 0, "{dead:?}");
+    // 20 pages with the breaker: a few refused connections, not 20 pages' worth of timeouts.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    // The connection reconnects by itself once the retry window has passed: bounded wait.
+    until_all_hit(&sweeper, &page, &expected, Duration::from_secs(10));
+}
+
+#[test]
+fn redis_paused_then_resumed() {
+    let Some(server) = RedisProcess::start() else {
+        return;
+    };
+    let sweeper = redis_sweeper(&server.url(), false);
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    until_all_hit(&sweeper, &page, &expected, Duration::from_secs(5));
+    server.pause();
+    let before = sweeper.stats();
+    for _ in 0..10 {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+    }
+    let stats = sweeper.stats() - before;
+    // Each attempt waits out the 50 ms timeout; the breaker stops attempts after two.
+    assert!(stats.round_trips <= 3, "{stats:?}");
+    assert_eq!(stats.misses, 200);
+    server.resume();
+    until_all_hit(&sweeper, &page, &expected, Duration::from_secs(10));
+}
+
+#[test]
+fn a_redis_listener_that_accepts_and_never_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let held = {
+        let stop = Arc::clone(&stop);
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            let until = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                if let Ok((stream, _)) = listener.accept() {
+                    open.push(stream); // held open, never read, never answered
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let sweeper = redis_sweeper(&format!("redis://127.0.0.1:{port}"), false);
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(sweeper.render(&page).unwrap(), expected);
+    }
+    // Bounded: two attempts of about 100 ms, then skipped (a generous bound for a busy machine).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = sweeper.stats();
+    assert!(stats.round_trips <= 3, "{stats:?}");
+    assert_eq!(stats.misses, 200);
+    assert!(stats.errors > 0);
+    assert!(sweeper.invalidate(&comment(1, 1)).is_err());
+    stop.store(true, Ordering::Relaxed);
+    held.join().unwrap();
+}
+
+#[test]
+fn a_redis_port_where_nothing_listens() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for cluster in [false, true] {
+        let sweeper = redis_sweeper(&format!("redis://127.0.0.1:{port}"), cluster);
+        let comments = comments();
+        let page = Page {
+            comments: &comments,
+        };
+        let expected = reference(&page);
+        for _ in 0..10 {
+            assert_eq!(sweeper.render(&page).unwrap(), expected);
+            assert_eq!(page.render_with_values(&sweeper).unwrap(), expected);
+        }
+        let stats = sweeper.stats();
+        assert!(stats.round_trips <= 4, "cluster: {cluster}: {stats:?}");
+        assert_eq!(stats.misses, 400);
+        assert!(sweeper.invalidate(&comment(1, 1)).is_err());
+    }
+}
+
+#[test]
+fn a_redis_cluster_master_killed() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let sweeper = redis_sweeper(&cluster.urls(), true);
+    let comments = comments();
+    let page = Page {
+        comments: &comments,
+    };
+    let expected = reference(&page);
+    until_all_hit(&sweeper, &page, &expected, Duration::from_secs(5));
+
+    cluster.nodes_mut()[0].kill();
+    let started = Instant::now();
+    let before = sweeper.stats();
+    for _ in 0..20 {
+        assert_eq!(
+            sweeper.render(&page).unwrap(),
+            expected,
+            "a page failed with a master dead"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = sweeper.stats() - before;
+    assert!(stats.errors > 0, "{stats:?}");
+    // The records on the other two masters still hit (the cluster keeps serving the slots it
+    // has: `cluster-require-full-coverage no`); those on the dead one are rendered.
+    let request = sweeper.scope();
+    assert_eq!(request.render(&page).unwrap(), expected);
+    let last = request.stats();
+    assert!(last.hits > 0 && last.misses > 0, "{last:?}");
 }

@@ -25,7 +25,9 @@
 //! its own L1); (c) slow comment bodies (0-20 ms each); (d) lease contention: 8 readers on one
 //! hot article over three sweepers; (e) memcached killed and restarted on its port mid-run;
 //! (f) this test binary re-executed as a writer process and a reader process, sharing a SQLite
-//! file as the database and one memcached with this process.
+//! file as the database and one memcached with this process; (g) Redis, two sweepers; (h) a
+//! three-master Redis Cluster, two sweepers; (i) Redis killed and restarted mid-run; (j) lease
+//! contention on Redis.
 //!
 //! Each scenario runs for a few seconds, prints
 //! `freshness <scenario>: reads=N writes=N violations=N` (and a line of details), then asserts
@@ -53,9 +55,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use cachesweeper::backend::{Embedded, Memcached};
+use cachesweeper::backend::{Embedded, Memcached, Redis};
 use cachesweeper::{Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use common::random_below;
 
 // ---------------------------------------------------------------------------------------------
@@ -773,6 +776,97 @@ fn e_memcached_restart() {
         "{}: the cache was not used again after the restart",
         sc.name
     );
+}
+
+/// `n` sweepers, each on a Redis backend of its own (its own connection and lease token), as
+/// `n` application processes would be.
+fn redis_sweepers(n: usize, backend: impl Fn() -> Redis) -> Vec<Sweeper> {
+    (0..n)
+        .map(|_| Sweeper::builder().backend(backend()).build().unwrap())
+        .collect()
+}
+
+#[test]
+fn g_redis() {
+    let _one = one_at_a_time();
+    let Some(server) = RedisProcess::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "redis",
+        ..BASE
+    };
+    let sweepers = redis_sweepers(2, || Redis::from_url(&server.url()).unwrap());
+    in_memory(&sc, &sweepers, |_| {});
+}
+
+#[test]
+fn h_redis_cluster() {
+    let _one = one_at_a_time();
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "redis-cluster",
+        ..BASE
+    };
+    let sweepers = redis_sweepers(2, || Redis::cluster(&cluster.urls()).unwrap());
+    in_memory(&sc, &sweepers, |_| {});
+}
+
+#[test]
+fn i_redis_restart() {
+    let _one = one_at_a_time();
+    let Some(mut server) = RedisProcess::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "redis-restart",
+        duration: Duration::from_secs(5),
+        ..BASE
+    };
+    let sweepers = redis_sweepers(2, || Redis::from_url(&server.url()).unwrap());
+    let hits = |sweepers: &[Sweeper]| sweepers.iter().map(|s| s.stats().hits).sum::<u64>();
+    let mut hits_at_restart = 0;
+    in_memory(&sc, &sweepers, |start| {
+        std::thread::sleep(Duration::from_millis(1500).saturating_sub(start.elapsed()));
+        server.kill();
+        std::thread::sleep(Duration::from_millis(200));
+        server.restart();
+        hits_at_restart = hits(&sweepers);
+        eprintln!(
+            "freshness {}: redis restarted at {:?}",
+            sc.name,
+            start.elapsed()
+        );
+    });
+    assert!(
+        hits(&sweepers) > hits_at_restart,
+        "{}: the cache was not used again after the restart",
+        sc.name
+    );
+}
+
+#[test]
+fn j_redis_lease_contention() {
+    let _one = one_at_a_time();
+    let Some(server) = RedisProcess::start() else {
+        return;
+    };
+    let sc = Scenario {
+        name: "redis-lease-contention",
+        shape: Shape {
+            articles: 1,
+            per_article: 4,
+        },
+        readers: 8,
+        writers: 2,
+        hot: 2,
+        body_ms: 2,
+        ..BASE
+    };
+    let sweepers = redis_sweepers(3, || Redis::from_url(&server.url()).unwrap());
+    in_memory(&sc, &sweepers, |_| {});
 }
 
 // ---------------------------------------------------------------------------------------------

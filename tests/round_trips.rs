@@ -1,5 +1,7 @@
 //! Pages cost a constant number of cache round trips, whatever the number of fragments:
-//! counted through the backend itself (a counting wrapper), for N = 10, 100 and 1000. And an
+//! counted through the backend itself (a counting wrapper), for N = 10, 100 and 1000, on the
+//! embedded cache, memcached, Redis and a three-master Redis Cluster. On Redis the backend's own
+//! count of pipelines sent is checked too: on a cluster, at most one per node per batch. And an
 //! invalidation on memcached costs one round trip where the process knows the counter, two
 //! where it does not: counted on the wire, by a proxy.
 
@@ -10,9 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use askama::Template;
-use cachesweeper::backend::{Backend, Embedded, Leased, Memcached, SetItem};
+use cachesweeper::backend::{Backend, Embedded, Leased, Memcached, Redis, SetItem};
 use cachesweeper::{Result, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use common::{Article, Comment, Page, Renders, article, comment, known};
 
 /// Counts calls and keys per kind of backend operation.
@@ -126,7 +129,22 @@ struct Setup {
     sweeper: Sweeper,
     counting: Arc<Counting>,
     l1: bool,
-    _server: Option<MemcachedProcess>,
+    /// The Redis backend under the counting wrapper, for its own count of pipelines, and how
+    /// many servers a batch may go to.
+    redis: Option<(Redis, u64)>,
+    seen_pipelines: std::sync::atomic::AtomicU64,
+    _server: Option<Box<dyn std::any::Any>>,
+}
+
+impl Setup {
+    /// Pipelines the Redis backend sent since the last call.
+    fn pipelines(&self) -> u64 {
+        let Some((redis, _)) = &self.redis else {
+            return 0;
+        };
+        let now = redis.round_trips();
+        now - self.seen_pipelines.swap(now, Relaxed)
+    }
 }
 
 fn setups() -> Vec<Setup> {
@@ -140,6 +158,8 @@ fn setups() -> Vec<Setup> {
             .unwrap(),
         counting: embedded,
         l1: false,
+        redis: None,
+        seen_pipelines: Default::default(),
         _server: None,
     });
     for l1 in [false, true] {
@@ -154,10 +174,62 @@ fn setups() -> Vec<Setup> {
             sweeper,
             counting,
             l1,
-            _server: Some(server),
+            redis: None,
+            seen_pipelines: Default::default(),
+            _server: Some(Box::new(server)),
         });
     }
+    for l1 in [false, true] {
+        let Some(server) = RedisProcess::start() else {
+            break;
+        };
+        let redis = Redis::from_url(&server.url()).unwrap();
+        out.push(redis_setup(
+            if l1 { "redis+l1" } else { "redis" },
+            redis,
+            1,
+            l1,
+            Box::new(server),
+        ));
+    }
+    if let Some(cluster) = RedisCluster::start() {
+        // One cluster for both, in two namespaces (each setup's pages must start cold).
+        let cluster = Arc::new(cluster);
+        for (l1, name) in [(false, "redis-cluster"), (true, "redis-cluster+l1")] {
+            let redis = Redis::cluster(&cluster.urls()).unwrap();
+            out.push(redis_setup(
+                name,
+                redis,
+                3,
+                l1,
+                Box::new(Arc::clone(&cluster)),
+            ));
+        }
+    }
     out
+}
+
+fn redis_setup(
+    name: &'static str,
+    redis: Redis,
+    servers: u64,
+    l1: bool,
+    server: Box<dyn std::any::Any>,
+) -> Setup {
+    let counting = Counting::new(Arc::new(redis.clone()));
+    let builder = Sweeper::builder()
+        .namespace(name.replace('+', "-"))
+        .backend(counting.clone());
+    let sweeper = if l1 { builder } else { builder.l1(0) }.build().unwrap();
+    Setup {
+        name,
+        sweeper,
+        counting,
+        l1,
+        redis: Some((redis, servers)),
+        seen_pipelines: Default::default(),
+        _server: Some(server),
+    }
 }
 
 #[test]
@@ -167,6 +239,7 @@ fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
             let comments: Vec<Comment> = (0..n).map(|id| comment(id + 10_000 * n, 1)).collect();
             known(&setup.sweeper, &comments);
             setup.counting.take();
+            setup.pipelines();
             let renders = Renders::default();
             let page = Flat {
                 comments: &comments,
@@ -177,6 +250,19 @@ fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
             let cold = setup.sweeper.render(&page).unwrap();
             // versions, fragments, one write
             assert_eq!(setup.counting.take(), (3, n as usize), "{label}: cold");
+            if let Some((_, servers)) = setup.redis {
+                // Versions, fragments (a read, then leases on the misses), one write: one
+                // pipeline each per server.
+                let pipelines = setup.pipelines();
+                assert!(
+                    pipelines <= 4 * servers,
+                    "{label}: cold: {pipelines} pipelines"
+                );
+                if servers == 1 {
+                    assert_eq!(pipelines, 4, "{label}: cold");
+                }
+                println!("round-trips {label} cold: 3 batches, {pipelines} pipelines");
+            }
             // The page itself: a record pass, a second one inside the bodies that missed,
             // the final pass; each comment body once.
             assert_eq!(
@@ -205,6 +291,21 @@ fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
                 stats.round_trips, expected_calls as u64,
                 "{label}: stats agree"
             );
+            if let Some((_, servers)) = setup.redis {
+                let pipelines = setup.pipelines();
+                let most = expected_calls as u64 * servers;
+                assert!(
+                    pipelines <= most,
+                    "{label}: warm: {pipelines} pipelines > {most}"
+                );
+                if servers == 1 {
+                    assert_eq!(pipelines, expected_calls as u64, "{label}: warm");
+                }
+                println!(
+                    "round-trips {label} warm: {} batches, {pipelines} pipelines",
+                    stats.round_trips
+                );
+            }
         }
     }
 }

@@ -99,7 +99,7 @@ impl std::error::Error for Error {
 }
 
 // Only remote backends build these.
-#[cfg_attr(not(feature = "memcache"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "memcache", feature = "redis")), allow(dead_code))]
 impl Error {
     /// The backend could not be reached: `error` is why.
     pub(crate) fn unavailable(

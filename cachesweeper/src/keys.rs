@@ -346,7 +346,7 @@ fn escape_into(out: &mut String, component: &str) {
 /// server that is down costs exactly the records that live there, instead of every fragment
 /// whose counter *or* value is there, and one record's lookups go to one server. Hashed (too
 /// long) keys route whole.
-#[cfg_attr(not(feature = "memcache"), allow(dead_code))] // only a distributed backend routes
+#[cfg_attr(not(any(feature = "memcache", feature = "redis")), allow(dead_code))] // only a distributed backend routes
 pub(crate) fn routing_part(key: &str) -> &str {
     let mut fields = key.splitn(3, '|');
     let (Some(_namespace), Some(kind), Some(rest)) = (fields.next(), fields.next(), fields.next())

@@ -8,7 +8,7 @@
 //! - [Templates](#templates): the `cachesweeper` filter block and [`cached`]
 //! - [Pages](#pages): [`Sweeper::render`], a page in a constant number of round trips
 //! - [Invalidation](#invalidation): [`Sweeper::invalidate`] and [`invalidate`]
-//! - [Backends](#backends): [`backend::Embedded`] and [`backend::Memcached`]
+//! - [Backends](#backends): [`backend::Embedded`], [`backend::Memcached`] and `backend::Redis`
 //! - [Counters](#counters): [`Sweeper::stats`]
 //!
 //! # Models
@@ -124,6 +124,8 @@
 //!
 //! [`backend::Embedded`] (moka, bounded by bytes) is the default. [`backend::Memcached`] (feature
 //! `memcache`, on by default) talks to one or more memcached servers with millisecond timeouts.
+//! `backend::Redis` (feature `redis`, off by default; `redis-tls` adds `rediss://`) talks to a
+//! Redis or Valkey server or a Redis Cluster, with the same semantics and timeouts.
 //! Both implement [`backend::Backend`] and pass its conformance suite (`backend::conformance`,
 //! feature `conformance`), which is also how to test a backend of your own:
 //! `cachesweeper::backend::conformance::run_all(&my_backend)`.

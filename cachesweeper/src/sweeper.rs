@@ -181,6 +181,23 @@ impl Sweeper {
             .build()
     }
 
+    /// A sweeper on a Redis (or Valkey) server: `redis://127.0.0.1:6379`.
+    #[cfg(feature = "redis")]
+    pub fn redis(url: &str) -> Result<Sweeper> {
+        Self::builder()
+            .backend(crate::backend::Redis::from_url(url)?)
+            .build()
+    }
+
+    /// A sweeper on a Redis Cluster, from one or more seed nodes, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    #[cfg(feature = "redis")]
+    pub fn redis_cluster(urls: &str) -> Result<Sweeper> {
+        Self::builder()
+            .backend(crate::backend::Redis::cluster(urls)?)
+            .build()
+    }
+
     /// The backend in use (clone the `Arc` to share it with another sweeper).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend

@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --example blog                  # embedded cache, in-memory SQLite
 //! cargo run --example blog -- --memcache memcache://127.0.0.1:11211
+//! cargo run --example blog -- --redis redis://127.0.0.1:6379
+//! cargo run --example blog -- --redis-cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001
 //! cargo run --example blog -- --no-cache    # the uncached reference render
 //! ```
 //!
@@ -43,8 +45,17 @@ struct Args {
 
     /// Cache fragments in memcached: one URL or several, comma-separated
     /// (memcache://HOST:PORT). Default: an embedded in-process cache.
-    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "no_cache")]
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with_all = ["no_cache", "redis", "redis_cluster"])]
     memcache: Option<String>,
+
+    /// Cache fragments in Redis (or Valkey): redis://HOST:PORT.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["no_cache", "redis_cluster"])]
+    redis: Option<String>,
+
+    /// Cache fragments in a Redis Cluster: one or more seed nodes, comma-separated
+    /// (redis://HOST:PORT).
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "no_cache")]
+    redis_cluster: Option<String>,
 
     /// Cache nothing: every fragment is rendered (the reference to compare cached pages with).
     #[arg(long)]
@@ -85,6 +96,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Sweeper::builder().backend(Null).build()?
     } else if let Some(urls) = &args.memcache {
         Sweeper::memcached(urls)?
+    } else if let Some(url) = &args.redis {
+        Sweeper::redis(url)?
+    } else if let Some(urls) = &args.redis_cluster {
+        Sweeper::redis_cluster(urls)?
     } else {
         Sweeper::embedded()
     };

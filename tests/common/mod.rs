@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 
 use cachesweeper::Sweepable;
 use cachesweeper::backend::BackendExt as _;
-use cachesweeper::backend::Memcached;
+use cachesweeper::backend::{Memcached, Redis};
 use cachesweeper::{Sweeper, backend::Embedded};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::RedisProcess;
 
 /// An article: versioned by `updated_at`, and touchable by its comments.
 #[derive(Debug, Clone, Sweepable)]
@@ -63,11 +64,13 @@ pub fn comment(id: i64, article_id: i64) -> Comment {
 pub struct Case {
     pub name: &'static str,
     pub sweeper: Sweeper,
-    pub server: Option<MemcachedProcess>,
+    pub server: Option<Box<dyn std::any::Any>>,
 }
 
-/// One sweeper per backend: embedded, and memcached on a fresh server of its own (left out
-/// only outside CI when memcached is not installed).
+/// One sweeper per backend: embedded, memcached and Redis, each server fresh and its own (left
+/// out only outside CI when it is not installed). The Redis Cluster is not among them: its
+/// start takes a second or two, and the suites that take these cases call this often; the
+/// cluster has its own tests (conformance, round trips, faults, freshness).
 pub fn cases() -> Vec<Case> {
     let mut cases = vec![Case {
         name: "embedded",
@@ -85,7 +88,18 @@ pub fn cases() -> Vec<Case> {
         cases.push(Case {
             name: "memcached",
             sweeper,
-            server: Some(server),
+            server: Some(Box::new(server)),
+        });
+    }
+    if let Some(server) = RedisProcess::start() {
+        let sweeper = Sweeper::builder()
+            .backend(Redis::from_url(&server.url()).unwrap())
+            .build()
+            .unwrap();
+        cases.push(Case {
+            name: "redis",
+            sweeper,
+            server: Some(Box::new(server)),
         });
     }
     cases

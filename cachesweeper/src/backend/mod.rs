@@ -3,7 +3,8 @@
 //! A backend implements [`Backend`]: the few operations that differ per store, in batch form so
 //! that a page can be served in a constant number of round trips; [`BackendExt`] adds the
 //! conveniences. [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the
-//! `memcache` feature. Every backend passes the same conformance suite
+//! `memcache` feature, `Redis` (standalone or Redis Cluster) behind the `redis` feature. Every
+//! backend passes the same conformance suite
 //! (`backend::conformance`, feature `conformance`: the way to test a backend of your own).
 
 use std::fmt;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use crate::Result;
 
-#[cfg(feature = "memcache")]
+#[cfg(any(feature = "memcache", feature = "redis"))]
 mod breaker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -22,6 +23,8 @@ mod embedded;
 #[cfg(feature = "memcache")]
 mod memcached;
 mod null;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "memcache")]
 mod rendezvous;
 #[cfg(feature = "memcache")]
@@ -31,6 +34,8 @@ pub use embedded::Embedded;
 #[cfg(feature = "memcache")]
 pub use memcached::{Distribution, Memcached, MemcachedBuilder};
 pub use null::Null;
+#[cfg(feature = "redis")]
+pub use redis::{Redis, RedisBuilder};
 
 /// The future an async [`Backend`] operation returns: boxed, so that the trait stays usable
 /// as `dyn Backend`.

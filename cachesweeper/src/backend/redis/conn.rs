@@ -1,0 +1,714 @@
+//! Connections, and a batch sent as one pipeline per server.
+//!
+//! Standalone: one `ConnectionManager` (a multiplexed connection that reconnects by itself),
+//! every batch one pipeline. Cluster: the `cluster-async` client, and a batch split by the node
+//! that owns each key's slot, one pipeline per node, sent in parallel. Reads of many keys become
+//! one `MGET` on standalone and one `MGET` per slot on a cluster (where `MGET` must stay within
+//! a slot). The cluster client redirects a pipeline as a whole (`MOVED`), so a pipeline must
+//! only hold keys of one node: the split follows a slot map of our own, read with
+//! `CLUSTER SLOTS` when the connection is made and again when an exchange fails (a failover, a
+//! resharding). Each server has its circuit breaker (`breaker.rs`, as memcached's), and every
+//! exchange its deadline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisError, Value};
+
+use super::super::breaker::Breaker;
+use super::ops::Lua;
+use crate::{Error, Result};
+
+/// What one key asks of the server.
+pub(super) enum Kind {
+    /// Its value: merged with the batch's other reads into `MGET`s.
+    Get,
+    /// A command of its own, sent as it is.
+    Cmd(Cmd),
+    /// A script on this one key (`EVALSHA`, then `EVAL` if the server does not have it yet).
+    Script {
+        script: &'static Lua,
+        args: Vec<Vec<u8>>,
+    },
+}
+
+/// One key's part of a batch.
+pub(super) struct Request {
+    /// The key as stored in Redis.
+    pub(super) key: String,
+    pub(super) kind: Kind,
+}
+
+/// What the server answered for one request (an error reply included), or why it did not.
+pub(super) type Reply = Result<Value>;
+
+/// Settings shared by both kinds of deployment.
+#[derive(Debug, Clone)]
+pub(super) struct Limits {
+    pub(super) connect_timeout: Duration,
+    pub(super) io_timeout: Duration,
+    pub(super) failure_threshold: u32,
+    pub(super) retry_after: Duration,
+}
+
+/// Redis Cluster's hash slots.
+const SLOTS: usize = 16_384;
+
+/// How often at most the slot map is read again after failures.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) struct Connections {
+    name: String,
+    limits: Limits,
+    round_trips: AtomicU64,
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Servers known to hold our scripts: the first pipeline with scripts to a server (and the
+    /// first after a failed exchange, which a restart causes) loads them in the same round
+    /// trip, so that `EVALSHA` does not come back `NOSCRIPT` and cost another.
+    scripts_loaded: Mutex<Vec<(String, &'static Lua)>>,
+    mode: Mode,
+}
+
+enum Mode {
+    Standalone(ConnectionManager),
+    Cluster(Box<Cluster>),
+}
+
+struct Cluster {
+    client: ClusterClient,
+    /// Made at first use (start-up never waits on the cache), and again if that failed.
+    connection: tokio::sync::Mutex<Option<ClusterConnection>>,
+    slots: RwLock<Option<Arc<SlotMap>>>,
+    /// When the slot map was last read, and whether an exchange has failed since.
+    refresh: Mutex<(Instant, bool)>,
+}
+
+/// Which master owns each slot.
+#[derive(Debug)]
+struct SlotMap {
+    /// `host:port` of each master, for breakers and errors.
+    nodes: Vec<String>,
+    /// An index into `nodes` per slot; `u16::MAX` where no node serves it.
+    owner: Vec<u16>,
+}
+
+impl Connections {
+    /// A standalone server: `manager` must have been made on the I/O thread's runtime.
+    pub(super) fn standalone(name: String, limits: Limits, manager: ConnectionManager) -> Self {
+        Self::new(name, limits, Mode::Standalone(manager))
+    }
+
+    /// A cluster, reached through `client`'s seed nodes at first use.
+    pub(super) fn cluster(name: String, limits: Limits, client: ClusterClient) -> Self {
+        Self::new(
+            name,
+            limits,
+            Mode::Cluster(Box::new(Cluster {
+                client,
+                connection: tokio::sync::Mutex::new(None),
+                slots: RwLock::new(None),
+                refresh: Mutex::new((Instant::now(), true)),
+            })),
+        )
+    }
+
+    fn new(name: String, limits: Limits, mode: Mode) -> Self {
+        Connections {
+            name,
+            limits,
+            round_trips: AtomicU64::new(0),
+            breakers: Mutex::new(HashMap::new()),
+            scripts_loaded: Mutex::new(Vec::new()),
+            mode,
+        }
+    }
+
+    /// The server URL, or the cluster's seed nodes.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Pipelines sent so far (to any server).
+    pub(super) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn breaker(&self, server: &str) -> Arc<Breaker> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(breakers.entry(server.to_owned()).or_insert_with(|| {
+            Arc::new(Breaker::new(
+                self.limits.failure_threshold,
+                self.limits.retry_after,
+            ))
+        }))
+    }
+
+    /// Sends every request, one pipeline per server, and answers in the order of `requests`.
+    pub(super) async fn run(self: Arc<Self>, requests: Vec<Request>) -> Vec<Reply> {
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let count = requests.len();
+        match &self.mode {
+            Mode::Standalone(_) => {
+                let group = requests.into_iter().enumerate().collect();
+                let server = self.name.clone();
+                place(
+                    count,
+                    self.exchange(Target::Standalone, server, group).await,
+                )
+            }
+            Mode::Cluster(cluster) => {
+                let (connection, map) = match self.cluster_ready(cluster).await {
+                    Ok(ready) => ready,
+                    Err(error) => return (0..count).map(|_| Err(error.clone())).collect(),
+                };
+                let mut groups: HashMap<u16, Vec<(usize, Request)>> = HashMap::new();
+                let mut out: Vec<(usize, Reply)> = Vec::new();
+                for (i, request) in requests.into_iter().enumerate() {
+                    match map.owner[usize::from(slot(request.key.as_bytes()))] {
+                        u16::MAX => out.push((
+                            i,
+                            Err(Error::backend_message(
+                                &self.name,
+                                format_args!("no node serves the slot of {:?}", request.key),
+                            )),
+                        )),
+                        node => groups.entry(node).or_default().push((i, request)),
+                    }
+                }
+                // Every node's pipeline at once: the batch takes one round trip of the slowest.
+                let tasks: Vec<_> = groups
+                    .into_iter()
+                    .map(|(node, group)| {
+                        let this = Arc::clone(&self);
+                        let target =
+                            Target::Node(connection.clone(), slot(group[0].1.key.as_bytes()));
+                        let server = map.nodes[usize::from(node)].clone();
+                        tokio::spawn(async move { this.exchange(target, server, group).await })
+                    })
+                    .collect();
+                for task in tasks {
+                    match task.await {
+                        Ok(replies) => out.extend(replies),
+                        Err(error) if error.is_panic() => {
+                            std::panic::resume_unwind(error.into_panic())
+                        }
+                        // The runtime is shutting down: those keys get no answer.
+                        Err(_) => {}
+                    }
+                }
+                place(count, out)
+            }
+        }
+    }
+
+    /// The cluster connection (made now if there is none) and the slot map (read now if it is
+    /// missing or an exchange failed since it was read).
+    async fn cluster_ready(&self, cluster: &Cluster) -> Result<(ClusterConnection, Arc<SlotMap>)> {
+        let connection = {
+            let mut slot = cluster.connection.lock().await;
+            match &*slot {
+                Some(connection) => connection.clone(),
+                None => {
+                    let breaker = self.breaker(&self.name);
+                    let attempt = breaker
+                        .allow()
+                        .map_err(|wait| self.skipped(&self.name, wait))?;
+                    let deadline = self.limits.connect_timeout + self.limits.io_timeout;
+                    let made =
+                        tokio::time::timeout(deadline, cluster.client.get_async_connection())
+                            .await
+                            .map_err(|elapsed| Error::unavailable(&self.name, elapsed))
+                            .and_then(|made| made.map_err(|e| Error::unavailable(&self.name, e)));
+                    let connection = match made {
+                        Ok(connection) => {
+                            attempt.success();
+                            connection
+                        }
+                        Err(error) => {
+                            attempt.failure();
+                            return Err(error);
+                        }
+                    };
+                    *slot = Some(connection.clone());
+                    connection
+                }
+            }
+        };
+        let current = cluster
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let due = {
+            let mut refresh = cluster
+                .refresh
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let due =
+                current.is_none() || (refresh.1 && refresh.0.elapsed() >= REFRESH_AT_MOST_EVERY);
+            if due {
+                *refresh = (Instant::now(), false);
+            }
+            due
+        };
+        if !due && let Some(map) = current {
+            return Ok((connection, map));
+        }
+        match self.read_slot_map(&connection).await {
+            Ok(map) => {
+                let map = Arc::new(map);
+                *cluster
+                    .slots
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&map));
+                Ok((connection, map))
+            }
+            // The old map is better than none: its live nodes still answer.
+            Err(error) => match current {
+                Some(map) => Ok((connection, map)),
+                None => Err(error),
+            },
+        }
+    }
+
+    async fn read_slot_map(&self, connection: &ClusterConnection) -> Result<SlotMap> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut connection = connection.clone();
+        let reply = tokio::time::timeout(
+            self.limits.io_timeout,
+            connection.route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            ),
+        )
+        .await
+        .map_err(|elapsed| Error::unavailable(&self.name, elapsed))?
+        .map_err(|e| Error::unavailable(&self.name, e))?;
+        SlotMap::parse(reply).ok_or_else(|| {
+            Error::backend_message(&self.name, "CLUSTER SLOTS answered in an unknown form")
+        })
+    }
+
+    fn skipped(&self, server: &str, wait: Duration) -> Error {
+        Error::CircuitOpen {
+            backend: server.to_owned(),
+            retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// After an exchange failed, the slot map is read again (at most once a second): a
+    /// failover or a resharding may have moved the slots.
+    fn suspect_slot_map(&self) {
+        if let Mode::Cluster(cluster) = &self.mode {
+            cluster
+                .refresh
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .1 = true;
+        }
+    }
+
+    /// One server's part of a batch: one pipeline (and one more to load scripts the server
+    /// does not have yet, after a restart).
+    async fn exchange(
+        &self,
+        target: Target,
+        server: String,
+        group: Vec<(usize, Request)>,
+    ) -> Vec<(usize, Reply)> {
+        let breaker = self.breaker(&server);
+        let everyone = |group: &[(usize, Request)], error: Error| -> Vec<(usize, Reply)> {
+            group
+                .iter()
+                .map(|(i, _)| (*i, Err(error.clone())))
+                .collect()
+        };
+        let attempt = match breaker.allow() {
+            Ok(attempt) => attempt,
+            Err(wait) => return everyone(&group, self.skipped(&server, wait)),
+        };
+        let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+        let loaded: Vec<&'static Lua> = self
+            .scripts_loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(on, _)| *on == server)
+            .map(|(_, script)| *script)
+            .collect();
+        let Plan {
+            pipeline,
+            loads,
+            answers,
+            scripts,
+        } = plan(&target, group, &loaded);
+        let mut values = match self
+            .send(&target, pipeline, loads.len() + answers.len())
+            .await
+        {
+            Ok(values) => values,
+            Err(error) => {
+                attempt.failure();
+                self.suspect_slot_map();
+                self.scripts_loaded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|(on, _)| *on != server);
+                let error = Error::unavailable(&server, error);
+                return indices
+                    .into_iter()
+                    .map(|i| (i, Err(error.clone())))
+                    .collect();
+            }
+        };
+        attempt.success();
+        if !loads.is_empty() {
+            values.drain(..loads.len());
+            let mut known = self
+                .scripts_loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            known.extend(loads.into_iter().map(|script| (server.clone(), script)));
+        }
+        // Scripts the server did not know (it restarted, or is new): once more with the body.
+        let unknown: Vec<_> = scripts
+            .iter()
+            .filter(
+                |(at, ..)| matches!(&values[*at], Value::ServerError(e) if e.code() == "NOSCRIPT"),
+            )
+            .collect();
+        if !unknown.is_empty() {
+            let mut retry = Pipeline::with_capacity(unknown.len());
+            for (_, script, key, args) in &unknown {
+                retry.add_command(call("EVAL", script.source, key, args));
+            }
+            match self.send(&target, retry, unknown.len()).await {
+                Ok(again) => {
+                    for ((at, ..), value) in unknown.into_iter().zip(again) {
+                        values[*at] = value;
+                    }
+                }
+                Err(error) => {
+                    let error = Error::unavailable(&server, error);
+                    return indices
+                        .into_iter()
+                        .map(|i| (i, Err(error.clone())))
+                        .collect();
+                }
+            }
+        }
+        let mut out: Vec<(usize, Reply)> = Vec::with_capacity(indices.len());
+        for (answer, value) in answers.into_iter().zip(values) {
+            match answer {
+                Answer::One(i) => out.push((i, Ok(value))),
+                Answer::Many(many) => match value {
+                    Value::Array(items) if items.len() == many.len() => {
+                        out.extend(many.into_iter().zip(items.into_iter().map(Ok)));
+                    }
+                    // An error reply (or a malformed one) answers for every key of the MGET.
+                    other => out.extend(many.into_iter().map(|i| (i, Ok(other.clone())))),
+                },
+            }
+        }
+        out
+    }
+
+    /// Sends one pipeline and returns its `count` replies, within the exchange's deadline.
+    async fn send(
+        &self,
+        target: &Target,
+        pipeline: Pipeline,
+        count: usize,
+    ) -> std::result::Result<Vec<Value>, RedisError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let sent = async {
+            match (target, &self.mode) {
+                (Target::Standalone, Mode::Standalone(manager)) => {
+                    let mut manager = manager.clone();
+                    match manager.send_packed_commands(&pipeline, 0, count).await {
+                        // A connection found dead (the server restarted) fails at once, and
+                        // the manager starts a new one: this waits for it, within the same
+                        // deadline, so that a probe after the retry window can succeed. A
+                        // pipeline cut off midway is sent again: what the sweeper sends is safe
+                        // to repeat (reads, stores, leases, releases; a raise adds at most one
+                        // more), though an `incr_each` by a delta may count twice.
+                        Err(error) if error.is_unrecoverable_error() || error.is_io_error() => {
+                            manager.send_packed_commands(&pipeline, 0, count).await
+                        }
+                        answered => answered,
+                    }
+                }
+                (Target::Node(connection, slot), _) => {
+                    connection
+                        .clone()
+                        .route_pipeline(
+                            pipeline,
+                            0,
+                            count,
+                            SingleNodeRoutingInfo::SpecificNode(Route::new(
+                                *slot,
+                                SlotAddr::Master,
+                            )),
+                        )
+                        .await
+                }
+                (Target::Standalone, Mode::Cluster(_)) => unreachable!("a cluster routes by node"),
+            }
+        };
+        let values = tokio::time::timeout(self.limits.io_timeout, sent)
+            .await
+            .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        if values.len() == count {
+            Ok(values)
+        } else {
+            Err(RedisError::from(std::io::Error::other(format!(
+                "{} replies to a pipeline of {count}",
+                values.len()
+            ))))
+        }
+    }
+}
+
+/// Where a pipeline goes.
+enum Target {
+    Standalone,
+    /// The cluster node that owns this slot (and the pipeline's other keys).
+    Node(ClusterConnection, u16),
+}
+
+/// Which keys of the batch a pipeline's reply answers: one, or several (an `MGET`).
+enum Answer {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+/// One server's pipeline, what each reply answers, and the scripts in it (their position, and
+/// what to send again with `EVAL` if the server does not have them).
+struct Plan {
+    pipeline: Pipeline,
+    /// The scripts whose `SCRIPT LOAD` the pipeline starts with.
+    loads: Vec<&'static Lua>,
+    answers: Vec<Answer>,
+    scripts: Vec<(usize, &'static Lua, String, Vec<Vec<u8>>)>,
+}
+
+/// `EVALSHA hash 1 key args...` or `EVAL source 1 key args...`.
+fn call(verb: &str, script: &str, key: &str, args: &[Vec<u8>]) -> Cmd {
+    let mut cmd = redis::cmd(verb);
+    cmd.arg(script).arg(1).arg(key);
+    for arg in args {
+        cmd.arg(arg.as_slice());
+    }
+    cmd
+}
+
+/// `loaded`: the scripts the server is known to hold; the others are loaded first.
+fn plan(target: &Target, group: Vec<(usize, Request)>, loaded: &[&'static Lua]) -> Plan {
+    let mut pipeline = Pipeline::with_capacity(group.len());
+    let mut loads: Vec<&'static Lua> = Vec::new();
+    for (_, request) in &group {
+        if let Kind::Script { script, .. } = request.kind
+            && !loaded
+                .iter()
+                .chain(&loads)
+                .any(|known| std::ptr::eq(*known, script))
+        {
+            loads.push(script);
+        }
+    }
+    for script in &loads {
+        pipeline.add_command(redis::cmd("SCRIPT").arg("LOAD").arg(script.source).clone());
+    }
+    let mut answers = Vec::with_capacity(group.len());
+    let mut scripts = Vec::new();
+    // Reads by slot: an MGET on a cluster must stay within one (standalone: all in one).
+    let mut reads: HashMap<u16, (Cmd, Vec<usize>)> = HashMap::new();
+    for (i, request) in group {
+        match request.kind {
+            Kind::Get => {
+                let slot = match target {
+                    Target::Standalone => 0,
+                    Target::Node(..) => slot(request.key.as_bytes()),
+                };
+                let (mget, many) = reads
+                    .entry(slot)
+                    .or_insert_with(|| (redis::cmd("MGET"), Vec::new()));
+                mget.arg(&request.key);
+                many.push(i);
+            }
+            Kind::Cmd(cmd) => {
+                pipeline.add_command(cmd);
+                answers.push(Answer::One(i));
+            }
+            Kind::Script { script, args } => {
+                pipeline.add_command(call("EVALSHA", script.hash(), &request.key, &args));
+                scripts.push((answers.len(), script, request.key, args));
+                answers.push(Answer::One(i));
+            }
+        }
+    }
+    for (_, (mget, many)) in reads {
+        pipeline.add_command(mget);
+        answers.push(Answer::Many(many));
+    }
+    Plan {
+        pipeline,
+        loads,
+        answers,
+        scripts,
+    }
+}
+
+/// Puts the replies back in the order of the batch; a key left without one (a task lost at
+/// shutdown) gets an error.
+fn place(count: usize, replies: Vec<(usize, Reply)>) -> Vec<Reply> {
+    let mut out: Vec<Option<Reply>> = (0..count).map(|_| None).collect();
+    for (i, reply) in replies {
+        out[i] = Some(reply);
+    }
+    out.into_iter()
+        .map(|reply| {
+            reply.unwrap_or_else(|| {
+                Err(Error::backend_message(
+                    "redis",
+                    "no reply: the backend is shutting down",
+                ))
+            })
+        })
+        .collect()
+}
+
+impl SlotMap {
+    /// Reads a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+    fn parse(reply: Value) -> Option<SlotMap> {
+        let Value::Array(ranges) = reply else {
+            return None;
+        };
+        let mut nodes: Vec<String> = Vec::new();
+        let mut owner = vec![u16::MAX; SLOTS];
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return None;
+            };
+            let (start, end) = (int(fields.first()?)?, int(fields.get(1)?)?);
+            let Value::Array(master) = fields.get(2)? else {
+                return None;
+            };
+            let host = match master.first()? {
+                Value::BulkString(host) => String::from_utf8_lossy(host).into_owned(),
+                Value::SimpleString(host) => host.clone(),
+                _ => return None,
+            };
+            let node = format!("{host}:{}", int(master.get(1)?)?);
+            let index = match nodes.iter().position(|n| *n == node) {
+                Some(index) => index,
+                None => {
+                    nodes.push(node);
+                    nodes.len() - 1
+                }
+            };
+            let index = u16::try_from(index).ok()?;
+            let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+            if start > end || end >= SLOTS {
+                return None;
+            }
+            owner[start..=end].fill(index);
+        }
+        Some(SlotMap { nodes, owner })
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(s) => std::str::from_utf8(s).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The hash slot of a key, as Redis Cluster computes it: CRC16 (XMODEM) of the hash tag (the
+/// part between the first `{` and the next `}`, when not empty) or of the whole key.
+pub(super) fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+            let tag = &key[open + 1..open + 1 + close];
+            (!tag.is_empty()).then_some(tag)
+        })
+        .unwrap_or(key);
+    crc16(hashed) % SLOTS as u16
+}
+
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(slot(b"foo{{bar}}zap"), crc16(b"{bar") % 16384);
+    }
+
+    #[test]
+    fn a_cluster_slots_reply() {
+        let node = |port: i64| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node(7000),
+                node(7003),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(16383), node(7001)]),
+        ]);
+        let map = SlotMap::parse(reply).unwrap();
+        assert_eq!(map.nodes, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        assert_eq!((map.owner[0], map.owner[5460], map.owner[5461]), (0, 0, 1));
+        assert!(SlotMap::parse(Value::Nil).is_none());
+    }
+}

@@ -1,0 +1,329 @@
+//! The backend's operations, each written once as an `async fn` over owned keys, run as a task
+//! on the I/O thread by blocking and async callers alike; and the Lua scripts they use.
+//!
+//! Counters are decimal strings in Redis (what `INCR` makes). Lua's numbers are doubles, exact
+//! only to 2^53, and a counter holds nanoseconds since the epoch (about 2^60), so the scripts
+//! never do arithmetic in Lua: `INCR`/`INCRBY` add in Redis, values come back with `GET` as
+//! strings, and the floor of a raise is compared as a decimal string.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::Value;
+
+use super::conn::{Connections, Kind, Reply, Request};
+use crate::backend::Leased;
+use crate::{Error, Result};
+
+/// How long counters live: set when one is created or written, so a counter nobody raised in
+/// 30 days goes (and comes back from the clock, at the price of one render that does not
+/// store). Unlike memcached's `ma`, a read does not extend it: that would make every version
+/// read a write, replicated and logged.
+pub(super) const COUNTER_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+
+/// A Lua script, sent by its SHA-1 (`EVALSHA`) and by its body when the server lacks it.
+pub(crate) struct Lua {
+    pub(super) source: &'static str,
+    hash: OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(source: &'static str) -> Lua {
+        Lua {
+            source,
+            hash: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn hash(&self) -> &str {
+        self.hash
+            .get_or_init(|| redis::Script::new(self.source).get_hash().to_owned())
+    }
+}
+
+/// Adds `delta`, or creates the counter at `initial` without adding: memcached's `ma` with
+/// `N` and `J`, atomic because a script runs alone. ARGV: delta, initial, ttl in seconds.
+static INCR: Lua = Lua::new(
+    r"if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return ARGV[2] end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[1] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return redis.call('GET', KEYS[1])",
+);
+
+/// Sets the counter to max(value + 1, floor), creating it at the floor. ARGV: floor, ttl.
+static RAISE: Lua = Lua::new(
+    r"local floor = ARGV[1]
+if redis.call('SET', KEYS[1], floor, 'NX', 'EX', ARGV[2]) then return floor end
+redis.call('INCR', KEYS[1])
+local value = redis.call('GET', KEYS[1])
+if #value < #floor or (#value == #floor and value < floor) then
+  redis.call('SET', KEYS[1], floor, 'EX', ARGV[2])
+  return floor
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return value",
+);
+
+/// Takes the lease on a missing fragment: the value if there is one (a fragment, or another
+/// caller's placeholder), else nil after leaving this caller's placeholder for `ms`.
+/// ARGV: placeholder, ms.
+static LEASE: Lua = Lua::new(
+    r"local value = redis.call('GET', KEYS[1])
+if value then return value end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false",
+);
+
+/// Deletes the key only while it holds this caller's placeholder: never a stored fragment,
+/// never another caller's lease. ARGV: placeholder.
+static RELEASE: Lua = Lua::new(
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+);
+
+/// What a lease placeholder starts with. A stored fragment starts with the envelope's magic
+/// (`cs\x02f`), so the two never meet; a reader that finds a placeholder has no value.
+pub(super) const PLACEHOLDER_PREFIX: &[u8] = b"cs\x00lease:";
+
+fn is_placeholder(value: &[u8]) -> bool {
+    value.starts_with(PLACEHOLDER_PREFIX)
+}
+
+/// A batch of one kind of request on each key.
+fn requests(keys: Vec<String>, kind: impl Fn() -> Kind) -> Vec<Request> {
+    keys.into_iter()
+        .map(|key| Request { key, kind: kind() })
+        .collect()
+}
+
+fn script(script: &'static Lua, args: &[&[u8]]) -> impl Fn() -> Kind + use<> {
+    let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+    move || Kind::Script {
+        script,
+        args: args.clone(),
+    }
+}
+
+/// An error reply, as the crate's error.
+fn refused(conns: &Connections, reply: &Value) -> Error {
+    match reply {
+        Value::ServerError(error) => Error::backend(conns.name(), error.clone()),
+        other => Error::backend_message(conns.name(), format_args!("unexpected reply {other:?}")),
+    }
+}
+
+/// A value, or none (a placeholder is none).
+fn value(conns: &Connections, reply: Reply) -> Result<Option<Vec<u8>>> {
+    match reply? {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) if is_placeholder(&bytes) => Ok(None),
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        other => Err(refused(conns, &other)),
+    }
+}
+
+/// A counter's value; a value that is not one (or a script's complaint about it) is
+/// [`Error::NotACounter`].
+fn counter(conns: &Connections, key: &str, reply: Reply) -> Result<Option<u64>> {
+    let not_a_counter = || Error::NotACounter {
+        key: key.to_owned(),
+    };
+    match reply? {
+        Value::Nil => Ok(None),
+        Value::Int(n) => u64::try_from(n).map(Some).map_err(|_| not_a_counter()),
+        Value::BulkString(digits) => std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(not_a_counter),
+        Value::ServerError(error)
+            if error
+                .details()
+                .is_some_and(|d| d.contains("not an integer")) =>
+        {
+            Err(not_a_counter())
+        }
+        other => Err(refused(conns, &other)),
+    }
+}
+
+pub(super) async fn get_each(
+    conns: Arc<Connections>,
+    keys: Vec<String>,
+) -> Vec<Result<Option<Vec<u8>>>> {
+    let replies = Arc::clone(&conns).run(requests(keys, || Kind::Get)).await;
+    replies.into_iter().map(|r| value(&conns, r)).collect()
+}
+
+/// Reads first, with the batch's other reads (`MGET`): a warm page's fragments cost no write.
+/// Only the keys that missed take a lease, in a second exchange.
+pub(super) async fn get_leased(
+    conns: Arc<Connections>,
+    keys: Vec<String>,
+    lease: Duration,
+    placeholder: Arc<[u8]>,
+) -> Vec<Result<Leased>> {
+    let classify = |bytes: Vec<u8>| {
+        if *bytes == *placeholder {
+            // Ours: a lease this process took, asked again (or a retried script's own).
+            Leased::Won
+        } else if is_placeholder(&bytes) {
+            Leased::Busy
+        } else {
+            Leased::Hit(bytes)
+        }
+    };
+    let replies = Arc::clone(&conns)
+        .run(requests(keys.clone(), || Kind::Get))
+        .await;
+    let mut out: Vec<Result<Leased>> = Vec::with_capacity(keys.len());
+    let mut missing = Vec::new();
+    for (i, reply) in replies.into_iter().enumerate() {
+        out.push(match reply {
+            Ok(Value::Nil) => {
+                missing.push(i);
+                Ok(Leased::Won)
+            }
+            Ok(Value::BulkString(bytes)) => Ok(classify(bytes)),
+            Ok(other) => Err(refused(&conns, &other)),
+            Err(error) => Err(error),
+        });
+    }
+    if missing.is_empty() {
+        return out;
+    }
+    let ms = u64::try_from(lease.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1000);
+    let take = script(&LEASE, &[&placeholder, ms.to_string().as_bytes()]);
+    let batch = missing.iter().map(|&i| keys[i].clone()).collect();
+    let replies = Arc::clone(&conns).run(requests(batch, take)).await;
+    for (i, reply) in missing.into_iter().zip(replies) {
+        out[i] = match reply {
+            Ok(Value::Nil) => Ok(Leased::Won),
+            Ok(Value::BulkString(bytes)) => Ok(classify(bytes)),
+            Ok(other) => Err(refused(&conns, &other)),
+            Err(error) => Err(error),
+        };
+    }
+    out
+}
+
+/// Stores prepared `SET`s; the first failure is the batch's.
+pub(super) async fn set_many(conns: Arc<Connections>, sets: Vec<Request>) -> Result<()> {
+    let replies = Arc::clone(&conns).run(sets).await;
+    for reply in replies {
+        match reply? {
+            Value::Okay => {}
+            Value::SimpleString(ok) if ok == "OK" => {}
+            other => return Err(refused(&conns, &other)),
+        }
+    }
+    Ok(())
+}
+
+/// With `delta` 0 (every page's version read) a plain read first: only counters that are
+/// missing are created, in a second exchange.
+pub(super) async fn incr_each(
+    conns: Arc<Connections>,
+    keys: Vec<String>,
+    names: Vec<String>,
+    delta: u64,
+    initial: u64,
+) -> Vec<Result<u64>> {
+    let bump = script(
+        &INCR,
+        &[
+            delta.to_string().as_bytes(),
+            initial.to_string().as_bytes(),
+            COUNTER_TTL_SECS.to_string().as_bytes(),
+        ],
+    );
+    let mut out: Vec<Result<u64>> = Vec::with_capacity(keys.len());
+    let mut missing = Vec::new();
+    if delta == 0 {
+        let replies = Arc::clone(&conns)
+            .run(requests(keys.clone(), || Kind::Get))
+            .await;
+        for (i, reply) in replies.into_iter().enumerate() {
+            out.push(match counter(&conns, &names[i], reply) {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) => {
+                    missing.push(i);
+                    Ok(initial)
+                }
+                Err(error) => Err(error),
+            });
+        }
+    } else {
+        out.extend((0..keys.len()).map(|_| Ok(initial)));
+        missing.extend(0..keys.len());
+    }
+    if missing.is_empty() {
+        return out;
+    }
+    let batch = missing.iter().map(|&i| keys[i].clone()).collect();
+    let replies = Arc::clone(&conns).run(requests(batch, bump)).await;
+    for (i, reply) in missing.into_iter().zip(replies) {
+        out[i] = counter(&conns, &names[i], reply).and_then(|n| {
+            n.ok_or_else(|| Error::backend_message(conns.name(), "a counter script answered nil"))
+        });
+    }
+    out
+}
+
+pub(super) async fn raise_each(
+    conns: Arc<Connections>,
+    keys: Vec<String>,
+    names: Vec<String>,
+    floor: u64,
+) -> Vec<Result<u64>> {
+    let raise = script(
+        &RAISE,
+        &[
+            floor.to_string().as_bytes(),
+            COUNTER_TTL_SECS.to_string().as_bytes(),
+        ],
+    );
+    let replies = Arc::clone(&conns).run(requests(keys, raise)).await;
+    replies
+        .into_iter()
+        .zip(&names)
+        .map(|(reply, name)| {
+            counter(&conns, name, reply).and_then(|n| {
+                n.ok_or_else(|| Error::backend_message(conns.name(), "a raise script answered nil"))
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn release_leases(
+    conns: Arc<Connections>,
+    keys: Vec<String>,
+    placeholder: Arc<[u8]>,
+) -> Result<()> {
+    let release = script(&RELEASE, &[&placeholder]);
+    let replies = Arc::clone(&conns).run(requests(keys, release)).await;
+    for reply in replies {
+        match reply? {
+            Value::Int(_) => {}
+            other => return Err(refused(&conns, &other)),
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn delete(conns: Arc<Connections>, key: String) -> Result<bool> {
+    let mut del = redis::cmd("DEL");
+    del.arg(&key);
+    let mut replies = Arc::clone(&conns)
+        .run(vec![Request {
+            key,
+            kind: Kind::Cmd(del),
+        }])
+        .await;
+    match replies.pop().expect("one reply")? {
+        Value::Int(n) => Ok(n > 0),
+        other => Err(refused(&conns, &other)),
+    }
+}

@@ -1,0 +1,24 @@
+//! `rediss://`: the Redis backend over TLS (feature `redis-tls`), against a server whose
+//! certificate comes from a CA made for the test, trusted the way a private CA is: through the
+//! system's store, here `SSL_CERT_FILE`.
+
+use cachesweeper::Sweeper;
+use cachesweeper::backend::{Backend, BackendExt as _, Redis, conformance};
+use cachesweeper_suite::redis::RedisProcess;
+
+#[test]
+fn redis_over_tls_conforms() {
+    let Some(server) = RedisProcess::start_tls() else {
+        return;
+    };
+    // SAFETY: the only test of this binary, and no thread of ours reads the environment yet.
+    unsafe { std::env::set_var("SSL_CERT_FILE", server.ca_file()) };
+    let backend = Redis::from_url(&server.url()).unwrap();
+    conformance::run_all(&backend);
+
+    // The same port without TLS is no cache: every call fails, and a page still renders.
+    let plain = Redis::from_url(&server.url().replace("rediss://", "redis://")).unwrap();
+    assert!(plain.get_many(&["conformance|a"]).is_err());
+    let sweeper = Sweeper::builder().backend(plain).build().unwrap();
+    assert!(sweeper.backend().name().starts_with("redis://"));
+}
