@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use cachesweeper::{Lazy, StatsSnapshot, Sweeper, TemplateDigest};
+use metrics_exporter_prometheus::PrometheusHandle;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -34,16 +35,24 @@ pub struct App {
     /// The sweeper (also installed as the process default); each request renders through a
     /// `scope()` of it, to count that request's hits and misses on their own.
     sweeper: Sweeper,
+    /// The metrics recorder's handle, which renders `GET /metrics`.
+    metrics: PrometheusHandle,
     /// Render and invalidate with the blocking API on tokio's blocking pool, as the blog did
     /// before the async API existed (`--blocking-api`): the baseline of the throughput benchmark.
     blocking_api: bool,
 }
 
 impl App {
-    pub fn new(conn: Connection, sweeper: Sweeper, blocking_api: bool) -> App {
+    pub fn new(
+        conn: Connection,
+        sweeper: Sweeper,
+        metrics: PrometheusHandle,
+        blocking_api: bool,
+    ) -> App {
         App {
             db: Arc::new(Mutex::new(conn)),
             sweeper,
+            metrics,
             blocking_api,
         }
     }
@@ -106,6 +115,7 @@ pub fn router(app: App) -> Router {
         .route("/articles/{id}/comments/{cid}/like", post(like))
         .route("/articles/{id}/comments/{cid}/dislike", post(dislike))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(app)
 }
@@ -404,6 +414,18 @@ struct Stats {
     outdated: u64,
     /// SQL statements run since start (seeding aside): a warm article page runs one.
     db_queries: u64,
+    /// Hits and misses by fragment name (a block's third argument), to see which blocks pay
+    /// for themselves.
+    fragments: Vec<FragmentFigures>,
+}
+
+#[derive(Serialize)]
+struct FragmentFigures {
+    name: String,
+    hits: u64,
+    misses: u64,
+    /// Hits over lookups, from 0 to 1.
+    hit_rate: f64,
 }
 
 async fn stats(State(app): State<App>) -> Json<Stats> {
@@ -422,5 +444,26 @@ async fn stats(State(app): State<App>) -> Json<Stats> {
         unstored: s.unstored,
         outdated: s.outdated,
         db_queries: db::statements(),
+        fragments: app
+            .sweeper
+            .fragment_stats()
+            .into_iter()
+            .map(|f| FragmentFigures {
+                hit_rate: f.hit_rate(),
+                name: f.name,
+                hits: f.hits,
+                misses: f.misses,
+            })
+            .collect(),
     })
+}
+
+/// `GET /metrics`: the same counters (and round-trip times) in Prometheus's text format, for
+/// a scraper.
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
 }
