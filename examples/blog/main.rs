@@ -9,7 +9,8 @@
 //!
 //! Each HTML response says what the cache did for it in `X-Fragment-Cache: hits=H misses=M`, and
 //! the log says it too; `GET /stats` has the counters since start, by fragment name too, and
-//! `GET /metrics` the same in Prometheus's text format.
+//! `GET /metrics` the same in Prometheus's text format. Any page with `?cache_debug=1` outlines
+//! each fragment on it: green where the cache served it, red where it was rendered.
 //!
 //! - `models.rs`: the records, `#[derive(Sweepable)]`
 //! - `db.rs`: SQLite schema and queries; `seed.rs`: the demo content
