@@ -3,8 +3,9 @@
 # processes, and a three-master Redis Cluster, that the tests start themselves on free loopback
 # ports), compile-fail (trybuild) and doc tests.
 #
-# memcached, redis-server and redis-cli must be on PATH (or named by $MEMCACHED, $REDIS_SERVER
-# and $REDIS_CLI; Valkey's binaries work too). If one is missing this script installs it with
+# memcached, redis-server, redis-cli and Chromium (the blog's browser test,
+# tests/blog_visibility.rs) must be on PATH (or named by $MEMCACHED, $REDIS_SERVER, $REDIS_CLI
+# and $CHROMIUM; Valkey's binaries work too). If one is missing this script installs it with
 # apt-get when it can (root on Debian/Ubuntu); otherwise it says how and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +35,13 @@ need "${REDIS_SERVER:-redis-server}" redis-server
 need "${REDIS_CLI:-redis-cli}" redis-tools
 # openssl makes the certificates of the TLS test's server.
 need openssl openssl
+need "${CHROMIUM:-chromium}" chromium
 echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}" -V))" >&2
 echo "using $(command -v "${REDIS_SERVER:-redis-server}") ($("${REDIS_SERVER:-redis-server}" --version))" >&2
+# (Debian's Chromium launcher may complain on stderr about /dev/shm while it answers.)
+echo "using $(command -v "${CHROMIUM:-chromium}") ($("${CHROMIUM:-chromium}" --version 2>/dev/null))" >&2
 
-# The memcached and Redis harnesses panic instead of skipping when CI is set.
+# The memcached, Redis and browser harnesses panic instead of skipping when CI is set.
 export CI="${CI:-true}"
 # Heavy tests (a 30 s load test, real rebuilds of the blog) are #[ignore]d so that a plain
 # `cargo test` stays quick; this script runs them too.

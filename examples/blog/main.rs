@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Each HTML response says what the cache did for it in `X-Fragment-Cache: hits=H misses=M`, and
-//! the log says it too; `GET /stats` has the counters since start.
+//! the log says it too; `GET /stats` has the counters since start, by fragment name too, and
+//! `GET /metrics` the same in Prometheus's text format. Any page with `?cache_debug=1` outlines
+//! each fragment on it: green where the cache served it, red where it was rendered.
 //!
 //! - `models.rs`: the records, `#[derive(Sweepable)]`
 //! - `db.rs`: SQLite schema and queries; `seed.rs`: the demo content
@@ -32,6 +34,7 @@ use std::process::ExitCode;
 use cachesweeper::Sweeper;
 use cachesweeper::backend::Null;
 use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
@@ -92,6 +95,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Before the sweeper is built: it registers its metrics then, with the recorder installed
+    // at that moment; built first, it would count into none.
+    let metrics = install_metrics()?;
     let sweeper = if args.no_cache {
         Sweeper::builder().backend(Null).build()?
     } else if let Some(urls) = &args.memcache {
@@ -122,7 +128,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         seed::invalidate_seeded(&conn, &sweeper)?;
     }
     db::count_statements(&conn);
-    let app = routes::App::new(conn, sweeper.clone(), args.blocking_api);
+    let app = routes::App::new(conn, sweeper.clone(), metrics.clone(), args.blocking_api);
 
     // Two cores: the default (one worker per core) is right. Pages render on the workers and
     // await the cache; only SQLite goes to the blocking pool (see `routes::App::query`).
@@ -131,6 +137,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_time()
         .build()?;
     runtime.block_on(async {
+        // Without the exporter's own listener nothing drains its histograms between scrapes,
+        // and a blog nobody scrapes would grow them without bound.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        });
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         let addr = listener.local_addr()?;
         // The first line of stdout, which scripts and the end-to-end test read to find us.
@@ -149,6 +164,30 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     Ok(())
 }
+
+/// Installs the process's metrics recorder, whose handle renders `GET /metrics`.
+///
+/// The metrics crate's own Prometheus exporter: the library counts through the `metrics`
+/// facade, and this is the recorder its authors keep in step with it. Only its recorder is
+/// used (no listener or push gateway of its own): the blog's router serves the text.
+fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let handle = PrometheusBuilder::new()
+        // Buckets rather than the default summary: histograms from several blog processes add
+        // up in Prometheus, quantiles do not. From an embedded lookup (microseconds) to
+        // memcached's timeouts (hundreds of milliseconds).
+        .set_buckets_for_metric(
+            Matcher::Full("cachesweeper_round_trip_seconds".to_owned()),
+            &[
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0,
+            ],
+        )?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// How often the metrics recorder drains its histograms.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long shutdown waits for failed invalidations to be retried.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

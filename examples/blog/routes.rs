@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use cachesweeper::{Lazy, StatsSnapshot, Sweeper, TemplateDigest};
+use metrics_exporter_prometheus::PrometheusHandle;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -34,16 +35,24 @@ pub struct App {
     /// The sweeper (also installed as the process default); each request renders through a
     /// `scope()` of it, to count that request's hits and misses on their own.
     sweeper: Sweeper,
+    /// The metrics recorder's handle, which renders `GET /metrics`.
+    metrics: PrometheusHandle,
     /// Render and invalidate with the blocking API on tokio's blocking pool, as the blog did
     /// before the async API existed (`--blocking-api`): the baseline of the throughput benchmark.
     blocking_api: bool,
 }
 
 impl App {
-    pub fn new(conn: Connection, sweeper: Sweeper, blocking_api: bool) -> App {
+    pub fn new(
+        conn: Connection,
+        sweeper: Sweeper,
+        metrics: PrometheusHandle,
+        blocking_api: bool,
+    ) -> App {
         App {
             db: Arc::new(Mutex::new(conn)),
             sweeper,
+            metrics,
             blocking_api,
         }
     }
@@ -106,6 +115,7 @@ pub fn router(app: App) -> Router {
         .route("/articles/{id}/comments/{cid}/like", post(like))
         .route("/articles/{id}/comments/{cid}/dislike", post(dislike))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(app)
 }
@@ -157,18 +167,30 @@ where
     Ok(Reply::Html(status, body))
 }
 
+/// Whether the page was asked for with `?cache_debug=1`: its fragments are marked, and it
+/// draws the marks (see `templates/blog/cache-debug.html`).
+///
+/// Anyone may ask, as a demo should let them. A real application would keep it to its staff:
+/// the marks show cache keys, and a debug page stores nothing, so it is rendered every time.
+fn cache_debug(uri: &Uri) -> bool {
+    uri.query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "cache_debug=1"))
+}
+
 /// Runs a handler's work and answers with its result, the request's cache figures in the
 /// `X-Fragment-Cache` header and in the log. The request's sweeper scope is taken first,
-/// before the work reads anything from the database.
-async fn respond<F, W>(app: App, request: String, work: W) -> Response
+/// before the work reads anything from the database; with `debug` it marks every fragment it
+/// serves (`Sweeper::debug`), and stores none.
+async fn respond<F, W>(app: App, request: String, debug: bool, work: W) -> Response
 where
     W: FnOnce(App, Sweeper) -> F,
     F: Future<Output = Result<Reply, Failure>>,
 {
     let scope = app.sweeper.scope();
+    let scope = if debug { scope.debug() } else { scope };
     let reply = match work(app.clone(), scope.clone()).await {
         Ok(reply) => Ok(reply),
-        Err(failure) => error_page(failure, &scope).await,
+        Err(failure) => error_page(failure, &scope, debug).await,
     };
     let cache = scope.stats();
     let figures = cache_figures(&cache);
@@ -205,7 +227,7 @@ fn cache_figures(stats: &StatsSnapshot) -> String {
 }
 
 /// The error page for `failure`, or, if even that cannot be rendered, the reason as text.
-async fn error_page(failure: Failure, scope: &Sweeper) -> Result<Reply, String> {
+async fn error_page(failure: Failure, scope: &Sweeper, cache_debug: bool) -> Result<Reply, String> {
     let (status, message) = match failure {
         Failure::NotFound(message) => (StatusCode::NOT_FOUND, message),
         Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
@@ -220,6 +242,7 @@ async fn error_page(failure: Failure, scope: &Sweeper) -> Result<Reply, String> 
     let page = ErrorPage {
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message,
+        cache_debug,
     };
     scope
         .render_async(&page)
@@ -235,17 +258,24 @@ fn id(segment: &str, what: &str) -> Result<i64, Failure> {
         .map_err(|_| Failure::NotFound(format!("There is no {what} {segment:?}.")))
 }
 
-async fn index(State(app): State<App>) -> Response {
-    respond(app, "GET /".into(), async |app, scope| {
+async fn index(State(app): State<App>, uri: Uri) -> Response {
+    let cache_debug = cache_debug(&uri);
+    let request = format!("GET {uri}");
+    respond(app, request, cache_debug, async |app, scope| {
         let articles = app.query(|conn| Ok(db::article_summaries(conn)?)).await?;
-        html(StatusCode::OK, IndexPage { articles }, &app, &scope).await
+        let page = IndexPage {
+            articles,
+            cache_debug,
+        };
+        html(StatusCode::OK, page, &app, &scope).await
     })
     .await
 }
 
-async fn article(State(app): State<App>, Path(article_id): Path<String>) -> Response {
-    let request = format!("GET /articles/{article_id}");
-    respond(app, request, async move |app, scope| {
+async fn article(State(app): State<App>, Path(article_id): Path<String>, uri: Uri) -> Response {
+    let cache_debug = cache_debug(&uri);
+    let request = format!("GET {uri}");
+    respond(app, request, cache_debug, async move |app, scope| {
         let id = id(&article_id, "article")?;
         let article = app
             .query(move |conn| {
@@ -255,13 +285,12 @@ async fn article(State(app): State<App>, Path(article_id): Path<String>) -> Resp
             .await?;
         // Run inside the render, only if the comment list misses (and at most once).
         let comments = app.lazy_query(move |conn| db::comments_of(conn, id));
-        html(
-            StatusCode::OK,
-            ArticlePage { article, comments },
-            &app,
-            &scope,
-        )
-        .await
+        let page = ArticlePage {
+            article,
+            comments,
+            cache_debug,
+        };
+        html(StatusCode::OK, page, &app, &scope).await
     })
     .await
 }
@@ -283,7 +312,7 @@ async fn vote(app: App, (article_id, comment_id): (String, String), vote: Vote) 
         Vote::Dislike => "dislike",
     };
     let request = format!("POST /articles/{article_id}/comments/{comment_id}/{action}");
-    respond(app, request, async move |app, scope| {
+    respond(app, request, false, async move |app, scope| {
         let no_such_comment = Failure::NotFound(format!(
             "There is no comment {comment_id} on article {article_id}."
         ));
@@ -351,7 +380,7 @@ async fn add_comment(
     form: Result<Form<NewComment>, FormRejection>,
 ) -> Response {
     let request = format!("POST /articles/{article_id}/comments");
-    respond(app, request, async move |app, scope| {
+    respond(app, request, false, async move |app, scope| {
         let id = id(&article_id, "article")?;
         let (article, comment) = app
             .query(move |conn| {
@@ -379,7 +408,7 @@ async fn add_comment(
 
 async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response {
     let request = format!("{method} {uri}");
-    respond(app, request, async move |_, _| {
+    respond(app, request, cache_debug(&uri), async move |_, _| {
         Err(Failure::NotFound(format!("There is no page at {uri}.")))
     })
     .await
@@ -404,6 +433,18 @@ struct Stats {
     outdated: u64,
     /// SQL statements run since start (seeding aside): a warm article page runs one.
     db_queries: u64,
+    /// Hits and misses by fragment name (a block's third argument), to see which blocks pay
+    /// for themselves.
+    fragments: Vec<FragmentFigures>,
+}
+
+#[derive(Serialize)]
+struct FragmentFigures {
+    name: String,
+    hits: u64,
+    misses: u64,
+    /// Hits over lookups, from 0 to 1.
+    hit_rate: f64,
 }
 
 async fn stats(State(app): State<App>) -> Json<Stats> {
@@ -422,5 +463,26 @@ async fn stats(State(app): State<App>) -> Json<Stats> {
         unstored: s.unstored,
         outdated: s.outdated,
         db_queries: db::statements(),
+        fragments: app
+            .sweeper
+            .fragment_stats()
+            .into_iter()
+            .map(|f| FragmentFigures {
+                hit_rate: f.hit_rate(),
+                name: f.name,
+                hits: f.hits,
+                misses: f.misses,
+            })
+            .collect(),
     })
+}
+
+/// `GET /metrics`: the same counters (and round-trip times) in Prometheus's text format, for
+/// a scraper.
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
 }

@@ -21,6 +21,8 @@ mod filters {
 #[template(path = "blog/index.html")]
 pub struct IndexPage {
     pub articles: Vec<ArticleSummary>,
+    /// `?cache_debug=1`: the layout draws the fragments' debug marks.
+    pub cache_debug: bool,
 }
 
 /// `GET /articles/{id}`: the article and its comments, as nested fragments. The comments are
@@ -31,6 +33,7 @@ pub struct IndexPage {
 pub struct ArticlePage {
     pub article: Article,
     pub comments: Lazy<'static, Vec<Comment>>,
+    pub cache_debug: bool,
 }
 
 /// Any page that is an error: 404, 400, 500.
@@ -41,4 +44,5 @@ pub struct ErrorPage {
     pub title: String,
     /// What went wrong, for the reader.
     pub message: String,
+    pub cache_debug: bool,
 }

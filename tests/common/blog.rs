@@ -2,8 +2,10 @@
 //! process on a free port ([`Server`]), and an HTTP client of it ([`Client`]) that reads the
 //! per-request cache figures (`X-Fragment-Cache`) and `GET /stats`.
 //!
-//! Shared by `tests/blog_e2e.rs` (the functional end-to-end test) and `tests/blog_faults.rs`
-//! (the blog while memcached is absent, silent, or stopped and started under load).
+//! Shared by `tests/blog_e2e.rs` (the functional end-to-end test), `tests/blog_faults.rs`
+//! (the blog while memcached is absent, silent, or stopped and started under load) and
+//! `tests/blog_visibility.rs` (what the blog shows of its cache, in a real browser too:
+//! [`Chromium`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -177,6 +179,7 @@ pub struct Page {
     /// `X-Fragment-Cache: hits=H misses=M`.
     pub cache: Option<(u64, u64)>,
     pub location: Option<String>,
+    pub content_type: Option<String>,
     pub body: String,
 }
 
@@ -270,6 +273,7 @@ impl Client {
         };
         let cache = header("x-fragment-cache").map(|value| parse_figures(&value));
         let location = header("location");
+        let content_type = header("content-type");
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -288,6 +292,7 @@ impl Client {
             status,
             cache,
             location,
+            content_type,
             body,
         })
     }
@@ -317,6 +322,155 @@ impl Client {
             invalidations: counter("invalidations"),
             db_queries: counter("db_queries"),
         }
+    }
+}
+
+/// One entry of `/stats`'s `fragments`: the hits and misses of the blocks of one name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FragmentFigures {
+    pub name: String,
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+}
+
+impl Client {
+    /// `/stats`'s figures by fragment name.
+    pub fn fragment_stats(&self) -> Vec<FragmentFigures> {
+        let page = self.get("/stats");
+        assert_eq!(page.status, 200);
+        let json: serde_json::Value = serde_json::from_str(&page.body).expect("/stats is JSON");
+        let fragments = json["fragments"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/stats has no list of fragments: {json}"));
+        fragments
+            .iter()
+            .map(|f| FragmentFigures {
+                name: f["name"].as_str().expect("a name").to_owned(),
+                hits: f["hits"].as_u64().expect("hits"),
+                misses: f["misses"].as_u64().expect("misses"),
+                hit_rate: f["hit_rate"].as_f64().expect("a hit rate"),
+            })
+            .collect()
+    }
+}
+
+/// The sum of every sample of the metric `name` in Prometheus's text format, whatever its
+/// labels, and only those that carry every one of `labels` (`backend="embedded"`); 0 if there
+/// is none (a counter appears at its first use).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, series_labels) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let wanted = metric == name
+                && labels
+                    .iter()
+                    .all(|label| series_labels.split(',').any(|l| l == *label));
+            wanted.then(|| {
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("not a number in {line:?}"))
+            })
+        })
+        .sum()
+}
+
+/// Headless Chromium, for what a browser makes of a page: Debian's `chromium` on `PATH`, or
+/// the binary `CHROMIUM` names.
+pub struct Chromium {
+    binary: String,
+}
+
+impl Chromium {
+    /// The browser, or `None` when it is not installed and this is not CI. Panics under CI
+    /// (`CI` set), as the memcached harness does: browser tests must never skip there
+    /// (`scripts/test.sh` installs it).
+    pub fn find() -> Option<Chromium> {
+        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+        match Command::new(&binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(output) if output.status.success() => Some(Chromium { binary }),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() =>
+            {
+                eprintln!(
+                    "{binary} not found ({e}); skipping. Run scripts/test.sh, which installs it."
+                );
+                None
+            }
+            Ok(output) => panic!(
+                "{binary} --version failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "{binary} not found ({e}), and CI must not skip the browser tests: install it \
+                 (scripts/test.sh does, with apt-get) or point CHROMIUM at it"
+            ),
+            Err(e) => panic!("could not run {binary}: {e}"),
+        }
+    }
+
+    /// The DOM of `url` once loaded and its scripts have run (`--dump-dom`), as HTML. Gives up
+    /// after 60 s.
+    pub fn dump_dom(&self, url: &str) -> String {
+        // A profile of its own: a browser left from another run must not share (or lock) it.
+        let profile = TempFile::new("chromium-profile");
+        let mut child = Command::new(&self.binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1200,1600",
+                &format!("--user-data-dir={}", profile.arg()),
+                "--dump-dom",
+                url,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.binary));
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let out = std::thread::spawn(move || {
+            let mut dom = String::new();
+            let _ = stdout.read_to_string(&mut dom);
+            dom
+        });
+        let err = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            log
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for chromium") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromium took over 60 s on {url}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let dom = out.join().expect("stdout reader");
+        let log = err.join().expect("stderr reader");
+        let _ = std::fs::remove_dir_all(&profile.0);
+        assert!(
+            status.success() && !dom.is_empty(),
+            "chromium --dump-dom {url}: {status}; stderr:\n{log}"
+        );
+        dom
     }
 }
 
