@@ -36,7 +36,8 @@ free_port() {
 }
 
 MC_PORT=$(free_port)
-memcached -l 127.0.0.1 -p "$MC_PORT" -m 256 -U 0 &
+# memcached refuses to run as root without -u.
+memcached -l 127.0.0.1 -p "$MC_PORT" -m 256 -U 0 ${EUID:+$([ "$EUID" = 0 ] && echo -u root)} &
 PIDS+=($!)
 
 # Starts the blog with "$@"; sets URL.
@@ -74,6 +75,11 @@ measure() {
     shift
     local out
     out=$(wrk --latency -t2 -c"$CONNS" -d"${SECS}s" "$@")
+    # A run with errors measured something else (a cache that was not there, a 500 page).
+    if grep -q "Non-2xx or 3xx responses\|Socket errors" <<<"$out"; then
+        echo "bench-blog: $label had errors:" >&2
+        grep "Non-2xx or 3xx responses\|Socket errors" <<<"$out" >&2
+    fi
     local rps p50 p99
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
