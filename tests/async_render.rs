@@ -222,6 +222,11 @@ async fn requests(s: &Sweeper, comments: &mut [Comment], count: usize) -> usize 
     count
 }
 
+/// The comments of the ticker tests' pages.
+fn ticker_comments() -> Vec<Comment> {
+    (1..=8).map(|id| comment(id, 1)).collect()
+}
+
 /// The gap the ticker may see: its own 5 ms period plus scheduling slack.
 const MAX_GAP: Duration = Duration::from_millis(20);
 
@@ -237,7 +242,7 @@ fn a_ticker_on_the_same_thread_keeps_ticking_while_pages_render_and_records_are_
         .build()
         .unwrap();
     let s = Sweeper::builder().backend(backend).build().unwrap();
-    let mut comments: Vec<Comment> = (1..=8).map(|id| comment(id, 1)).collect();
+    let mut comments = ticker_comments();
     known(&s, [&article(1)]);
     known(&s, &comments);
 
@@ -280,7 +285,7 @@ fn a_ticker_keeps_ticking_while_the_cache_host_never_answers() {
         .build()
         .unwrap();
     let s = Sweeper::builder().backend(backend).build().unwrap();
-    let mut comments: Vec<Comment> = (1..=8).map(|id| comment(id, 1)).collect();
+    let mut comments = ticker_comments();
     let (gap, ran) = longest_tick_gap(requests(&s, &mut comments, 40));
     let stats = s.stats();
     eprintln!("silent host: {ran} requests, longest tick gap {gap:?}, {stats:?}");
@@ -294,6 +299,7 @@ fn a_ticker_keeps_ticking_while_the_cache_host_never_answers() {
 
 #[test]
 fn a_ticker_keeps_ticking_on_redis_up_then_paused() {
+    let _one = one_at_a_time();
     let Some(server) = RedisProcess::start() else {
         return;
     };
@@ -303,7 +309,7 @@ fn a_ticker_keeps_ticking_on_redis_up_then_paused() {
         .build()
         .unwrap();
     let s = Sweeper::builder().backend(backend).build().unwrap();
-    let mut comments: Vec<Comment> = (1..=20).map(|id| comment(id, 1)).collect();
+    let mut comments = ticker_comments();
     known(&s, [&article(1)]);
     known(&s, &comments);
 
@@ -329,6 +335,7 @@ fn a_ticker_keeps_ticking_on_redis_up_then_paused() {
 
 #[test]
 fn a_ticker_keeps_ticking_while_a_redis_host_never_answers() {
+    let _one = one_at_a_time();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
     let backend = Redis::builder()
@@ -338,7 +345,7 @@ fn a_ticker_keeps_ticking_while_a_redis_host_never_answers() {
         .build()
         .unwrap();
     let s = Sweeper::builder().backend(backend).build().unwrap();
-    let mut comments: Vec<Comment> = (1..=20).map(|id| comment(id, 1)).collect();
+    let mut comments = ticker_comments();
     let (gap, ran) = longest_tick_gap(requests(&s, &mut comments, 40));
     let stats = s.stats();
     eprintln!("silent redis host: {ran} requests, longest tick gap {gap:?}, {stats:?}");
