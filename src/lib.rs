@@ -7,3 +7,4 @@
 pub mod memcached;
 mod process;
 pub mod redis;
+pub mod silent;

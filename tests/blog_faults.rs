@@ -15,13 +15,13 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::silent::SilentListener;
 use common::blog::{Client, Server, Stats, TempFile, comment_ids};
 
 /// How long the blog may take to start (a debug build seeding a small database): far more
@@ -142,60 +142,10 @@ fn starts_with_nothing_listening_then_caches_once_memcached_comes() {
     }
 }
 
-/// A listener that accepts connections and never answers them, for at most `lifetime`: the
-/// accepted sockets are held open, never read, until it stops (when dropped, or by itself).
-struct SilentListener {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<usize>>,
-}
-
-impl SilentListener {
-    fn start(lifetime: Duration) -> SilentListener {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let port = listener.local_addr().expect("a bound address").port();
-        listener
-            .set_nonblocking(true)
-            .expect("a nonblocking listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let until = Instant::now() + lifetime;
-            let mut held: Vec<TcpStream> = Vec::new();
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                match listener.accept() {
-                    Ok((stream, _)) => held.push(stream),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            held.len()
-        });
-        SilentListener {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops it; how many connections it had accepted.
-    fn stop(&mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map_or(0, |thread| thread.join().expect("the listener thread"))
-    }
-}
-
-impl Drop for SilentListener {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[test]
 fn starts_with_a_silent_memcached() {
     let mut silent = SilentListener::start(Duration::from_secs(30));
-    let url = format!("memcache://127.0.0.1:{}", silent.port);
+    let url = format!("memcache://127.0.0.1:{}", silent.port());
     let Blogs {
         cached,
         reference,

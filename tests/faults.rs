@@ -6,8 +6,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use askama::Template;
@@ -15,6 +13,7 @@ use cachesweeper::Sweeper;
 use cachesweeper::backend::{Memcached, Null, Redis};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
+use cachesweeper_suite::silent::SilentListener;
 use common::{Comment, comment};
 
 #[derive(Template, cachesweeper::TemplateDigest)]
@@ -139,23 +138,8 @@ fn a_port_where_nothing_listens() {
 
 #[test]
 fn a_listener_that_accepts_and_never_answers() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let held = {
-        let stop = Arc::clone(&stop);
-        listener.set_nonblocking(true).unwrap();
-        std::thread::spawn(move || {
-            let mut open = Vec::new();
-            let until = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                if let Ok((stream, _)) = listener.accept() {
-                    open.push(stream); // held open, never read, never answered
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let silent = SilentListener::start(Duration::from_secs(30));
+    let port = silent.port();
     let sweeper = sweeper(&format!("127.0.0.1:{port}"));
     let comments = comments();
     let page = Page {
@@ -169,8 +153,7 @@ fn a_listener_that_accepts_and_never_answers() {
     // Each attempt waits out the 50 ms timeout; the breaker stops attempts after two.
     assert!(stats.round_trips <= 3, "{stats:?}");
     assert_eq!(stats.misses, 200);
-    stop.store(true, Ordering::Relaxed);
-    held.join().unwrap();
+    drop(silent);
 }
 
 #[test]
@@ -286,23 +269,8 @@ fn redis_paused_then_resumed() {
 
 #[test]
 fn a_redis_listener_that_accepts_and_never_answers() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let held = {
-        let stop = Arc::clone(&stop);
-        listener.set_nonblocking(true).unwrap();
-        std::thread::spawn(move || {
-            let mut open = Vec::new();
-            let until = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                if let Ok((stream, _)) = listener.accept() {
-                    open.push(stream); // held open, never read, never answered
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let silent = SilentListener::start(Duration::from_secs(30));
+    let port = silent.port();
     let sweeper = redis_sweeper(&format!("redis://127.0.0.1:{port}"), false);
     let comments = comments();
     let page = Page {
@@ -324,8 +292,7 @@ fn a_redis_listener_that_accepts_and_never_answers() {
     assert_eq!(stats.misses, 200);
     assert!(stats.errors > 0);
     assert!(sweeper.invalidate(&comment(1, 1)).is_err());
-    stop.store(true, Ordering::Relaxed);
-    held.join().unwrap();
+    drop(silent);
 }
 
 #[test]
