@@ -755,24 +755,31 @@ fn e_memcached_restart() {
         ..BASE
     };
     let sweepers = memcached_sweepers(&server, 2);
-    let hits = |sweepers: &[Sweeper]| sweepers.iter().map(|s| s.stats().hits).sum::<u64>();
-    let mut hits_at_restart = 0;
-    in_memory(&sc, &sweepers, |start| {
-        // Down for a moment after 1.5 s, then back, empty, on the same port; writers and
-        // readers keep going throughout.
-        std::thread::sleep(Duration::from_millis(1500).saturating_sub(start.elapsed()));
+    with_a_restart(&sc, &sweepers, || {
         server.kill();
         std::thread::sleep(Duration::from_millis(200));
         server.restart();
-        hits_at_restart = hits(&sweepers);
+    });
+}
+
+/// Runs `sc` on `sweepers`, restarting their cache server (`restart`: down for a moment, then
+/// back, empty, on the same port) 1.5 s in, while writers and readers keep going; then checks
+/// that the cache was used again after it.
+fn with_a_restart(sc: &Scenario, sweepers: &[Sweeper], restart: impl FnOnce()) {
+    let hits = |sweepers: &[Sweeper]| sweepers.iter().map(|s| s.stats().hits).sum::<u64>();
+    let mut hits_at_restart = 0;
+    in_memory(sc, sweepers, |start| {
+        std::thread::sleep(Duration::from_millis(1500).saturating_sub(start.elapsed()));
+        restart();
+        hits_at_restart = hits(sweepers);
         eprintln!(
-            "freshness {}: memcached restarted at {:?}",
+            "freshness {}: cache server restarted at {:?}",
             sc.name,
             start.elapsed()
         );
     });
     assert!(
-        hits(&sweepers) > hits_at_restart,
+        hits(sweepers) > hits_at_restart,
         "{}: the cache was not used again after the restart",
         sc.name
     );
@@ -826,25 +833,11 @@ fn i_redis_restart() {
         ..BASE
     };
     let sweepers = redis_sweepers(2, || Redis::from_url(&server.url()).unwrap());
-    let hits = |sweepers: &[Sweeper]| sweepers.iter().map(|s| s.stats().hits).sum::<u64>();
-    let mut hits_at_restart = 0;
-    in_memory(&sc, &sweepers, |start| {
-        std::thread::sleep(Duration::from_millis(1500).saturating_sub(start.elapsed()));
+    with_a_restart(&sc, &sweepers, || {
         server.kill();
         std::thread::sleep(Duration::from_millis(200));
         server.restart();
-        hits_at_restart = hits(&sweepers);
-        eprintln!(
-            "freshness {}: redis restarted at {:?}",
-            sc.name,
-            start.elapsed()
-        );
     });
-    assert!(
-        hits(&sweepers) > hits_at_restart,
-        "{}: the cache was not used again after the restart",
-        sc.name
-    );
 }
 
 #[test]
