@@ -114,8 +114,7 @@ impl MemcachedProcess {
 
     /// Kills the server (its data is lost) and waits for it to exit.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::kill(&mut self.child);
     }
 
     /// Freezes the server (`SIGSTOP`): it keeps its data and its connections, and answers
@@ -139,10 +138,6 @@ impl MemcachedProcess {
 
 impl Drop for MemcachedProcess {
     fn drop(&mut self) {
-        // A paused server would not die of SIGKILL any later, but let it go first anyway.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
         self.kill();
     }
 }

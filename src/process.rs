@@ -2,7 +2,7 @@
 //! missing (a skip outside CI, a panic under it).
 
 use std::net::TcpListener;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A loopback port nothing listens on right now.
@@ -20,6 +20,20 @@ pub(crate) fn signal(pid: u32, name: &str) {
         .status()
         .expect("kill(1) runs");
     assert!(status.success(), "kill -{name} failed");
+}
+
+/// Kills `child` (its data is lost) and waits for it to exit. A paused child is let go
+/// first, though SIGKILL would end it anyway; one already reaped is not signalled, since its
+/// pid may belong to another process by now.
+pub(crate) fn kill(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 /// Stops `pid` (`SIGSTOP`) and waits until every thread of it has stopped: a signal is

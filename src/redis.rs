@@ -197,8 +197,7 @@ impl RedisProcess {
 
     /// Kills the server (its data is lost) and waits for it to exit.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::kill(&mut self.child);
     }
 
     /// Freezes the server (`SIGSTOP`): it keeps its data and its connections, and answers
@@ -227,10 +226,6 @@ impl RedisProcess {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

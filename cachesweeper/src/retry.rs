@@ -14,8 +14,10 @@ use std::time::Duration;
 /// The first wait before a retry; it doubles up to [`MAX_WAIT`].
 pub(crate) const FIRST_WAIT: Duration = Duration::from_millis(50);
 
-/// The longest wait between two retries.
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait between two retries. Records with a pending invalidation render
+/// uncached, so a long wait would keep them so after the server is back; a short one costs
+/// nothing while it is down, since its breaker answers skipped calls without the network.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// Counter keys whose raise failed.
 #[derive(Debug, Default)]

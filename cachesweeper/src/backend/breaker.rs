@@ -75,7 +75,11 @@ impl Breaker {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let failures = match *state {
             State::Closed { failures } => failures + 1,
-            State::Probing | State::Open { .. } => self.threshold,
+            State::Probing => self.threshold,
+            // A call let through before the breaker opened, failing late (a timeout): it
+            // says nothing new, and pushing the window on would keep a restarted server
+            // skipped for longer than the window the breaker promised.
+            State::Open { .. } => return,
         };
         *state = if failures >= self.threshold {
             State::Open {
@@ -158,6 +162,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         breaker.allow().unwrap().success();
         assert!(breaker.allow().is_ok() && !breaker.is_open());
+    }
+
+    #[test]
+    fn a_late_failure_of_a_call_from_before_the_opening_keeps_the_window() {
+        let breaker = Breaker::new(2, Duration::from_millis(40));
+        let (first, second, late) = (
+            breaker.allow().unwrap(),
+            breaker.allow().unwrap(),
+            breaker.allow().unwrap(),
+        );
+        first.failure();
+        second.failure();
+        std::thread::sleep(Duration::from_millis(25));
+        late.failure();
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(
+            breaker.allow().is_ok(),
+            "probed when the first window ends, not one window after the late failure"
+        );
     }
 
     #[test]
