@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 
 SECS=${1:-10}
 CONNS=${2:-16}
+# wrk needs a connection per thread.
+THREADS=$((CONNS < 2 ? CONNS : 2))
 for tool in wrk memcached; do
     command -v "$tool" >/dev/null || { echo "bench-blog: $tool is not installed" >&2; exit 1; }
 done
@@ -38,7 +40,8 @@ free_port() {
 MC_PORT=$(free_port)
 # memcached refuses to run as root without -u.
 memcached -l 127.0.0.1 -p "$MC_PORT" -m 256 -U 0 ${EUID:+$([ "$EUID" = 0 ] && echo -u root)} &
-PIDS+=($!)
+MC_PID=$!
+PIDS+=("$MC_PID")
 
 # Starts the blog with "$@"; sets URL.
 start_blog() {
@@ -58,6 +61,7 @@ start_blog() {
 stop_blog() {
     kill "$BLOG_PID"
     wait "$BLOG_PID" 2>/dev/null || true
+    BLOG_PID=
 }
 
 cat >"$WORK/like.lua" <<'EOF'
@@ -69,12 +73,20 @@ request = function()
 end
 EOF
 
-# Prints "<label> <requests/s> <p50> <p99>" for one wrk run of "$@".
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Prints "<label> <requests/s> <p50> <p99>" for one wrk run of "$@", and, when BLOG_PID is set,
+# the blog's and memcached's CPU per request: on this machine they share two cores with wrk,
+# where a deployment would give memcached a host of its own.
 measure() {
     local label=$1
     shift
-    local out
-    out=$(wrk --latency -t2 -c"$CONNS" -d"${SECS}s" "$@")
+    local out blog0 mc0
+    [ -n "${BLOG_PID:-}" ] && { blog0=$(cpu_ticks "$BLOG_PID"); mc0=$(cpu_ticks "$MC_PID"); }
+    out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"${SECS}s" "$@")
     # A run with errors measured something else (a cache that was not there, a 500 page).
     if grep -q "Non-2xx or 3xx responses\|Socket errors" <<<"$out"; then
         echo "bench-blog: $label had errors:" >&2
@@ -84,7 +96,16 @@ measure() {
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    printf '%-34s %10s req/s   p50 %8s   p99 %8s\n' "$label" "$rps" "$p50" "$p99"
+    local cpu=""
+    if [ -n "${BLOG_PID:-}" ]; then
+        local requests tick
+        requests=$(awk '/requests in/ {print $1}' <<<"$out")
+        tick=$(getconf CLK_TCK)
+        cpu=$(awk -v b=$(($(cpu_ticks "$BLOG_PID") - blog0)) -v m=$(($(cpu_ticks "$MC_PID") - mc0)) \
+            -v n="$requests" -v t="$tick" \
+            'BEGIN { printf "   cpu/request: blog %4.0f us, memcached %3.0f us", b * 1e6 / t / n, m * 1e6 / t / n }')
+    fi
+    printf '%-34s %10s req/s   p50 %8s   p99 %8s%s\n' "$label" "$rps" "$p50" "$p99" "$cpu"
 }
 
 run_mode() {
@@ -98,7 +119,7 @@ run_mode() {
     stop_blog
 }
 
-echo "bench-blog: ${SECS}s per run, $CONNS connections, wrk -t2, memcached on 127.0.0.1:$MC_PORT"
+echo "bench-blog: ${SECS}s per run, $CONNS connections, wrk -t$THREADS, memcached on 127.0.0.1:$MC_PORT"
 run_mode "async (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT"
 run_mode "blocking pool (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT" --blocking-api
 run_mode "no cache" --no-cache

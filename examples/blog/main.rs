@@ -82,6 +82,13 @@ struct Args {
     blocking_api: bool,
 }
 
+// glibc's allocator spent a quarter of a warm page's CPU in malloc, free and consolidating
+// freed chunks (the 65 KB article page is allocated and freed on every request, across worker
+// threads); with mimalloc a warm page costs 176 µs of the blog's CPU instead of 255, and an
+// uncached one 612 instead of 727 (`scripts/bench-blog.sh`; BENCHMARKS.md, "Run 10").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
