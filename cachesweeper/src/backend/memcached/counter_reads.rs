@@ -1,0 +1,648 @@
+//! The memcached exchange a warm page repeats most: reading (and creating) its records'
+//! version counters, `ma <key> N.. J.. D.. T.. v c O<i>` for each, pipelined in one round trip.
+//!
+//! Written by hand, on sockets of its own, because the `memcache` crate's meta client made a
+//! warm page's counter reads a third of the page's CPU: it allocates every command's key and
+//! each of its flags, and every answer's flags, separately, and its `Operation` trait is sealed,
+//! so no cheaper operation can be plugged into it (BENCHMARKS.md, run 10). Here a batch is one
+//! request buffer and one answer buffer. Everything else the backend sends still goes through
+//! the crate.
+//!
+//! An answer is taken for the command it answers only if it echoes that command's opaque
+//! (`O<i>`), and a connection goes back to the pool only after every answer of its batch was
+//! read and matched: a batch cut short (a timeout, a refused command, a garbled answer) drops
+//! the connection, so a late answer can never be read as another command's.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The longest key memcached takes on the wire.
+const MAX_KEY_LEN: usize = 250;
+
+/// Whether `key` can be sent as it is: keys with spaces or control characters, or longer than
+/// memcached's limit, go through the crate, which encodes them in base64.
+pub(super) fn is_plain(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b > b' ' && b != 0x7f)
+}
+
+/// The opaque of the next batch's first command. Each batch takes fresh ones, so an answer
+/// can only ever be taken for the command it answers: not for another command of its batch,
+/// nor for one of a later batch on the same socket.
+static NEXT_OPAQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A batch of counter reads for one server: its request, and the opaque of its first command.
+#[derive(Debug)]
+pub(super) struct Batch {
+    request: Vec<u8>,
+    first: u64,
+    len: usize,
+    /// Whether it may be sent twice: it only reads (adds 0).
+    idempotent: bool,
+}
+
+impl Batch {
+    /// A batch of `len` reads, each adding `delta` (creating a missing counter at `initial`, to
+    /// live `ttl_secs`).
+    pub(super) fn new(len: usize, delta: u64) -> Batch {
+        Batch {
+            request: Vec::with_capacity(len * 64),
+            first: NEXT_OPAQUE.fetch_add(len as u64, Ordering::Relaxed),
+            len: 0,
+            idempotent: delta == 0,
+        }
+    }
+
+    /// Appends the read of one counter: add `delta` (creating a missing counter at `initial`,
+    /// to live `ttl_secs`), refresh its time to live, answer its value and CAS, and echo the
+    /// command's opaque.
+    pub(super) fn push(&mut self, key: &str, delta: u64, initial: u64, ttl_secs: u32) {
+        let mut numbers = itoa::Buffer::new();
+        let request = &mut self.request;
+        request.extend_from_slice(b"ma ");
+        request.extend_from_slice(key.as_bytes());
+        request.extend_from_slice(b" N");
+        request.extend_from_slice(numbers.format(ttl_secs).as_bytes());
+        request.extend_from_slice(b" J");
+        request.extend_from_slice(numbers.format(initial).as_bytes());
+        request.extend_from_slice(b" D");
+        request.extend_from_slice(numbers.format(delta).as_bytes());
+        request.extend_from_slice(b" T");
+        request.extend_from_slice(numbers.format(ttl_secs).as_bytes());
+        request.extend_from_slice(b" v c O");
+        request.extend_from_slice(
+            numbers
+                .format(self.first.wrapping_add(self.len as u64))
+                .as_bytes(),
+        );
+        request.extend_from_slice(b"\r\n");
+        self.len += 1;
+    }
+
+    /// How many reads it holds.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// What the server answered to one counter read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// The counter's value after the add, and its CAS.
+    Counter { value: u64, cas: u64 },
+    /// A refusal: `NS`, `NF` or `EX` (none expected: the read creates missing counters and
+    /// compares no CAS), `CLIENT_ERROR ...` (the item is not a number) or `SERVER_ERROR ...`.
+    Refused(String),
+}
+
+/// Why a batch got no answers.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The server could not be reached, or the connection failed.
+    Io(std::io::Error),
+    /// No whole answer within the exchange's time.
+    Timeout,
+    /// The answers did not match the commands: not memcached's meta protocol, or out of step.
+    Protocol(String),
+}
+
+impl Failure {
+    /// Whether it says the server could not be reached in time (as opposed to an answer).
+    pub(super) fn is_transport(&self) -> bool {
+        !matches!(self, Failure::Protocol(_))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Io(error) => write!(f, "{error}"),
+            Failure::Timeout => f.write_str("no answer in time"),
+            Failure::Protocol(why) => write!(f, "unexpected answer: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn io_failure(error: std::io::Error) -> Failure {
+    match error.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::Timeout,
+        _ => Failure::Io(error),
+    }
+}
+
+/// Where `answers` whole answers end in `buf`, once they are all there; an error if what is
+/// there is not a sequence of answers.
+fn end_of_answers(buf: &[u8], answers: usize) -> Result<Option<usize>, Failure> {
+    let mut at = 0;
+    for _ in 0..answers {
+        let Some(eol) = find_crlf(&buf[at..]) else {
+            return Ok(None);
+        };
+        let header = &buf[at..at + eol];
+        at += eol + 2;
+        if let Some(rest) = header.strip_prefix(b"VA ") {
+            let len = rest
+                .split(|&b| b == b' ')
+                .next()
+                .and_then(parse_u64)
+                .and_then(|len| usize::try_from(len).ok())
+                .ok_or_else(|| protocol(header))?;
+            let end = at + len + 2;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return Err(protocol(header));
+            }
+            at = end;
+        }
+    }
+    Ok(Some(at))
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if d.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+fn protocol(header: &[u8]) -> Failure {
+    Failure::Protocol(String::from_utf8_lossy(&header[..header.len().min(120)]).into_owned())
+}
+
+/// The answers in `buf` (which [`end_of_answers`] found whole) to `batch`, in order; an
+/// error if one does not echo its command's opaque.
+fn parse_answers(buf: &[u8], batch: &Batch) -> Result<Vec<Answer>, Failure> {
+    let answers = batch.len;
+    let mut out = Vec::with_capacity(answers);
+    let mut at = 0;
+    for i in 0..answers {
+        let opaque = batch.first.wrapping_add(i as u64);
+        let eol = find_crlf(&buf[at..]).ok_or_else(|| protocol(&buf[at..]))?;
+        let header = &buf[at..at + eol];
+        at += eol + 2;
+        if header.starts_with(b"CLIENT_ERROR") || header.starts_with(b"SERVER_ERROR") {
+            // Answered without the opaque; it still stands in its command's place.
+            out.push(Answer::Refused(
+                String::from_utf8_lossy(header).into_owned(),
+            ));
+            continue;
+        }
+        let mut tokens = header.split(|&b| b == b' ');
+        let code = tokens.next().unwrap_or_default();
+        let mut value = None;
+        if code == b"VA" {
+            let len = tokens
+                .next()
+                .and_then(parse_u64)
+                .ok_or_else(|| protocol(header))?;
+            let len = usize::try_from(len).map_err(|_| protocol(header))?;
+            value = Some(parse_u64(&buf[at..at + len]).ok_or_else(|| protocol(header))?);
+            at += len + 2;
+        }
+        let (mut cas, mut echoed) = (0, None);
+        for flag in tokens {
+            match flag.split_first() {
+                Some((b'c', digits)) => cas = parse_u64(digits).ok_or_else(|| protocol(header))?,
+                Some((b'O', digits)) => echoed = parse_u64(digits),
+                _ => {}
+            }
+        }
+        if echoed != Some(opaque) {
+            return Err(protocol(header));
+        }
+        out.push(match (code, value) {
+            (b"VA", Some(value)) => Answer::Counter { value, cas },
+            (b"NS" | b"NF" | b"EX" | b"HD", _) => {
+                Answer::Refused(String::from_utf8_lossy(code).into_owned())
+            }
+            _ => return Err(protocol(header)),
+        });
+    }
+    Ok(out)
+}
+
+/// The sockets of one server for counter reads: blocking ones, and tokio ones (which live on
+/// a runtime's reactor), each kept idle up to a limit.
+#[derive(Debug)]
+pub(super) struct Sockets {
+    addr: String,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<TcpStream>>,
+    #[cfg(feature = "tokio")]
+    idle_async: Mutex<Vec<tokio::net::TcpStream>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Sockets {
+    pub(super) fn new(
+        addr: String,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+        max_idle: usize,
+    ) -> Sockets {
+        Sockets {
+            addr,
+            connect_timeout,
+            io_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio")]
+            idle_async: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Drops the idle sockets (the server failed: the next batch connects again, resolving the
+    /// address again).
+    pub(super) fn clear(&self) {
+        lock(&self.idle).clear();
+        #[cfg(feature = "tokio")]
+        lock(&self.idle_async).clear();
+    }
+
+    fn connect(&self) -> Result<TcpStream, Failure> {
+        let mut last = None;
+        for addr in self.addr.to_socket_addrs().map_err(Failure::Io)? {
+            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true).map_err(Failure::Io)?;
+                    return Ok(stream);
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.map_or_else(
+            || Failure::Io(std::io::Error::other("the address resolved to nothing")),
+            io_failure,
+        ))
+    }
+
+    /// Sends `request` (`answers` counter reads) and reads their answers, on the caller's
+    /// thread, within the exchange's time. An idle socket that fails (the server closed it
+    /// while it sat in the pool) is replaced by a new one, once, when the batch is safe to send
+    /// again: nothing of it was written, or it adds nothing (`idempotent`: a read of versions).
+    pub(super) fn exchange(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
+        let idle = lock(&self.idle).pop();
+        let (mut stream, mut pooled) = match idle {
+            Some(stream) => (stream, true),
+            None => (self.connect()?, false),
+        };
+        let deadline = std::time::Instant::now() + self.io_timeout;
+        loop {
+            match exchange_on(&mut stream, batch, deadline) {
+                Ok((parsed, whole)) => {
+                    if whole {
+                        let mut idle = lock(&self.idle);
+                        if idle.len() < self.max_idle {
+                            idle.push(stream);
+                        }
+                    }
+                    return Ok(parsed);
+                }
+                Err((failure, written)) => {
+                    if pooled && failure.is_transport() && (written == 0 || batch.idempotent) {
+                        stream = self.connect()?;
+                        pooled = false;
+                        continue;
+                    }
+                    return Err(failure);
+                }
+            }
+        }
+    }
+
+    /// [`exchange`](Self::exchange) on tokio's reactor: the task waits, no thread does.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn exchange_async(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
+        let idle = {
+            let mut idle = lock(&self.idle_async);
+            // A socket with something to read while idle was closed by the server (or is out
+            // of step): not worth a write.
+            std::iter::from_fn(|| idle.pop()).find(|stream| {
+                matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+        };
+        let (mut stream, mut pooled) = match idle {
+            Some(stream) => (stream, true),
+            None => (self.connect_async().await?, false),
+        };
+        let exchange = async {
+            loop {
+                match exchange_on_async(&mut stream, batch).await {
+                    Ok(done) => return Ok((stream, done)),
+                    Err((failure, written)) => {
+                        if pooled && failure.is_transport() && (written == 0 || batch.idempotent) {
+                            stream = self.connect_async().await?;
+                            pooled = false;
+                            continue;
+                        }
+                        return Err(failure);
+                    }
+                }
+            }
+        };
+        let (stream, (parsed, whole)) = tokio::time::timeout(self.io_timeout, exchange)
+            .await
+            .map_err(|_| Failure::Timeout)??;
+        if whole {
+            let mut idle = lock(&self.idle_async);
+            if idle.len() < self.max_idle {
+                idle.push(stream);
+            }
+        }
+        Ok(parsed)
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn connect_async(&self) -> Result<tokio::net::TcpStream, Failure> {
+        let connect = tokio::net::TcpStream::connect(self.addr.as_str());
+        let stream = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| Failure::Timeout)?
+            .map_err(io_failure)?;
+        stream.set_nodelay(true).map_err(Failure::Io)?;
+        Ok(stream)
+    }
+}
+
+/// What an exchange on one socket gave: the answers, and whether the socket may be used again
+/// (nothing was left unread); or why it failed, with how many bytes of the request had been
+/// written.
+type Exchanged = Result<(Vec<Answer>, bool), (Failure, usize)>;
+
+/// One batch on `stream`, before `deadline`.
+fn exchange_on(stream: &mut TcpStream, batch: &Batch, deadline: std::time::Instant) -> Exchanged {
+    let (request, answers) = (&batch.request, batch.len);
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(Failure::Timeout)
+    };
+    let mut written = 0;
+    while written < request.len() {
+        let step = left()
+            .and_then(|left| stream.set_write_timeout(Some(left)).map_err(Failure::Io))
+            .and_then(|()| stream.write(&request[written..]).map_err(io_failure));
+        match step {
+            Ok(0) => return Err((Failure::Io(std::io::ErrorKind::WriteZero.into()), written)),
+            Ok(n) => written += n,
+            Err(Failure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(failure) => return Err((failure, written)),
+        }
+    }
+    let mut buf = Vec::with_capacity(answers * 48);
+    let end = loop {
+        match end_of_answers(&buf, answers) {
+            Ok(Some(end)) => break end,
+            Ok(None) => {}
+            Err(failure) => return Err((failure, written)),
+        }
+        let step = left()
+            .and_then(|left| stream.set_read_timeout(Some(left)).map_err(Failure::Io))
+            .and_then(|()| read_more(&mut buf, |spare| stream.read(spare)).map_err(io_failure));
+        if let Err(failure) = step {
+            return Err((failure, written));
+        }
+    };
+    let parsed = parse_answers(&buf[..end], batch).map_err(|failure| (failure, written))?;
+    Ok((parsed, end == buf.len()))
+}
+
+/// [`exchange_on`] on tokio's reactor; the caller bounds its time.
+#[cfg(feature = "tokio")]
+async fn exchange_on_async(stream: &mut tokio::net::TcpStream, batch: &Batch) -> Exchanged {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (request, answers) = (&batch.request, batch.len);
+    let mut written = 0;
+    while written < request.len() {
+        match stream.write(&request[written..]).await {
+            Ok(0) => return Err((Failure::Io(std::io::ErrorKind::WriteZero.into()), written)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((io_failure(e), written)),
+        }
+    }
+    let mut buf = Vec::with_capacity(answers * 48);
+    let end = loop {
+        match end_of_answers(&buf, answers) {
+            Ok(Some(end)) => break end,
+            Ok(None) => {}
+            Err(failure) => return Err((failure, written)),
+        }
+        buf.reserve(4096);
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => {
+                return Err((
+                    Failure::Io(std::io::ErrorKind::UnexpectedEof.into()),
+                    written,
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err((io_failure(e), written)),
+        }
+    };
+    let parsed = parse_answers(&buf[..end], batch).map_err(|failure| (failure, written))?;
+    Ok((parsed, end == buf.len()))
+}
+
+/// Reads once into `buf`'s spare room (making some first); a closed connection is an error.
+fn read_more(
+    buf: &mut Vec<u8>,
+    read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
+    let start = buf.len();
+    buf.resize(start + 4096, 0);
+    let result = read(&mut buf[start..]);
+    let n = *result.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    match result {
+        Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch whose commands' opaques start at `first`, holding `len` reads.
+    fn batch_at(first: u64, len: usize) -> Batch {
+        Batch {
+            request: Vec::new(),
+            first,
+            len,
+            idempotent: true,
+        }
+    }
+
+    #[test]
+    fn a_read_is_one_line_with_its_opaque() {
+        let mut batch = batch_at(7, 0);
+        batch.push("ns|v|m|1", 0, 1_700, 60);
+        batch.push("ns|v|m|2", 2, 5, 60);
+        assert_eq!(
+            batch.request,
+            b"ma ns|v|m|1 N60 J1700 D0 T60 v c O7\r\nma ns|v|m|2 N60 J5 D2 T60 v c O8\r\n"
+        );
+        assert_eq!(batch.len(), 2);
+    }
+
+    #[test]
+    fn batches_never_share_an_opaque() {
+        let (a, b) = (Batch::new(3, 0), Batch::new(2, 1));
+        assert!(a.first + 3 <= b.first || b.first + 2 <= a.first);
+        assert!(a.idempotent && !b.idempotent);
+    }
+
+    #[test]
+    fn answers_are_read_only_when_whole_and_in_step() {
+        let whole = b"VA 4 c9 O0\r\n1700\r\nCLIENT_ERROR cannot increment\r\nNS O2\r\n";
+        for cut in 0..whole.len() {
+            assert_eq!(
+                end_of_answers(&whole[..cut], 3).unwrap(),
+                None,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(end_of_answers(whole, 3).unwrap(), Some(whole.len()));
+        assert_eq!(
+            parse_answers(whole, &batch_at(0, 3)).unwrap(),
+            vec![
+                Answer::Counter {
+                    value: 1700,
+                    cas: 9
+                },
+                Answer::Refused("CLIENT_ERROR cannot increment".into()),
+                Answer::Refused("NS".into()),
+            ]
+        );
+        // An answer that echoes another command's opaque (of its batch or of an earlier one) is
+        // out of step: nothing is taken.
+        assert!(parse_answers(b"VA 1 c1 O1\r\n5\r\n", &batch_at(0, 1)).is_err());
+        assert!(parse_answers(b"VA 1 c1 O0\r\n5\r\n", &batch_at(2, 1)).is_err());
+        assert!(parse_answers(b"VA 1 c1\r\n5\r\n", &batch_at(0, 1)).is_err());
+        assert!(end_of_answers(b"VA x\r\n", 1).is_err());
+        assert!(parse_answers(b"VA 1 c1 O0\r\nx\r\n", &batch_at(0, 1)).is_err());
+    }
+
+    /// A server that answers a connection's first batch only after the client gave up, and
+    /// the next connection's at once; returns its address.
+    fn late_then_prompt_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            // The opaques of a batch's two commands.
+            let read_batch = |conn: &mut TcpStream| -> Vec<String> {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 512];
+                while seen.windows(2).filter(|w| w == b"\r\n").count() < 2 {
+                    let n = conn.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&chunk[..n]);
+                }
+                String::from_utf8_lossy(&seen)
+                    .split_whitespace()
+                    .filter_map(|token| token.strip_prefix('O').map(str::to_owned))
+                    .collect()
+            };
+            let (mut first, _) = listener.accept().unwrap();
+            let o = read_batch(&mut first);
+            std::thread::sleep(Duration::from_millis(300));
+            let late = format!("VA 1 c1 O{}\r\n1\r\nVA 1 c2 O{}\r\n2\r\n", o[0], o[1]);
+            let _ = first.write_all(late.as_bytes());
+            let (mut second, _) = listener.accept().unwrap();
+            let o = read_batch(&mut second);
+            let prompt = format!("VA 2 c3 O{}\r\n10\r\nVA 2 c4 O{}\r\n20\r\n", o[0], o[1]);
+            second.write_all(prompt.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        addr
+    }
+
+    fn two_reads() -> Batch {
+        let mut batch = Batch::new(2, 0);
+        batch.push("a", 0, 1, 60);
+        batch.push("b", 0, 1, 60);
+        batch
+    }
+
+    const NEXT_BATCH: [Answer; 2] = [
+        Answer::Counter { value: 10, cas: 3 },
+        Answer::Counter { value: 20, cas: 4 },
+    ];
+
+    #[test]
+    fn a_batch_that_timed_out_leaves_no_answer_for_the_next() {
+        let sockets = Sockets::new(
+            late_then_prompt_server(),
+            Duration::from_millis(500),
+            Duration::from_millis(100),
+            4,
+        );
+        assert!(matches!(
+            sockets.exchange(&two_reads()),
+            Err(Failure::Timeout)
+        ));
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(sockets.exchange(&two_reads()).unwrap(), NEXT_BATCH);
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_batch_that_timed_out_leaves_no_answer_for_the_next() {
+        let sockets = Sockets::new(
+            late_then_prompt_server(),
+            Duration::from_millis(500),
+            Duration::from_millis(100),
+            4,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert!(matches!(
+                sockets.exchange_async(&two_reads()).await,
+                Err(Failure::Timeout)
+            ));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(
+                sockets.exchange_async(&two_reads()).await.unwrap(),
+                NEXT_BATCH
+            );
+        });
+    }
+
+    #[test]
+    fn only_plain_keys_go_this_way() {
+        assert!(is_plain("ns|v|blog.Comment|42"));
+        assert!(!is_plain("with space"));
+        assert!(!is_plain("tab\there"));
+        assert!(!is_plain(""));
+        assert!(!is_plain(&"k".repeat(251)));
+    }
+}
