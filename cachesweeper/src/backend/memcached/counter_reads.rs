@@ -85,6 +85,13 @@ impl Batch {
     pub(super) fn len(&self) -> usize {
         self.len
     }
+
+    /// Whether, sent on an idle socket that failed with `failure` after `written` bytes of it,
+    /// it may be sent again on a new one: the socket failed (not the server's answer), and the
+    /// server saw none of it, or it adds nothing.
+    fn may_resend(&self, failure: &Failure, written: usize) -> bool {
+        failure.is_transport() && (written == 0 || self.idempotent)
+    }
 }
 
 /// What the server answered to one counter read.
@@ -320,7 +327,7 @@ impl Sockets {
                     return Ok(parsed);
                 }
                 Err((failure, written)) => {
-                    if pooled && failure.is_transport() && (written == 0 || batch.idempotent) {
+                    if pooled && batch.may_resend(&failure, written) {
                         stream = self.connect()?;
                         pooled = false;
                         continue;
@@ -351,7 +358,7 @@ impl Sockets {
                 match exchange_on_async(&mut stream, batch).await {
                     Ok(done) => return Ok((stream, done)),
                     Err((failure, written)) => {
-                        if pooled && failure.is_transport() && (written == 0 || batch.idempotent) {
+                        if pooled && batch.may_resend(&failure, written) {
                             stream = self.connect_async().await?;
                             pooled = false;
                             continue;

@@ -388,18 +388,22 @@ impl Server {
         }
     }
 
+    /// The answers of a batch of `count` operations skipped while the breaker is open (for
+    /// `wait` more).
+    fn skipped<T>(&self, wait: Duration, count: usize) -> Vec<Result<T>> {
+        let skipped = Error::CircuitOpen {
+            backend: self.addr.clone(),
+            retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        (0..count).map(|_| Err(skipped.clone())).collect()
+    }
+
     /// Runs a batch on this server through its breaker; one result per operation.
     async fn run<T: Transport, O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
         let attempt = match self.breaker.allow() {
             Ok(attempt) => attempt,
-            Err(wait) => {
-                let skipped = Error::CircuitOpen {
-                    backend: self.addr.clone(),
-                    retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                };
-                return (0..count).map(|_| Err(skipped.clone())).collect();
-            }
+            Err(wait) => return self.skipped(wait, count),
         };
         let answer = match T::client(self).await {
             Ok(client) => T::run(&client, ops).await,
@@ -443,13 +447,7 @@ impl Server {
         let answers = batch.len();
         let attempt = match self.breaker.allow() {
             Ok(attempt) => attempt,
-            Err(wait) => {
-                let skipped = Error::CircuitOpen {
-                    backend: self.addr.clone(),
-                    retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                };
-                return (0..answers).map(|_| Err(skipped.clone())).collect();
-            }
+            Err(wait) => return self.skipped(wait, answers),
         };
         match T::read_counters(self, batch).await {
             Err(failure) => {
