@@ -193,8 +193,8 @@ fn protocol(header: &[u8]) -> Failure {
 }
 
 /// The answers in `buf` (which [`end_of_answers`] found whole) to `batch`, in order; an
-/// error if one does not echo its command's opaque.
-fn parse_answers(buf: &[u8], batch: &Batch) -> Result<Vec<Answer>, Failure> {
+/// error if one does not echo its command's opaque. Clears `clean` if one came without it.
+fn parse_answers(buf: &[u8], batch: &Batch, clean: &mut bool) -> Result<Vec<Answer>, Failure> {
     let answers = batch.len;
     let mut out = Vec::with_capacity(answers);
     let mut at = 0;
@@ -204,10 +204,13 @@ fn parse_answers(buf: &[u8], batch: &Batch) -> Result<Vec<Answer>, Failure> {
         let header = &buf[at..at + eol];
         at += eol + 2;
         if header.starts_with(b"CLIENT_ERROR") || header.starts_with(b"SERVER_ERROR") {
-            // Answered without the opaque; it still stands in its command's place.
+            // Answered without the opaque: taken as its command's refusal (a refusal shows no
+            // content, and the next answer's opaque still checks the step), but the socket is
+            // not used again, in case the server took the command for more or less than one.
             out.push(Answer::Refused(
                 String::from_utf8_lossy(header).into_owned(),
             ));
+            *clean = false;
             continue;
         }
         let mut tokens = header.split(|&b| b == b' ');
@@ -432,8 +435,10 @@ fn exchange_on(stream: &mut TcpStream, batch: &Batch, deadline: std::time::Insta
             return Err((failure, written));
         }
     };
-    let parsed = parse_answers(&buf[..end], batch).map_err(|failure| (failure, written))?;
-    Ok((parsed, end == buf.len()))
+    let mut clean = end == buf.len();
+    let parsed =
+        parse_answers(&buf[..end], batch, &mut clean).map_err(|failure| (failure, written))?;
+    Ok((parsed, clean))
 }
 
 /// [`exchange_on`] on tokio's reactor; the caller bounds its time.
@@ -469,8 +474,10 @@ async fn exchange_on_async(stream: &mut tokio::net::TcpStream, batch: &Batch) ->
             Err(e) => return Err((io_failure(e), written)),
         }
     };
-    let parsed = parse_answers(&buf[..end], batch).map_err(|failure| (failure, written))?;
-    Ok((parsed, end == buf.len()))
+    let mut clean = end == buf.len();
+    let parsed =
+        parse_answers(&buf[..end], batch, &mut clean).map_err(|failure| (failure, written))?;
+    Ok((parsed, clean))
 }
 
 /// Reads once into `buf`'s spare room (making some first); a closed connection is an error.
@@ -534,8 +541,9 @@ mod tests {
             );
         }
         assert_eq!(end_of_answers(whole, 3).unwrap(), Some(whole.len()));
+        let mut clean = true;
         assert_eq!(
-            parse_answers(whole, &batch_at(0, 3)).unwrap(),
+            parse_answers(whole, &batch_at(0, 3), &mut clean).unwrap(),
             vec![
                 Answer::Counter {
                     value: 1700,
@@ -545,13 +553,17 @@ mod tests {
                 Answer::Refused("NS".into()),
             ]
         );
+        assert!(
+            !clean,
+            "a socket that answered without an opaque is not used again"
+        );
         // An answer that echoes another command's opaque (of its batch or of an earlier one) is
         // out of step: nothing is taken.
-        assert!(parse_answers(b"VA 1 c1 O1\r\n5\r\n", &batch_at(0, 1)).is_err());
-        assert!(parse_answers(b"VA 1 c1 O0\r\n5\r\n", &batch_at(2, 1)).is_err());
-        assert!(parse_answers(b"VA 1 c1\r\n5\r\n", &batch_at(0, 1)).is_err());
+        assert!(parse_answers(b"VA 1 c1 O1\r\n5\r\n", &batch_at(0, 1), &mut true).is_err());
+        assert!(parse_answers(b"VA 1 c1 O0\r\n5\r\n", &batch_at(2, 1), &mut true).is_err());
+        assert!(parse_answers(b"VA 1 c1\r\n5\r\n", &batch_at(0, 1), &mut true).is_err());
         assert!(end_of_answers(b"VA x\r\n", 1).is_err());
-        assert!(parse_answers(b"VA 1 c1 O0\r\nx\r\n", &batch_at(0, 1)).is_err());
+        assert!(parse_answers(b"VA 1 c1 O0\r\nx\r\n", &batch_at(0, 1), &mut true).is_err());
     }
 
     /// A server that answers a connection's first batch only after the client gave up, and

@@ -1416,6 +1416,35 @@ mod server_tests {
     }
 
     #[test]
+    fn a_counter_read_of_a_value_that_is_no_number_fails_alone_in_both_forms() {
+        let Some(process) = Process::start(free_port()) else {
+            return;
+        };
+        let cache = process.backend();
+        let text = SetItem {
+            key: "text",
+            value: b"not a number",
+            ttl: None,
+        };
+        cache.set_many(&[text]).unwrap();
+        let read = cache.incr_each(&["before", "text", "after"], 0, 9);
+        assert!(matches!(read[..], [Ok(9), Err(_), Ok(9)]), "{read:?}");
+        // The socket that answered without an opaque was dropped; the next batch is in step.
+        assert_eq!(cache.incr_many(&["after", "before"], 0, 1).unwrap(), [9, 9]);
+        #[cfg(feature = "tokio")]
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let read = cache.incr_each_async(&["text", "after"], 0, 1).await;
+                assert!(matches!(read[..], [Err(_), Ok(9)]), "{read:?}");
+                let read = cache.incr_each_async(&["after", "before"], 0, 1).await;
+                assert!(matches!(read[..], [Ok(9), Ok(9)]), "{read:?}");
+            });
+    }
+
+    #[test]
     fn reads_and_raises_leave_hints_in_both_forms() {
         let Some(process) = Process::start(free_port()) else {
             return;
