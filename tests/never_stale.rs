@@ -425,3 +425,324 @@ fn a_counter_lost_after_an_invalidation_comes_back_newer_than_renders_under_way(
         "a page after the invalidation"
     );
 }
+
+/// Issue 20, item 9: the retry thread held its list weakly, so dropping the last handle on a
+/// sweeper whose invalidation had failed ended the retry silently, and other processes kept
+/// the old version after the server answered again.
+#[test]
+fn a_failed_invalidation_lands_after_its_sweeper_is_dropped() {
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let process = || {
+        Sweeper::builder()
+            .backend(
+                Memcached::builder()
+                    .server(server.url())
+                    .connect_timeout(Duration::from_millis(50))
+                    .io_timeout(Duration::from_millis(100))
+                    .circuit_breaker(2, Duration::from_millis(200))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let (writer, reader) = (process(), process());
+    let n = note(11, 0);
+    known(&writer, [&n]);
+    let before = reader.version(&n).unwrap().counter.unwrap();
+
+    server.pause();
+    let invalidated_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    assert!(
+        writer.invalidate(&note(11, 1)).is_err(),
+        "memcached is paused"
+    );
+    drop(writer); // the last handle: a request's clone, a reconfiguration
+    server.resume();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = reader.version(&n).unwrap().counter.unwrap();
+        if now >= invalidated_at {
+            break; // the retry landed
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation was forgotten with its sweeper: counter {now}, was {before}, \
+             invalidated at {invalidated_at}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A record versioned by its field alone (no counter of its own in its keys).
+#[derive(Debug, Clone, Sweepable)]
+struct Author {
+    id: i64,
+    name: String,
+    #[sweeper(version)]
+    revision: u64,
+}
+
+/// A page versioned by its field alone, like `Author`.
+#[derive(Debug, Clone, Sweepable)]
+struct Wiki {
+    id: i64,
+    #[sweeper(version)]
+    revision: u64,
+}
+
+/// An author's block inside a post's (counter) and inside a wiki page's (field) block.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 600, "post") -%}
+<article>{% filter cachesweeper::filters::cachesweeper(author, 600, "author") %}<b>{{ author.name }}</b>{% endfilter %}</article>
+{%- endfilter %}{% filter cachesweeper::filters::cachesweeper(wiki, 600, "wiki") -%}
+<aside>{% filter cachesweeper::filters::cachesweeper(author, 600, "author-aside") %}<i>{{ author.name }}</i>{% endfilter %}</aside>
+{%- endfilter %}"#
+)]
+struct ByAuthor<'a> {
+    post: &'a Post,
+    wiki: &'a Wiki,
+    author: &'a Author,
+}
+
+/// Another process on the same cache: no L1, no flights, no hints in common.
+fn other_process(s: &Sweeper) -> Sweeper {
+    Sweeper::builder()
+        .backend(std::sync::Arc::clone(s.backend()))
+        .l1(0)
+        .build()
+        .unwrap()
+}
+
+/// Issue 20, item 1: a record versioned by a field alone, in a block of its own inside an
+/// outer fragment, reported no version to the outer one, which kept being served with the old
+/// record after `invalidate` returned `Ok`.
+#[test]
+fn a_field_versioned_record_inside_a_fragment_is_remembered() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let other = other_process(s);
+        let wiki = Wiki { id: 1, revision: 1 };
+        let before = Author {
+            id: 1,
+            name: "Ann".into(),
+            revision: 1,
+        };
+        known(s, [&POST]);
+        known(s, [&before]);
+        let page = |author| ByAuthor {
+            post: &POST,
+            wiki: &wiki,
+            author,
+        };
+        for process in [s, &other] {
+            for html in [
+                process.scope().render(&page(&before)).unwrap(),
+                page(&before)
+                    .render_with_values(&process.scope().for_template::<ByAuthor>())
+                    .unwrap(),
+            ] {
+                assert!(html.contains("<b>Ann</b>") && html.contains("<i>Ann</i>"));
+            }
+        }
+        let warm = other.scope();
+        warm.render(&page(&before)).unwrap();
+        assert_eq!(warm.stats().misses, 0, "{}: {:?}", case.name, warm.stats());
+
+        let after = Author {
+            name: "Bea".into(),
+            revision: 2,
+            ..before.clone()
+        };
+        s.invalidate(&after).unwrap();
+        for process in [s, &other] {
+            for html in [
+                process.scope().render(&page(&after)).unwrap(),
+                page(&after)
+                    .render_with_values(&process.scope().for_template::<ByAuthor>())
+                    .unwrap(),
+            ] {
+                assert!(
+                    html.contains("<b>Bea</b>") && html.contains("<i>Bea</i>"),
+                    "{}: the old author after invalidate returned Ok: {html}",
+                    case.name
+                );
+            }
+        }
+        // And the pages around the new author are stored again: a later render hits.
+        std::thread::sleep(Duration::from_millis(5));
+        other.scope().render(&page(&after)).unwrap();
+        let warm = other.scope();
+        assert!(warm.render(&page(&after)).unwrap().contains("<b>Bea</b>"));
+        assert_eq!(warm.stats().misses, 0, "{}: {:?}", case.name, warm.stats());
+    }
+}
+
+/// Issue 20, item 4: a debug render stored an outer fragment versioned by a field alone (the
+/// store rule compared a counter, and it had none), with the debug marks of the blocks inside
+/// it; other processes then served the marks to everyone.
+#[test]
+fn a_debug_render_stores_nothing_whatever_versions_its_records() {
+    for case in cases() {
+        let s = &case.sweeper;
+        let author = Author {
+            id: 2,
+            name: "Cy".into(),
+            revision: 1,
+        };
+        known(s, [&POST]);
+        known(s, [&author]);
+        let first = Wiki { id: 2, revision: 1 };
+        let page = |wiki| ByAuthor {
+            post: &POST,
+            wiki,
+            author: &author,
+        };
+        s.scope().render(&page(&first)).unwrap();
+        // A new revision of the wiki page: its block misses, the author's inside it hits.
+        let edited = Wiki { id: 2, revision: 2 };
+        for debug in [
+            s.scope().debug().render(&page(&edited)).unwrap(),
+            page(&edited)
+                .render_with_values(&s.scope().debug().for_template::<ByAuthor>())
+                .unwrap(),
+        ] {
+            assert!(debug.contains("<!--cachesweeper hit"), "{debug}");
+        }
+        let other = other_process(s);
+        for html in [
+            other.scope().render(&page(&edited)).unwrap(),
+            s.scope().render(&page(&edited)).unwrap(),
+        ] {
+            assert!(
+                !html.contains("<!--cachesweeper"),
+                "{}: a debug render's marks reached the cache: {html}",
+                case.name
+            );
+        }
+    }
+}
+
+/// Nanoseconds since the epoch, as versions count them.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Issue 20, item 6: every version read (`ma ... D0`) gave the counter a new CAS, so an
+/// invalidation's compare-and-add kept losing to the reads of a hot record and failed against
+/// a healthy server ("still contended after 16 attempts").
+#[test]
+fn a_hot_record_is_invalidated_whatever_its_read_load() {
+    let Some(server) = MemcachedProcess::start() else {
+        return;
+    };
+    let writer = Sweeper::memcached(&server.url()).unwrap();
+    let hot = note(21, 0);
+    known(&writer, [&hot]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (reads, failed) = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let reader = Sweeper::memcached(&server.url()).unwrap();
+                let (stop, hot) = (&stop, &hot);
+                scope.spawn(move || {
+                    let mut reads = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        reader.version(hot).unwrap();
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let failed = (0..40)
+            .filter(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                writer.invalidate(&hot).is_err()
+            })
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        (reads, failed)
+    });
+    println!("hot record: {reads} reads by 4 threads, 40 invalidations, {failed} returned Err");
+    assert!(reads > 1_000, "the readers ran: {reads}");
+    assert_eq!(failed, 0, "invalidations against a healthy server failed");
+}
+
+/// Issue 20, item 7: memcached run with `-C` answers CAS 0, a compare checks nothing, and two
+/// invalidations at once each added their whole gap: the counter ended an hour ahead of the
+/// clock and the record could not be cached, with nothing said. Now versions are neither read
+/// nor raised there: pages render (uncached) and the error names the cause.
+#[test]
+fn memcached_without_cas_is_refused_loudly_and_pages_still_render() {
+    let Some(server) = MemcachedProcess::start_with(&["-C"]) else {
+        return;
+    };
+    let s = Sweeper::memcached(&server.url()).unwrap();
+    let n = note(22, 0);
+    let error = s.invalidate(&n).unwrap_err().to_string();
+    assert!(error.contains("-C"), "{error}");
+    let renders = Cell::new(0);
+    let parts = KeyParts::new().part("no-cas");
+    for _ in 0..3 {
+        let html = s
+            .scope()
+            .fragment(&n, 600, &parts, || {
+                renders.set(renders.get() + 1);
+                Ok::<_, std::convert::Infallible>("<p>22</p>".to_owned())
+            })
+            .unwrap();
+        assert_eq!(html, "<p>22</p>");
+    }
+    assert_eq!(
+        renders.get(),
+        3,
+        "nothing is served from a server without CAS"
+    );
+    assert!(s.stats().errors > 0, "{:?}", s.stats());
+}
+
+/// Issue 20, item 8: a restarted memcached issues the same CAS numbers again, so a raise that
+/// used what this process had seen of a counter before the restart matched the recreated one
+/// and added a gap computed for another value: the counter landed ahead of the clock by the
+/// time between the two, and nothing under it could be stored meanwhile.
+#[test]
+fn a_raise_after_a_restart_lands_at_the_clock() {
+    let Some(mut server) = MemcachedProcess::start() else {
+        return;
+    };
+    let url = server.url();
+    let n = note(23, 0);
+    let writer = Sweeper::memcached(&url).unwrap();
+    known(&writer, [&n]); // the first item of this server: CAS 1, a second ago
+    writer.version(&n).unwrap();
+    server.restart();
+    std::thread::sleep(Duration::from_millis(300));
+    let reader = Sweeper::memcached(&url).unwrap();
+    // Recreates the counter, at the CAS numbers the first server gave it (a read by `ma`
+    // gave a counter a new CAS, as the writer's own read did).
+    reader.version(&n).unwrap();
+    reader.version(&n).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    writer.invalidate(&n).unwrap();
+    let after = now_ns();
+    let raised = reader.version(&n).unwrap().counter.unwrap();
+    assert!(
+        raised <= after,
+        "the counter landed {} ms ahead of the clock",
+        (raised - after) / 1_000_000
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::frames;
 use crate::io::{self, Blocking};
 use crate::keys::Version;
-use crate::store::{self, Leases, Miss, VersionMap};
+use crate::store::{self, Leases, Miss, Own, VersionMap};
 use crate::value::{Dep, Html};
 use crate::{KeyParts, Sweepable, Sweeper};
 
@@ -46,11 +46,19 @@ where
     let record_key = record.sweeper_key();
     let hint_key = keys.hint_key(model, &record_key, parts);
     let counter_key = R::COUNTER.then(|| keys.counter_key(model, &record_key));
+    // A record versioned by a field alone still has a counter, which `invalidate` raises: the
+    // fragment around this one remembers it.
+    let contained_key =
+        (!R::COUNTER && frames::inside()).then(|| keys.counter_key(model, &record_key));
     let hints = store.hints(hint_key);
     let fragment = parts.name().unwrap_or(model);
 
     let mut versions = VersionMap::default();
-    let mut wanted: Vec<&str> = counter_key.iter().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = counter_key
+        .iter()
+        .chain(&contained_key)
+        .map(String::as_str)
+        .collect();
     wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
     for (key, value) in wanted
         .iter()
@@ -60,23 +68,27 @@ where
             versions.insert((*key).to_owned(), value);
         }
     }
-    let own = match &counter_key {
-        None => None,
-        Some(key) => match versions.get(key) {
-            Some(&version) => Some(Dep {
-                counter_key: key.as_str().into(),
-                version,
-            }),
+    let dep = |key: &String| {
+        versions.get(key).map(|&version| Dep {
+            counter_key: key.as_str().into(),
+            version,
+        })
+    };
+    let own = match (&counter_key, &contained_key) {
+        (Some(key), _) => match dep(key) {
+            Some(dep) => Own::Counter(dep),
             None => {
                 // The version could not be learnt: render, and store nothing.
                 meter.miss(fragment, None);
                 return frames::render_unstorable(render).map(Html::from);
             }
         },
+        (None, Some(key)) => dep(key).map_or(Own::FieldInsideUnknown, Own::FieldInside),
+        (None, None) => Own::Field,
     };
     let version = Version {
         field: record.sweeper_version_field(),
-        counter: own.as_ref().map(|d| d.version),
+        counter: own.keyed().map(|d| d.version),
     };
     let key = keys.fragment_key(model, &record_key, &version, parts);
 
@@ -85,7 +97,7 @@ where
     if let Some(stored) = found.pop().flatten() {
         store.remember_hints(hint_key, hints.as_ref(), &stored.deps);
         meter.hit(fragment, &key, &stored.html);
-        frames::note(own.as_ref(), &stored.deps, true);
+        store.report(&own, &stored.deps, true, began);
         return Ok(Html::Hit(stored));
     }
 
@@ -98,7 +110,7 @@ where
     match store.render_miss(&key, held, true, current, render) {
         Miss::Handed(stored) => {
             meter.coalesced(fragment, &key, &stored.html);
-            frames::note(own.as_ref(), &stored.deps, true);
+            store.report(&own, &stored.deps, true, began);
             Ok(Html::Hit(stored))
         }
         Miss::Rendered {
@@ -122,7 +134,7 @@ where
                 &key,
                 html,
                 ttl,
-                own.as_ref(),
+                &own,
                 (deps, storable),
                 began,
                 leader,

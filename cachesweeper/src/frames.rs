@@ -58,6 +58,11 @@ pub(crate) fn within<T>(body: impl FnOnce() -> T) -> (T, Arc<[Dep]>, bool) {
     (out, deps.into(), frame.storable)
 }
 
+/// Whether a fragment's body is rendering on this thread: a fragment met now is inside it.
+pub(crate) fn inside() -> bool {
+    FRAMES.with(|frames| !frames.borrow().is_empty())
+}
+
 /// Tells the fragment being rendered around this one, if any, that this one is part of it:
 /// its record's version (`own`), the versions it contains, and whether it may be stored.
 pub(crate) fn note(own: Option<&Dep>, deps: &[Dep], storable: bool) {

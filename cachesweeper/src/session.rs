@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
-use crate::store::{FragmentStore, Hints, Leases, Miss, VersionMap, Write};
+use crate::store::{FragmentStore, Hints, Leases, Miss, Own, ReadFrom, VersionMap, Write};
 use crate::value::{Dep, Html, Stored};
 use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, alone, frames};
 
@@ -51,6 +51,9 @@ struct State {
     failed_counters: HashSet<String>,
     slots: HashMap<String, Slot>,
     wanted: Vec<Wanted>,
+    /// Counters of records versioned by a field alone, met inside a fragment that is being
+    /// rendered: that fragment remembers them.
+    wanted_counters: Vec<String>,
     /// Fragments met in this pass that could not be written out yet.
     unresolved: usize,
     /// How many missed bodies are being rendered right now: outside them, a record pass
@@ -66,7 +69,7 @@ struct State {
 pub(crate) struct Session {
     state: Mutex<State>,
     /// When the page's data began to be read.
-    began: u64,
+    began: ReadFrom,
     /// The leases this render holds.
     leases: Leases,
     /// Whether the render may block its thread on the cache. An async render may not: its
@@ -92,7 +95,7 @@ const MAX_RECORD_PASSES: usize = 16;
 
 /// Renders `page` through `sweeper` with every fragment lookup batched (see
 /// [`Sweeper::render`]), calling the backend blocking.
-pub(crate) fn render<T>(sweeper: &Sweeper, page: &T, began: u64) -> askama::Result<String>
+pub(crate) fn render<T>(sweeper: &Sweeper, page: &T, began: ReadFrom) -> askama::Result<String>
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
@@ -104,7 +107,7 @@ where
 pub(crate) async fn render_async<T>(
     sweeper: &Sweeper,
     page: &T,
-    began: u64,
+    began: ReadFrom,
 ) -> askama::Result<String>
 where
     T: askama::Template + TemplateDigest + Sync + ?Sized,
@@ -116,7 +119,7 @@ async fn render_with<I: Io, T>(
     io: &I,
     sweeper: &Sweeper,
     page: &T,
-    began: u64,
+    began: ReadFrom,
 ) -> askama::Result<String>
 where
     T: askama::Template + TemplateDigest + ?Sized,
@@ -163,8 +166,16 @@ where
             state.unresolved = 0;
         }
         page.render_with_values(run)?;
-        let wanted = std::mem::take(&mut session.state().wanted);
-        if wanted.is_empty() || !prefetch(io, run, session, wanted).await {
+        let (wanted, counters) = {
+            let mut state = session.state();
+            (
+                std::mem::take(&mut state.wanted),
+                std::mem::take(&mut state.wanted_counters),
+            )
+        };
+        if (wanted.is_empty() && counters.is_empty())
+            || !prefetch(io, run, session, wanted, counters).await
+        {
             // Nothing new, or nothing missed: no body to look inside for more fragments.
             break;
         }
@@ -215,6 +226,9 @@ where
     let fragment = parts.name().unwrap_or(model);
     let field = record.sweeper_version_field();
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
+    // A record versioned by a field alone still has a counter, which `invalidate` raises: the
+    // fragment around this one remembers it.
+    let contained_key = (!R::COUNTER && frames::inside()).then(|| sweeper.counter_key(record));
     let mut state = session.state();
     let recording = state.recording;
     // A record pass outside any missed body: its output is thrown away.
@@ -231,7 +245,24 @@ where
         }
     };
     let own = match counter_key {
-        None => None,
+        None => match contained_key {
+            None => Own::Field,
+            Some(k) if state.failed_counters.contains(&k) => Own::FieldInsideUnknown,
+            Some(k) => match state.versions.get(&k) {
+                Some(&version) => Own::FieldInside(Dep {
+                    counter_key: k.into(),
+                    version,
+                }),
+                None => {
+                    if recording {
+                        // The fragment around this one is rendered again once it is known.
+                        state.wanted_counters.push(k);
+                        state.unresolved += 1;
+                    }
+                    Own::FieldInsideUnknown
+                }
+            },
+        },
         Some(k) if state.failed_counters.contains(&k) => {
             // The version cannot be known: render, and store nothing, nor anything around it.
             // A record pass still renders the body, to find the fragments nested in it and
@@ -250,7 +281,7 @@ where
             return rendered.map(Html::from);
         }
         Some(k) => match state.versions.get(&k) {
-            Some(&version) => Some(Dep {
+            Some(&version) => Own::Counter(Dep {
                 counter_key: k.into(),
                 version,
             }),
@@ -268,7 +299,7 @@ where
     };
     let version = Version {
         field,
-        counter: own.as_ref().map(|d| d.version),
+        counter: own.keyed().map(|d| d.version),
     };
     let key = sweeper.key_at(record, &version, parts);
     let output = |html: fn(Arc<Stored>) -> Html, stored: &Arc<Stored>| {
@@ -284,15 +315,24 @@ where
                 *counted = true;
                 meter.hit(fragment, &key, &stored.html);
             }
-            frames::note(own.as_ref(), &stored.deps, true);
+            sweeper
+                .inner
+                .store
+                .report(&own, &stored.deps, true, session.began);
             Ok(output(Html::Hit, stored))
         }
         Some(Slot::Rendered { stored, storable }) => {
-            frames::note(own.as_ref(), &stored.deps, *storable);
+            sweeper
+                .inner
+                .store
+                .report(&own, &stored.deps, *storable, session.began);
             Ok(output(Html::Rendered, stored))
         }
         None if recording => {
-            let w = wanted(own.map(|d| d.counter_key.to_string()), version.field);
+            let w = wanted(
+                own.keyed().map(|d| d.counter_key.to_string()),
+                version.field,
+            );
             state.wanted.push(w);
             state.unresolved += 1;
             Ok(Html::from(String::new()))
@@ -323,7 +363,7 @@ where
                 Miss::Handed(stored) => {
                     // Another render of this process just rendered (and stores) it.
                     meter.coalesced(fragment, &key, &stored.html);
-                    frames::note(own.as_ref(), &stored.deps, true);
+                    store.report(&own, &stored.deps, true, session.began);
                     let html = Html::Hit(Arc::clone(&stored));
                     let slot = Slot::Rendered {
                         stored,
@@ -361,7 +401,7 @@ where
                 &key,
                 html,
                 ttl,
-                own.as_ref(),
+                &own,
                 (deps, storable),
                 session.began,
                 leader,
@@ -393,6 +433,7 @@ async fn prefetch<I: Io>(
     sweeper: &Sweeper,
     session: &Session,
     wanted: Vec<Wanted>,
+    contained: Vec<String>,
 ) -> bool {
     let meter = sweeper.meter();
     let store = &sweeper.inner.store;
@@ -405,6 +446,7 @@ async fn prefetch<I: Io>(
             .iter()
             .filter_map(|w| w.counter_key.as_deref())
             .chain(hints.iter().flatten().flat_map(|h| h.iter()).map(|k| &**k))
+            .chain(contained.iter().map(String::as_str))
             .filter(|k| !state.versions.contains_key(*k) && seen.insert(*k))
             .map(str::to_owned)
             .collect()

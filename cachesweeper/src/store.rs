@@ -116,6 +116,45 @@ impl HintMap {
     }
 }
 
+/// When a render's data began to be read: what decides which of the fragments it renders it
+/// may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFrom {
+    /// From this time on (nanoseconds, on [`clock`](crate::clock)).
+    At(u64),
+    /// A debug render: its marks must never reach the cache, so it stores nothing, whatever
+    /// its records' versions (a record versioned by a field alone has no counter to compare).
+    StoresNothing,
+}
+
+/// What a fragment's own record contributes: to its key and the store rule, and to the
+/// fragments rendered around it.
+#[derive(Debug, Clone)]
+pub(crate) enum Own {
+    /// Versioned by a counter, at this value: its key carries it, the store rule compares it,
+    /// and the fragments around it remember it.
+    Counter(Dep),
+    /// Versioned by a field alone, with no fragment around it: its key says all.
+    Field,
+    /// Versioned by a field alone, inside another fragment: that one remembers the record's
+    /// counter (which `invalidate` raises), so that it misses when the record changes, and is
+    /// stored only if the counter is older than the render's data, as if it were its own.
+    FieldInside(Dep),
+    /// Versioned by a field alone, inside another fragment, and its counter could not be read:
+    /// the fragment around it is not stored.
+    FieldInsideUnknown,
+}
+
+impl Own {
+    /// The counter the fragment's key carries, if any.
+    pub(crate) fn keyed(&self) -> Option<&Dep> {
+        match self {
+            Own::Counter(dep) => Some(dep),
+            Own::Field | Own::FieldInside(_) | Own::FieldInsideUnknown => None,
+        }
+    }
+}
+
 /// A fragment to store when the render ends.
 #[derive(Debug)]
 pub(crate) struct Write {
@@ -171,8 +210,27 @@ impl FragmentStore {
     /// Whether data read at `began` is known to include every write that an invalidation
     /// raising a counter to `version` acknowledged: the invalidation happened before `began`,
     /// by more than the clock skew allowed between processes.
-    fn fresh_enough(&self, version: u64, began: u64) -> bool {
-        version.saturating_add(self.clock_skew) < began
+    fn fresh_enough(&self, version: u64, began: ReadFrom) -> bool {
+        match began {
+            ReadFrom::At(began) => version.saturating_add(self.clock_skew) < began,
+            ReadFrom::StoresNothing => false,
+        }
+    }
+
+    /// Tells the fragment being rendered around this one (if any) that this one, with `deps`
+    /// inside it, is part of it, and whether it may be stored (`storable`, and for a record
+    /// versioned by a field alone, whether its counter predates the render's data).
+    pub(crate) fn report(&self, own: &Own, deps: &[Dep], storable: bool, began: ReadFrom) {
+        match own {
+            Own::Counter(dep) => frames::note(Some(dep), deps, storable),
+            Own::Field => frames::note(None, deps, storable),
+            Own::FieldInside(dep) => frames::note(
+                Some(dep),
+                deps,
+                storable && self.fresh_enough(dep.version, began),
+            ),
+            Own::FieldInsideUnknown => frames::note(None, deps, false),
+        }
     }
 
     /// The counter keys the fragment identified by `hint_key` contained last time.
@@ -423,14 +481,17 @@ impl FragmentStore {
         key: &str,
         html: String,
         ttl: Duration,
-        own: Option<&Dep>,
+        own: &Own,
         (deps, inner_storable): (Arc<[Dep]>, bool),
-        began: u64,
+        began: ReadFrom,
         leader: Option<Leader<'_>>,
     ) -> Finished {
-        let storable =
-            inner_storable && own.is_none_or(|dep| self.fresh_enough(dep.version, began));
-        frames::note(own, &deps, storable);
+        let storable = inner_storable
+            && began != ReadFrom::StoresNothing
+            && own
+                .keyed()
+                .is_none_or(|dep| self.fresh_enough(dep.version, began));
+        self.report(own, &deps, storable, began);
         let stored = Arc::new(Stored {
             html,
             expires_ms: now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),

@@ -10,7 +10,7 @@ use crate::keys::{KeyParts, KeySpace, Version};
 use crate::meter::{Meter, Metrics, Warnings};
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::store::FragmentStore;
+use crate::store::{FragmentStore, ReadFrom};
 use crate::value::Html;
 use crate::versions::Versions;
 use crate::{ModelRef, Result, Sweepable, TemplateDigest, alone, clock, session};
@@ -297,13 +297,13 @@ impl Sweeper {
         }
     }
 
-    /// When this handle's data began to be read, for the store rule. A debug handle's is the
-    /// beginning of time: older than every version, so nothing it renders is stored.
-    pub(crate) fn stamp(&self) -> u64 {
+    /// When this handle's data began to be read, for the store rule. A debug handle stores
+    /// nothing.
+    pub(crate) fn stamp(&self) -> ReadFrom {
         if self.debug {
-            0
+            ReadFrom::StoresNothing
         } else {
-            self.began.unwrap_or_else(clock::now)
+            ReadFrom::At(self.began.unwrap_or_else(clock::now))
         }
     }
 
@@ -325,14 +325,17 @@ impl Sweeper {
         &self,
         session: Arc<Session>,
         digest: &'static str,
-        began: u64,
+        began: ReadFrom,
     ) -> Sweeper {
         Sweeper {
             inner: Arc::clone(&self.inner),
             scope: self.scope.clone(),
             session: Some(session),
             digest,
-            began: Some(began),
+            began: match began {
+                ReadFrom::At(at) => Some(at),
+                ReadFrom::StoresNothing => self.began,
+            },
             debug: self.debug,
         }
     }
@@ -395,8 +398,8 @@ impl Sweeper {
     /// them, at any depth. The record and its parents are raised in one batch (two round trips
     /// on memcached). Call it **after** the change is committed to your database.
     ///
-    /// For a record versioned by a field alone, only its parents are raised (its own version
-    /// changes when the field does).
+    /// A record versioned by a field alone has a counter too, raised here: its own fragments
+    /// are keyed by the field, and the fragments that contain it remember the counter.
     ///
     /// # The guarantee
     ///
@@ -454,8 +457,8 @@ impl Sweeper {
     }
 
     /// [`invalidate`](Self::invalidate) for async callers (feature `tokio`): the raise is
-    /// awaited, never blocking the runtime's thread; one round trip on memcached when this
-    /// process has read the record's counter before (two otherwise). The guarantee is the
+    /// awaited, never blocking the runtime's thread; two round trips on memcached, as for the
+    /// blocking form. The guarantee is the
     /// same, once it has returned `Ok`.
     ///
     /// If the task is dropped before it is done, the invalidation is not lost: it goes to the
@@ -485,9 +488,9 @@ impl Sweeper {
             .iter()
             .map(|parent| self.inner.keys.counter_key(parent.model, &parent.key))
             .collect();
-        if R::COUNTER {
-            keys.push(self.counter_key(record));
-        }
+        // A record versioned by a field alone has a counter too: the fragments that contain it
+        // remember it (its own fragments are keyed by the field).
+        keys.push(self.counter_key(record));
         self.meter().invalidation();
         tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
         keys

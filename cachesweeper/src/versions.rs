@@ -1,7 +1,7 @@
 //! Version counters: reading them (creating missing ones) and raising them on invalidation,
 //! with failed raises retried in the background until the backend takes them.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::io::Io;
@@ -95,7 +95,7 @@ impl Versions {
     /// Keeps `keys` to be raised from the retry thread, starting it if it is not running.
     fn retry_later(&self, backend: &Arc<dyn Backend>, keys: Vec<String>) {
         if self.retry.add(keys) {
-            spawn_retry(Arc::downgrade(&self.retry), Arc::clone(backend));
+            spawn_retry(Arc::clone(&self.retry), Arc::clone(backend));
         }
     }
 
@@ -136,15 +136,16 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-/// Retries failed invalidations until the backend takes them, or the sweeper is gone.
-fn spawn_retry(retry: Weak<Retry>, backend: Arc<dyn Backend>) {
+/// Retries failed invalidations until the backend takes them. The thread owns what it retries:
+/// the write each one follows is committed, so it must land even if every handle on the
+/// sweeper is dropped meanwhile (a request's clone, a reconfiguration) while the process lives.
+fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>) {
     let spawned = std::thread::Builder::new()
         .name("cachesweeper-retry".into())
         .spawn(move || {
             let mut wait = retry::FIRST_WAIT;
             loop {
                 std::thread::sleep(wait);
-                let Some(retry) = retry.upgrade() else { return };
                 let keys = retry.snapshot();
                 let refs: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
                 let results = backend.raise_each(&refs, clock::now());

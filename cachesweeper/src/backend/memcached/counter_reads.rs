@@ -1,5 +1,8 @@
-//! The memcached exchange a warm page repeats most: reading (and creating) its records'
-//! version counters, `ma <key> N.. J.. D.. T.. v c O<i>` for each, pipelined in one round trip.
+//! The memcached exchange a warm page repeats most: reading its records' version counters,
+//! `mg <key> v c T.. O<i>` for each, pipelined in one round trip. A read is a `mg`, not an
+//! `ma` that adds nothing, because any `ma` gives the item a new CAS, and an invalidation's
+//! compare-and-add would then lose to every read of a hot record. Missing counters are created
+//! by the backend in a round of their own.
 //!
 //! Written by hand, on sockets of its own, because the `memcache` crate's meta client made a
 //! warm page's counter reads a third of the page's CPU: it allocates every command's key and
@@ -39,39 +42,28 @@ pub(super) struct Batch {
     request: Vec<u8>,
     first: u64,
     len: usize,
-    /// Whether it may be sent twice: it only reads (adds 0).
-    idempotent: bool,
 }
 
 impl Batch {
-    /// A batch of `len` reads, each adding `delta` (creating a missing counter at `initial`, to
-    /// live `ttl_secs`).
-    pub(super) fn new(len: usize, delta: u64) -> Batch {
+    /// A batch of `len` reads.
+    pub(super) fn new(len: usize) -> Batch {
         Batch {
-            request: Vec::with_capacity(len * 64),
+            request: Vec::with_capacity(len * 56),
             first: NEXT_OPAQUE.fetch_add(len as u64, Ordering::Relaxed),
             len: 0,
-            idempotent: delta == 0,
         }
     }
 
-    /// Appends the read of one counter: add `delta` (creating a missing counter at `initial`,
-    /// to live `ttl_secs`), refresh its time to live, answer its value and CAS, and echo the
-    /// command's opaque.
-    pub(super) fn push(&mut self, key: &str, delta: u64, initial: u64, ttl_secs: u32) {
+    /// Appends the read of one counter: answer its value and CAS, refresh its time to live
+    /// (`ttl_secs`; a touch leaves the CAS as it is), and echo the command's opaque.
+    pub(super) fn push(&mut self, key: &str, ttl_secs: u32) {
         let mut numbers = itoa::Buffer::new();
         let request = &mut self.request;
-        request.extend_from_slice(b"ma ");
+        request.extend_from_slice(b"mg ");
         request.extend_from_slice(key.as_bytes());
-        request.extend_from_slice(b" N");
+        request.extend_from_slice(b" v c T");
         request.extend_from_slice(numbers.format(ttl_secs).as_bytes());
-        request.extend_from_slice(b" J");
-        request.extend_from_slice(numbers.format(initial).as_bytes());
-        request.extend_from_slice(b" D");
-        request.extend_from_slice(numbers.format(delta).as_bytes());
-        request.extend_from_slice(b" T");
-        request.extend_from_slice(numbers.format(ttl_secs).as_bytes());
-        request.extend_from_slice(b" v c O");
+        request.extend_from_slice(b" O");
         request.extend_from_slice(
             numbers
                 .format(self.first.wrapping_add(self.len as u64))
@@ -86,21 +78,22 @@ impl Batch {
         self.len
     }
 
-    /// Whether, sent on an idle socket that failed with `failure` after `written` bytes of it,
-    /// it may be sent again on a new one: the socket failed (not the server's answer), and the
-    /// server saw none of it, or it adds nothing.
-    fn may_resend(&self, failure: &Failure, written: usize) -> bool {
-        failure.is_transport() && (written == 0 || self.idempotent)
+    /// Whether, sent on an idle socket that failed with `failure`, it may be sent again on a
+    /// new one: the socket failed (not the server's answer); a read changes nothing.
+    fn may_resend(&self, failure: &Failure) -> bool {
+        failure.is_transport()
     }
 }
 
 /// What the server answered to one counter read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Answer {
-    /// The counter's value after the add, and its CAS.
+    /// The counter's value and its CAS.
     Counter { value: u64, cas: u64 },
-    /// A refusal: `NS`, `NF` or `EX` (none expected: the read creates missing counters and
-    /// compares no CAS), `CLIENT_ERROR ...` (the item is not a number) or `SERVER_ERROR ...`.
+    /// No such counter (`EN`).
+    Missing,
+    /// A refusal: a value that is not a number (something else under the key), or an answer
+    /// that no read expects (`CLIENT_ERROR ...`, `SERVER_ERROR ...`, `NS`, ...).
     Refused(String),
 }
 
@@ -222,7 +215,7 @@ fn parse_answers(buf: &[u8], batch: &Batch, clean: &mut bool) -> Result<Vec<Answ
                 .and_then(parse_u64)
                 .ok_or_else(|| protocol(header))?;
             let len = usize::try_from(len).map_err(|_| protocol(header))?;
-            value = Some(parse_u64(&buf[at..at + len]).ok_or_else(|| protocol(header))?);
+            value = Some(parse_u64(&buf[at..at + len]));
             at += len + 2;
         }
         let (mut cas, mut echoed) = (0, None);
@@ -237,7 +230,9 @@ fn parse_answers(buf: &[u8], batch: &Batch, clean: &mut bool) -> Result<Vec<Answ
             return Err(protocol(header));
         }
         out.push(match (code, value) {
-            (b"VA", Some(value)) => Answer::Counter { value, cas },
+            (b"VA", Some(Some(value))) => Answer::Counter { value, cas },
+            (b"VA", Some(None)) => Answer::Refused("the value is not a number".into()),
+            (b"EN", _) => Answer::Missing,
             (b"NS" | b"NF" | b"EX" | b"HD", _) => {
                 Answer::Refused(String::from_utf8_lossy(code).into_owned())
             }
@@ -309,8 +304,7 @@ impl Sockets {
 
     /// Sends `request` (`answers` counter reads) and reads their answers, on the caller's
     /// thread, within the exchange's time. An idle socket that fails (the server closed it
-    /// while it sat in the pool) is replaced by a new one, once, when the batch is safe to send
-    /// again: nothing of it was written, or it adds nothing (`idempotent`: a read of versions).
+    /// while it sat in the pool) is replaced by a new one, once: a read is safe to send again.
     pub(super) fn exchange(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
         let idle = lock(&self.idle).pop();
         let (mut stream, mut pooled) = match idle {
@@ -329,8 +323,8 @@ impl Sockets {
                     }
                     return Ok(parsed);
                 }
-                Err((failure, written)) => {
-                    if pooled && batch.may_resend(&failure, written) {
+                Err(failure) => {
+                    if pooled && batch.may_resend(&failure) {
                         stream = self.connect()?;
                         pooled = false;
                         continue;
@@ -360,8 +354,8 @@ impl Sockets {
             loop {
                 match exchange_on_async(&mut stream, batch).await {
                     Ok(done) => return Ok((stream, done)),
-                    Err((failure, written)) => {
-                        if pooled && batch.may_resend(&failure, written) {
+                    Err(failure) => {
+                        if pooled && batch.may_resend(&failure) {
                             stream = self.connect_async().await?;
                             pooled = false;
                             continue;
@@ -396,9 +390,8 @@ impl Sockets {
 }
 
 /// What an exchange on one socket gave: the answers, and whether the socket may be used again
-/// (nothing was left unread); or why it failed, with how many bytes of the request had been
-/// written.
-type Exchanged = Result<(Vec<Answer>, bool), (Failure, usize)>;
+/// (nothing was left unread); or why it failed.
+type Exchanged = Result<(Vec<Answer>, bool), Failure>;
 
 /// One batch on `stream`, before `deadline`.
 fn exchange_on(stream: &mut TcpStream, batch: &Batch, deadline: std::time::Instant) -> Exchanged {
@@ -415,10 +408,10 @@ fn exchange_on(stream: &mut TcpStream, batch: &Batch, deadline: std::time::Insta
             .and_then(|left| stream.set_write_timeout(Some(left)).map_err(Failure::Io))
             .and_then(|()| stream.write(&request[written..]).map_err(io_failure));
         match step {
-            Ok(0) => return Err((Failure::Io(std::io::ErrorKind::WriteZero.into()), written)),
+            Ok(0) => return Err(Failure::Io(std::io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(Failure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(failure) => return Err((failure, written)),
+            Err(failure) => return Err(failure),
         }
     }
     let mut buf = Vec::with_capacity(answers * 48);
@@ -426,18 +419,15 @@ fn exchange_on(stream: &mut TcpStream, batch: &Batch, deadline: std::time::Insta
         match end_of_answers(&buf, answers) {
             Ok(Some(end)) => break end,
             Ok(None) => {}
-            Err(failure) => return Err((failure, written)),
+            Err(failure) => return Err(failure),
         }
         let step = left()
             .and_then(|left| stream.set_read_timeout(Some(left)).map_err(Failure::Io))
             .and_then(|()| read_more(&mut buf, |spare| stream.read(spare)).map_err(io_failure));
-        if let Err(failure) = step {
-            return Err((failure, written));
-        }
+        step?;
     };
     let mut clean = end == buf.len();
-    let parsed =
-        parse_answers(&buf[..end], batch, &mut clean).map_err(|failure| (failure, written))?;
+    let parsed = parse_answers(&buf[..end], batch, &mut clean)?;
     Ok((parsed, clean))
 }
 
@@ -449,10 +439,10 @@ async fn exchange_on_async(stream: &mut tokio::net::TcpStream, batch: &Batch) ->
     let mut written = 0;
     while written < request.len() {
         match stream.write(&request[written..]).await {
-            Ok(0) => return Err((Failure::Io(std::io::ErrorKind::WriteZero.into()), written)),
+            Ok(0) => return Err(Failure::Io(std::io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((io_failure(e), written)),
+            Err(e) => return Err(io_failure(e)),
         }
     }
     let mut buf = Vec::with_capacity(answers * 48);
@@ -460,23 +450,19 @@ async fn exchange_on_async(stream: &mut tokio::net::TcpStream, batch: &Batch) ->
         match end_of_answers(&buf, answers) {
             Ok(Some(end)) => break end,
             Ok(None) => {}
-            Err(failure) => return Err((failure, written)),
+            Err(failure) => return Err(failure),
         }
         buf.reserve(4096);
         match stream.read_buf(&mut buf).await {
             Ok(0) => {
-                return Err((
-                    Failure::Io(std::io::ErrorKind::UnexpectedEof.into()),
-                    written,
-                ));
+                return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
             Ok(_) => {}
-            Err(e) => return Err((io_failure(e), written)),
+            Err(e) => return Err(io_failure(e)),
         }
     };
     let mut clean = end == buf.len();
-    let parsed =
-        parse_answers(&buf[..end], batch, &mut clean).map_err(|failure| (failure, written))?;
+    let parsed = parse_answers(&buf[..end], batch, &mut clean)?;
     Ok((parsed, clean))
 }
 
@@ -507,49 +493,50 @@ mod tests {
             request: Vec::new(),
             first,
             len,
-            idempotent: true,
         }
     }
 
     #[test]
     fn a_read_is_one_line_with_its_opaque() {
         let mut batch = batch_at(7, 0);
-        batch.push("ns|v|m|1", 0, 1_700, 60);
-        batch.push("ns|v|m|2", 2, 5, 60);
+        batch.push("ns|v|m|1", 60);
+        batch.push("ns|v|m|2", 60);
         assert_eq!(
             batch.request,
-            b"ma ns|v|m|1 N60 J1700 D0 T60 v c O7\r\nma ns|v|m|2 N60 J5 D2 T60 v c O8\r\n"
+            b"mg ns|v|m|1 v c T60 O7\r\nmg ns|v|m|2 v c T60 O8\r\n"
         );
         assert_eq!(batch.len(), 2);
     }
 
     #[test]
     fn batches_never_share_an_opaque() {
-        let (a, b) = (Batch::new(3, 0), Batch::new(2, 1));
+        let (a, b) = (Batch::new(3), Batch::new(2));
         assert!(a.first + 3 <= b.first || b.first + 2 <= a.first);
-        assert!(a.idempotent && !b.idempotent);
     }
 
     #[test]
     fn answers_are_read_only_when_whole_and_in_step() {
-        let whole = b"VA 4 c9 O0\r\n1700\r\nCLIENT_ERROR cannot increment\r\nNS O2\r\n";
+        let whole = b"VA 4 c9 O0\r\n1700\r\nEN O1\r\nVA 3 c2 O2\r\nabc\r\n\
+            SERVER_ERROR out of memory\r\nNS O4\r\n";
         for cut in 0..whole.len() {
             assert_eq!(
-                end_of_answers(&whole[..cut], 3).unwrap(),
+                end_of_answers(&whole[..cut], 5).unwrap(),
                 None,
                 "cut at {cut}"
             );
         }
-        assert_eq!(end_of_answers(whole, 3).unwrap(), Some(whole.len()));
+        assert_eq!(end_of_answers(whole, 5).unwrap(), Some(whole.len()));
         let mut clean = true;
         assert_eq!(
-            parse_answers(whole, &batch_at(0, 3), &mut clean).unwrap(),
+            parse_answers(whole, &batch_at(0, 5), &mut clean).unwrap(),
             vec![
                 Answer::Counter {
                     value: 1700,
                     cas: 9
                 },
-                Answer::Refused("CLIENT_ERROR cannot increment".into()),
+                Answer::Missing,
+                Answer::Refused("the value is not a number".into()),
+                Answer::Refused("SERVER_ERROR out of memory".into()),
                 Answer::Refused("NS".into()),
             ]
         );
@@ -563,7 +550,7 @@ mod tests {
         assert!(parse_answers(b"VA 1 c1 O0\r\n5\r\n", &batch_at(2, 1), &mut true).is_err());
         assert!(parse_answers(b"VA 1 c1\r\n5\r\n", &batch_at(0, 1), &mut true).is_err());
         assert!(end_of_answers(b"VA x\r\n", 1).is_err());
-        assert!(parse_answers(b"VA 1 c1 O0\r\nx\r\n", &batch_at(0, 1), &mut true).is_err());
+        assert!(parse_answers(b"EN O1\r\n", &batch_at(0, 1), &mut true).is_err());
     }
 
     /// A server that answers a connection's first batch only after the client gave up, and
@@ -603,9 +590,9 @@ mod tests {
     }
 
     fn two_reads() -> Batch {
-        let mut batch = Batch::new(2, 0);
-        batch.push("a", 0, 1, 60);
-        batch.push("b", 0, 1, 60);
+        let mut batch = Batch::new(2);
+        batch.push("a", 60);
+        batch.push("b", 60);
         batch
     }
 
