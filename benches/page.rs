@@ -150,7 +150,7 @@ fn known(sweeper: &Sweeper, comments: &[Comment]) {
         - 1_000_000_000;
     sweeper
         .backend()
-        .incr_many(&keys, 0, a_second_ago)
+        .incr_many(&keys, 0, a_second_ago & !1)
         .expect("versions");
 }
 

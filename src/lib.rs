@@ -8,3 +8,4 @@ pub mod memcached;
 mod process;
 pub mod redis;
 pub mod silent;
+pub mod slow_link;

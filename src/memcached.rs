@@ -112,6 +112,24 @@ impl MemcachedProcess {
         format!("memcache://127.0.0.1:{}", self.port)
     }
 
+    /// A figure of the server's `stats` (e.g. `evictions`), if it answers.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"stats\r\n").ok()?;
+        let wanted = format!("STAT {name} ");
+        for line in BufReader::new(stream).lines() {
+            let line = line.ok()?;
+            if line == "END" {
+                return None;
+            }
+            if let Some(value) = line.strip_prefix(&wanted) {
+                return value.trim().parse().ok();
+            }
+        }
+        None
+    }
+
     /// Kills the server (its data is lost) and waits for it to exit.
     pub fn kill(&mut self) {
         crate::process::kill(&mut self.child);

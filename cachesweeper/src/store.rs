@@ -208,11 +208,16 @@ impl FragmentStore {
     }
 
     /// Whether data read at `began` is known to include every write that an invalidation
-    /// raising a counter to `version` acknowledged: the invalidation happened before `began`,
-    /// by more than the clock skew allowed between processes.
+    /// raising a counter to `version` acknowledged: the version is confirmed (not a counter
+    /// created after a loss, see [`Backend::fresh_counter`](crate::backend::Backend::fresh_counter))
+    /// and the invalidation happened before `began`, by more than the clock skew allowed
+    /// between processes.
     fn fresh_enough(&self, version: u64, began: ReadFrom) -> bool {
         match began {
-            ReadFrom::At(began) => version.saturating_add(self.clock_skew) < began,
+            ReadFrom::At(began) => {
+                crate::versions::is_confirmed(version)
+                    && version.saturating_add(self.clock_skew) < began
+            }
             ReadFrom::StoresNothing => false,
         }
     }

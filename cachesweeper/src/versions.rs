@@ -9,6 +9,18 @@ use crate::meter::Meter;
 use crate::retry::{self, Retry};
 use crate::{Error, Result, clock};
 
+/// Whether a counter's value was set by a raise that found the counter (even), rather than
+/// created where it was missing (odd): see [`Backend::fresh_counter`]. Nothing is stored under
+/// a version that is not confirmed.
+pub(crate) fn is_confirmed(version: u64) -> bool {
+    version & 1 == 0
+}
+
+/// The smallest confirmed value at or above `value`.
+pub(crate) fn confirmed(value: u64) -> u64 {
+    value.saturating_add(value & 1)
+}
+
 /// The counters' side of a sweeper: the invalidations still to retry.
 #[derive(Debug, Default)]
 pub(crate) struct Versions {
@@ -36,6 +48,7 @@ impl Versions {
         let started = std::time::Instant::now();
         let mut out = io.incr_each(meter.backend, keys, 0, fresh).await;
         meter.tally(&out, started);
+        self.confirm(io, meter, keys, &mut out).await;
         if self.retry.is_pending() {
             for (key, value) in keys.iter().zip(out.iter_mut()) {
                 if self.retry.contains(key) {
@@ -46,6 +59,37 @@ impl Versions {
             }
         }
         out
+    }
+
+    /// Confirms the counters in `read` that were created and never raised (odd: see
+    /// [`Backend::fresh_counter`]), in one batch: raised to now, which is later than their
+    /// creation, which this render saw, and so later than any invalidation lost with the
+    /// counter they replace. This render stores nothing under them (its data is older); later
+    /// ones may. A confirmation that fails leaves the odd value: nothing is stored under it.
+    async fn confirm<I: Io>(
+        &self,
+        io: &I,
+        meter: &Meter<'_>,
+        keys: &[&str],
+        read: &mut [Result<u64>],
+    ) {
+        let created: Vec<usize> = (0..keys.len())
+            .filter(|&i| matches!(read[i], Ok(v) if !is_confirmed(v)))
+            .collect();
+        if created.is_empty() {
+            return;
+        }
+        let created_keys: Vec<&str> = created.iter().map(|&i| keys[i]).collect();
+        let started = std::time::Instant::now();
+        let raised = io
+            .raise_each(meter.backend, &created_keys, clock::now())
+            .await;
+        meter.tally(&raised, started);
+        for (i, raised) in created.into_iter().zip(raised) {
+            if let Ok(value) = raised {
+                read[i] = Ok(value);
+            }
+        }
     }
 
     /// Raises counters to the current time, in one batch; those that fail are kept and

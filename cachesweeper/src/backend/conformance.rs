@@ -141,15 +141,21 @@ pub fn incr_creates_then_adds(backend: &dyn Backend) {
     assert_eq!(backend.incr_many(&[key], 0, 5).unwrap(), vec![1_001]);
 }
 
-/// `raise_each` creates a missing counter at the floor, and otherwise sets it to the larger of
-/// the floor and its value plus one.
+/// `raise_each` creates a missing counter at the floor with its lowest bit set (odd: created,
+/// not confirmed), and otherwise sets it to the even number at or above the larger of the floor
+/// and its value plus one.
 pub fn raise_is_a_monotonic_max(backend: &dyn Backend) {
     let (a, b) = ("conformance|raise-a", "conformance|raise-b");
     let raise = |key: &str, floor: u64| backend.raise_each(&[key], floor).pop().unwrap().unwrap();
-    assert_eq!(raise(a, 1_000), 1_000);
+    assert_eq!(raise(a, 1_000), 1_001, "created: odd");
     assert_eq!(raise(a, 5_000), 5_000);
-    assert_eq!(raise(a, 10), 5_001, "a lower floor still adds one");
-    assert_eq!(backend.incr_many(&[a], 0, 7).unwrap(), vec![5_001]);
+    assert_eq!(
+        raise(a, 10),
+        5_002,
+        "a lower floor still adds, to the next even number"
+    );
+    assert_eq!(raise(a, 5_003), 5_004, "an odd floor: the next even number");
+    assert_eq!(backend.incr_many(&[a], 0, 7).unwrap(), vec![5_004]);
     assert_eq!(backend.incr_many(&[b], 0, 70).unwrap(), vec![70]);
     let both: Vec<u64> = backend
         .raise_each(&[a, b], 6_000)
@@ -483,7 +489,7 @@ pub fn async_raise_matches(backend: &dyn Backend) {
                 .unwrap()
         })
         .collect();
-    assert_eq!(blocking_values, vec![1_000, 5_000, 5_001, 5_002, 6_000]);
+    assert_eq!(blocking_values, vec![1_001, 5_000, 5_002, 5_004, 6_000]);
     runtime().block_on(async {
         let mut values = Vec::new();
         for floor in floors {
@@ -507,15 +513,15 @@ pub fn async_raise_matches(backend: &dyn Backend) {
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(raised, vec![7_000; 4]);
-        // Below every counter: each gains exactly one.
+        assert_eq!(raised, vec![7_000, 7_000, 7_001, 7_000]);
+        // Below every counter: each goes to the next even number.
         let raised: Vec<u64> = backend
             .raise_each_async(&[read, blocking], 1)
             .await
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(raised, vec![7_001, 7_001]);
+        assert_eq!(raised, vec![7_002, 7_002]);
     });
     assert_eq!(
         backend
@@ -523,7 +529,7 @@ pub fn async_raise_matches(backend: &dyn Backend) {
             .pop()
             .unwrap()
             .unwrap(),
-        7_001,
+        7_002,
         "the blocking form continues where the async one left off"
     );
 }

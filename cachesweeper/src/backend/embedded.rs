@@ -211,15 +211,21 @@ impl Backend for Embedded {
 
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
         keys.iter()
-            .map(|key| Ok(self.update(key, |old| old.map_or(floor, |n| (n + 1).max(floor)))))
+            .map(|key| {
+                Ok(self.update(key, |old| {
+                    old.map_or(floor | 1, |n| {
+                        crate::versions::confirmed((n + 1).max(floor))
+                    })
+                }))
+            })
             .collect()
     }
 
     /// Counters are never evicted for room here (see the `counters` field), so a missing one
     /// was never raised within 30 days: an hour-old value is new to it, and a render
-    /// that began after that hour (every render) may store under it.
+    /// that began after that hour (every render) may store under it. Even: confirmed.
     fn fresh_counter(&self, now: u64) -> u64 {
-        now.saturating_sub(3_600_000_000_000)
+        crate::versions::confirmed(now.saturating_sub(3_600_000_000_000))
     }
 
     fn is_local(&self) -> bool {

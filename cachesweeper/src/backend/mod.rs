@@ -93,11 +93,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `N` and `J`. With `delta` 0 this reads the counters, creating the missing ones.
     fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>>;
 
-    /// Raises each counter in `keys` to `max(value + 1, floor)`, atomically per key, and returns
-    /// each value after the operation, in order, or the error of the server that holds it. A
-    /// missing counter is created at `floor`. This is how an invalidation stamps a record with
-    /// its time: whatever raced with it, the counter ends at least at `floor`, and never
-    /// decreases.
+    /// Raises each counter in `keys` to the smallest even number at or above
+    /// `max(value + 1, floor)`, atomically per key, and returns each value after the operation,
+    /// in order, or the error of the server that holds it. A missing counter is created at
+    /// `floor | 1`. This is how an invalidation stamps a record with its time: whatever raced
+    /// with it, the counter ends at least at `floor`, and never decreases.
+    ///
+    /// The parity is the counter's state (see [`fresh_counter`](Self::fresh_counter)): an even
+    /// value was set by a raise that found the counter, so it is at least the time that raise
+    /// was sent; an odd one was created where a counter was missing, and a creation that
+    /// travelled slowly may be older than an invalidation lost with the counter it replaces.
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>>;
 
     /// Removes `key`. Returns whether it had a value.
@@ -131,12 +136,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// missing counter at, given the current time `now` (nanoseconds since the epoch).
     ///
     /// A counter can go missing after an invalidation raised it (an eviction, a restarted
-    /// server), so by default a recreated counter is as new as `now`: a render that began
-    /// before it cannot tell whether its data predates a lost invalidation, and stores nothing
-    /// under it. A store that never loses a counter while it holds fragments may answer an
-    /// older value, so that the first render of a record already stores it.
+    /// server), and the read that recreates it may have left before that invalidation and
+    /// arrived after the loss: no value it chose can be trusted to be newer than what was
+    /// lost. So by default it is odd, `now | 1`: *not confirmed*. Nothing is stored under an
+    /// odd version; the render that reads one raises it (to an even value, newer than the
+    /// creation it saw), and later renders store under that. A store that never loses a counter
+    /// while it holds fragments may answer an older, even value, so that the first render of a
+    /// record already stores it.
     fn fresh_counter(&self, now: u64) -> u64 {
-        now
+        now | 1
     }
 
     /// The largest value the store accepts, in bytes.

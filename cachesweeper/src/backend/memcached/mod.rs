@@ -118,10 +118,12 @@ struct Server {
     /// opened: a host name that does not resolve yet (a container still starting) fails
     /// neither start-up nor every call after it, and one that moves is followed.
     client: Mutex<Option<Arc<MetaClient>>>,
-    /// The tokio client, made and dropped like `client`. A separate pool: its connections
-    /// live on the runtime's reactor, the blocking client's do not.
+    /// The tokio clients, made and dropped like `client`: one per runtime that used this
+    /// server, since a tokio socket belongs to the runtime that made it and fails once that
+    /// runtime shuts down (a thread's own runtime, a test's). The blocking client's pool is
+    /// separate.
     #[cfg(feature = "tokio")]
-    async_client: Mutex<Option<AsyncMetaClient>>,
+    async_clients: Mutex<Vec<(tokio::runtime::Id, AsyncMetaClient)>>,
     /// Counter reads, the exchange a warm page repeats most, on sockets of their own (see
     /// `counter_reads`).
     counters: Sockets,
@@ -261,7 +263,7 @@ impl MemcachedBuilder {
                 addr: addr.clone(),
                 client: Mutex::new(None),
                 #[cfg(feature = "tokio")]
-                async_client: Mutex::new(None),
+                async_clients: Mutex::new(Vec::new()),
                 counters: Sockets::new(
                     addr.clone(),
                     self.connect_timeout,
@@ -356,20 +358,35 @@ impl Server {
         Ok(client)
     }
 
-    /// The tokio client, made now if there is none. The slot is not locked while the address
-    /// resolves (a std mutex held across an await would block every other task wanting it), so
-    /// two tasks may both make one; the first one stored is kept, and its pool with it.
+    /// The current runtime's tokio client, made now if there is none. The list is not locked
+    /// while the address resolves (a std mutex held across an await would block every other
+    /// task wanting it), so two tasks may both make one; the first one stored is kept, and its
+    /// pool with it. The list keeps the clients of the last [`MAX_RUNTIMES`] runtimes.
     #[cfg(feature = "tokio")]
     async fn async_client(&self) -> exp::Result<AsyncMetaClient> {
-        let made = lock(&self.async_client).clone();
-        if let Some(client) = made {
+        let runtime = tokio::runtime::Handle::current().id();
+        let made = |clients: &[(tokio::runtime::Id, AsyncMetaClient)]| {
+            clients
+                .iter()
+                .find(|(id, _)| *id == runtime)
+                .map(|(_, client)| client.clone())
+        };
+        if let Some(client) = made(&lock(&self.async_clients)) {
             return Ok(client);
         }
         let client = self
             .client_builder()
             .connect_async(self.addr.as_str())
             .await?;
-        Ok(lock(&self.async_client).get_or_insert(client).clone())
+        let mut clients = lock(&self.async_clients);
+        if let Some(client) = made(&clients) {
+            return Ok(client);
+        }
+        if clients.len() >= MAX_RUNTIMES {
+            clients.remove(0);
+        }
+        clients.push((runtime, client.clone()));
+        Ok(client)
     }
 
     /// Counts a transport failure; once the breaker opens, the clients go too, so that the
@@ -380,9 +397,7 @@ impl Server {
             *lock(&self.client) = None;
             self.counters.clear();
             #[cfg(feature = "tokio")]
-            {
-                *lock(&self.async_client) = None;
-            }
+            lock(&self.async_clients).clear();
         }
     }
 
@@ -486,6 +501,10 @@ struct Counter {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// How many runtimes' tokio clients a server keeps (see `Server::async_client`).
+#[cfg(feature = "tokio")]
+const MAX_RUNTIMES: usize = 16;
 
 /// A meta-protocol operation that either transport can send.
 trait Op: exp::Operation<Output: Send> + Send + Sync + 'static {}
@@ -998,7 +1017,8 @@ impl Memcached {
     }
 
     /// memcached has no atomic max, so each round reads the counters (creating missing ones at
-    /// `floor`) and adds to each what takes it to `max(value + 1, floor)`, only if nobody
+    /// `floor | 1`) and adds to each what takes it to the even number at or above
+    /// `max(value + 1, floor)`, only if nobody
     /// changed it since (`ma ... C<cas>`); those that changed go round again. Every step only
     /// ever adds, so a counter never decreases, whatever races with it; and the gap added was
     /// computed from the value it is added to, so a counter never lands ahead of the clock by
@@ -1017,7 +1037,7 @@ impl Memcached {
                 return out;
             }
             let pending_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
-            let read = self.counters_with::<T>(&pending_keys, floor).await;
+            let read = self.counters_with::<T>(&pending_keys, floor | 1).await;
             let mut lifts = Vec::new();
             let mut lifted = Vec::new();
             for (&i, counter) in pending.iter().zip(read) {
@@ -1030,7 +1050,8 @@ impl Memcached {
                         ..
                     }) => out[i] = Ok(value),
                     Ok(Counter { value, cas, .. }) => {
-                        let gap = floor.max(value.saturating_add(1)) - value;
+                        let gap =
+                            crate::versions::confirmed(floor.max(value.saturating_add(1))) - value;
                         let lift = Arithmetic::new(keys[i])
                             .delta(gap)
                             .ttl(Ttl::secs(COUNTER_TTL_SECS));
@@ -1441,7 +1462,7 @@ mod server_tests {
             let server = &cache.servers[0];
             assert!(server.breaker.is_open(), "{name}: the breaker is open");
             assert!(
-                lock(&server.async_client).is_none(),
+                lock(&server.async_clients).is_empty(),
                 "{name}: the client goes with it, to resolve again"
             );
             let (_, skipped) = with_ticker(cache.get_each_async(&["a|1"]));

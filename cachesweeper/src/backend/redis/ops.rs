@@ -50,17 +50,22 @@ if ARGV[1] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return redis.call('GET', KEYS[1])",
 );
 
-/// Sets the counter to max(value + 1, floor), creating it at the floor. ARGV: floor, ttl.
+/// Sets the counter to the even number at or above max(value + 1, floor), creating a missing
+/// one at `floor | 1` (see `Backend::raise_each`). ARGV: floor (even), floor | 1, ttl.
 static RAISE: Lua = Lua::new(
     r"local floor = ARGV[1]
-if redis.call('SET', KEYS[1], floor, 'NX', 'EX', ARGV[2]) then return floor end
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return ARGV[2] end
 redis.call('INCR', KEYS[1])
 local value = redis.call('GET', KEYS[1])
 if #value < #floor or (#value == #floor and value < floor) then
-  redis.call('SET', KEYS[1], floor, 'EX', ARGV[2])
+  redis.call('SET', KEYS[1], floor, 'EX', ARGV[3])
   return floor
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+if string.find('13579', string.sub(value, -1), 1, true) then
+  redis.call('INCR', KEYS[1])
+  value = redis.call('GET', KEYS[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return value",
 );
 
@@ -278,10 +283,12 @@ pub(super) async fn raise_each(
     names: Vec<String>,
     floor: u64,
 ) -> Vec<Result<u64>> {
+    let floor = crate::versions::confirmed(floor);
     let raise = script(
         &RAISE,
         &[
             floor.to_string().as_bytes(),
+            (floor | 1).to_string().as_bytes(),
             COUNTER_TTL_SECS.to_string().as_bytes(),
         ],
     );
