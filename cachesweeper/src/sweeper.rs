@@ -445,8 +445,9 @@ impl Sweeper {
     /// of it when the retry lands: if the cache server answers them before it answers this
     /// process, they may serve the old fragments until then (at most a second or so after the
     /// server is reachable again). An invalidation lost with the whole process is lost; a
-    /// cache server restarted or an evicted counter loses nothing (the counter comes back newer
-    /// than every render in flight).
+    /// cache server restarted or an evicted counter loses nothing: a counter created where one
+    /// was missing is not trusted (nothing is stored under it) until a render has raised it
+    /// past its creation.
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
         let keys = self.invalidation(record);
         io::finish(

@@ -63,8 +63,8 @@ impl Versions {
 
     /// Confirms the counters in `read` that were created and never raised (odd: see
     /// [`Backend::fresh_counter`]), in one batch: raised to now, which is later than their
-    /// creation, which this render saw, and so later than any invalidation lost with the
-    /// counter they replace. This render stores nothing under them (its data is older); later
+    /// creation, which the caller saw, and so later than any invalidation lost with the
+    /// counter they replace. A render stores nothing under them (its data is older); later
     /// ones may. A confirmation that fails leaves the odd value: nothing is stored under it.
     async fn confirm<I: Io>(
         &self,
@@ -114,8 +114,11 @@ impl Versions {
         let keys = unfinished.keys.as_deref().unwrap_or_default();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let started = std::time::Instant::now();
-        let results = io.raise_each(meter.backend, &refs, clock::now()).await;
+        let mut results = io.raise_each(meter.backend, &refs, clock::now()).await;
         meter.tally(&results, started);
+        // A counter this raise had to create is odd, like any created one: confirmed here, so
+        // that the renders after `Ok` may store (one more batch, only for missing counters).
+        self.confirm(io, meter, &refs, &mut results).await;
         let mut first_error = None;
         let failed: Vec<String> = keys
             .iter()
