@@ -299,8 +299,9 @@ fn make_certificates(dir: &std::path::Path) -> std::io::Result<()> {
     ])
 }
 
-/// A Redis Cluster of three masters (no replicas) on free ports, created with
-/// `redis-cli --cluster create`, ready (`cluster_state:ok` on every node) when returned.
+/// A Redis Cluster of three masters (and, with [`start_with_replicas`](Self::start_with_replicas),
+/// replicas of each) on free ports, created with `redis-cli --cluster create`, ready
+/// (`cluster_state:ok` on every node, replicas in sync) when returned.
 ///
 /// Nodes time out after 1 s (`cluster-node-timeout`) and the others keep serving their slots
 /// when one is down (`cluster-require-full-coverage no`), so a test can kill a master and see
@@ -314,8 +315,14 @@ impl RedisCluster {
     /// Starts and creates the cluster, or `None` when Redis is not installed and this is not
     /// CI. Panics under CI, or if the cluster does not come up.
     pub fn start() -> Option<RedisCluster> {
+        Self::start_with_replicas(0)
+    }
+
+    /// [`start`](Self::start) with `replicas` replicas of each master: `3 × (1 + replicas)`
+    /// nodes.
+    pub fn start_with_replicas(replicas: usize) -> Option<RedisCluster> {
         let mut nodes = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let port = free_port();
             let config = format!("nodes-{port}.conf");
             let args = [
@@ -337,7 +344,7 @@ impl RedisCluster {
         let created = Command::new(cli_binary())
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output();
         let created = match created {
@@ -352,7 +359,136 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         cluster.wait_until_ok(Duration::from_secs(20));
+        // Every replica attached and in sync, and listed as one by `CLUSTER SLOTS`' source.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let in_sync = |cluster: &RedisCluster| {
+            let synced = cluster
+                .nodes
+                .iter()
+                .filter(|node| {
+                    node.command("INFO replication").is_some_and(|info| {
+                        info.contains("role:slave") && info.contains("master_link_status:up")
+                    })
+                })
+                .count();
+            let listed = cluster
+                .topology()
+                .iter()
+                .filter(|(_, _, flags, _)| flags.contains("slave"))
+                .count();
+            synced == 3 * replicas && listed == 3 * replicas
+        };
+        while !in_sync(&cluster) {
+            assert!(Instant::now() < deadline, "the replicas did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Some(cluster)
+    }
+
+    /// `CLUSTER NODES` as one node sees it: `(id, port, flags, master id)` per node.
+    fn topology(&self) -> Vec<(String, u16, String, String)> {
+        let live = self
+            .nodes
+            .iter()
+            .find_map(|node| {
+                node.command("CLUSTER NODES")
+                    .filter(|t| !t.starts_with('-'))
+            })
+            .expect("a live node");
+        live.lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                Some((
+                    fields.first()?.to_string(),
+                    port,
+                    fields.get(2)?.to_string(),
+                    fields.get(3)?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The index among [`nodes`](Self::nodes) of the master that serves `key`, and of one of
+    /// its replicas.
+    pub fn master_and_replica(&self, key: &str) -> (usize, usize) {
+        let reply = self.nodes[0]
+            .command(&format!("CLUSTER KEYSLOT {key}"))
+            .expect("CLUSTER KEYSLOT");
+        let slot: u16 = reply.trim_start_matches(':').parse().expect("a slot");
+        let text = self.nodes[0]
+            .command("CLUSTER NODES")
+            .expect("CLUSTER NODES");
+        let master_id = text
+            .lines()
+            .find(|line| {
+                line.split_whitespace().skip(8).any(|range| {
+                    let mut ends = range.split('-').filter_map(|n| n.parse::<u16>().ok());
+                    match (ends.next(), ends.next()) {
+                        (Some(a), Some(b)) => (a..=b).contains(&slot),
+                        (Some(a), None) => a == slot,
+                        _ => false,
+                    }
+                })
+            })
+            .and_then(|line| line.split_whitespace().next())
+            .expect("a master for the slot")
+            .to_owned();
+        let topology = self.topology();
+        let index_of = |port: u16| {
+            self.nodes
+                .iter()
+                .position(|n| n.port() == port)
+                .expect("a node of ours")
+        };
+        let master = topology
+            .iter()
+            .find(|(id, ..)| *id == master_id)
+            .map(|(_, port, ..)| index_of(*port))
+            .expect("the master's port");
+        let replica = topology
+            .iter()
+            .find(|(.., of)| *of == master_id)
+            .map(|(_, port, ..)| index_of(*port))
+            .expect("a replica of the master");
+        (master, replica)
+    }
+
+    /// Makes node `replica` the master of its master's slots at once (`CLUSTER FAILOVER
+    /// TAKEOVER`: no agreement with the master, which may be dead), and waits until the live
+    /// nodes serve every slot again.
+    pub fn promote(&self, replica: usize) {
+        let answer = self.nodes[replica].command("CLUSTER FAILOVER TAKEOVER");
+        assert_eq!(answer.as_deref(), Some("+OK"), "CLUSTER FAILOVER TAKEOVER");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let promoted = self.nodes[replica]
+                .command("INFO replication")
+                .is_some_and(|info| info.contains("role:master"));
+            let served = self
+                .nodes
+                .iter()
+                .filter(|n| n.command("PING").is_some())
+                .all(|node| {
+                    node.command("CLUSTER INFO")
+                        .is_some_and(|info| info.contains("cluster_state:ok"))
+                });
+            if promoted && served {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replica was not promoted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The seed URLs of the nodes that answer.
+    pub fn live_urls(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.command("PING").is_some())
+            .map(RedisProcess::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Waits until every live node says `cluster_state:ok` and knows every slot's owner.

@@ -35,7 +35,9 @@
 //! sustained reads from six threads while two writers invalidate it (every invalidation must
 //! return `Ok`); (o) each write through a sweeper dropped right after, one process's link to
 //! memcached losing what it sends for the run's last half second: afterwards every page must
-//! come to show every committed like. From (k) on, each prints its `invalidate_errors`.
+//! come to show every committed like; (p) a Redis Cluster with a replica per master, whose
+//! master (of comment 1's counter) loses its link to the replica, dies, and is replaced by it
+//! mid-run. From (k) on, each prints its `invalidate_errors`.
 //!
 //! Each scenario runs for a few seconds, prints
 //! `freshness <scenario>: reads=N writes=N violations=N` (and a line of details), then asserts
@@ -1229,6 +1231,37 @@ fn o_dropped_sweeper_with_a_retry() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn p_redis_cluster_failover() {
+    let _one = one_at_a_time();
+    let Some(mut cluster) = RedisCluster::start_with_replicas(1) else {
+        return;
+    };
+    // Writes paced (each comment written every few seconds), so that a raise lost in the
+    // failover is not covered at once by the next write of the same comment.
+    let sc = Scenario {
+        name: "redis-cluster-failover",
+        duration: RESTART_RUN,
+        write_gap_ms: 600,
+        read_delay_ms: 2,
+        pause_every: 0,
+        ..BASE
+    };
+    let sweepers = redis_sweepers(2, || Redis::cluster(&cluster.urls()).unwrap());
+    let key = sweepers[0].counter_key(&sc.shape.comment(0, 0));
+    let (master, replica) = cluster.master_and_replica(&key);
+    with_a_restart(&sc, &sweepers, || {
+        // The master's link to its replica breaks while writes go on, then the master dies and
+        // the replica takes over: whatever only the master had is lost.
+        cluster.nodes()[replica].pause();
+        cluster.nodes()[master].command("CLIENT KILL TYPE replica");
+        std::thread::sleep(Duration::from_millis(1_000));
+        cluster.nodes_mut()[master].kill();
+        cluster.nodes()[replica].resume();
+        cluster.promote(replica);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

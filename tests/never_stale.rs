@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use cachesweeper::backend::BackendExt as _;
-use cachesweeper::backend::{Backend, Leased, Memcached};
+use cachesweeper::backend::{Backend, Leased, Memcached, Redis};
 use cachesweeper::{KeyParts, Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::RedisCluster;
 use cachesweeper_suite::slow_link::SlowLink;
 use common::{cases, known};
 
@@ -853,4 +854,66 @@ fn an_async_invalidation_outlives_the_runtime_that_first_used_the_cache() {
         failed, 0,
         "async invalidations failed against a healthy server"
     );
+}
+
+/// Issue 20, item 3: Redis replicates asynchronously, so a raise the master acknowledged and
+/// its replica never received was lost when the replica was promoted, which still held the old
+/// counter and the old fragment: both processes showed the old record after `Ok`. A raise on a
+/// cluster now waits (`WAIT`) for every replica of its master, and is not `Ok` until they have
+/// it; one that is not acknowledged is retried until it lands, on whichever node then serves
+/// the counter.
+#[test]
+fn a_raise_acknowledged_on_a_redis_cluster_survives_a_failover() {
+    let Some(mut cluster) = RedisCluster::start_with_replicas(1) else {
+        return;
+    };
+    let writer = Sweeper::builder()
+        .backend(Redis::cluster(&cluster.urls()).unwrap())
+        .build()
+        .unwrap();
+    let parts = KeyParts::new().part("failover");
+    let show = |scope: &Sweeper, n: &Note| {
+        scope
+            .fragment(n, 600, &parts, || {
+                Ok::<_, std::convert::Infallible>(n.likes.to_string())
+            })
+            .unwrap()
+    };
+    let old = note(26, 0);
+    known(&writer, [&old]);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(show(&writer.scope(), &old), "0"); // stored, and replicated
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (master, replica) = cluster.master_and_replica(&writer.counter_key(&old));
+    // The link to the replica breaks: paused, and cut off by its master (what was already
+    // sent would still reach a paused process's socket).
+    cluster.nodes()[replica].pause();
+    cluster.nodes()[master].command("CLIENT KILL TYPE replica");
+    let new = note(26, 1); // committed
+    let acknowledged = writer.invalidate(&new).is_ok();
+    cluster.nodes_mut()[master].kill(); // the master dies, with whatever only it had
+    cluster.nodes()[replica].resume();
+    cluster.promote(replica);
+
+    let reader = Sweeper::builder()
+        .backend(Redis::cluster(&cluster.live_urls()).unwrap())
+        .build()
+        .unwrap();
+    if acknowledged {
+        assert_eq!(
+            show(&reader.scope(), &new),
+            "1",
+            "a raise acknowledged with Ok was lost in the failover"
+        );
+    }
+    // Acknowledged or not, the invalidation lands: the retry reaches the promoted replica.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while show(&reader.scope(), &new) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation never landed on the promoted replica (acknowledged: {acknowledged})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

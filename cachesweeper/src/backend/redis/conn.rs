@@ -63,6 +63,10 @@ const SLOTS: usize = 16_384;
 /// How often at most the slot map is read again after failures.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
+/// How old the slot map may get without a failure: it also says how many replicas each master
+/// has, which raises wait for, and a replica added to a master must be waited for soon.
+const SLOT_MAP_MAX_AGE: Duration = Duration::from_secs(10);
+
 pub(super) struct Connections {
     name: String,
     limits: Limits,
@@ -94,6 +98,9 @@ struct Cluster {
 struct SlotMap {
     /// `host:port` of each master, for breakers and errors.
     nodes: Vec<String>,
+    /// How many replicas each master has (connected to it when the map was read, or listed by
+    /// `CLUSTER SLOTS`): what a raise waits for (see [`Connections::run_replicated`]).
+    replicas: Vec<usize>,
     /// An index into `nodes` per slot; `u16::MAX` where no node serves it.
     owner: Vec<u16>,
 }
@@ -151,6 +158,20 @@ impl Connections {
 
     /// Sends every request, one pipeline per server, and answers in the order of `requests`.
     pub(super) async fn run(self: Arc<Self>, requests: Vec<Request>) -> Vec<Reply> {
+        self.run_with(requests, false).await
+    }
+
+    /// [`run`](Self::run) for writes that must survive a failover (raises): on a cluster, each
+    /// pipeline ends with `WAIT` for every replica its master has, and a pipeline whose writes
+    /// were not acknowledged by all of them in time answers an error for each of its keys.
+    /// Redis replicates asynchronously: without this, a raise the master acknowledged and its
+    /// replica never received is lost when the replica is promoted, and the old fragments are
+    /// found again. (A standalone server has no failover here: nothing to wait for.)
+    pub(super) async fn run_replicated(self: Arc<Self>, requests: Vec<Request>) -> Vec<Reply> {
+        self.run_with(requests, true).await
+    }
+
+    async fn run_with(self: Arc<Self>, requests: Vec<Request>, replicated: bool) -> Vec<Reply> {
         if requests.is_empty() {
             return Vec::new();
         }
@@ -161,7 +182,7 @@ impl Connections {
                 let server = self.name.clone();
                 place(
                     count,
-                    self.exchange(Target::Standalone, server, group).await,
+                    self.exchange(Target::Standalone, server, 0, group).await,
                 )
             }
             Mode::Cluster(cluster) => {
@@ -191,7 +212,14 @@ impl Connections {
                         let target =
                             Target::Node(connection.clone(), slot(group[0].1.key.as_bytes()));
                         let server = map.nodes[usize::from(node)].clone();
-                        tokio::spawn(async move { this.exchange(target, server, group).await })
+                        let replicas = if replicated {
+                            map.replicas[usize::from(node)]
+                        } else {
+                            0
+                        };
+                        tokio::spawn(
+                            async move { this.exchange(target, server, replicas, group).await },
+                        )
                     })
                     .collect();
                 for task in tasks {
@@ -252,8 +280,10 @@ impl Connections {
                 .refresh
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let due =
-                current.is_none() || (refresh.1 && refresh.0.elapsed() >= REFRESH_AT_MOST_EVERY);
+            let age = refresh.0.elapsed();
+            let due = current.is_none()
+                || (refresh.1 && age >= REFRESH_AT_MOST_EVERY)
+                || age >= SLOT_MAP_MAX_AGE;
             if due {
                 *refresh = (Instant::now(), false);
             }
@@ -292,9 +322,39 @@ impl Connections {
         .await
         .map_err(|elapsed| Error::unavailable(&self.name, elapsed))?
         .map_err(|e| Error::unavailable(&self.name, e))?;
-        SlotMap::parse(reply).ok_or_else(|| {
+        let mut map = SlotMap::parse(reply).ok_or_else(|| {
             Error::backend_message(&self.name, "CLUSTER SLOTS answered in an unknown form")
-        })
+        })?;
+        // The replicas each master has connected now: what a raise can be acknowledged by.
+        // (`CLUSTER SLOTS` lists a replica only once every node's view of it has settled.)
+        let asks: Vec<_> = (0..map.nodes.len())
+            .filter_map(|node| {
+                let slot = map.owner.iter().position(|&o| usize::from(o) == node)?;
+                let mut connection = connection.clone();
+                let ask = redis::cmd("INFO").arg("replication").clone();
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(u16::try_from(slot).ok()?, SlotAddr::Master),
+                ));
+                let timeout = self.limits.io_timeout;
+                Some(tokio::spawn(async move {
+                    let info = tokio::time::timeout(timeout, connection.route_command(ask, route));
+                    (node, info.await)
+                }))
+            })
+            .collect::<Vec<_>>();
+        self.round_trips
+            .fetch_add(asks.len() as u64, Ordering::Relaxed);
+        for ask in asks {
+            if let Ok((node, Ok(Ok(Value::BulkString(info))))) = ask.await
+                && let Some(connected) = String::from_utf8_lossy(&info)
+                    .lines()
+                    .find_map(|line| line.strip_prefix("connected_slaves:"))
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+            {
+                map.replicas[node] = map.replicas[node].max(connected);
+            }
+        }
+        Ok(map)
     }
 
     fn skipped(&self, server: &str, wait: Duration) -> Error {
@@ -317,11 +377,13 @@ impl Connections {
     }
 
     /// One server's part of a batch: one pipeline (and one more to load scripts the server
-    /// does not have yet, after a restart).
+    /// does not have yet, after a restart), ending with `WAIT` for `replicas` replicas if there
+    /// are any.
     async fn exchange(
         &self,
         target: Target,
         server: String,
+        replicas: usize,
         group: Vec<(usize, Request)>,
     ) -> Vec<(usize, Reply)> {
         let breaker = self.breaker(&server);
@@ -345,15 +407,22 @@ impl Connections {
             .map(|(_, script)| *script)
             .collect();
         let Plan {
-            pipeline,
+            mut pipeline,
             loads,
             answers,
             scripts,
         } = plan(&target, group, &loaded);
-        let mut values = match self
-            .send(&target, pipeline, loads.len() + answers.len())
-            .await
-        {
+        // Half the exchange's time for the replicas: a slow replica fails the raise, not the
+        // exchange (which would count against the master's breaker).
+        let wait = (replicas > 0).then(|| {
+            let ms = u64::try_from(self.limits.io_timeout.as_millis() / 2).unwrap_or(u64::MAX);
+            redis::cmd("WAIT").arg(replicas).arg(ms.max(1)).clone()
+        });
+        if let Some(wait) = &wait {
+            pipeline.add_command(wait.clone());
+        }
+        let sent = loads.len() + answers.len() + usize::from(wait.is_some());
+        let mut values = match self.send(&target, pipeline, sent).await {
             Ok(values) => values,
             Err(error) => {
                 attempt.failure();
@@ -370,6 +439,7 @@ impl Connections {
             }
         };
         attempt.success();
+        let mut acknowledged = wait.as_ref().and_then(|_| values.pop());
         if !loads.is_empty() {
             values.drain(..loads.len());
             let mut known = self
@@ -386,12 +456,19 @@ impl Connections {
             )
             .collect();
         if !unknown.is_empty() {
-            let mut retry = Pipeline::with_capacity(unknown.len());
+            let mut retry = Pipeline::with_capacity(unknown.len() + 1);
             for (_, script, key, args) in &unknown {
                 retry.add_command(call("EVAL", script.source, key, args));
             }
-            match self.send(&target, retry, unknown.len()).await {
-                Ok(again) => {
+            if let Some(wait) = &wait {
+                retry.add_command(wait.clone());
+            }
+            let sent = unknown.len() + usize::from(wait.is_some());
+            match self.send(&target, retry, sent).await {
+                Ok(mut again) => {
+                    if wait.is_some() {
+                        acknowledged = again.pop();
+                    }
                     for ((at, ..), value) in unknown.into_iter().zip(again) {
                         values[*at] = value;
                     }
@@ -403,6 +480,25 @@ impl Connections {
                         .map(|i| (i, Err(error.clone())))
                         .collect();
                 }
+            }
+        }
+        if wait.is_some() {
+            let acks = match acknowledged {
+                Some(Value::Int(acks)) => usize::try_from(acks).unwrap_or(0),
+                _ => 0,
+            };
+            if acks < replicas {
+                let error = Error::backend_message(
+                    &server,
+                    format_args!(
+                        "written, but acknowledged by {acks} of its {replicas} replicas in time: \
+                         it might not survive a failover"
+                    ),
+                );
+                return indices
+                    .into_iter()
+                    .map(|i| (i, Err(error.clone())))
+                    .collect();
             }
         }
         let mut out: Vec<(usize, Reply)> = Vec::with_capacity(indices.len());
@@ -593,6 +689,7 @@ impl SlotMap {
             return None;
         };
         let mut nodes: Vec<String> = Vec::new();
+        let mut replicas: Vec<usize> = Vec::new();
         let mut owner = vec![u16::MAX; SLOTS];
         for range in ranges {
             let Value::Array(fields) = range else {
@@ -612,6 +709,7 @@ impl SlotMap {
                 Some(index) => index,
                 None => {
                     nodes.push(node);
+                    replicas.push(fields.len().saturating_sub(3));
                     nodes.len() - 1
                 }
             };
@@ -622,7 +720,11 @@ impl SlotMap {
             }
             owner[start..=end].fill(index);
         }
-        Some(SlotMap { nodes, owner })
+        Some(SlotMap {
+            nodes,
+            replicas,
+            owner,
+        })
     }
 }
 

@@ -292,7 +292,9 @@ pub(super) async fn raise_each(
             COUNTER_TTL_SECS.to_string().as_bytes(),
         ],
     );
-    let replies = Arc::clone(&conns).run(requests(keys, raise)).await;
+    let replies = Arc::clone(&conns)
+        .run_replicated(requests(keys, raise))
+        .await;
     replies
         .into_iter()
         .zip(&names)
