@@ -917,3 +917,48 @@ fn a_raise_acknowledged_on_a_redis_cluster_survives_a_failover() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A post with a "card" block on two pages.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 60, "card") %}<detail>{{ post.id }}</detail>{% endfilter %}"#
+)]
+struct Detail<'a> {
+    post: &'a Post,
+}
+
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 60, "card") %}<item>{{ post.id }}</item>{% endfilter %}"#
+)]
+struct ListItem<'a> {
+    post: &'a Post,
+}
+
+/// Issue 20, item 5: two templates' blocks with the same name on the same record shared an
+/// entry under Askama's own `render()` / `render_with_values` (no template digest in the key):
+/// a Detail page showed the ListItem block's HTML. The filter now names the block's template,
+/// which a key without a digest carries.
+#[test]
+fn two_templates_blocks_of_one_name_never_share_an_entry() {
+    for case in cases() {
+        let s = &case.sweeper;
+        known(s, [&POST]);
+        let (detail, item) = (Detail { post: &POST }, ListItem { post: &POST });
+        for _ in 0..2 {
+            // Askama's own render, with this sweeper; then batched, with the digest.
+            assert_eq!(detail.render_with_values(s).unwrap(), "<detail>1</detail>");
+            assert_eq!(
+                item.render_with_values(s).unwrap(),
+                "<item>1</item>",
+                "{}",
+                case.name
+            );
+            assert_eq!(s.render(&detail).unwrap(), "<detail>1</detail>");
+            assert_eq!(s.render(&item).unwrap(), "<item>1</item>", "{}", case.name);
+        }
+        assert!(s.stats().hits >= 4, "{}: {:?}", case.name, s.stats());
+    }
+}

@@ -63,6 +63,8 @@ pub struct KeyParts {
     count: u64,
     digest: &'static str,
     without_digest: bool,
+    /// The template the block is in, as its filter saw it (see [`in_template`](Self::in_template)).
+    template: &'static str,
     /// [`finish`](Self::finish), once asked: a fragment's key and its hint key both need it.
     finished: OnceLock<String>,
 }
@@ -91,6 +93,7 @@ impl KeyParts {
             count: 0,
             digest: "",
             without_digest: false,
+            template: "",
             finished: OnceLock::new(),
         }
     }
@@ -117,6 +120,20 @@ impl KeyParts {
     #[must_use]
     pub fn template_digest(mut self, digest: &'static str) -> Self {
         self.digest = digest;
+        // Whether the key has a digest decides whether the template is hashed with the parts.
+        self.finished = OnceLock::new();
+        self
+    }
+
+    /// Names the template the block is in (the `cachesweeper` filter sets it). A key without the
+    /// template's digest (Askama's own `render()`, which has none to give; a block with
+    /// `digest=false`) hashes it with the parts instead, so that two templates' blocks with the
+    /// same name on the same record never share an entry, whichever way the page is rendered.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn in_template(mut self, template: &'static str) -> Self {
+        self.template = template;
+        self.finished = OnceLock::new();
         self
     }
 
@@ -125,6 +142,7 @@ impl KeyParts {
     #[must_use]
     pub fn without_template_digest(mut self) -> Self {
         self.without_digest = true;
+        self.finished = OnceLock::new();
         self
     }
 
@@ -145,22 +163,32 @@ impl KeyParts {
     }
 
     pub(crate) fn finished(&self) -> &str {
-        self.finished
-            .get_or_init(|| recent_hash(&self.raw, || self.hash()))
-    }
-
-    fn hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(&self.raw);
-        // The count closes the sequence, so a prefix of the parts never hashes like the whole.
-        hasher.update(self.count.to_le_bytes());
-        URL_SAFE_NO_PAD.encode(&hasher.finalize()[..16])
+        self.finished.get_or_init(|| {
+            if self.key_digest().is_empty() && !self.template.is_empty() {
+                // The template, as one more part.
+                let mut raw = self.raw.clone();
+                raw.extend_from_slice(&(self.template.len() as u64).to_le_bytes());
+                raw.extend_from_slice(self.template.as_bytes());
+                recent_hash(&raw, || hash(&raw, self.count + 1))
+            } else {
+                recent_hash(&self.raw, || hash(&self.raw, self.count))
+            }
+        })
     }
 
     /// The template digest that goes into the key ("" without one).
     fn key_digest(&self) -> &'static str {
         if self.without_digest { "" } else { self.digest }
     }
+}
+
+/// The hash of `count` length-prefixed parts, as it appears in a key.
+fn hash(raw: &[u8], count: u64) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(raw);
+    // The count closes the sequence, so a prefix of the parts never hashes like the whole.
+    hasher.update(count.to_le_bytes());
+    URL_SAFE_NO_PAD.encode(&hasher.finalize()[..16])
 }
 
 /// The hash of parts hashed recently on this thread, or `hash()`. A template block builds its
