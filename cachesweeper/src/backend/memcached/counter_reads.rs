@@ -306,7 +306,12 @@ impl Sockets {
     /// thread, within the exchange's time. An idle socket that fails (the server closed it
     /// while it sat in the pool) is replaced by a new one, once: a read is safe to send again.
     pub(super) fn exchange(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
-        let idle = lock(&self.idle).pop();
+        let idle = {
+            let mut idle = lock(&self.idle);
+            // A socket with something to read while idle (a late answer, the server's close) is
+            // out of step or dead: dropped, rather than failing this batch.
+            std::iter::from_fn(|| idle.pop()).find(is_quiet)
+        };
         let (mut stream, mut pooled) = match idle {
             Some(stream) => (stream, true),
             None => (self.connect()?, false),
@@ -387,6 +392,18 @@ impl Sockets {
         stream.set_nodelay(true).map_err(Failure::Io)?;
         Ok(stream)
     }
+}
+
+/// Whether an idle socket has nothing to read.
+fn is_quiet(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let quiet = matches!(
+        stream.peek(&mut [0u8; 1]),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    stream.set_nonblocking(false).is_ok() && quiet
 }
 
 /// What an exchange on one socket gave: the answers, and whether the socket may be used again
@@ -551,6 +568,53 @@ mod tests {
         assert!(parse_answers(b"VA 1 c1\r\n5\r\n", &batch_at(0, 1), &mut true).is_err());
         assert!(end_of_answers(b"VA x\r\n", 1).is_err());
         assert!(parse_answers(b"EN O1\r\n", &batch_at(0, 1), &mut true).is_err());
+    }
+
+    /// A server that answers a connection's first batch, then sends one answer more that no
+    /// command asked for (a late duplicate), and answers the next connection's batch; returns
+    /// its address.
+    fn duplicate_then_prompt_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let answer = |conn: &mut TcpStream| {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 512];
+                while seen.windows(2).filter(|w| w == b"\r\n").count() < 2 {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let o: Vec<String> = String::from_utf8_lossy(&seen)
+                    .split_whitespace()
+                    .filter_map(|token| token.strip_prefix('O').map(str::to_owned))
+                    .collect();
+                let reply = format!("VA 2 c3 O{}\r\n10\r\nVA 2 c4 O{}\r\n20\r\n", o[0], o[1]);
+                let _ = conn.write_all(reply.as_bytes());
+            };
+            let (mut first, _) = listener.accept().unwrap();
+            answer(&mut first);
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = first.write_all(b"VA 2 c4 O1\r\n20\r\n");
+            let (mut second, _) = listener.accept().unwrap();
+            answer(&mut second);
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        addr
+    }
+
+    #[test]
+    fn an_idle_socket_with_a_late_answer_in_it_is_not_used_again() {
+        let sockets = Sockets::new(
+            duplicate_then_prompt_server(),
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+            4,
+        );
+        assert_eq!(sockets.exchange(&two_reads()).unwrap(), NEXT_BATCH);
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(sockets.exchange(&two_reads()).unwrap(), NEXT_BATCH);
     }
 
     /// A server that answers a connection's first batch only after the client gave up, and
