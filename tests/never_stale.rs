@@ -11,7 +11,7 @@ use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Backend, Leased, Memcached, Redis};
 use cachesweeper::{KeyParts, Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
-use cachesweeper_suite::redis::RedisCluster;
+use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use cachesweeper_suite::slow_link::SlowLink;
 use common::{cases, known};
 
@@ -961,4 +961,50 @@ fn two_templates_blocks_of_one_name_never_share_an_entry() {
         }
         assert!(s.stats().hits >= 4, "{}: {:?}", case.name, s.stats());
     }
+}
+
+/// Issue 20, also seen: Redis counters were not refreshed by reads, so a hot record read for
+/// 30 days and never raised expired (and cost a render that cannot store). Reads now refresh
+/// what they read, one batch in 64.
+#[test]
+fn redis_counters_live_on_while_they_are_read() {
+    let Some(server) = RedisProcess::start() else {
+        return;
+    };
+    let s = Sweeper::redis(&server.url()).unwrap();
+    let hot = note(27, 0);
+    known(&s, [&hot]);
+    // The key as stored: `namespace|v|{record}`, the record its hash tag.
+    let key = s.counter_key(&hot);
+    let mut fields = key.splitn(3, '|');
+    let (namespace, kind, record) = (
+        fields.next().unwrap(),
+        fields.next().unwrap(),
+        fields.next().unwrap(),
+    );
+    let tagged = format!("{namespace}|{kind}|{{{record}}}");
+    assert_eq!(
+        server.command(&format!("EXPIRE {tagged} 100")).as_deref(),
+        Some(":1")
+    );
+    let ttl = || {
+        server
+            .command(&format!("TTL {tagged}"))
+            .and_then(|t| t.trim_start_matches(':').parse::<i64>().ok())
+            .unwrap()
+    };
+    let mut reads = 0;
+    while ttl() <= 100 {
+        s.version(&hot).unwrap();
+        reads += 1;
+        assert!(
+            reads < 10_000,
+            "the counter's time to live was never refreshed"
+        );
+    }
+    assert!(
+        ttl() > 24 * 60 * 60,
+        "refreshed to the counters' 30 days: {}",
+        ttl()
+    );
 }

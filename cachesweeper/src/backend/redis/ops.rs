@@ -21,6 +21,13 @@ use crate::{Error, Result};
 /// read a write, replicated and logged.
 pub(super) const COUNTER_TTL_SECS: u64 = 30 * 24 * 60 * 60;
 
+/// Batches of counter reads so far, in this process: every [`REFRESH_EVERY`]th also refreshes
+/// the counters' time to live.
+static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One batch of counter reads in this many refreshes what it reads.
+const REFRESH_EVERY: u64 = 64;
+
 /// A Lua script, sent by its SHA-1 (`EVALSHA`) and by its body when the server lacks it.
 pub(crate) struct Lua {
     pub(super) source: &'static str,
@@ -247,9 +254,21 @@ pub(super) async fn incr_each(
     let mut out: Vec<Result<u64>> = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
     if delta == 0 {
-        let replies = Arc::clone(&conns)
-            .run(requests(keys.clone(), || Kind::Get))
-            .await;
+        let mut reads = requests(keys.clone(), || Kind::Get);
+        // A read does not refresh a counter's time to live, and a hot record read for 30 days
+        // and never raised would expire (and cost a render that cannot store). One batch of
+        // reads in `REFRESH_EVERY` also refreshes what it reads, in the same pipelines.
+        if READS
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(REFRESH_EVERY)
+        {
+            reads.extend(keys.iter().map(|key| Request {
+                key: key.clone(),
+                kind: Kind::Cmd(redis::cmd("EXPIRE").arg(key).arg(COUNTER_TTL_SECS).clone()),
+            }));
+        }
+        let mut replies = Arc::clone(&conns).run(reads).await;
+        replies.truncate(keys.len());
         for (i, reply) in replies.into_iter().enumerate() {
             out.push(match counter(&conns, &names[i], reply) {
                 Ok(Some(n)) => Ok(n),
