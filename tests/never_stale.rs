@@ -13,7 +13,7 @@ use cachesweeper::{KeyParts, Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use cachesweeper_suite::slow_link::SlowLink;
-use common::{cases, known};
+use common::{cases, known, now_ns};
 
 #[derive(Debug, Clone, Sweepable)]
 struct Blog {
@@ -104,6 +104,15 @@ fn both_ways(scope: &Sweeper, page: &BlogPage<'_>) -> [String; 2] {
         page.render_with_values(&scope.for_template::<BlogPage>())
             .unwrap(),
     ]
+}
+
+/// `n`'s like count as its fragment `parts` shows it through `scope` (rendered on a miss).
+fn shown_likes(scope: &Sweeper, n: &Note, parts: &KeyParts) -> String {
+    scope
+        .fragment(n, 600, parts, || {
+            Ok::<_, std::convert::Infallible>(n.likes.to_string())
+        })
+        .unwrap()
 }
 
 /// Cause 1: a render that read its rows before a write, and learns versions only after the
@@ -323,6 +332,23 @@ fn a_render_that_misses_just_after_another_finished_takes_its_result() {
     assert_eq!(s.stats().coalesced, 1);
 }
 
+/// A process on `server` that gives up on it quickly: 50 ms to connect, 100 ms an exchange,
+/// a breaker that opens after two failures for 200 ms.
+fn impatient(server: &MemcachedProcess) -> Sweeper {
+    Sweeper::builder()
+        .backend(
+            Memcached::builder()
+                .server(server.url())
+                .connect_timeout(Duration::from_millis(50))
+                .io_timeout(Duration::from_millis(100))
+                .circuit_breaker(2, Duration::from_millis(200))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
 /// Cause 7: an invalidation that failed (memcached unreachable, holding its data) was logged
 /// and forgotten: once the server answered again, the old fragments came back.
 #[test]
@@ -330,20 +356,7 @@ fn a_failed_invalidation_is_retried_and_meanwhile_nothing_old_is_served_here() {
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
-    let process = || {
-        Sweeper::builder()
-            .backend(
-                Memcached::builder()
-                    .server(server.url())
-                    .connect_timeout(Duration::from_millis(50))
-                    .io_timeout(Duration::from_millis(100))
-                    .circuit_breaker(2, Duration::from_millis(200))
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap()
-    };
+    let process = || impatient(&server);
     let (writer, reader) = (process(), process());
     let parts = KeyParts::new().part("likes");
     let show = |s: &Sweeper, n: &Note| {
@@ -402,13 +415,7 @@ fn a_counter_lost_after_an_invalidation_comes_back_newer_than_renders_under_way(
     let process = || Sweeper::memcached(&url).unwrap();
     let (earlier, slow, writer) = (process(), process(), process());
     let parts = KeyParts::new().part("lost");
-    let show = |scope: &Sweeper, n: &Note| {
-        scope
-            .fragment(n, 600, &parts, || {
-                Ok::<_, std::convert::Infallible>(n.likes.to_string())
-            })
-            .unwrap()
-    };
+    let show = |scope: &Sweeper, n: &Note| shown_likes(scope, n, &parts);
     let old = note(4, 0);
     let earlier = earlier.scope();
     std::thread::sleep(Duration::from_millis(2));
@@ -436,30 +443,14 @@ fn a_failed_invalidation_lands_after_its_sweeper_is_dropped() {
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
-    let process = || {
-        Sweeper::builder()
-            .backend(
-                Memcached::builder()
-                    .server(server.url())
-                    .connect_timeout(Duration::from_millis(50))
-                    .io_timeout(Duration::from_millis(100))
-                    .circuit_breaker(2, Duration::from_millis(200))
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap()
-    };
+    let process = || impatient(&server);
     let (writer, reader) = (process(), process());
     let n = note(11, 0);
     known(&writer, [&n]);
     let before = reader.version(&n).unwrap().counter.unwrap();
 
     server.pause();
-    let invalidated_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let invalidated_at = now_ns();
     assert!(
         writer.invalidate(&note(11, 1)).is_err(),
         "memcached is paused"
@@ -633,14 +624,6 @@ fn a_debug_render_stores_nothing_whatever_versions_its_records() {
     }
 }
 
-/// Nanoseconds since the epoch, as versions count them.
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 /// Issue 20, item 6: every version read (`ma ... D0`) gave the counter a new CAS, so an
 /// invalidation's compare-and-add kept losing to the reads of a hot record and failed against
 /// a healthy server ("still contended after 16 attempts").
@@ -774,13 +757,7 @@ fn a_counter_recreated_by_a_slow_read_never_carries_old_rows() {
     let process = || Sweeper::memcached(&server.url()).unwrap();
     let (writer, victim, reader) = (process(), process(), process());
     let parts = KeyParts::new().part("slow");
-    let show = |scope: &Sweeper, n: &Note| {
-        scope
-            .fragment(n, 600, &parts, || {
-                Ok::<_, std::convert::Infallible>(n.likes.to_string())
-            })
-            .unwrap()
-    };
+    let show = |scope: &Sweeper, n: &Note| shown_likes(scope, n, &parts);
     let old = note(24, 0);
     known(&writer, [&old]);
     slow.version(&old).unwrap(); // the link is up and idle
@@ -872,13 +849,7 @@ fn a_raise_acknowledged_on_a_redis_cluster_survives_a_failover() {
         .build()
         .unwrap();
     let parts = KeyParts::new().part("failover");
-    let show = |scope: &Sweeper, n: &Note| {
-        scope
-            .fragment(n, 600, &parts, || {
-                Ok::<_, std::convert::Infallible>(n.likes.to_string())
-            })
-            .unwrap()
-    };
+    let show = |scope: &Sweeper, n: &Note| shown_likes(scope, n, &parts);
     let old = note(26, 0);
     known(&writer, [&old]);
     std::thread::sleep(Duration::from_millis(5));

@@ -589,13 +589,6 @@ impl Wire {
     }
 }
 
-fn nanos_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 #[test]
 fn an_invalidation_costs_two_exchanges_whoever_read_the_counter() {
     let Some(server) = MemcachedProcess::start() else {
@@ -640,7 +633,9 @@ fn an_invalidation_costs_two_exchanges_whoever_read_the_counter() {
     let shared = article(4);
     known(&sweeper, [&shared]);
     let key = sweeper.counter_key(&shared);
-    let elsewhere = other.raise_each(&[&key], nanos_now())[0].clone().unwrap();
+    let elsewhere = other.raise_each(&[&key], common::now_ns())[0]
+        .clone()
+        .unwrap();
     assert_eq!(
         invalidate(&shared),
         (1, 2),
@@ -648,7 +643,7 @@ fn an_invalidation_costs_two_exchanges_whoever_read_the_counter() {
     );
     let end = counter(&shared);
     assert!(
-        end > elsewhere && end <= nanos_now(),
+        end > elsewhere && end <= common::now_ns(),
         "{end} vs {elsewhere}"
     );
 
@@ -685,10 +680,10 @@ fn a_raise_ends_at_its_floor_or_above_after_a_restart_lost_the_counter() {
     sweeper.version(&record).unwrap();
     server.restart();
     let slow = Memcached::from_url(&server.url()).unwrap();
-    let recreated = slow.incr_each(&[&key], 0, nanos_now() - 60_000_000_000)[0]
+    let recreated = slow.incr_each(&[&key], 0, common::now_ns() - 60_000_000_000)[0]
         .clone()
         .unwrap();
-    let floor = nanos_now();
+    let floor = common::now_ns();
     // The first call after the restart may meet the dead connection.
     if sweeper.invalidate(&record).is_err() {
         sweeper.flush(Duration::from_secs(10)).unwrap();

@@ -132,17 +132,21 @@ pub fn known<'a, R: Sweepable + 'a>(sweeper: &Sweeper, records: impl IntoIterato
         .map(|r| sweeper.counter_key(r))
         .collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let a_second_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        - 1_000_000_000;
+    let a_second_ago = now_ns() - 1_000_000_000;
     // Even: a version set by a raise (an odd one is a counter created after a loss, which
     // renders confirm before they store anything under it).
     sweeper
         .backend()
         .incr_many(&keys, 0, a_second_ago & !1)
         .unwrap();
+}
+
+/// Nanoseconds since the epoch, as versions count them.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// A random number below `n` (0 if `n` is 0): xorshift, seeded per thread from std's random
