@@ -77,9 +77,11 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
     }
 
     fn render(&self, sweeper: &Sweeper, values: &dyn Values) -> askama::Result<Html> {
-        // The sub-template's own digest keys this fragment and the fragments inside it.
+        // The sub-template's own digest keys this fragment and the fragments inside it, and its
+        // type names it (as the filter names a block's template).
         let sweeper = sweeper.for_template::<T>();
-        sweeper.fragment_html(&self.record, &self.ttl, &self.parts, || {
+        let parts = self.parts.clone().in_template(std::any::type_name::<T>());
+        sweeper.fragment_html(&self.record, &self.ttl, &parts, || {
             self.template.render_with_values(&WithSweeper {
                 sweeper: &sweeper,
                 rest: values,

@@ -48,9 +48,9 @@
 //! The fragment's key includes the digest of the page's templates when the page is rendered
 //! with [`Sweeper::render`](crate::Sweeper::render); `digest=false` as a named argument leaves
 //! it out, so the key survives template edits:
-//! `{% filter cachesweeper(comment, 500, "comment", digest=false) %}`. A key without the digest
-//! (that one, or Askama's own `render()`, which has none to give) names the block's template by
-//! its Rust type instead, so that two templates' blocks never share an entry.
+//! `{% filter cachesweeper(comment, 500, "comment", digest=false) %}`. Every key also names the
+//! block's template by its Rust type, so that two templates' blocks never share an entry,
+//! whichever way the page is rendered.
 //!
 //! Misuse is a compile error: a record that is not `Sweepable`, a lifetime that is not an
 //! integer or a `Duration`, a missing name, a key part with no stable key form, fewer than three
@@ -213,7 +213,7 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
         } = self;
         // The template the block is in: the body's Rust type is a closure of the template's own
         // render method, so its name names the template (the same in every process of a build).
-        // A key without the template's digest carries it instead (see `KeyParts::in_template`).
+        // Every key carries it (see `KeyParts::in_template`).
         parts = parts.in_template(std::any::type_name_of_val(&body));
         let rendered = with_sweeper(values, |sweeper| {
             sweeper.fragment_html(&record, &ttl, &parts, || {

@@ -63,8 +63,6 @@ pub struct KeyParts {
     count: u64,
     digest: &'static str,
     without_digest: bool,
-    /// The template the block is in, as its filter saw it (see [`in_template`](Self::in_template)).
-    template: &'static str,
     /// [`finish`](Self::finish), once asked: a fragment's key and its hint key both need it.
     finished: OnceLock<String>,
 }
@@ -93,7 +91,6 @@ impl KeyParts {
             count: 0,
             digest: "",
             without_digest: false,
-            template: "",
             finished: OnceLock::new(),
         }
     }
@@ -125,14 +122,18 @@ impl KeyParts {
         self
     }
 
-    /// Names the template the block is in (the `cachesweeper` filter sets it). A key without the
-    /// template's digest (Askama's own `render()`, which has none to give; a block with
-    /// `digest=false`) hashes it with the parts instead, so that two templates' blocks with the
-    /// same name on the same record never share an entry, whichever way the page is rendered.
+    /// Names the template the block is in (the `cachesweeper` filter and [`cached`](crate::cached)
+    /// set it), hashed with the parts: two templates' blocks with the same name on the same
+    /// record never share an entry, whichever way the page is rendered (Askama's own `render()`
+    /// has no digest to give; a page's digest covers the templates it includes, not the
+    /// templates rendered as values inside it; `digest=false` leaves the digest out). Tagged, so
+    /// that no key part, whatever its text, hashes like a template's name.
     #[doc(hidden)]
     #[must_use]
     pub fn in_template(mut self, template: &'static str) -> Self {
-        self.template = template;
+        self.raw
+            .extend_from_slice(&(TEMPLATE_TAG | template.len() as u64).to_le_bytes());
+        self.raw.extend_from_slice(template.as_bytes());
         self.finished = OnceLock::new();
         self
     }
@@ -163,17 +164,8 @@ impl KeyParts {
     }
 
     pub(crate) fn finished(&self) -> &str {
-        self.finished.get_or_init(|| {
-            if self.key_digest().is_empty() && !self.template.is_empty() {
-                // The template, as one more part.
-                let mut raw = self.raw.clone();
-                raw.extend_from_slice(&(self.template.len() as u64).to_le_bytes());
-                raw.extend_from_slice(self.template.as_bytes());
-                recent_hash(&raw, || hash(&raw, self.count + 1))
-            } else {
-                recent_hash(&self.raw, || hash(&self.raw, self.count))
-            }
-        })
+        self.finished
+            .get_or_init(|| recent_hash(&self.raw, || hash(&self.raw, self.count)))
     }
 
     /// The template digest that goes into the key ("" without one).
@@ -181,6 +173,9 @@ impl KeyParts {
         if self.without_digest { "" } else { self.digest }
     }
 }
+
+/// Marks a template's name among the length-prefixed parts (no part is 2^63 bytes long).
+const TEMPLATE_TAG: u64 = 1 << 63;
 
 /// The hash of `count` length-prefixed parts, as it appears in a key.
 fn hash(raw: &[u8], count: u64) -> String {

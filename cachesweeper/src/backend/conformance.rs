@@ -141,28 +141,46 @@ pub fn incr_creates_then_adds(backend: &dyn Backend) {
     assert_eq!(backend.incr_many(&[key], 0, 5).unwrap(), vec![1_001]);
 }
 
+/// Nanoseconds since the epoch on this host's clock.
+fn clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// `raise_each` creates a missing counter at the floor with its lowest bit set (odd: created,
-/// not confirmed), and otherwise sets it to the even number at or above the larger of the floor
-/// and its value plus one.
+/// not confirmed); raises a counter found odd to an even number past the time it was found (it
+/// may stand for a lost counter newer than the floor), and any other to the even number at or
+/// above the larger of the floor and its value plus one.
 pub fn raise_is_a_monotonic_max(backend: &dyn Backend) {
     let (a, b) = ("conformance|raise-a", "conformance|raise-b");
     let raise = |key: &str, floor: u64| backend.raise_each(&[key], floor).pop().unwrap().unwrap();
     assert_eq!(raise(a, 1_000), 1_001, "created: odd");
-    assert_eq!(raise(a, 5_000), 5_000);
+    let before = clock_ns();
+    let confirmed = raise(a, 5_000);
+    assert!(
+        confirmed.is_multiple_of(2) && confirmed >= before,
+        "an odd counter is confirmed past the clock: {confirmed} < {before}"
+    );
     assert_eq!(
         raise(a, 10),
-        5_002,
+        confirmed + 2,
         "a lower floor still adds, to the next even number"
     );
-    assert_eq!(raise(a, 5_003), 5_004, "an odd floor: the next even number");
-    assert_eq!(backend.incr_many(&[a], 0, 7).unwrap(), vec![5_004]);
+    let ahead = confirmed + 1_001;
+    assert_eq!(
+        raise(a, ahead),
+        ahead + 1,
+        "an odd floor: the next even number"
+    );
+    assert_eq!(backend.incr_many(&[a], 0, 7).unwrap(), vec![ahead + 1]);
     assert_eq!(backend.incr_many(&[b], 0, 70).unwrap(), vec![70]);
     let both: Vec<u64> = backend
-        .raise_each(&[a, b], 6_000)
+        .raise_each(&[a, b], ahead + 1_001)
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(both, vec![6_000, 6_000]);
+    assert_eq!(both, vec![ahead + 1_001, ahead + 1_001]);
 }
 
 /// Concurrent raises are never lost: each adds at least one, and the counter ends at least at
@@ -478,7 +496,18 @@ pub fn async_incr_matches(backend: &dyn Backend) {
 #[cfg(feature = "tokio")]
 pub fn async_raise_matches(backend: &dyn Backend) {
     let (awaited, blocking) = ("conformance|async-raise", "conformance|async-raise-twin");
-    let floors = [1_000, 5_000, 10, 5_001, 6_000];
+    let floors = [1_000, 5_000, 10, 5_001];
+    // Created odd, confirmed past the clock (a different time for each counter), then up by
+    // two each time.
+    let shape = |values: &[u64], before: u64| {
+        assert_eq!(values[0], 1_001, "created: odd");
+        assert!(
+            values[1].is_multiple_of(2) && values[1] >= before,
+            "{values:?}"
+        );
+        assert_eq!(values[2..], [values[1] + 2, values[1] + 4], "{values:?}");
+    };
+    let before = clock_ns();
     let blocking_values: Vec<u64> = floors
         .iter()
         .map(|&floor| {
@@ -489,17 +518,19 @@ pub fn async_raise_matches(backend: &dyn Backend) {
                 .unwrap()
         })
         .collect();
-    assert_eq!(blocking_values, vec![1_001, 5_000, 5_002, 5_004, 6_000]);
-    runtime().block_on(async {
+    shape(&blocking_values, before);
+    let confirmed = runtime().block_on(async {
+        let before = clock_ns();
         let mut values = Vec::new();
         for floor in floors {
             let mut answer = backend.raise_each_async(&[awaited], floor).await;
             values.push(answer.pop().unwrap().unwrap());
         }
-        assert_eq!(values, blocking_values);
+        shape(&values, before);
 
-        // A counter read by a version read (created there), then raised, in one batch with
-        // one raised by the blocking form, and one that does not exist yet.
+        // A counter read by a version read (created there, even), then raised, in one batch
+        // with one raised by the blocking form, one raised by this one, and one that does not
+        // exist yet.
         let read = "conformance|async-raise-read";
         let created = backend.incr_each_async(&[read], 0, 70).await;
         assert_eq!(
@@ -513,15 +544,19 @@ pub fn async_raise_matches(backend: &dyn Backend) {
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(raised, vec![7_000, 7_000, 7_001, 7_000]);
+        assert_eq!(
+            raised,
+            vec![7_000, blocking_values[3] + 2, 7_001, values[3] + 2]
+        );
         // Below every counter: each goes to the next even number.
-        let raised: Vec<u64> = backend
+        let again: Vec<u64> = backend
             .raise_each_async(&[read, blocking], 1)
             .await
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(raised, vec![7_002, 7_002]);
+        assert_eq!(again, vec![7_002, raised[1] + 2]);
+        raised[3]
     });
     assert_eq!(
         backend
@@ -529,7 +564,7 @@ pub fn async_raise_matches(backend: &dyn Backend) {
             .pop()
             .unwrap()
             .unwrap(),
-        7_002,
+        confirmed + 2,
         "the blocking form continues where the async one left off"
     );
 }

@@ -212,10 +212,13 @@ impl Backend for Embedded {
     fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
         keys.iter()
             .map(|key| {
-                Ok(self.update(key, |old| {
-                    old.map_or(floor | 1, |n| {
-                        crate::versions::confirmed((n + 1).max(floor))
-                    })
+                Ok(self.update(key, |old| match old {
+                    None => floor | 1,
+                    // Found odd: confirmed past now (see `Backend::raise_each`).
+                    Some(n) if !crate::versions::is_confirmed(n) => {
+                        crate::versions::confirmed((n + 1).max(floor).max(crate::clock::now()))
+                    }
+                    Some(n) => crate::versions::confirmed((n + 1).max(floor)),
                 }))
             })
             .collect()

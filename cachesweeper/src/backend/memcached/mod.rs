@@ -1038,6 +1038,10 @@ impl Memcached {
             }
             let pending_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
             let read = self.counters_with::<T>(&pending_keys, floor | 1).await;
+            // A counter found odd was created by someone else, after a loss that may have taken
+            // an invalidation newer than `floor` (this raise may have been slow): confirmed only
+            // past now, which is after the creation this read saw.
+            let seen_at = crate::clock::now();
             let mut lifts = Vec::new();
             let mut lifted = Vec::new();
             for (&i, counter) in pending.iter().zip(read) {
@@ -1050,12 +1054,15 @@ impl Memcached {
                         ..
                     }) => out[i] = Ok(value),
                     Ok(Counter { value, cas, .. }) => {
+                        let odd = !crate::versions::is_confirmed(value);
+                        let floor = if odd { floor.max(seen_at) } else { floor };
                         let gap =
                             crate::versions::confirmed(floor.max(value.saturating_add(1))) - value;
                         let lift = Arithmetic::new(keys[i])
                             .delta(gap)
                             .ttl(Ttl::secs(COUNTER_TTL_SECS));
-                        lifts.push(if attempt >= BLIND_AFTER && gap <= BLIND_GAP {
+                        // Never unguarded on an odd counter: it might be another one by now.
+                        lifts.push(if attempt >= BLIND_AFTER && gap <= BLIND_GAP && !odd {
                             lift
                         } else {
                             lift.compare_cas(cas)

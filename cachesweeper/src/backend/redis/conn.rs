@@ -98,8 +98,9 @@ struct Cluster {
 struct SlotMap {
     /// `host:port` of each master, for breakers and errors.
     nodes: Vec<String>,
-    /// How many replicas each master has (connected to it when the map was read, or listed by
-    /// `CLUSTER SLOTS`): what a raise waits for (see [`Connections::run_replicated`]).
+    /// How many replicas each master has (listed by `CLUSTER SLOTS`, or attached to it when
+    /// the map was read, whichever is more): what a raise waits for (see
+    /// [`Connections::run_replicated`]).
     replicas: Vec<usize>,
     /// An index into `nodes` per slot; `u16::MAX` where no node serves it.
     owner: Vec<u16>,
@@ -345,13 +346,16 @@ impl Connections {
         self.round_trips
             .fetch_add(asks.len() as u64, Ordering::Relaxed);
         for ask in asks {
-            if let Ok((node, Ok(Ok(Value::BulkString(info))))) = ask.await
-                && let Some(connected) = String::from_utf8_lossy(&info)
+            if let Ok((node, Ok(Ok(Value::BulkString(info))))) = ask.await {
+                // Every replica the master has attached (`slave0:ip=…,state=…`), as well as every
+                // one `CLUSTER SLOTS` lists: one that is disconnected, lagging or still syncing
+                // can still be promoted, so it is waited for (the raise fails meanwhile, and is
+                // retried); one the cluster has marked failed is not listed.
+                let attached = String::from_utf8_lossy(&info)
                     .lines()
-                    .find_map(|line| line.strip_prefix("connected_slaves:"))
-                    .and_then(|n| n.trim().parse::<usize>().ok())
-            {
-                map.replicas[node] = map.replicas[node].max(connected);
+                    .filter(|line| line.starts_with("slave") && line.contains("state="))
+                    .count();
+                map.replicas[node] = map.replicas[node].max(attached);
             }
         }
         Ok(map)
@@ -488,6 +492,9 @@ impl Connections {
                 _ => 0,
             };
             if acks < replicas {
+                // A replica gone or lagging: the cluster may mark it failed, and the map (which
+                // says how many to wait for) is read again.
+                self.suspect_slot_map();
                 let error = Error::backend_message(
                     &server,
                     format_args!(

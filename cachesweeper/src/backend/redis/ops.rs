@@ -58,10 +58,21 @@ return redis.call('GET', KEYS[1])",
 );
 
 /// Sets the counter to the even number at or above max(value + 1, floor), creating a missing
-/// one at `floor | 1` (see `Backend::raise_each`). ARGV: floor (even), floor | 1, ttl.
+/// one at `floor | 1` (see `Backend::raise_each`). ARGV: floor (even), floor | 1, ttl. A counter
+/// found odd was created by someone else after a loss that may have taken an invalidation newer
+/// than `floor` (this raise may have travelled slowly): it is confirmed past the server's
+/// clock too, which is after that creation (the server's clock is then one of the clocks that
+/// must agree within `SweeperBuilder::clock_skew`). The time is built as a decimal string:
+/// Lua's numbers cannot hold nanoseconds since the epoch.
 static RAISE: Lua = Lua::new(
     r"local floor = ARGV[1]
 if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return ARGV[2] end
+local found = redis.call('GET', KEYS[1])
+if string.find('13579', string.sub(found, -1), 1, true) then
+  local t = redis.call('TIME')
+  local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2] .. '000'
+  if #now > #floor or (#now == #floor and now > floor) then floor = now end
+end
 redis.call('INCR', KEYS[1])
 local value = redis.call('GET', KEYS[1])
 if #value < #floor or (#value == #floor and value < floor) then
