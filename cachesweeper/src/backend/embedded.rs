@@ -69,7 +69,7 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// use cachesweeper::backend::{Backend, BackendExt, Embedded};
 ///
 /// let cache = Embedded::new(64 * 1024 * 1024);
-/// assert_eq!(cache.incr_many(&["n", "n"], 1, 100)?, vec![100, 101]);
+/// assert_eq!(cache.incr_many(&["n", "n"], 2, 100)?, vec![100, 102]);
 /// assert_eq!(cache.raise_each(&["n"], 500).pop().unwrap()?, 500);
 /// # Ok::<(), cachesweeper::Error>(())
 /// ```
