@@ -16,6 +16,7 @@
 mod common;
 
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::redis::RedisCluster;
 use common::blog::{Client, Server, TempFile, comment_counts, comment_ids};
 
 /// Seed: articles, and comments per article.
@@ -298,4 +299,34 @@ fn abbreviated<'a>(form: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
     form.iter()
         .map(|&(name, value)| (name, value.chars().take(12).collect()))
         .collect()
+}
+
+/// Issue 20, also seen: on a fresh three-master Redis Cluster, right after two blog processes
+/// start on one database, the second view of an article missed most of its fragments in 2 of
+/// 3 runs. Not reproduced here (this checks every view after the first is warm, in either
+/// process, alternating), on this code or the code before issue 20; kept as a guard.
+#[test]
+fn views_after_the_first_are_warm_from_either_process_on_a_fresh_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let db = TempFile::new("sqlite3");
+    let urls = cluster.urls();
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--db",
+        db.arg(),
+        "--redis-cluster",
+        &urls,
+    ];
+    let (first, second) = (Server::start(&args), Server::start(&args));
+    let (a, b) = (Client::new(&first), Client::new(&second));
+    let views: Vec<(u64, u64)> = (0..4)
+        .map(|i| if i % 2 == 0 { &a } else { &b }.get("/articles/2").cache())
+        .collect();
+    assert_eq!(views[0].0, 0, "the first view renders: {views:?}");
+    for view in &views[1..] {
+        assert_eq!(*view, (ARTICLE_FRAGMENTS, 0), "{views:?}");
+    }
 }
