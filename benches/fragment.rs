@@ -44,29 +44,24 @@ fn fragment(c: &mut Criterion) {
     });
     let null = Sweeper::builder().backend(Null).build().expect("sweeper");
     let cached_fragment = cached::CommentFragment { comment: &comment };
-    assert_eq!(cached_fragment.render_with_values(&null).unwrap(), expected);
+    assert_eq!(null.scope().render(&cached_fragment).unwrap(), expected);
     group.bench_function("render/comment_html_null_backend", |b| {
         b.iter(|| {
-            black_box(&cached_fragment)
-                .render_with_values(&null)
+            null.scope()
+                .render(black_box(&cached_fragment))
                 .expect("renders")
         })
     });
 
-    // Hits on the embedded backend: the same template, warm; and the fragment API directly.
+    // Hits on the embedded backend: the same template, warm, as a request renders it (a scope,
+    // the record pass, the final pass); and the fragment API directly, in one scope.
     let embedded = Sweeper::builder()
         .backend(Embedded::new(64 << 20))
         .build()
         .expect("sweeper");
-    assert_eq!(
-        cached_fragment.render_with_values(&embedded).unwrap(),
-        expected
-    );
+    assert_eq!(embedded.scope().render(&cached_fragment).unwrap(), expected);
     let before = embedded.stats();
-    assert_eq!(
-        cached_fragment.render_with_values(&embedded).unwrap(),
-        expected
-    );
+    assert_eq!(embedded.scope().render(&cached_fragment).unwrap(), expected);
     let once = embedded.stats() - before;
     assert_eq!(
         (once.hits, once.misses),
@@ -75,18 +70,20 @@ fn fragment(c: &mut Criterion) {
     );
     group.bench_function("hit/embedded_comment_html", |b| {
         b.iter(|| {
-            black_box(&cached_fragment)
-                .render_with_values(&embedded)
+            embedded
+                .scope()
+                .render(black_box(&cached_fragment))
                 .expect("renders")
         })
     });
 
     let parts = KeyParts::new().part("bench/comment");
     let body = || plain_fragment.render();
-    embedded.fragment(&comment, 600, &parts, body).unwrap();
+    let scope = embedded.scope();
+    scope.fragment(&comment, 600, &parts, body).unwrap();
     group.bench_function("hit/embedded_fragment_api", |b| {
         b.iter(|| {
-            embedded
+            scope
                 .fragment(black_box(&comment), 600, &parts, body)
                 .expect("hit")
         })

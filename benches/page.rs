@@ -403,13 +403,17 @@ fn bench_config(
     // Cold: a fresh namespace (and L1) per iteration, built outside the timing, its records
     // already known to the cache so that the render stores every fragment (see `known`).
     let probe = known_sweeper(config, server, page.comments);
-    assert_eq!(probe.render(page).expect("renders"), expected, "{name}");
+    assert_eq!(
+        probe.scope().render(page).expect("renders"),
+        expected,
+        "{name}"
+    );
     report(&format!("{name}/cold"), n, probe.stats());
     group.bench_function(format!("{name}/cold/{n}"), |b| {
         b.iter_batched(
             || known_sweeper(config, server, page.comments),
             |sweeper| {
-                let html = sweeper.render(black_box(page)).expect("renders");
+                let html = sweeper.scope().render(black_box(page)).expect("renders");
                 (sweeper, html) // dropped after the timing
             },
             BatchSize::PerIteration,
@@ -418,12 +422,16 @@ fn bench_config(
 
     // Warm: one sweeper, every fragment already stored.
     let warm = known_sweeper(config, server, page.comments);
-    warm.render(page).expect("renders");
+    warm.scope().render(page).expect("renders");
     let before = warm.stats();
-    assert_eq!(warm.render(page).expect("renders"), expected, "{name}");
+    assert_eq!(
+        warm.scope().render(page).expect("renders"),
+        expected,
+        "{name}"
+    );
     report(&format!("{name}/warm"), n, warm.stats() - before);
     group.bench_function(format!("{name}/warm/{n}"), |b| {
-        b.iter(|| warm.render(black_box(page)).expect("renders"))
+        b.iter(|| warm.scope().render(black_box(page)).expect("renders"))
     });
 }
 
@@ -475,10 +483,14 @@ fn page(c: &mut Criterion) {
         // Uncached: every fragment rendered (the Null backend's calls do no I/O).
         let null = Sweeper::builder().backend(Null).build().expect("sweeper");
         let before = null.stats();
-        assert_eq!(null.render(&page).expect("renders"), expected, "uncached");
+        assert_eq!(
+            null.scope().render(&page).expect("renders"),
+            expected,
+            "uncached"
+        );
         report("uncached", n, null.stats() - before);
         group.bench_function(format!("uncached/{n}"), |b| {
-            b.iter(|| null.render(black_box(&page)).expect("renders"))
+            b.iter(|| null.scope().render(black_box(&page)).expect("renders"))
         });
 
         bench_config(&mut group, Config::Embedded, None, &page, &expected, n);
@@ -523,6 +535,7 @@ fn round_trip(c: &mut Criterion) {
     let comments = common::comments(1, 100);
     let sweeper = known_sweeper(Config::Memcached, Some(&server), &comments);
     sweeper
+        .scope()
         .render(&CommentsPage {
             comments: &comments,
         })

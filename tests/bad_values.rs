@@ -26,7 +26,10 @@ fn an_oversized_fragment_is_rendered_and_not_stored() {
         let parts = KeyParts::new();
         for _ in 0..2 {
             assert_eq!(
-                s.fragment(&c, 600, &parts, ok(big.clone())).unwrap().len(),
+                s.scope()
+                    .fragment(&c, 600, &parts, ok(big.clone()))
+                    .unwrap()
+                    .len(),
                 big.len()
             );
         }
@@ -73,12 +76,14 @@ fn a_server_limit_below_the_configured_one_is_an_error_not_a_failure() {
     let html = "y".repeat(700 * 1024);
     let c = comment(2, 1);
     assert_eq!(
-        s.fragment(&c, 600, &KeyParts::new(), ok(html.clone()))
+        s.scope()
+            .fragment(&c, 600, &KeyParts::new(), ok(html.clone()))
             .unwrap(),
         html
     );
     assert_eq!(
-        s.fragment(&c, 600, &KeyParts::new(), ok(html.clone()))
+        s.scope()
+            .fragment(&c, 600, &KeyParts::new(), ok(html.clone()))
             .unwrap(),
         html
     );
@@ -116,11 +121,13 @@ fn foreign_truncated_and_non_utf8_values_are_misses_and_are_overwritten() {
                 }])
                 .unwrap();
             let html = s
+                .scope()
                 .fragment(&c, 600, &parts, ok(format!("<p>fresh {i}</p>")))
                 .unwrap();
             assert_eq!(html, format!("<p>fresh {i}</p>"), "{}", case.name);
             // Overwritten: the next lookup hits the fresh render.
             let again = s
+                .scope()
                 .fragment(&c, 600, &parts, ok("<p>not rendered</p>".into()))
                 .unwrap();
             assert_eq!(again, format!("<p>fresh {i}</p>"), "{}", case.name);
@@ -144,9 +151,12 @@ fn a_time_to_live_beyond_what_the_cache_accepts_is_clamped_not_an_error() {
             known(s, [&c]);
             let parts = KeyParts::new().part("long-lived");
             let errors = s.stats().errors;
-            s.fragment(&c, ttl, &parts, ok("kept".into())).unwrap();
+            s.scope()
+                .fragment(&c, ttl, &parts, ok("kept".into()))
+                .unwrap();
             assert_eq!(s.stats().errors, errors, "{}: {ttl:?}", case.name);
             let found = s
+                .scope()
                 .fragment(&c, ttl, &parts, ok("rendered again".into()))
                 .unwrap();
             assert_eq!(found, "kept", "{}: {ttl:?} was stored", case.name);

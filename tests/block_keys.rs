@@ -56,7 +56,9 @@ fn counts(n: u32) -> std::collections::BTreeMap<&'static str, u32> {
 fn each_block_on_one_record_shows_its_own_content() {
     for case in cases() {
         let sweeper = &case.sweeper;
-        for (how, post_id) in [("Sweeper::render", 1), ("render_with_values", 2)] {
+        // A page and a fragment of its own, as a request renders it: the blocks come through
+        // both apart.
+        for (how, post_id) in [("Scope::render", 1), ("Scope::render again", 2)] {
             let renders = Renders::default();
             let post = post(post_id);
             known(sweeper, [&post]);
@@ -64,10 +66,7 @@ fn each_block_on_one_record_shows_its_own_content() {
                 post: &post,
                 renders: &renders,
             };
-            let render = || match how {
-                "Sweeper::render" => sweeper.render(&page).unwrap(),
-                _ => page.render_with_values(sweeper).unwrap(),
-            };
+            let render = || sweeper.scope().render(&page).unwrap();
             let label = format!("{} / {how}", case.name);
 
             let before = sweeper.stats();
@@ -126,22 +125,24 @@ fn two_instantiations_of_a_generic_model_never_share_fragments() {
         let parts = cachesweeper::KeyParts::new().part("title");
         let show = |html: &'static str| move || Ok::<_, std::convert::Infallible>(html.to_owned());
         assert_eq!(
-            s.fragment(&post, 60, &parts, show("a post")).unwrap(),
+            s.scope()
+                .fragment(&post, 60, &parts, show("a post"))
+                .unwrap(),
             "a post"
         );
         assert_eq!(
-            s.fragment(&tag, 60, &parts, show("a tag")).unwrap(),
+            s.scope().fragment(&tag, 60, &parts, show("a tag")).unwrap(),
             "a tag"
         );
         // Warm: each finds its own.
         assert_eq!(
-            s.fragment(&post, 60, &parts, show("?")).unwrap(),
+            s.scope().fragment(&post, 60, &parts, show("?")).unwrap(),
             "a post",
             "{}",
             case.name
         );
         assert_eq!(
-            s.fragment(&tag, 60, &parts, show("?")).unwrap(),
+            s.scope().fragment(&tag, 60, &parts, show("?")).unwrap(),
             "a tag",
             "{}",
             case.name
@@ -149,13 +150,13 @@ fn two_instantiations_of_a_generic_model_never_share_fragments() {
         // Invalidating one leaves the other.
         s.invalidate(&post).unwrap();
         assert_eq!(
-            s.fragment(&tag, 60, &parts, show("?")).unwrap(),
+            s.scope().fragment(&tag, 60, &parts, show("?")).unwrap(),
             "a tag",
             "{}",
             case.name
         );
         assert_eq!(
-            s.fragment(&post, 60, &parts, show("new")).unwrap(),
+            s.scope().fragment(&post, 60, &parts, show("new")).unwrap(),
             "new",
             "{}",
             case.name

@@ -67,12 +67,14 @@ fn an_edited_template_misses_and_an_unchanged_one_hits() {
     let renders = Renders::default();
     let c = comment(1, 1);
     sweeper
+        .scope()
         .render(&PageV1 {
             c: &c,
             renders: &renders,
         })
         .unwrap();
     sweeper
+        .scope()
         .render(&PageV1 {
             c: &c,
             renders: &renders,
@@ -80,6 +82,7 @@ fn an_edited_template_misses_and_an_unchanged_one_hits() {
         .unwrap();
     assert_eq!(renders.take().get("body"), Some(&1), "same template: hit");
     sweeper
+        .scope()
         .render(&PageV2 {
             c: &c,
             renders: &renders,
@@ -118,11 +121,11 @@ fn digest_false_keeps_the_key_across_edits() {
     // Two templates' `digest=false` blocks of one name on one record never share an entry.
     let renders = Renders::default();
     for _ in 0..2 {
-        let v1 = sweeper.render(&StableV1 {
+        let v1 = sweeper.scope().render(&StableV1 {
             c: &c,
             renders: &renders,
         });
-        let v2 = sweeper.render(&StableV2 {
+        let v2 = sweeper.scope().render(&StableV2 {
             c: &c,
             renders: &renders,
         });
@@ -133,24 +136,5 @@ fn digest_false_keeps_the_key_across_edits() {
         renders.take().get("body"),
         Some(&2),
         "each template's block rendered once, then hit"
-    );
-}
-
-#[test]
-fn plain_renders_take_the_digest_from_for_template() {
-    let sweeper = Sweeper::embedded();
-    let renders = Renders::default();
-    let c = comment(3, 1);
-    let v1 = PageV1 {
-        c: &c,
-        renders: &renders,
-    };
-    v1.render_with_values(&sweeper.for_template::<PageV1>())
-        .unwrap();
-    sweeper.render(&v1).unwrap();
-    assert_eq!(
-        renders.take().get("body"),
-        Some(&1),
-        "same digest either way"
     );
 }

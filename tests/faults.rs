@@ -30,8 +30,8 @@ fn comments() -> Vec<Comment> {
 }
 
 fn reference(page: &Page<'_>) -> String {
-    page.render_with_values(&Sweeper::builder().backend(Null).build().unwrap())
-        .unwrap()
+    let uncached = Sweeper::builder().backend(Null).build().unwrap();
+    uncached.scope().render(page).unwrap()
 }
 
 /// A sweeper on `url` with short timeouts and a short retry window, so the test runs fast.
@@ -59,14 +59,14 @@ fn memcached_killed_then_restarted_mid_run() {
     let expected = reference(&page);
 
     for _ in 0..5 {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
     }
     assert_eq!(sweeper.stats().errors, 0);
 
     server.kill();
     for _ in 0..20 {
         assert_eq!(
-            sweeper.render(&page).unwrap(),
+            sweeper.scope().render(&page).unwrap(),
             expected,
             "a page failed with memcached dead"
         );
@@ -78,7 +78,7 @@ fn memcached_killed_then_restarted_mid_run() {
     // Caching resumes by itself once the retry window has passed: bounded wait.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
         let request = sweeper.scope();
         assert_eq!(request.render(&page).unwrap(), expected);
         if request.stats().hits == 20 {
@@ -104,7 +104,7 @@ fn a_host_name_that_does_not_resolve_fails_neither_start_up_nor_pages() {
     };
     let expected = reference(&page);
     for _ in 0..5 {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
     }
     let stats = sweeper.stats();
     assert!(stats.errors > 0 && stats.round_trips <= 4, "{stats:?}");
@@ -125,8 +125,8 @@ fn a_port_where_nothing_listens() {
     };
     let expected = reference(&page);
     for _ in 0..10 {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
-        assert_eq!(page.render_with_values(&sweeper).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
     }
     let stats = sweeper.stats();
     // 10 batched renders and 10 renders of 20 single lookups: without the breaker, hundreds
@@ -147,7 +147,7 @@ fn a_listener_that_accepts_and_never_answers() {
     };
     let expected = reference(&page);
     for _ in 0..10 {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
     }
     let stats = sweeper.stats();
     // Each attempt waits out the 50 ms timeout; the breaker stops attempts after two.
@@ -190,7 +190,7 @@ fn redis_sweeper(url: &str, cluster: bool) -> Sweeper {
 fn until_all_hit(sweeper: &Sweeper, page: &Page<'_>, expected: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        assert_eq!(sweeper.render(page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(page).unwrap(), expected);
         let request = sweeper.scope();
         assert_eq!(request.render(page).unwrap(), expected);
         if request.stats().hits == page.comments.len() as u64 {
@@ -223,7 +223,7 @@ fn redis_killed_then_restarted_mid_run() {
     let started = Instant::now();
     for _ in 0..20 {
         assert_eq!(
-            sweeper.render(&page).unwrap(),
+            sweeper.scope().render(&page).unwrap(),
             expected,
             "a page failed with Redis dead"
         );
@@ -257,7 +257,7 @@ fn redis_paused_then_resumed() {
     server.pause();
     let before = sweeper.stats();
     for _ in 0..10 {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
     }
     let stats = sweeper.stats() - before;
     // Each attempt waits out the 50 ms timeout; the breaker stops attempts after two.
@@ -279,7 +279,7 @@ fn a_redis_listener_that_accepts_and_never_answers() {
     let expected = reference(&page);
     let started = Instant::now();
     for _ in 0..10 {
-        assert_eq!(sweeper.render(&page).unwrap(), expected);
+        assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
     }
     // Bounded: two attempts of about 100 ms, then skipped (a generous bound for a busy machine).
     assert!(
@@ -310,8 +310,8 @@ fn a_redis_port_where_nothing_listens() {
         };
         let expected = reference(&page);
         for _ in 0..10 {
-            assert_eq!(sweeper.render(&page).unwrap(), expected);
-            assert_eq!(page.render_with_values(&sweeper).unwrap(), expected);
+            assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
+            assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
         }
         let stats = sweeper.stats();
         assert!(stats.round_trips <= 4, "cluster: {cluster}: {stats:?}");
@@ -338,7 +338,7 @@ fn a_redis_cluster_master_killed() {
     let before = sweeper.stats();
     for _ in 0..20 {
         assert_eq!(
-            sweeper.render(&page).unwrap(),
+            sweeper.scope().render(&page).unwrap(),
             expected,
             "a page failed with a master dead"
         );

@@ -11,8 +11,9 @@
 //! - A **reader** notes every comment's acknowledged count when its read starts, then takes
 //!   `sweeper.scope()`, loads the rows, sleeps 0-5 ms (and, one read in 20, a "slow request"
 //!   pause of 120-240 ms: longer than today's 100 ms settle; this is what makes it learn
-//!   versions late), and renders the page, in turn with `s.render(&page)`,
-//!   `page.render_with_values(&s)` and `s.render_async(&page)` (on the reader's own runtime). Every comment on the page must show at least the count
+//!   versions late), and renders the page through that scope, in turn with
+//!   `scope.render(&page)` and `scope.render_async(&page)` (on the reader's own runtime).
+//!   Every comment on the page must show at least the count
 //!   acknowledged when the read started; one that shows less is a **violation**: it shows the
 //!   state from before a write whose `invalidate` had returned.
 //!
@@ -66,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use cachesweeper::backend::{Backend as _, Embedded, Memcached, Redis, SetItem};
-use cachesweeper::{Sweepable, Sweeper};
+use cachesweeper::{Scope, Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use cachesweeper_suite::slow_link::SlowLink;
@@ -272,7 +273,7 @@ impl Shape {
 /// Renders `page` on `path` (see [`PATHS`]).
 fn render_on<P>(
     path: usize,
-    s: &Sweeper,
+    s: &Scope,
     page: &P,
     runtime: &tokio::runtime::Runtime,
 ) -> askama::Result<String>
@@ -281,7 +282,6 @@ where
 {
     match path {
         0 => s.render(page),
-        1 => page.render_with_values(s),
         _ => runtime.block_on(s.render_async(page)),
     }
 }
@@ -536,7 +536,7 @@ struct Tally {
     /// Ordinary pages that showed a debug render's marks.
     marked: AtomicU64,
     /// Violations by render path (see [`PATHS`]).
-    by_path: [AtomicU64; 3],
+    by_path: [AtomicU64; 2],
     /// The first few violations, described.
     examples: Mutex<Vec<String>>,
 }
@@ -546,7 +546,7 @@ impl Tally {
         counter.load(Ordering::SeqCst)
     }
 
-    fn counters(&self) -> [&AtomicU64; 11] {
+    fn counters(&self) -> [&AtomicU64; 10] {
         [
             &self.reads,
             &self.writes,
@@ -558,7 +558,6 @@ impl Tally {
             &self.marked,
             &self.by_path[0],
             &self.by_path[1],
-            &self.by_path[2],
         ]
     }
 
@@ -575,17 +574,17 @@ impl Tally {
             .split_whitespace()
             .map(|n| n.parse().unwrap())
             .collect();
-        assert_eq!(figures.len(), 12, "bad child output {line:?}");
+        assert_eq!(figures.len(), 11, "bad child output {line:?}");
         for (counter, figure) in self.counters().into_iter().zip(&figures) {
             counter.fetch_add(*figure, Ordering::SeqCst);
         }
-        figures[11]
+        figures[10]
     }
 }
 
-/// How a reader renders its page, in turn: the blocking batched render, Askama's own render
-/// (one fragment at a time), and the async render on the reader's own runtime.
-const PATHS: [&str; 3] = ["render", "render_with_values", "render_async"];
+/// How a reader renders its page, in turn: the blocking render, and the async render on the
+/// reader's own runtime.
+const PATHS: [&str; 2] = ["render", "render_async"];
 
 fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
@@ -766,12 +765,11 @@ fn report(sc: &Scenario, tally: &Tally, sweepers: &[Sweeper], extra_hits: u64) {
         g(&tally.invalidate_errors),
     );
     eprintln!(
-        "freshness {}:   stale_pages={} (render={} render_with_values={} render_async={}) page_errors={} incomplete={} invalidate_errors={} hits={hits} misses={misses} cache_errors={errors}{}",
+        "freshness {}:   stale_pages={} (render={} render_async={}) page_errors={} incomplete={} invalidate_errors={} hits={hits} misses={misses} cache_errors={errors}{}",
         sc.name,
         g(&tally.stale_pages),
         g(&tally.by_path[0]),
         g(&tally.by_path[1]),
-        g(&tally.by_path[2]),
         g(&tally.page_errors),
         g(&tally.incomplete),
         g(&tally.invalidate_errors),

@@ -37,20 +37,18 @@ struct ArticlePage<'a> {
 enum Path {
     Render,
     RenderAsync,
-    RenderWithValues,
 }
 
-const PATHS: [Path; 3] = [Path::Render, Path::RenderAsync, Path::RenderWithValues];
+const PATHS: [Path; 2] = [Path::Render, Path::RenderAsync];
 
 fn render(s: &cachesweeper::Sweeper, page: &ArticlePage<'_>, path: Path) -> askama::Result<String> {
     match path {
-        Path::Render => s.render(page),
+        Path::Render => s.scope().render(page),
         Path::RenderAsync => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(s.render_async(page)),
-        Path::RenderWithValues => page.render_with_values(s),
+            .block_on(s.scope().render_async(page)),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use cachesweeper::backend::{Backend, Leased, Memcached, Redis};
-use cachesweeper::{KeyParts, Sweepable, Sweeper};
+use cachesweeper::{KeyParts, Scope, Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use cachesweeper_suite::slow_link::SlowLink;
@@ -95,18 +95,24 @@ fn likes(html: &str, id: i64) -> u32 {
         .unwrap()
 }
 
-/// Renders `page` both ways a page can be rendered: batched, and by Askama fragment by
-/// fragment.
-fn both_ways(scope: &Sweeper, page: &BlogPage<'_>) -> [String; 2] {
-    [
-        scope.render(page).unwrap(),
-        page.render_with_values(&scope.for_template::<BlogPage>())
-            .unwrap(),
-    ]
+/// Renders `page` through `scope` both ways a page can be rendered: blocking, and awaited on
+/// a runtime of its own.
+fn both_ways(scope: &Scope, page: &BlogPage<'_>) -> [String; 2] {
+    [scope.render(page).unwrap(), awaited(scope, page)]
+}
+
+/// `page` rendered through `scope` by the async render, on a runtime of its own.
+fn awaited<T: Template + cachesweeper::TemplateDigest + Sync>(scope: &Scope, page: &T) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scope.render_async(page))
+        .unwrap()
 }
 
 /// `n`'s like count as its fragment `parts` shows it through `scope` (rendered on a miss).
-fn shown_likes(scope: &Sweeper, n: &Note, parts: &KeyParts) -> String {
+fn shown_likes(scope: &Scope, n: &Note, parts: &KeyParts) -> String {
     scope
         .fragment(n, 600, parts, || {
             Ok::<_, std::convert::Infallible>(n.likes.to_string())
@@ -169,9 +175,11 @@ fn the_l1_keeps_a_fragment_no_longer_than_its_time_to_live() {
         renders.set(renders.get() + 1);
         Ok::<_, std::convert::Infallible>("<p>7</p>".to_owned())
     };
-    a.fragment(&n, Duration::from_secs(2), &parts, render)
+    a.scope()
+        .fragment(&n, Duration::from_secs(2), &parts, render)
         .unwrap();
-    b.fragment(&n, Duration::from_secs(2), &parts, render)
+    b.scope()
+        .fragment(&n, Duration::from_secs(2), &parts, render)
         .unwrap();
     assert_eq!(
         renders.get(),
@@ -179,7 +187,8 @@ fn the_l1_keeps_a_fragment_no_longer_than_its_time_to_live() {
         "b found a's fragment (and keeps it in its L1)"
     );
     std::thread::sleep(Duration::from_millis(3_200));
-    b.fragment(&n, Duration::from_secs(2), &parts, render)
+    b.scope()
+        .fragment(&n, Duration::from_secs(2), &parts, render)
         .unwrap();
     assert_eq!(renders.get(), 2, "b's L1 copy expired with the fragment");
 }
@@ -268,7 +277,9 @@ fn a_body_that_fails_gives_its_lease_back() {
     let n = note(9, 0);
     known(&s, [&n]);
     let parts = KeyParts::new().part("fails");
-    let failed = s.fragment(&n, 60, &parts, || Err::<String, _>("the body failed"));
+    let failed = s
+        .scope()
+        .fragment(&n, 60, &parts, || Err::<String, _>("the body failed"));
     assert_eq!(failed, Err("the body failed"));
     let lease_is_free = |key: &str| {
         matches!(
@@ -297,7 +308,7 @@ fn a_body_that_fails_gives_its_lease_back() {
             Err(askama::Error::Fmt)
         }
     }
-    assert!(s.render(&Failing { note: &n }).is_err());
+    assert!(s.scope().render(&Failing { note: &n }).is_err());
     let key = s
         .fragment_key(
             &n,
@@ -326,8 +337,14 @@ fn a_render_that_misses_just_after_another_finished_takes_its_result() {
         Ok::<_, std::convert::Infallible>(big.clone())
     };
     let parts = KeyParts::new().part("big");
-    assert_eq!(s.fragment(&n, 60, &parts, render).unwrap().len(), big.len());
-    assert_eq!(s.fragment(&n, 60, &parts, render).unwrap().len(), big.len());
+    assert_eq!(
+        s.scope().fragment(&n, 60, &parts, render).unwrap().len(),
+        big.len()
+    );
+    assert_eq!(
+        s.scope().fragment(&n, 60, &parts, render).unwrap().len(),
+        big.len()
+    );
     assert_eq!(renders.get(), 1);
     assert_eq!(s.stats().coalesced, 1);
 }
@@ -415,7 +432,7 @@ fn a_counter_lost_after_an_invalidation_comes_back_newer_than_renders_under_way(
     let process = || Sweeper::memcached(&url).unwrap();
     let (earlier, slow, writer) = (process(), process(), process());
     let parts = KeyParts::new().part("lost");
-    let show = |scope: &Sweeper, n: &Note| shown_likes(scope, n, &parts);
+    let show = |scope: &Scope, n: &Note| shown_likes(scope, n, &parts);
     let old = note(4, 0);
     let earlier = earlier.scope();
     std::thread::sleep(Duration::from_millis(2));
@@ -539,9 +556,7 @@ fn a_field_versioned_record_inside_a_fragment_is_remembered() {
         for process in [s, &other] {
             for html in [
                 process.scope().render(&page(&before)).unwrap(),
-                page(&before)
-                    .render_with_values(&process.scope().for_template::<ByAuthor>())
-                    .unwrap(),
+                awaited(&process.scope(), &page(&before)),
             ] {
                 assert!(html.contains("<b>Ann</b>") && html.contains("<i>Ann</i>"));
             }
@@ -559,9 +574,7 @@ fn a_field_versioned_record_inside_a_fragment_is_remembered() {
         for process in [s, &other] {
             for html in [
                 process.scope().render(&page(&after)).unwrap(),
-                page(&after)
-                    .render_with_values(&process.scope().for_template::<ByAuthor>())
-                    .unwrap(),
+                awaited(&process.scope(), &page(&after)),
             ] {
                 assert!(
                     html.contains("<b>Bea</b>") && html.contains("<i>Bea</i>"),
@@ -604,9 +617,7 @@ fn a_debug_render_stores_nothing_whatever_versions_its_records() {
         let edited = Wiki { id: 2, revision: 2 };
         for debug in [
             s.scope().debug().render(&page(&edited)).unwrap(),
-            page(&edited)
-                .render_with_values(&s.scope().debug().for_template::<ByAuthor>())
-                .unwrap(),
+            awaited(&s.scope().debug(), &page(&edited)),
         ] {
             assert!(debug.contains("<!--cachesweeper hit"), "{debug}");
         }
@@ -757,7 +768,7 @@ fn a_counter_recreated_by_a_slow_read_never_carries_old_rows() {
     let process = || Sweeper::memcached(&server.url()).unwrap();
     let (writer, victim, reader) = (process(), process(), process());
     let parts = KeyParts::new().part("slow");
-    let show = |scope: &Sweeper, n: &Note| shown_likes(scope, n, &parts);
+    let show = |scope: &Scope, n: &Note| shown_likes(scope, n, &parts);
     let old = note(24, 0);
     known(&writer, [&old]);
     slow.version(&old).unwrap(); // the link is up and idle
@@ -849,7 +860,7 @@ fn a_raise_acknowledged_on_a_redis_cluster_survives_a_failover() {
         .build()
         .unwrap();
     let parts = KeyParts::new().part("failover");
-    let show = |scope: &Sweeper, n: &Note| shown_likes(scope, n, &parts);
+    let show = |scope: &Scope, n: &Note| shown_likes(scope, n, &parts);
     let old = note(26, 0);
     known(&writer, [&old]);
     std::thread::sleep(Duration::from_millis(5));
@@ -893,7 +904,7 @@ fn a_raise_acknowledged_on_a_redis_cluster_survives_a_failover() {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 60, "card") %}<detail>{{ post.id }}</detail>{% endfilter %}"#
+    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 60, "card", digest=false) %}<detail>{{ post.id }}</detail>{% endfilter %}"#
 )]
 struct Detail<'a> {
     post: &'a Post,
@@ -902,33 +913,30 @@ struct Detail<'a> {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(
     ext = "html",
-    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 60, "card") %}<item>{{ post.id }}</item>{% endfilter %}"#
+    source = r#"{% filter cachesweeper::filters::cachesweeper(post, 60, "card", digest=false) %}<item>{{ post.id }}</item>{% endfilter %}"#
 )]
 struct ListItem<'a> {
     post: &'a Post,
 }
 
 /// Issue 20, item 5: two templates' blocks with the same name on the same record shared an
-/// entry under Askama's own `render()` / `render_with_values` (no template digest in the key):
-/// a Detail page showed the ListItem block's HTML. The filter now names the block's template,
-/// which a key without a digest carries.
+/// entry when their keys carried no template digest (Askama's own `render()` then; a block
+/// with `digest=false` now): a Detail page showed the ListItem block's HTML. The filter names
+/// the block's template, which a key without a digest carries.
 #[test]
 fn two_templates_blocks_of_one_name_never_share_an_entry() {
     for case in cases() {
         let s = &case.sweeper;
         known(s, [&POST]);
         let (detail, item) = (Detail { post: &POST }, ListItem { post: &POST });
-        for _ in 0..2 {
-            // Askama's own render, with this sweeper; then batched, with the digest.
-            assert_eq!(detail.render_with_values(s).unwrap(), "<detail>1</detail>");
+        for _ in 0..4 {
+            assert_eq!(s.scope().render(&detail).unwrap(), "<detail>1</detail>");
             assert_eq!(
-                item.render_with_values(s).unwrap(),
+                s.scope().render(&item).unwrap(),
                 "<item>1</item>",
                 "{}",
                 case.name
             );
-            assert_eq!(s.render(&detail).unwrap(), "<detail>1</detail>");
-            assert_eq!(s.render(&item).unwrap(), "<item>1</item>", "{}", case.name);
         }
         assert!(s.stats().hits >= 4, "{}: {:?}", case.name, s.stats());
     }
@@ -1020,7 +1028,7 @@ fn blocks_of_templates_rendered_inside_a_page_never_share_an_entry() {
         };
         for _ in 0..2 {
             assert_eq!(
-                s.render(&page()).unwrap(),
+                s.scope().render(&page()).unwrap(),
                 "<a>1</a>|<b>1</b>",
                 "{}",
                 case.name

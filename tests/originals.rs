@@ -70,7 +70,7 @@ fn after_a_change_the_fragment_key_differs_and_misses() {
         // The record has a version from its creation on (a render that meets a version it
         // created itself cannot know its data is newer, and stores nothing).
         s.version(&c).unwrap();
-        s.fragment(&c, 500, &parts, render).unwrap();
+        s.scope().fragment(&c, 500, &parts, render).unwrap();
         let old_key = s.fragment_key(&c, &parts).unwrap();
         assert!(
             s.backend().get_many(&[&old_key]).unwrap()[0].is_some(),
@@ -138,10 +138,11 @@ fn a_lost_counter_never_brings_back_an_older_fragment() {
         let mut seen = Vec::new();
         for generation in 0..3 {
             let html = format!("<p>generation {generation}</p>");
-            s.fragment(&c, 500, &parts, || {
-                Ok::<_, std::convert::Infallible>(html.clone())
-            })
-            .unwrap();
+            s.scope()
+                .fragment(&c, 500, &parts, || {
+                    Ok::<_, std::convert::Infallible>(html.clone())
+                })
+                .unwrap();
             seen.push(s.version(&c).unwrap());
             s.invalidate(&c).unwrap();
         }
@@ -154,6 +155,7 @@ fn a_lost_counter_never_brings_back_an_older_fragment() {
             case.name
         );
         let html = s
+            .scope()
             .fragment(&c, 500, &parts, || {
                 Ok::<_, std::convert::Infallible>("<p>now</p>".into())
             })
@@ -198,11 +200,13 @@ fn namespaces_do_not_see_each_other() {
         let c = comment(6, 1);
         let parts = KeyParts::new();
         case.sweeper
+            .scope()
             .fragment(&c, 500, &parts, || {
                 Ok::<_, std::convert::Infallible>("mine".into())
             })
             .unwrap();
         let theirs = other
+            .scope()
             .fragment(&c, 500, &parts, || {
                 Ok::<_, std::convert::Infallible>("theirs".into())
             })
@@ -221,11 +225,17 @@ fn a_record_known_only_by_reference_is_invalidated_too() {
         known(s, [&c]);
         let parts = KeyParts::new().part("by-reference");
         let show = |html: &'static str| move || Ok::<_, std::convert::Infallible>(html.into());
-        assert_eq!(s.fragment(&c, 600, &parts, show("old")).unwrap(), "old");
-        assert_eq!(s.fragment(&c, 600, &parts, show("new")).unwrap(), "old");
+        assert_eq!(
+            s.scope().fragment(&c, 600, &parts, show("old")).unwrap(),
+            "old"
+        );
+        assert_eq!(
+            s.scope().fragment(&c, 600, &parts, show("new")).unwrap(),
+            "old"
+        );
         s.invalidate_ref(&cachesweeper::ModelRef::to(&c)).unwrap();
         assert_eq!(
-            s.fragment(&c, 600, &parts, show("new")).unwrap(),
+            s.scope().fragment(&c, 600, &parts, show("new")).unwrap(),
             "new",
             "{}",
             case.name

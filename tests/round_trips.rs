@@ -247,7 +247,7 @@ fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
             };
             let label = format!("{} N={n}", setup.name);
 
-            let cold = setup.sweeper.render(&page).unwrap();
+            let cold = setup.sweeper.scope().render(&page).unwrap();
             // versions, fragments, one write
             assert_eq!(setup.counting.take(), (3, n as usize), "{label}: cold");
             if let Some((_, servers)) = setup.redis {
@@ -272,7 +272,7 @@ fn a_flat_page_costs_the_same_round_trips_for_10_100_and_1000_fragments() {
             );
 
             let before = setup.sweeper.stats();
-            let warm = setup.sweeper.render(&page).unwrap();
+            let warm = setup.sweeper.scope().render(&page).unwrap();
             let expected_calls = if setup.l1 { 1 } else { 2 };
             assert_eq!(
                 setup.counting.take(),
@@ -324,6 +324,7 @@ fn nested_fragments_are_fetched_level_by_level() {
             let render = |comments: &[Comment]| {
                 setup
                     .sweeper
+                    .scope()
                     .render(&Nested {
                         article: &article,
                         comments,
@@ -379,14 +380,22 @@ fn field_versioned_records_need_no_version_round_trip() {
                 revision: 1,
             })
             .collect();
-        setup.sweeper.render(&Pages { pages: &pages }).unwrap();
+        setup
+            .sweeper
+            .scope()
+            .render(&Pages { pages: &pages })
+            .unwrap();
         assert_eq!(
             setup.counting.take(),
             (2, 0),
             "{}: cold: fragments, write",
             setup.name
         );
-        setup.sweeper.render(&Pages { pages: &pages }).unwrap();
+        setup
+            .sweeper
+            .scope()
+            .render(&Pages { pages: &pages })
+            .unwrap();
         let expected = if setup.l1 { 0 } else { 1 };
         assert_eq!(setup.counting.take(), (expected, 0), "{}: warm", setup.name);
     }
@@ -403,16 +412,13 @@ fn a_page_render_equals_a_plain_render() {
         comments: &comments,
         renders: &renders,
     };
-    let plain = page
-        .render_with_values(
-            &Sweeper::builder()
-                .backend(cachesweeper::backend::Null)
-                .build()
-                .unwrap(),
-        )
+    let uncached = Sweeper::builder()
+        .backend(cachesweeper::backend::Null)
+        .build()
         .unwrap();
-    assert_eq!(sweeper.render(&page).unwrap(), plain);
-    assert_eq!(sweeper.render(&page).unwrap(), plain);
+    let plain = uncached.scope().render(&page).unwrap();
+    assert_eq!(sweeper.scope().render(&page).unwrap(), plain);
+    assert_eq!(sweeper.scope().render(&page).unwrap(), plain);
 }
 
 /// An owned page, for the async form.
@@ -434,7 +440,9 @@ fn the_async_form_costs_the_same_round_trips() {
     let page = || OwnedPage {
         comments: (0..50).map(|id| comment(id, 1)).collect(),
     };
-    let cold = runtime.block_on(sweeper.render_async(&page())).unwrap();
+    let cold = runtime
+        .block_on(sweeper.scope().render_async(&page()))
+        .unwrap();
     let request = sweeper.scope();
     let warm = runtime.block_on(request.render_async(&page())).unwrap();
     assert_eq!(warm, cold);
@@ -513,7 +521,7 @@ fn fragments_inside_one_whose_version_is_unknown_are_still_batched() {
         comments: &comments,
         renders: &renders,
     };
-    let first = sweeper.render(&page).unwrap();
+    let first = sweeper.scope().render(&page).unwrap();
     assert_eq!(renders.take().get("comment"), Some(&100));
     counting.take();
     let request = sweeper.scope();

@@ -23,6 +23,7 @@ fn sixty_four_threads_missing_one_fragment_render_it_once() {
                     barrier.wait();
                     let html = case
                         .sweeper
+                        .scope()
                         .fragment(&c, 600, &KeyParts::new(), || {
                             renders.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(50)); // an expensive body
@@ -72,7 +73,7 @@ fn sixty_four_page_renders_missing_one_fragment_render_it_once() {
                         comment: &c,
                         renders: &renders,
                     };
-                    assert_eq!(case.sweeper.render(&page).unwrap(), "<p>page</p>");
+                    assert_eq!(case.sweeper.scope().render(&page).unwrap(), "<p>page</p>");
                 });
             }
         });
@@ -96,6 +97,7 @@ fn stampede_child() {
             scope.spawn(|| {
                 barrier.wait();
                 let html = sweeper
+                    .scope()
                     .fragment(&c, 600, &KeyParts::new().part("two-processes"), || {
                         renders.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(200));

@@ -1,5 +1,5 @@
-//! One fragment on its own (Askama's own `page.render()`, or [`Sweeper::fragment`] called
-//! directly): one batch of versions (the record's, and those of the records it contained last
+//! One fragment on its own ([`Scope::fragment`](crate::Scope::fragment), or one a blocking page
+//! render met that its record passes did not): one batch of versions (the record's, and those of the records it contained last
 //! time), a fragment lookup, and on a miss a render and a store.
 
 use std::time::Duration;

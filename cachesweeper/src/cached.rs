@@ -5,7 +5,7 @@ use std::fmt;
 use askama::filters::HtmlSafe;
 use askama::{FastWritable, Template, Values};
 
-use crate::default::{default_sweeper, with_sweeper};
+use crate::in_render::{WithHandle, with_render};
 use crate::value::Html;
 use crate::{KeyPart, KeyParts, Sweepable, Sweeper, TemplateDigest, Ttl};
 
@@ -36,7 +36,8 @@ use crate::{KeyPart, KeyParts, Sweepable, Sweeper, TemplateDigest, Ttl};
 /// }
 ///
 /// let comments = [Comment { id: 1, body: "<b>hi</b>".into() }];
-/// let html = Page { comments: &comments }.render()?;
+/// let sweeper = cachesweeper::Sweeper::embedded();
+/// let html = sweeper.scope().render(&Page { comments: &comments })?;
 /// assert_eq!(html, "<p>&#60;b&#62;hi&#60;/b&#62;</p>");
 /// # Ok::<(), askama::Error>(())
 /// ```
@@ -79,11 +80,11 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
     fn render(&self, sweeper: &Sweeper, values: &dyn Values) -> askama::Result<Html> {
         // The sub-template's own digest keys this fragment and the fragments inside it, and its
         // type names it (as the filter names a block's template).
-        let sweeper = sweeper.for_template::<T>();
+        let handle = sweeper.with_digest(T::TEMPLATE_DIGEST);
         let parts = self.parts.clone().in_template(std::any::type_name::<T>());
-        sweeper.fragment_html(&self.record, &self.ttl, &parts, || {
-            self.template.render_with_values(&WithSweeper {
-                sweeper: &sweeper,
+        handle.fragment_html(&self.record, &self.ttl, &parts, || {
+            self.template.render_with_values(&WithHandle {
+                handle: &handle,
                 rest: values,
             })
         })
@@ -92,35 +93,18 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
 
 impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> FastWritable for Cached<R, L, T> {
     fn write_into(&self, dest: &mut dyn fmt::Write, values: &dyn Values) -> askama::Result<()> {
-        let html = with_sweeper(values, |sweeper| self.render(sweeper, values))?;
+        let html = with_render(values, |sweeper| self.render(sweeper, values))?;
         dest.write_str(html.as_str())?;
         Ok(())
     }
 }
 
+/// Written out with no sweeper: only [`Scope::render`](crate::Scope::render) renders a cached
+/// sub-template (see [`Error::NoSweeper`](crate::Error::NoSweeper)).
 impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> fmt::Display for Cached<R, L, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let html = self
-            .render(&default_sweeper(), askama::NO_VALUES)
-            .map_err(|_| fmt::Error)?;
-        f.write_str(html.as_str())
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Err(fmt::Error)
     }
 }
 
 impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> HtmlSafe for Cached<R, L, T> {}
-
-/// The render's runtime values, with the sweeper replaced.
-struct WithSweeper<'a> {
-    sweeper: &'a Sweeper,
-    rest: &'a dyn Values,
-}
-
-impl Values for WithSweeper<'_> {
-    fn get_value<'b>(&'b self, key: &str) -> Option<&'b dyn std::any::Any> {
-        if key == crate::VALUES_KEY {
-            Some(self.sweeper)
-        } else {
-            self.rest.get_value(key)
-        }
-    }
-}

@@ -1,6 +1,6 @@
 //! Debug marks: each fragment's HTML between two HTML comments that say what it is and whether
 //! it was a hit, so that a page can show which fragments the cache served (see
-//! [`Sweeper::debug`](crate::Sweeper::debug)). Comments change neither layout nor text.
+//! [`Scope::debug`](crate::Scope::debug)). Comments change neither layout nor text.
 
 use std::fmt::Write as _;
 

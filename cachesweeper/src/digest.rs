@@ -3,7 +3,7 @@
 /// A template whose sources (and those of the templates it includes, extends or imports) are
 /// digested at compile time by `#[derive(TemplateDigest)]`.
 ///
-/// [`Sweeper::render`](crate::Sweeper::render) puts the page's digest into every fragment key of
+/// [`Scope::render`](crate::Scope::render) puts the page's digest into every fragment key of
 /// the page, and [`cached`](crate::cached()) the sub-template's: deploy a changed template and
 /// its fragments are simply not found any more, with no key to bump by hand; deploy without
 /// template changes and the fragments of the previous build keep hitting. The digest is a

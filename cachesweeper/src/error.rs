@@ -55,18 +55,35 @@ pub enum Error {
         /// The version key.
         key: String,
     },
+    /// A template with `cachesweeper` blocks was rendered outside
+    /// [`Scope::render`](crate::Scope::render) (by Askama's own `render()`, say), so there is
+    /// no cache to read or to store in. It comes back as the render's error
+    /// (`askama::Error::Custom`), and nothing is rendered.
+    NoSweeper,
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(message) => write!(f, "invalid cachesweeper configuration: {message}"),
+            // The client's own error is the source, so its message is not repeated here: a
+            // report that prints the chain (anyhow, eyre, `Error::report`) would show it twice.
             Error::Unavailable {
-                backend, message, ..
-            } => write!(f, "cache backend `{backend}` is unavailable: {message}"),
+                backend,
+                message,
+                source,
+            } => {
+                write!(f, "cache backend `{backend}` is unavailable")?;
+                own_message(f, message, source.is_none())
+            }
             Error::Backend {
-                backend, message, ..
-            } => write!(f, "cache backend `{backend}` failed: {message}"),
+                backend,
+                message,
+                source,
+            } => {
+                write!(f, "cache backend `{backend}` failed")?;
+                own_message(f, message, source.is_none())
+            }
             Error::CircuitOpen {
                 backend,
                 retry_in_ms,
@@ -80,7 +97,37 @@ impl fmt::Display for Error {
             Error::NotACounter { key } => {
                 write!(f, "value under version key `{key}` is not a counter")
             }
+            Error::NoSweeper => f.write_str(
+                "a `cachesweeper` block was rendered without a sweeper: render the page with \
+                 `sweeper.scope().render(&page)` (or `render_async`), not Askama's own \
+                 `render()`",
+            ),
         }
+    }
+}
+
+/// Appends `: message` when the message is the error's own (no source says it).
+fn own_message(f: &mut fmt::Formatter<'_>, message: &str, own: bool) -> fmt::Result {
+    if own {
+        write!(f, ": {message}")
+    } else {
+        Ok(())
+    }
+}
+
+/// The error and its sources, `: `-separated, for the log: a `tracing` field shows only
+/// `Display`, which leaves the client's error to [`source`](std::error::Error::source).
+pub(crate) struct Chain<'a>(pub(crate) &'a Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -143,12 +190,27 @@ mod tests {
     fn a_backend_error_keeps_its_source() {
         let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
         let error = super::Error::unavailable("memcache://127.0.0.1:1", io);
+        // The source's message is said once in a report of the chain, not twice.
         assert_eq!(
             error.to_string(),
-            "cache backend `memcache://127.0.0.1:1` is unavailable: read timed out"
+            "cache backend `memcache://127.0.0.1:1` is unavailable"
         );
         let source = error.source().expect("the client's error");
         assert_eq!(source.to_string(), "read timed out");
         assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(
+            super::Chain(&error).to_string(),
+            "cache backend `memcache://127.0.0.1:1` is unavailable: read timed out"
+        );
+    }
+
+    #[test]
+    fn an_error_without_a_source_says_its_message() {
+        let error = super::Error::backend_message("redis://127.0.0.1:1", "CLUSTERDOWN");
+        assert_eq!(
+            error.to_string(),
+            "cache backend `redis://127.0.0.1:1` failed: CLUSTERDOWN"
+        );
+        assert!(error.source().is_none());
     }
 }

@@ -45,12 +45,12 @@
 //! }
 //! ```
 //!
-//! The fragment's key includes the digest of the page's templates when the page is rendered
-//! with [`Sweeper::render`](crate::Sweeper::render); `digest=false` as a named argument leaves
-//! it out, so the key survives template edits:
+//! A page with blocks is rendered with [`Scope::render`](crate::Scope::render) (Askama's own
+//! `render()` fails with [`Error::NoSweeper`](crate::Error::NoSweeper)). The fragment's key
+//! includes the digest of the page's templates; `digest=false` as a named argument leaves it
+//! out, so the key survives template edits:
 //! `{% filter cachesweeper(comment, 500, "comment", digest=false) %}`. Every key also names the
-//! block's template by its Rust type, so that two templates' blocks never share an entry,
-//! whichever way the page is rendered.
+//! block's template by its Rust type, so that two templates' blocks never share an entry.
 //!
 //! Misuse is a compile error: a record that is not `Sweepable`, a lifetime that is not an
 //! integer or a `Duration`, a missing name, a key part with no stable key form, fewer than three
@@ -69,8 +69,9 @@ use std::marker::PhantomData;
 
 use askama::filters::HtmlSafe;
 
+use crate::in_render::with_render;
 use crate::value::Html;
-use crate::{KeyPart, KeyParts, Sweepable, Ttl, default::with_sweeper};
+use crate::{KeyPart, KeyParts, Sweepable, Ttl};
 
 /// The `cachesweeper` filter (see the [module docs](self)). Askama builds it argument by
 /// argument; the type parameters track which required arguments were given: the record `R`,
@@ -215,15 +216,16 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
         // render method, so its name names the template (the same in every process of a build).
         // Every key carries it (see `KeyParts::in_template`).
         parts = parts.in_template(std::any::type_name_of_val(&body));
-        let rendered = with_sweeper(values, |sweeper| {
-            sweeper.fragment_html(&record, &ttl, &parts, || {
+        with_render(values, |sweeper| {
+            let rendered = sweeper.fragment_html(&record, &ttl, &parts, || {
                 let mut out = String::new();
                 write!(out, "{body}").map(|()| out)
-            })
-        });
-        // A body that failed to render left its own error in Askama's filter cell; failing at
-        // display time hands control back to the generated code, which reports that error.
-        Ok(Fragment(rendered.ok()))
+            });
+            // A body that failed to render left its own error in Askama's filter cell; failing
+            // at display time hands control back to the generated code, which reports that
+            // error.
+            Ok(Fragment(rendered.ok()))
+        })
     }
 }
 

@@ -113,7 +113,7 @@ impl KeyParts {
     }
 
     /// Sets the digest of the template the fragment comes from (computed at compile time);
-    /// [`Sweeper::render`](crate::Sweeper::render) sets it for every fragment of a page.
+    /// [`Scope::render`](crate::Scope::render) sets it for every fragment of a page.
     #[must_use]
     pub fn template_digest(mut self, digest: &'static str) -> Self {
         self.digest = digest;

@@ -45,14 +45,14 @@ type Loader<'a, T> = Box<dyn FnOnce() -> Result<T, Box<dyn StdError + Send + Syn
 ///     }),
 /// };
 /// let sweeper = Sweeper::embedded();
-/// assert_eq!(sweeper.render(&page())?, "2 comments: first second");
-/// assert_eq!(sweeper.render(&page())?, "2 comments: first second");
+/// assert_eq!(sweeper.scope().render(&page())?, "2 comments: first second");
+/// assert_eq!(sweeper.scope().render(&page())?, "2 comments: first second");
 /// assert_eq!(queries.load(Ordering::Relaxed), 1); // the warm page ran no query
 /// # Ok::<(), askama::Error>(())
 /// ```
 ///
 /// - **At most once**: the loader runs on the first read and its value (or its error) is kept
-///   for every later read, in the same pass or the next. [`Sweeper::render`](crate::Sweeper::render)
+///   for every later read, in the same pass or the next. [`Scope::render`](crate::Scope::render)
 ///   renders a page in several passes; the passes that only note which fragments the page needs
 ///   skip the bodies of fragments that are cached or not yet known, so they never run it. A body
 ///   that missed runs it once, and the final pass reuses the value.

@@ -6,8 +6,8 @@
 //!
 //! - [Models](#models): `#[derive(Sweepable)]`
 //! - [Templates](#templates): the `cachesweeper` filter block and [`cached`]
-//! - [Pages](#pages): [`Sweeper::render`], a page in a constant number of round trips
-//! - [Invalidation](#invalidation): [`Sweeper::invalidate`] and [`invalidate`]
+//! - [Pages](#pages): [`Scope::render`](crate::Scope::render), a page in a constant number of round trips
+//! - [Invalidation](#invalidation): [`Sweeper::invalidate`]
 //! - [Backends](#backends): [`backend::Embedded`], [`backend::Memcached`] and `backend::Redis`
 //! - [Counters](#counters): [`Sweeper::stats`]
 //!
@@ -72,8 +72,9 @@
 //!     comments: &'a [Comment],
 //! }
 //!
+//! let sweeper = cachesweeper::Sweeper::embedded();
 //! let comments = vec![Comment { id: 1, author: "ann".into(), body: "<3".into() }];
-//! let html = Comments { comments: &comments }.render()?;
+//! let html = sweeper.scope().render(&Comments { comments: &comments })?;
 //! assert_eq!(html.trim(), "<p><strong>ann</strong> said &#60;3</p>");
 //! # Ok::<(), askama::Error>(())
 //! ```
@@ -82,20 +83,22 @@
 //! template struct, the short form `{% filter cachesweeper(comment, 500, "comment") %}` works
 //! too. On a hit the body is not rendered. A whole sub-template can be cached with [`cached`].
 //!
-//! Templates use the process-wide sweeper ([`install_default`]; an embedded cache until one is
-//! installed). A render can name its own: `page.render_with_values(&sweeper)`.
-//!
 //! # Pages
 //!
-//! `template.render()` looks each fragment up on its own: a version, then the fragment, two
-//! round trips per fragment on memcached. [`Sweeper::render`] batches a whole page: cheap passes
-//! note what the page needs, one batch fetches the versions and one the fragments (per level of
-//! nesting that misses), and what missed is stored in one batch. With memcached a process-local
-//! L1 also holds fragments ([`SweeperBuilder::l1`]), so a warm page costs one round trip.
+//! A page is rendered through the cache in one way: take a [`Scope`] from the [`Sweeper`] when
+//! the request arrives, **before** reading its data, then render with [`Scope::render`] (or
+//! `Scope::render_async` in an async handler, feature `tokio`). Cheap passes note what the
+//! page needs, one batch fetches the versions and one the fragments (per level of nesting that
+//! misses), and what missed is stored in one batch: a constant number of round trips however many
+//! fragments. With memcached a process-local L1 also holds fragments
+//! ([`SweeperBuilder::l1`]), so a warm page costs one round trip. Every fragment key carries
+//! the page's [`TemplateDigest`] (computed at compile time over the template and what it
+//! includes, extends or imports): a build with an edited template misses, a build without
+//! template changes keeps hitting.
 //!
-//! With [`Sweeper::render`], every fragment key also carries the page's [`TemplateDigest`]
-//! (computed at compile time over the template and what it includes, extends or imports): a
-//! build with an edited template misses, a build without template changes keeps hitting.
+//! There is no process-wide sweeper: keep the [`Sweeper`] in your application's state and pass
+//! it. Askama's own `template.render()` on a page with blocks fails with [`Error::NoSweeper`],
+//! which says how to render it; it never caches somewhere of its own.
 //!
 //! # Invalidation
 //!
@@ -113,7 +116,7 @@
 //! **Never stale.** Once `invalidate` has returned `Ok` (called after the commit), no page
 //! rendered from then on, in any process, shows the record as it was before: a counter holds
 //! the time of the record's last invalidation, a render stores only fragments its data is known
-//! to be newer than (take [`Sweeper::scope`] *before* reading the data), and a fragment is
+//! to be newer than (its [`Scope`] is taken *before* reading the data), and a fragment is
 //! served only while the records rendered inside it, at any depth, are at the versions it was
 //! rendered with. [`Sweeper::invalidate`] states the guarantee precisely, with what it needs of
 //! the application and what happens when clocks or the network misbehave. A counter lost with
@@ -134,7 +137,8 @@
 //!
 //! [`Sweeper::stats`] counts hits, misses, errors, bytes read and written, backend round
 //! trips, fragments not stored because a record in them changed during the render
-//! (`unstored`) and fragments found but outdated by a record inside them (`outdated`). Each hit
+//! (`unstored`) and fragments found but outdated by a record inside them (`outdated`);
+//! [`Scope::stats`] counts one request's. Each hit
 //! and miss is also a `tracing` event at debug level.
 //!
 //! # Failing open
@@ -150,12 +154,12 @@ mod by_fragment;
 mod cached;
 mod clock;
 mod debug;
-mod default;
 mod digest;
 mod error;
 pub mod filters;
 mod flight;
 mod frames;
+mod in_render;
 mod io;
 mod key_part;
 #[doc(hidden)]
@@ -164,6 +168,7 @@ mod l1;
 mod lazy;
 mod meter;
 mod retry;
+mod scope;
 mod session;
 mod stats;
 mod store;
@@ -175,14 +180,12 @@ mod versions;
 
 pub use by_fragment::FragmentStats;
 pub use cached::{Cached, cached};
-#[cfg(feature = "tokio")]
-pub use default::invalidate_async;
-pub use default::{VALUES_KEY, default_sweeper, install_default, invalidate};
 pub use digest::TemplateDigest;
 pub use error::{Error, Result};
 pub use key_part::KeyPart;
 pub use keys::{KeyParts, Version};
 pub use lazy::Lazy;
+pub use scope::Scope;
 pub use stats::StatsSnapshot;
 pub use sweepable::{ModelRef, ParentKey, Sweepable, Touchable, VersionField};
 pub use sweeper::{Sweeper, SweeperBuilder};

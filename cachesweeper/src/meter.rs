@@ -151,7 +151,7 @@ impl Meter<'_> {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(%error, errors = self.shared.snapshot().errors, "cachesweeper: cache error, rendering without cache");
+            tracing::warn!(error = %crate::error::Chain(error), errors = self.shared.snapshot().errors, "cachesweeper: cache error, rendering without cache");
         }
     }
 

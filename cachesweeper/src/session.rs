@@ -1,4 +1,4 @@
-//! One page render in a constant number of round trips (see [`Sweeper::render`]).
+//! One page render in a constant number of round trips (see [`Scope::render`](crate::Scope::render)).
 //!
 //! A page is rendered in *record* passes, then once for real. A record pass renders the
 //! template but, for each fragment whose version or stored value is not known yet, writes
@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::in_render::InRender;
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
 use crate::store::{FragmentStore, Hints, Leases, Miss, Own, ReadFrom, VersionMap, Write};
@@ -79,6 +80,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Whether a record pass is under way (its output is thrown away).
+    pub(crate) fn recording(&self) -> bool {
+        self.state().recording
+    }
+
     /// The value this render learnt for the counter `counter_key`, if any.
     pub(crate) fn version(&self, counter_key: &str) -> Option<u64> {
         self.state().versions.get(counter_key).copied()
@@ -94,7 +100,7 @@ impl Session {
 const MAX_RECORD_PASSES: usize = 16;
 
 /// Renders `page` through `sweeper` with every fragment lookup batched (see
-/// [`Sweeper::render`]), calling the backend blocking.
+/// [`Scope::render`](crate::Scope::render)), calling the backend blocking.
 pub(crate) fn render<T>(sweeper: &Sweeper, page: &T, began: ReadFrom) -> askama::Result<String>
 where
     T: askama::Template + TemplateDigest + ?Sized,
@@ -102,7 +108,7 @@ where
     io::finish(render_with(&Blocking, sweeper, page, began))
 }
 
-/// [`render`], awaiting the backend between the passes (see [`Sweeper::render_async`]).
+/// [`render`], awaiting the backend between the passes (see [`Scope::render_async`](crate::Scope::render_async)).
 #[cfg(feature = "tokio")]
 pub(crate) async fn render_async<T>(
     sweeper: &Sweeper,
@@ -165,7 +171,7 @@ where
             state.recording = true;
             state.unresolved = 0;
         }
-        page.render_with_values(run)?;
+        page.render_with_values(&InRender(run))?;
         let (wanted, counters) = {
             let mut state = session.state();
             (
@@ -181,7 +187,7 @@ where
         }
     }
     session.state().recording = false;
-    page.render_with_values(run)
+    page.render_with_values(&InRender(run))
 }
 
 /// A fragment the final pass meets that no record pass announced (a template whose output

@@ -13,7 +13,7 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::store::{FragmentStore, ReadFrom};
 use crate::value::Html;
 use crate::versions::Versions;
-use crate::{ModelRef, Result, Sweepable, TemplateDigest, alone, clock, session};
+use crate::{ModelRef, Result, Sweepable, alone, clock, session};
 
 /// The default bound of the embedded backend: 64 MiB.
 const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
@@ -21,8 +21,9 @@ const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
 /// The default namespace, the first component of every key.
 const DEFAULT_NAMESPACE: &str = "cs";
 
-/// The handle through which templates read and store fragments, and applications invalidate
-/// records. Cheap to clone: clones share the backend and the counters.
+/// The shared handle of a cache: build one at start-up, keep it in your application's state,
+/// take a [`Scope`](crate::Scope) from it for each request, and invalidate records through it
+/// after each write. Cheap to clone: clones share the backend and the counters.
 ///
 /// ```
 /// use cachesweeper::{KeyParts, Sweepable, Sweeper};
@@ -38,25 +39,26 @@ const DEFAULT_NAMESPACE: &str = "cs";
 /// let parts = KeyParts::new().part("comment.html");
 /// let render = || Ok::<_, std::fmt::Error>(format!("<p>{}</p>", comment.body));
 ///
-/// assert_eq!(sweeper.fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss
-/// assert_eq!(sweeper.fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // hit
+/// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss
+/// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // hit
 /// sweeper.invalidate(&comment).unwrap();
-/// assert_eq!(sweeper.fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss again
+/// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss again
 /// assert_eq!((sweeper.stats().hits, sweeper.stats().misses), (1, 2));
 /// # Ok::<(), std::fmt::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Sweeper {
     pub(crate) inner: Arc<Inner>,
-    /// A scope's own counters, kept in addition to the shared ones (see [`Sweeper::scope`]).
+    /// A scope's own counters, kept in addition to the shared ones (see [`Sweeper::scope`]):
+    /// `None` on the shared handle, `Some` on a scope's and its renders' handles.
     pub(crate) scope: Option<Arc<Stats>>,
-    /// The page render this handle belongs to, if any (see [`Sweeper::render`]).
+    /// The page render this handle belongs to, if any (see [`Scope::render`](crate::Scope)).
     pub(crate) session: Option<Arc<Session>>,
     /// The digest of the templates being rendered through this handle, for fragment keys.
     pub(crate) digest: &'static str,
     /// When this handle's data began to be read (see [`Sweeper::scope`]), on [`clock`].
     pub(crate) began: Option<u64>,
-    /// Whether this handle marks the fragments it serves (see [`Sweeper::debug`]).
+    /// Whether this handle marks the fragments it serves (see [`Scope::debug`](crate::Scope)).
     pub(crate) debug: bool,
 }
 
@@ -119,8 +121,8 @@ impl SweeperBuilder {
         self
     }
 
-    /// Marks every fragment rendered through this sweeper, as [`Sweeper::debug`] does for one
-    /// handle (off by default; for a development server, never in production: nothing is
+    /// Marks every fragment rendered through this sweeper, as [`Scope::debug`](crate::Scope)
+    /// does for one request (off by default; for a development server, never in production: nothing is
     /// stored while it is on).
     pub fn debug(mut self, debug: bool) -> Self {
         self.debug = debug;
@@ -203,8 +205,8 @@ impl Sweeper {
         &self.inner.backend
     }
 
-    /// The counters so far: of this scope if it is one (see [`scope`](Self::scope)), else of
-    /// the sweeper and all its scopes.
+    /// The counters so far, of everything done through this sweeper and all its scopes (a
+    /// [`Scope`](crate::Scope) has counters of its own).
     pub fn stats(&self) -> StatsSnapshot {
         self.scope
             .as_deref()
@@ -214,7 +216,7 @@ impl Sweeper {
 
     /// Hits and misses by fragment name since the sweeper was built, sorted by name: a
     /// block's name (the filter's third argument, or the first key part given to
-    /// [`fragment`](Self::fragment)), or the record's model for a fragment without one. The
+    /// [`Scope::fragment`](crate::Scope::fragment)), or the record's model for a fragment without one. The
     /// first 256 names are counted apart, later ones together under `(other)`.
     ///
     /// ```
@@ -226,7 +228,7 @@ impl Sweeper {
     ///
     /// let sweeper = cachesweeper::Sweeper::embedded();
     /// for _ in 0..4 {
-    ///     sweeper.render(&Page { post: Post { id: 1 } })?;
+    ///     sweeper.scope().render(&Page { post: Post { id: 1 } })?;
     /// }
     /// let body = &sweeper.fragment_stats()[0];
     /// assert_eq!((body.name.as_str(), body.hits, body.misses), ("body", 3, 1));
@@ -237,66 +239,6 @@ impl Sweeper {
         self.inner.by_fragment.snapshot()
     }
 
-    /// A handle for one request: take it **before** reading the page's data. It notes when
-    /// that read began, which is what lets a render store what it renders without ever storing
-    /// data older than an invalidation (see [`invalidate`](Self::invalidate)); and its
-    /// [`stats`](Self::stats) count only what is done through it (and its clones), while the
-    /// shared counters still count everything.
-    ///
-    /// Without a scope, [`render`](Self::render) and each fragment take the moment they are
-    /// called as the start of the read: correct for data read inside the render, and for data
-    /// read before it only if no invalidation can fall in between.
-    ///
-    /// ```
-    /// let sweeper = cachesweeper::Sweeper::embedded();
-    /// let request = sweeper.scope(); // first, then:
-    /// // ... load the rows, build the page, request.render(&page) ...
-    /// let header = format!("hits={} misses={}", request.stats().hits, request.stats().misses);
-    /// assert_eq!(header, "hits=0 misses=0");
-    /// ```
-    pub fn scope(&self) -> Sweeper {
-        Sweeper {
-            inner: Arc::clone(&self.inner),
-            scope: Some(Arc::new(Stats::default())),
-            session: self.session.clone(),
-            digest: self.digest,
-            began: Some(clock::now()),
-            debug: self.debug,
-        }
-    }
-
-    /// A handle that marks each fragment it serves, for a development page that shows what the
-    /// cache did: the fragment's HTML comes between two HTML comments,
-    /// `<!--cachesweeper hit name="comment" record="app::Comment/42" key="cs|f|..."-->` (or
-    /// `miss`) and `<!--/cachesweeper-->`, which change neither the page's layout nor its text.
-    /// A fragment inside one that hit is inside its HTML and has no marks of its own.
-    ///
-    /// A debug handle reads the cache and stores nothing (its marks must never reach the
-    /// cache, and an outer fragment would hold the marks of those inside it): the next page
-    /// without it stores what this one rendered.
-    ///
-    /// ```
-    /// # use askama::Template;
-    /// # #[derive(cachesweeper::Sweepable)] struct Post { id: i64 }
-    /// #[derive(Template, cachesweeper::TemplateDigest)]
-    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"body\") %}<p>x</p>{% endfilter %}")]
-    /// struct Page { post: Post }
-    ///
-    /// let sweeper = cachesweeper::Sweeper::embedded();
-    /// let page = Page { post: Post { id: 1 } };
-    /// sweeper.render(&page)?; // stored
-    /// let html = sweeper.scope().debug().render(&page)?;
-    /// assert!(html.starts_with(r#"<!--cachesweeper hit name="body" record="#));
-    /// assert!(html.ends_with("<p>x</p><!--/cachesweeper-->"));
-    /// # Ok::<(), askama::Error>(())
-    /// ```
-    pub fn debug(&self) -> Sweeper {
-        Sweeper {
-            debug: true,
-            ..self.clone()
-        }
-    }
-
     /// When this handle's data began to be read, for the store rule. A debug handle stores
     /// nothing.
     pub(crate) fn stamp(&self) -> ReadFrom {
@@ -304,6 +246,15 @@ impl Sweeper {
             ReadFrom::StoresNothing
         } else {
             ReadFrom::At(self.began.unwrap_or_else(clock::now))
+        }
+    }
+
+    /// This handle with the fragment keys of its renders carrying `digest` (a cached
+    /// sub-template's).
+    pub(crate) fn with_digest(&self, digest: &'static str) -> Sweeper {
+        Sweeper {
+            digest,
+            ..self.clone()
         }
     }
 
@@ -354,17 +305,6 @@ impl Sweeper {
         Ok(Version { field, counter })
     }
 
-    /// A handle on the same cache whose fragment keys carry the digest of template `T` (and
-    /// the templates it includes, extends or imports): for pages rendered with Askama's own
-    /// `render_with_values(&handle)` rather than [`render`](Self::render), which does this
-    /// itself.
-    pub fn for_template<T: TemplateDigest + ?Sized>(&self) -> Sweeper {
-        Sweeper {
-            digest: T::TEMPLATE_DIGEST,
-            ..self.clone()
-        }
-    }
-
     /// The key of `record`'s version counter (whether or not it has one).
     pub fn counter_key<R: Sweepable + ?Sized>(&self, record: &R) -> String {
         self.inner
@@ -412,8 +352,8 @@ impl Sweeper {
     ///    nanoseconds; atomically, and never backwards), so a version says when its record was
     ///    last invalidated.
     /// 2. **A render stores only what its data is known to be newer than.** A render knows when
-    ///    it began reading its data: when its [`scope`](Self::scope) was taken, or, without one,
-    ///    when [`render`](Self::render) (or the fragment) was called. A fragment is stored only
+    ///    it began reading its data: when its [`scope`](Self::scope) was taken. A fragment is
+    ///    stored only
     ///    if its record's version is older than that (by more than
     ///    [`clock_skew`](SweeperBuilder::clock_skew)), and so is everything rendered inside it.
     ///    Otherwise it is served to this render and stored nowhere, nor handed to other renders.
@@ -428,9 +368,9 @@ impl Sweeper {
     ///
     /// - `invalidate` after the commit. Called before, a render in between reads the old row
     ///   and stores it under the new version.
-    /// - A scope taken before the page's data is read (or the data read inside the render).
-    ///   A page rendered without a scope from data read earlier is fresh only if no
-    ///   invalidation lands between that read and the call.
+    /// - The scope taken before the request reads its data. A page whose data was read before
+    ///   its scope was taken is fresh only if no invalidation lands between that read and the
+    ///   scope.
     /// - Clocks of the processes within [`clock_skew`](SweeperBuilder::clock_skew) of each
     ///   other (zero by default: one host). A process whose clock runs behind by more may store
     ///   a fragment rendered from rows read before an invalidation that another process
@@ -526,30 +466,8 @@ impl Sweeper {
         pending(self.inner.versions.flush(&io::Async, timeout).await)
     }
 
-    /// The fragment of `record` identified by `parts`: from the cache if it holds one for the
-    /// record's current version, else from `render`, stored for `ttl`.
-    ///
-    /// Fails open: a cache error is counted in [`stats`](Self::stats), logged, and treated as a
-    /// miss. Only `render`'s own error is returned, and nothing is stored then. Inside
-    /// [`render`](Self::render) the lookups of a whole page are batched; outside it each call
-    /// costs a version lookup (for counter-versioned records, with those of the records it
-    /// contained last time) and a fragment lookup.
-    pub fn fragment<R, E>(
-        &self,
-        record: &R,
-        ttl: impl crate::Ttl,
-        parts: &KeyParts,
-        render: impl FnOnce() -> Result<String, E>,
-    ) -> Result<String, E>
-    where
-        R: Sweepable + ?Sized,
-    {
-        self.fragment_html(record, ttl, parts, render)
-            .map(Html::into_string)
-    }
-
-    /// [`fragment`](Self::fragment), with the HTML left where the cache holds it: the filter
-    /// writes it out from there.
+    /// The fragment of `record` identified by `parts` (see [`Scope::fragment`](crate::Scope)),
+    /// with the HTML left where the cache holds it: the filter writes it out from there.
     pub(crate) fn fragment_html<R, E>(
         &self,
         record: &R,
@@ -561,7 +479,11 @@ impl Sweeper {
         R: Sweepable + ?Sized,
     {
         let Some(ttl) = ttl.ttl() else {
-            self.meter().count(Stats::miss);
+            // Not cached: rendered on every pass (a record pass looks inside it for the blocks
+            // it holds), and counted as a miss once, in the pass that writes the page.
+            if !self.session.as_ref().is_some_and(|s| s.recording()) {
+                self.meter().count(Stats::miss);
+            }
             return render().map(Html::from);
         };
         let with_digest;
@@ -606,73 +528,6 @@ impl Sweeper {
             },
         ))
     }
-
-    /// Renders a page with every fragment lookup batched: the page costs a constant number of
-    /// round trips however many fragments it holds (two per level of nesting that misses, none
-    /// for what the L1 holds), versions are looked up once per record, and everything rendered
-    /// is stored in one batch.
-    ///
-    /// The template is rendered more than once (cheap passes that skip fragment bodies, then
-    /// the real one), so its non-fragment parts should not have side effects; each fragment body
-    /// is rendered at most once.
-    ///
-    /// ```
-    /// use askama::Template;
-    /// use cachesweeper::{Sweepable, Sweeper};
-    ///
-    /// #[derive(Sweepable)]
-    /// struct Comment { id: i64, body: String }
-    ///
-    /// #[derive(Template, cachesweeper::TemplateDigest)]
-    /// #[template(ext = "html", source = "{% for c in comments %}\
-    ///     {% filter cachesweeper::filters::cachesweeper(c, 60, \"comment\") %}<p>{{ c.body }}</p>{% endfilter %}\
-    ///     {% endfor %}")]
-    /// struct Page { comments: Vec<Comment> }
-    ///
-    /// let sweeper = Sweeper::embedded();
-    /// let page = Page { comments: (0..100).map(|id| Comment { id, body: "hi".into() }).collect() };
-    /// sweeper.render(&page)?;
-    /// let before = sweeper.stats();
-    /// assert_eq!(sweeper.render(&page)?.matches("<p>hi</p>").count(), 100);
-    /// let warm = sweeper.stats() - before;
-    /// assert_eq!((warm.hits, warm.round_trips), (100, 2)); // one batch of versions, one of fragments
-    /// # Ok::<(), askama::Error>(())
-    /// ```
-    pub fn render<T>(&self, page: &T) -> askama::Result<String>
-    where
-        T: askama::Template + TemplateDigest + ?Sized,
-    {
-        session::render(self, page, self.stamp())
-    }
-
-    /// [`render`](Self::render) for async handlers (feature `tokio`), with the page borrowed:
-    /// the template's passes run on the caller's task (Askama renders synchronously, and the
-    /// passes are cheap), and the cache is awaited between them, never blocking the runtime's
-    /// thread, in the same number of round trips as [`render`](Self::render).
-    ///
-    /// Two differences from the blocking render, both to keep the thread free: a fragment
-    /// that another render of this process is rendering is awaited before the final pass, not
-    /// within it; and one the final pass meets that the earlier passes did not (a template whose
-    /// output changes from one pass to the next) is rendered and not stored.
-    ///
-    /// ```no_run
-    /// # use askama::Template;
-    /// # #[derive(cachesweeper::Sweepable)] struct Article { id: i64 }
-    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")]
-    /// # struct ArticlePage<'a> { article: &'a Article }
-    /// async fn handler(sweeper: cachesweeper::Sweeper, article: Article) -> String {
-    ///     let request = sweeper.scope();
-    ///     let page = ArticlePage { article: &article };
-    ///     request.render_async(&page).await.unwrap_or_default()
-    /// }
-    /// ```
-    #[cfg(feature = "tokio")]
-    pub async fn render_async<T>(&self, page: &T) -> askama::Result<String>
-    where
-        T: askama::Template + TemplateDigest + Sync + ?Sized,
-    {
-        session::render_async(self, page, self.stamp()).await
-    }
 }
 
 /// `Ok` if no invalidation is pending, else the error naming the first.
@@ -680,21 +535,5 @@ fn pending(keys: Vec<String>) -> Result<()> {
     match keys.into_iter().next() {
         None => Ok(()),
         Some(key) => Err(crate::Error::InvalidationPending { key }),
-    }
-}
-
-/// Askama's runtime values: `template.render_with_values(&sweeper)` renders with this sweeper
-/// instead of the process-wide default.
-impl askama::Values for Sweeper {
-    fn get_value<'a>(&'a self, key: &str) -> Option<&'a dyn std::any::Any> {
-        (key == crate::VALUES_KEY).then_some(self as &dyn std::any::Any)
-    }
-}
-
-/// Lets a sweeper sit in Askama's value collections next to other runtime values:
-/// `template.render_with_values(&(VALUES_KEY, sweeper.clone()))`.
-impl askama::Value for Sweeper {
-    fn ref_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
     }
 }

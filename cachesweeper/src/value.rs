@@ -3,7 +3,7 @@
 //! A stored fragment is a 4-byte magic, the time it expires (milliseconds since the epoch, so
 //! that a copy kept in another process's L1 expires with it), the versions of the records
 //! rendered inside it (its *dependencies*, checked on every hit, see
-//! [`Sweeper::render`](crate::Sweeper::render)), then its UTF-8 bytes, all lengths
+//! [`Scope::render`](crate::Scope::render)), then its UTF-8 bytes, all lengths
 //! little-endian. A reader that finds anything else (a value some other program wrote under our
 //! key, a truncated value, bytes that are not UTF-8) treats it as a miss, and the fresh render
 //! overwrites it. The envelope also keeps every stored value non-empty, which memcached's meta

@@ -116,9 +116,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Sweeper::embedded()
     };
-    // Templates rendered without a sweeper of their own (none here: every page names its
-    // request's scope) and `cachesweeper::invalidate` use this one.
-    cachesweeper::install_default(sweeper.clone());
 
     // Set up before the runtime starts, so that no blocking work ever runs on its threads.
     let mut conn = db::open(args.db.as_deref())?;

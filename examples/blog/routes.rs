@@ -11,7 +11,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use cachesweeper::{Lazy, StatsSnapshot, Sweeper, TemplateDigest};
+use cachesweeper::{Lazy, Scope, StatsSnapshot, Sweeper, TemplateDigest};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -57,19 +57,19 @@ impl App {
         }
     }
 
-    /// Invalidates `record` through the request's `scope` (after the commit): awaited, or on
-    /// the blocking pool with `--blocking-api`.
-    async fn invalidate<R>(&self, scope: &Sweeper, record: R) -> cachesweeper::Result<()>
+    /// Invalidates `record` (after the commit): awaited, or on the blocking pool with
+    /// `--blocking-api`.
+    async fn invalidate<R>(&self, record: R) -> cachesweeper::Result<()>
     where
         R: cachesweeper::Sweepable + Send + Sync + 'static,
     {
         if self.blocking_api {
-            let scope = scope.clone();
-            tokio::task::spawn_blocking(move || scope.invalidate(&record))
+            let sweeper = self.sweeper.clone();
+            tokio::task::spawn_blocking(move || sweeper.invalidate(&record))
                 .await
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
         } else {
-            scope.invalidate_async(&record).await
+            self.sweeper.invalidate_async(&record).await
         }
     }
 
@@ -150,9 +150,9 @@ impl From<askama::Error> for Failure {
 
 /// Renders `page` through this request's sweeper scope, with every fragment lookup of the page
 /// batched: a constant number of cache round trips however many comments. The template's
-/// passes run on this task and the cache is awaited between them (`Sweeper::render_async`):
+/// passes run on this task and the cache is awaited between them (`Scope::render_async`):
 /// nothing here blocks a worker thread on the network.
-async fn html<P>(status: StatusCode, page: P, app: &App, scope: &Sweeper) -> Result<Reply, Failure>
+async fn html<P>(status: StatusCode, page: P, app: &App, scope: &Scope) -> Result<Reply, Failure>
 where
     P: Template + TemplateDigest + Send + Sync + 'static,
 {
@@ -180,10 +180,10 @@ fn cache_debug(uri: &Uri) -> bool {
 /// Runs a handler's work and answers with its result, the request's cache figures in the
 /// `X-Fragment-Cache` header and in the log. The request's sweeper scope is taken first,
 /// before the work reads anything from the database; with `debug` it marks every fragment it
-/// serves (`Sweeper::debug`), and stores none.
+/// serves (`Scope::debug`), and stores none.
 async fn respond<F, W>(app: App, request: String, debug: bool, work: W) -> Response
 where
-    W: FnOnce(App, Sweeper) -> F,
+    W: FnOnce(App, Scope) -> F,
     F: Future<Output = Result<Reply, Failure>>,
 {
     let scope = app.sweeper.scope();
@@ -208,11 +208,10 @@ where
     let lookups = cache.hits + cache.misses;
     // Rails prints `[h / n cache hits]` after each request; this is the same, plus round trips.
     tracing::info!(
-        "{request} {} {figures} [{} / {lookups} cache hits] round_trips={} invalidations={}",
+        "{request} {} {figures} [{} / {lookups} cache hits] round_trips={}",
         response.status().as_u16(),
         cache.hits,
         cache.round_trips,
-        cache.invalidations,
     );
     response.headers_mut().insert(
         CACHE_HEADER,
@@ -227,7 +226,7 @@ fn cache_figures(stats: &StatsSnapshot) -> String {
 }
 
 /// The error page for `failure`, or, if even that cannot be rendered, the reason as text.
-async fn error_page(failure: Failure, scope: &Sweeper, cache_debug: bool) -> Result<Reply, String> {
+async fn error_page(failure: Failure, scope: &Scope, cache_debug: bool) -> Result<Reply, String> {
     let (status, message) = match failure {
         Failure::NotFound(message) => (StatusCode::NOT_FOUND, message),
         Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
@@ -312,7 +311,7 @@ async fn vote(app: App, (article_id, comment_id): (String, String), vote: Vote) 
         Vote::Dislike => "dislike",
     };
     let request = format!("POST /articles/{article_id}/comments/{comment_id}/{action}");
-    respond(app, request, false, async move |app, scope| {
+    respond(app, request, false, async move |app, _| {
         let no_such_comment = Failure::NotFound(format!(
             "There is no comment {comment_id} on article {article_id}."
         ));
@@ -329,7 +328,7 @@ async fn vote(app: App, (article_id, comment_id): (String, String), vote: Vote) 
         // counted by the sweeper, which retries the invalidation in the background, and pages
         // keep rendering (uncached while it is down).
         let comment_id = comment.id;
-        if let Err(error) = app.invalidate(&scope, comment).await {
+        if let Err(error) = app.invalidate(comment).await {
             tracing::warn!(%error, comment = comment_id, "could not invalidate the comment");
         }
         Ok(Reply::SeeOther(format!(
@@ -380,7 +379,7 @@ async fn add_comment(
     form: Result<Form<NewComment>, FormRejection>,
 ) -> Response {
     let request = format!("POST /articles/{article_id}/comments");
-    respond(app, request, false, async move |app, scope| {
+    respond(app, request, false, async move |app, _| {
         let id = id(&article_id, "article")?;
         let (article, comment) = app
             .query(move |conn| {
@@ -395,7 +394,7 @@ async fn add_comment(
             .await?;
         // The list fragment and the article's other fragments are keyed on the article: bumping
         // it makes them miss once, and the page shows the new comment.
-        if let Err(error) = app.invalidate(&scope, article).await {
+        if let Err(error) = app.invalidate(article).await {
             tracing::warn!(%error, article = id, "could not invalidate the article");
         }
         Ok(Reply::SeeOther(format!(

@@ -165,7 +165,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
         None
     }
 
-    // The async forms, used by `Sweeper::render_async` and `Sweeper::invalidate_async`. Each
+    // The async forms, used by `Scope::render_async` and `Sweeper::invalidate_async`. Each
     // defaults to its blocking form, which is right for a store in this process and wrong for
     // one across a network: such a backend overrides all six, so that no async caller's thread
     // ever waits on a socket.

@@ -53,7 +53,7 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 /// server, the groups sent in parallel; a server that is down fails only its keys.
 ///
 /// With the `tokio` feature, the async forms of its operations (which
-/// `Sweeper::render_async` and `Sweeper::invalidate_async` use) go through the `memcache`
+/// `Scope::render_async` and `Sweeper::invalidate_async` use) go through the `memcache`
 /// crate's tokio client: the same routing, timeouts, breakers and answers, and no thread waits
 /// on a socket.
 ///

@@ -1,0 +1,199 @@
+//! One request's handle: the only way to render through the cache.
+
+use std::sync::Arc;
+
+use crate::keys::KeyParts;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::value::Html;
+use crate::{Sweepable, Sweeper, TemplateDigest, clock, session};
+
+/// One request's view of a [`Sweeper`], taken with [`Sweeper::scope`] **before** the request
+/// reads its data, and the one way to render through the cache.
+///
+/// It notes when the request began to read its data: a render stores only fragments whose
+/// records were last invalidated before that, which is what keeps a page rendered from rows
+/// read before a write from being stored under the version that follows it (see
+/// [`Sweeper::invalidate`]). Its [`stats`](Self::stats) count what was done through it (and
+/// its clones); the sweeper's count everything.
+///
+/// ```
+/// use askama::Template;
+/// use cachesweeper::{Sweepable, Sweeper};
+///
+/// #[derive(Sweepable)]
+/// struct Comment { id: i64, body: String }
+///
+/// #[derive(Template, cachesweeper::TemplateDigest)]
+/// #[template(ext = "html", source = "{% for c in comments %}\
+///     {% filter cachesweeper::filters::cachesweeper(c, 60, \"comment\") %}<p>{{ c.body }}</p>{% endfilter %}\
+///     {% endfor %}")]
+/// struct Page { comments: Vec<Comment> }
+///
+/// let sweeper = Sweeper::embedded();
+/// let request = sweeper.scope(); // first, then load the rows:
+/// let page = Page { comments: (0..100).map(|id| Comment { id, body: "hi".into() }).collect() };
+/// request.render(&page)?;
+///
+/// let request = sweeper.scope();
+/// assert_eq!(request.render(&page)?.matches("<p>hi</p>").count(), 100);
+/// let warm = request.stats();
+/// assert_eq!((warm.hits, warm.round_trips), (100, 2)); // one batch of versions, one of fragments
+///
+/// // Askama's own `render()` has no sweeper: it fails, and says how to render instead.
+/// assert!(page.render().unwrap_err().to_string().contains("sweeper.scope().render(&page)"));
+/// # Ok::<(), askama::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Scope {
+    /// The sweeper's handle with this scope's counters and start time.
+    handle: Sweeper,
+}
+
+impl Sweeper {
+    /// A scope for one request: take it **before** reading the request's data, and render
+    /// through it (see [`Scope`]).
+    pub fn scope(&self) -> Scope {
+        Scope {
+            handle: Sweeper {
+                inner: Arc::clone(&self.inner),
+                scope: Some(Arc::new(Stats::default())),
+                session: None,
+                digest: "",
+                began: Some(clock::now()),
+                debug: self.debug,
+            },
+        }
+    }
+}
+
+impl Scope {
+    /// Renders a page with every fragment lookup batched: the page costs a constant number of
+    /// round trips however many fragments it holds (two per level of nesting that misses, none
+    /// for what the L1 holds), versions are looked up once per record, and everything rendered
+    /// is stored in one batch. Every fragment key carries the page's [`TemplateDigest`] (unless
+    /// the block says `digest=false`) and the name of the block's template.
+    ///
+    /// The template is rendered more than once (cheap passes that skip fragment bodies, then
+    /// the real one), so its non-fragment parts should not have side effects. A body that
+    /// missed is rendered once, and once more for each level of blocks nested in it that the
+    /// render had to fetch (the blocks inside it are each rendered at most once); a block with
+    /// a zero time to live is rendered on each pass.
+    pub fn render<T>(&self, page: &T) -> askama::Result<String>
+    where
+        T: askama::Template + TemplateDigest + ?Sized,
+    {
+        session::render(&self.handle, page, self.handle.stamp())
+    }
+
+    /// [`render`](Self::render) for async handlers (feature `tokio`), with the page borrowed:
+    /// the template's passes run on the caller's task (Askama renders synchronously, and the
+    /// passes are cheap), and the cache is awaited between them, never blocking the runtime's
+    /// thread, in the same number of round trips as [`render`](Self::render).
+    ///
+    /// Two differences from the blocking render, both to keep the thread free: a fragment
+    /// that another render of this process is rendering is awaited before the final pass, not
+    /// within it; and one the final pass meets that the earlier passes did not (a template
+    /// whose output changes from one pass to the next) is rendered and not stored.
+    ///
+    /// ```no_run
+    /// # use askama::Template;
+    /// # #[derive(cachesweeper::Sweepable)] struct Article { id: i64 }
+    /// # #[derive(Template, cachesweeper::TemplateDigest)] #[template(source = "", ext = "html")]
+    /// # struct ArticlePage<'a> { article: &'a Article }
+    /// # fn load(id: i64) -> Article { Article { id } }
+    /// async fn handler(sweeper: cachesweeper::Sweeper, id: i64) -> String {
+    ///     let request = sweeper.scope();
+    ///     let article = load(id);
+    ///     let page = ArticlePage { article: &article };
+    ///     request.render_async(&page).await.unwrap_or_default()
+    /// }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn render_async<T>(&self, page: &T) -> askama::Result<String>
+    where
+        T: askama::Template + TemplateDigest + Sync + ?Sized,
+    {
+        session::render_async(&self.handle, page, self.handle.stamp()).await
+    }
+
+    /// One fragment of `record` identified by `parts`, outside any template: from the cache
+    /// if it holds one for the record's current version, else from `render`, stored for
+    /// `ttl`. Each call costs a version lookup (for counter-versioned records, with those of
+    /// the records it contained last time) and a fragment lookup.
+    ///
+    /// Fails open: a cache error is counted in [`stats`](Self::stats), logged, and treated as
+    /// a miss. Only `render`'s own error is returned, and nothing is stored then.
+    ///
+    /// ```
+    /// use cachesweeper::{KeyParts, Sweepable, Sweeper};
+    ///
+    /// #[derive(Sweepable)]
+    /// struct Comment { id: i64, body: String }
+    ///
+    /// let sweeper = Sweeper::embedded();
+    /// let comment = Comment { id: 1, body: "hi".into() };
+    /// let parts = KeyParts::new().part("comment.html");
+    /// let render = || Ok::<_, std::fmt::Error>(format!("<p>{}</p>", comment.body));
+    ///
+    /// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss
+    /// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // hit
+    /// sweeper.invalidate(&comment).unwrap();
+    /// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss
+    /// assert_eq!((sweeper.stats().hits, sweeper.stats().misses), (1, 2));
+    /// # Ok::<(), std::fmt::Error>(())
+    /// ```
+    pub fn fragment<R, E>(
+        &self,
+        record: &R,
+        ttl: impl crate::Ttl,
+        parts: &KeyParts,
+        render: impl FnOnce() -> Result<String, E>,
+    ) -> Result<String, E>
+    where
+        R: Sweepable + ?Sized,
+    {
+        self.handle
+            .fragment_html(record, ttl, parts, render)
+            .map(Html::into_string)
+    }
+
+    /// The same scope, marking each fragment it serves, for a development page that shows
+    /// what the cache did: the fragment's HTML comes between two HTML comments,
+    /// `<!--cachesweeper hit name="comment" record="app::Comment/42" key="cs|f|..."-->` (or
+    /// `miss`) and `<!--/cachesweeper-->`, which change neither the page's layout nor its
+    /// text. A fragment inside one that hit is inside its HTML and has no marks of its own.
+    ///
+    /// A debug scope reads the cache and stores nothing (its marks must never reach the
+    /// cache, and an outer fragment would hold the marks of those inside it): the next page
+    /// without it stores what this one rendered.
+    ///
+    /// ```
+    /// # use askama::Template;
+    /// # #[derive(cachesweeper::Sweepable)] struct Post { id: i64 }
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"body\") %}<p>x</p>{% endfilter %}")]
+    /// struct Page { post: Post }
+    ///
+    /// let sweeper = cachesweeper::Sweeper::embedded();
+    /// let page = Page { post: Post { id: 1 } };
+    /// sweeper.scope().render(&page)?; // stored
+    /// let html = sweeper.scope().debug().render(&page)?;
+    /// assert!(html.starts_with(r#"<!--cachesweeper hit name="body" record="#));
+    /// assert!(html.ends_with("<p>x</p><!--/cachesweeper-->"));
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn debug(&self) -> Scope {
+        Scope {
+            handle: Sweeper {
+                debug: true,
+                ..self.handle.clone()
+            },
+        }
+    }
+
+    /// What was done through this scope (and its clones) so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.handle.stats()
+    }
+}
