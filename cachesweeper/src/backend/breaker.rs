@@ -103,7 +103,7 @@ impl Breaker {
     }
 
     /// Whether calls are being skipped.
-    #[cfg_attr(not(feature = "memcache"), allow(dead_code))] // memcached's failover asks
+    #[cfg_attr(not(feature = "memcache"), allow(dead_code))] // memcached drops its clients then
     pub(crate) fn is_open(&self) -> bool {
         !matches!(
             *self.state.lock().unwrap_or_else(PoisonError::into_inner),

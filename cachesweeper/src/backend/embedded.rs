@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Backend, Leased, SetItem};
+use super::{Backend, COUNTER_TTL, Leased, SetItem};
 use crate::Result;
 use crate::value::{self, Stored};
 
@@ -118,9 +118,6 @@ impl Embedded {
         self.max_bytes
     }
 }
-
-/// Counters live as long as memcached's do, so both backends age alike.
-const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 impl Embedded {
     fn incr_one(&self, key: &str, delta: u64, initial: u64) -> u64 {

@@ -37,6 +37,16 @@ pub use null::Null;
 #[cfg(feature = "redis")]
 pub use redis::{Redis, RedisBuilder};
 
+/// How long a version counter nobody raises lives, on every backend, so that all age alike:
+/// 30 days. A counter recreated after expiry is odd (not confirmed), so expiry costs a render
+/// that does not store, never stale content.
+pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The largest fragment a backend stores by default, on every backend, so that a page caches
+/// the same fragments whichever it is on: memcached's default item size (`-I 1m`), less room
+/// for the key and the item header.
+pub(crate) const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
+
 /// The future an async [`Backend`] operation returns: boxed, so that the trait stays usable
 /// as `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -149,7 +159,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// The largest value the store accepts, in bytes.
     fn max_value_len(&self) -> usize {
-        1024 * 1024
+        DEFAULT_MAX_VALUE_LEN
     }
 
     /// Whether the store lives in this process, so that a process-local L1 in front of it

@@ -24,12 +24,6 @@
 //! with std's `DefaultHasher`, which is not promised stable across Rust releases, and the
 //! hashing crates found do not offer weighted rendezvous over a fixed, documented hash. The
 //! scheme is a few lines over the `md-5` crate.
-//!
-//! # Failover
-//!
-//! [`Rendezvous::server_for_excluding`] answers with the best server among those not excluded:
-//! where the key goes when its own server is skipped. The backend asks it only with failover
-//! turned on; see `MemcachedBuilder::failover` for why that is off by default.
 
 use md5::{Digest, Md5};
 
@@ -67,43 +61,17 @@ impl Rendezvous {
         Rendezvous { virtual_servers }
     }
 
-    /// The server of `key`.
+    /// The server of `key`: the one with the highest score, the lower index on a tie.
     pub(crate) fn server_for(&self, key: &[u8]) -> usize {
-        self.best(key, &|_| false).expect("at least one server")
-    }
-
-    /// The best server for `key` among those for which `excluded` is false; `None` if all are.
-    pub(crate) fn server_for_excluding(
-        &self,
-        key: &[u8],
-        excluded: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
-        self.best(key, excluded)
-    }
-
-    fn best(&self, key: &[u8], excluded: &dyn Fn(usize) -> bool) -> Option<usize> {
         let key = hash64(key);
         let mut best: Option<(u64, usize)> = None;
-        let mut checked: Vec<(usize, bool)> = Vec::new();
         for &(server_hash, index) in &self.virtual_servers {
-            // The exclusion test may have side effects (a circuit breaker): once per server.
-            let is_excluded = match checked.iter().find(|(i, _)| *i == index) {
-                Some(&(_, e)) => e,
-                None => {
-                    let e = excluded(index);
-                    checked.push((index, e));
-                    e
-                }
-            };
-            if is_excluded {
-                continue;
-            }
             let score = mix(key ^ server_hash);
             if best.is_none_or(|(s, i)| score > s || (score == s && index < i)) {
                 best = Some((score, index));
             }
         }
-        best.map(|(_, index)| index)
+        best.map(|(_, index)| index).expect("at least one server")
     }
 }
 
@@ -171,23 +139,6 @@ mod tests {
         let c = counts(&weighted, 3);
         let ratio = c[1] as f64 / ((c[0] + c[2]) as f64 / 2.0);
         assert!((1.85..2.15).contains(&ratio), "{c:?}");
-    }
-
-    #[test]
-    fn excluding_a_server_moves_only_its_keys() {
-        let three = servers(&["a:1", "b:1", "c:1"], &[1, 1, 1]);
-        for key in keys().iter().take(2_000) {
-            let own = three.server_for(key.as_bytes());
-            let without_b = three
-                .server_for_excluding(key.as_bytes(), &|i| i == 1)
-                .unwrap();
-            if own != 1 {
-                assert_eq!(without_b, own);
-            } else {
-                assert_ne!(without_b, 1);
-            }
-        }
-        assert_eq!(three.server_for_excluding(b"k", &|_| true), None);
     }
 
     #[test]

@@ -43,30 +43,24 @@
 //! digest, and keys with CRC-32, and picks the point at or before a key (`lib/dalli/ring.rb`),
 //! so it places keys differently whatever the server list.
 //!
-//! # Failover
+//! # No failover
 //!
-//! [`Ring::server_for`] always answers with the key's own server, dead or alive.
-//! [`Ring::server_for_excluding`] walks clockwise past the points of excluded servers to the next
-//! live one, which is where libmemcached's auto-eject sends the key too (at equal weights; with
-//! unequal weights libmemcached rebuilds the ring and rescales the others' points). The backend
-//! uses it only when failover is turned on, and it is off by default because it breaks the
+//! [`Ring::server_for`] always answers with the key's own server, dead or alive. libmemcached's
+//! auto-eject sends a dead server's keys to the next server clockwise instead, which breaks the
 //! guarantee that a version counter never goes back to an older value:
 //!
-//! 1. While server A is down, the counters that live on A are read and bumped on the next server,
-//!    B. B does not have them, so it creates them from the clock (or it still has the ones left by
-//!    an earlier outage, which are stale in the same way), and invalidations during the outage
-//!    bump them there and report success.
+//! 1. While server A is down, the counters that live on A are read and raised on the next
+//!    server, B, and invalidations during the outage raise them there and report success.
 //! 2. When A comes back with its memory intact (it was unreachable, not restarted), the keys
 //!    route to A again and find A's counters as they were before the outage: older versions,
-//!    which never saw the bumps made on B. Fragments rendered at those versions before the
+//!    which never saw the raises made on B. Fragments rendered at those versions before the
 //!    outage may still be stored, and they are served as current although their records changed
-//!    during the outage. They stay stale until the record is invalidated again or the fragment's
-//!    time to live runs out. (Had A restarted instead, it would have lost its counters and
-//!    recreated them from the clock, and nothing would go back.)
+//!    during the outage.
 //!
-//! Without failover, a dead server's keys fail: their fragments are rendered (the cache fails
-//! open), and an invalidation whose counter lives there returns an error to its caller instead
-//! of succeeding on a counter that will be forgotten.
+//! So a dead server's keys fail: their fragments are rendered (the cache fails open), and an
+//! invalidation whose counter lives there returns an error to its caller (and is retried)
+//! instead of succeeding on a counter that will be forgotten. (The backend had this failover as
+//! an option, off by default; it was removed for this reason.)
 
 use md5::{Digest, Md5};
 
@@ -90,9 +84,6 @@ pub(crate) struct Ring {
     /// hashing to the same 32-bit point) are vanishingly rare; libmemcached leaves their order to
     /// `qsort`, and ordering them by index keeps this ring deterministic.
     points: Vec<(u32, u16)>,
-    /// How many servers the ring was built from, so that an exclusion walk can stop once every
-    /// server has been seen.
-    servers: usize,
 }
 
 impl Ring {
@@ -136,53 +127,12 @@ impl Ring {
             }
         }
         points.sort_unstable();
-        Ring {
-            points,
-            servers: servers.len(),
-        }
+        Ring { points }
     }
 
     /// The index of the server that holds `key` (the full key as sent to memcached).
     pub(crate) fn server_for(&self, key: &[u8]) -> usize {
         usize::from(self.points[self.position(key_hash(key))].1)
-    }
-
-    /// The first server clockwise from `key`'s point that `excluded` does not reject, or `None`
-    /// if it rejects every server on the ring. The first candidate is
-    /// [`server_for`](Self::server_for)'s answer.
-    ///
-    /// `excluded` is called at most once per server, in ring order, and not at all past the
-    /// answer, so it may have side effects (such as letting a probe through a circuit breaker).
-    pub(crate) fn server_for_excluding(
-        &self,
-        key: &[u8],
-        excluded: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
-        let start = self.position(key_hash(key));
-        let first = usize::from(self.points[start].1);
-        if !excluded(first) {
-            return Some(first);
-        }
-        // The slow path only: servers already asked, so that each is asked once.
-        let mut asked = vec![false; self.servers];
-        asked[first] = true;
-        let mut remaining = self.servers - 1;
-        let (before, after) = self.points.split_at(start);
-        for &(_, server) in after.iter().chain(before) {
-            let server = usize::from(server);
-            if remaining == 0 {
-                break;
-            }
-            if asked[server] {
-                continue;
-            }
-            if !excluded(server) {
-                return Some(server);
-            }
-            asked[server] = true;
-            remaining -= 1;
-        }
-        None
     }
 
     /// The position of the first point at or after `hash`, wrapping past the top of the ring:
@@ -241,9 +191,18 @@ mod tests {
             .collect()
     }
 
+    /// How many servers own points on the ring.
+    fn servers(ring: &Ring) -> usize {
+        ring.points
+            .iter()
+            .map(|&(_, s)| usize::from(s) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// How many of `keys` land on each of the ring's servers.
     fn spread(ring: &Ring, keys: &[String]) -> Vec<usize> {
-        let mut counts = vec![0; ring.servers];
+        let mut counts = vec![0; servers(ring)];
         for key in keys {
             counts[ring.server_for(key.as_bytes())] += 1;
         }
@@ -252,7 +211,7 @@ mod tests {
 
     /// How many points each server owns.
     fn points_per_server(ring: &Ring) -> Vec<usize> {
-        let mut counts = vec![0; ring.servers];
+        let mut counts = vec![0; servers(ring)];
         for &(_, server) in &ring.points {
             counts[usize::from(server)] += 1;
         }
@@ -299,8 +258,7 @@ mod tests {
         assert!(moved * 100 <= keys.len() * 30, "{moved} keys moved");
     }
 
-    /// Removing a server moves its keys and nothing else, and lands them where the exclusion walk
-    /// sends them.
+    /// Removing a server moves its keys and nothing else.
     #[test]
     fn removing_a_server_moves_only_its_keys() {
         let before = ring(&THREE);
@@ -317,12 +275,6 @@ mod tests {
             } else {
                 assert_eq!(old, new, "{key} moved off a surviving server");
             }
-            let walked = before.server_for_excluding(key.as_bytes(), &|i| i == 1);
-            assert_eq!(
-                walked,
-                Some(new),
-                "{key}: the walk and the smaller ring disagree"
-            );
         }
         eprintln!("removing a server moved {moved} of {} keys", keys.len());
     }
@@ -346,32 +298,6 @@ mod tests {
         );
     }
 
-    /// The exclusion walk skips excluded servers, asks each server at most once, and gives up
-    /// when every server is excluded.
-    #[test]
-    fn exclusion_walk() {
-        let ring = ring(&THREE);
-        for key in keys(300) {
-            let key = key.as_bytes();
-            let own = ring.server_for(key);
-            assert_eq!(ring.server_for_excluding(key, &|_| false), Some(own));
-            let other = ring.server_for_excluding(key, &|i| i == own).unwrap();
-            assert_ne!(other, own);
-            let last = ring.server_for_excluding(key, &|i| i != 2);
-            assert_eq!(last, Some(2));
-            let asked = std::cell::RefCell::new(Vec::new());
-            let none = ring.server_for_excluding(key, &|i| {
-                asked.borrow_mut().push(i);
-                true
-            });
-            assert_eq!(none, None);
-            let mut asked = asked.into_inner();
-            assert_eq!(asked[0], own);
-            asked.sort_unstable();
-            assert_eq!(asked, [0, 1, 2], "each server asked exactly once");
-        }
-    }
-
     /// One server takes every key, wherever its point falls.
     #[test]
     fn single_server() {
@@ -380,7 +306,6 @@ mod tests {
         for key in keys(100) {
             assert_eq!(ring.server_for(key.as_bytes()), 0);
         }
-        assert_eq!(ring.server_for_excluding(b"k", &|_| true), None);
     }
 
     /// libmemcached's own ketama test vector (`ketama_test_cases` in libmemcached-awesome's

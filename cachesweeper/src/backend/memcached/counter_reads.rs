@@ -22,8 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// The longest key memcached takes on the wire.
-const MAX_KEY_LEN: usize = 250;
+use crate::keys::MAX_KEY_LEN;
 
 /// Whether `key` can be sent as it is: keys with spaces or control characters, or longer than
 /// memcached's limit, go through the crate, which encodes them in base64.

@@ -31,17 +31,13 @@ use super::BoxFuture;
 use super::breaker::{Attempt, Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
 use super::rendezvous::Rendezvous;
 use super::ring::Ring;
-use super::{Backend, Leased, SetItem};
+use super::{Backend, COUNTER_TTL, DEFAULT_MAX_VALUE_LEN, Leased, SetItem};
 use crate::io;
 use crate::keys::routing_part;
 use crate::{Error, Result};
 
-/// How long counters live in memcached: refreshed on every bump, and a counter recreated after
-/// expiry starts from a clock-seeded value, so expiry only costs misses, never stale content.
-const COUNTER_TTL_SECS: u32 = 30 * 24 * 60 * 60;
-
-/// memcached's default item size limit (`-I 1m`), less room for the key and item header.
-const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
+/// [`COUNTER_TTL`] as memcached takes it (refreshed by every read, `mg … T`, and raise).
+const COUNTER_TTL_SECS: u32 = COUNTER_TTL.as_secs() as u32;
 
 /// One or more memcached servers.
 ///
@@ -71,7 +67,6 @@ const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 pub struct Memcached {
     servers: Arc<[Server]>,
     router: Option<Arc<Router>>,
-    failover: bool,
     name: String,
     max_value_len: usize,
 }
@@ -101,13 +96,6 @@ impl Router {
         match self {
             Router::Rendezvous(r) => r.server_for(key),
             Router::Ketama(r) => r.server_for(key),
-        }
-    }
-
-    fn server_for_excluding(&self, key: &[u8], excluded: &dyn Fn(usize) -> bool) -> Option<usize> {
-        match self {
-            Router::Rendezvous(r) => r.server_for_excluding(key, excluded),
-            Router::Ketama(r) => r.server_for_excluding(key, excluded),
         }
     }
 }
@@ -156,7 +144,6 @@ pub struct MemcachedBuilder {
     max_value_len: usize,
     failure_threshold: u32,
     retry_after: Duration,
-    failover: bool,
     distribution: Distribution,
 }
 
@@ -170,7 +157,6 @@ impl Default for MemcachedBuilder {
             max_value_len: DEFAULT_MAX_VALUE_LEN,
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             retry_after: DEFAULT_RETRY_AFTER,
-            failover: false,
             distribution: Distribution::default(),
         }
     }
@@ -219,16 +205,6 @@ impl MemcachedBuilder {
     pub fn circuit_breaker(mut self, failures: u32, retry_after: Duration) -> Self {
         self.failure_threshold = failures;
         self.retry_after = retry_after;
-        self
-    }
-
-    /// Sends the keys of a server that is skipped to the next live server on the ring (off by
-    /// default). Caching goes on at full rate while a server is down, at a price: the records
-    /// whose counters lived there get new counters on the next server, and when the server
-    /// comes back its old counters are found again, with old versions whose fragments may still
-    /// be stored. Off, a down server's fragments are rendered until it returns.
-    pub fn failover(mut self, failover: bool) -> Self {
-        self.failover = failover;
         self
     }
 
@@ -289,7 +265,6 @@ impl MemcachedBuilder {
                 })
             }),
             servers: servers.into(),
-            failover: self.failover,
             name,
             max_value_len: self.max_value_len,
         })
@@ -661,7 +636,7 @@ impl Routes {
 }
 
 impl Memcached {
-    /// A builder, for timeouts, weights, the circuit breaker and failover.
+    /// A builder, for timeouts, weights and the circuit breaker.
     pub fn builder() -> MemcachedBuilder {
         MemcachedBuilder::default()
     }
@@ -694,14 +669,10 @@ impl Memcached {
     /// The server that holds `key` (decided by its record, see [`routing_part`]).
     fn route(&self, key: &str) -> usize {
         let Some(router) = &self.router else { return 0 };
-        let key = routing_part(key);
-        if self.failover {
-            router
-                .server_for_excluding(key.as_bytes(), &|i| self.servers[i].breaker.is_open())
-                .unwrap_or_else(|| router.server_for(key.as_bytes()))
-        } else {
-            router.server_for(key.as_bytes())
-        }
+        // A key always goes to its own server, dead or alive: sending a dead server's keys to
+        // another would bring its old counters back, older than the raises made meanwhile,
+        // when it returns (see `ring.rs`). Its fragments render until then.
+        router.server_for(routing_part(key).as_bytes())
     }
 
     fn routes<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Routes {

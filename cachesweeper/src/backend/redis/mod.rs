@@ -24,14 +24,9 @@ use redis::cluster::ClusterClientBuilder;
 use self::conn::{Connections, Kind, Limits, Request};
 use self::io_thread::IoThread;
 use super::breaker::{DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
-use super::{Backend, BoxFuture, Leased, SetItem};
+use super::{Backend, BoxFuture, DEFAULT_MAX_VALUE_LEN, Leased, SetItem};
 use crate::keys::routing_part;
 use crate::{Error, Result};
-
-/// The largest fragment stored by default: memcached's default item size, so that a page
-/// caches the same fragments on either backend. Redis itself takes values up to 512 MB
-/// ([`RedisBuilder::max_value_len`] raises the limit).
-const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
 
 /// The longest time to live sent to Redis (about 31,700 years): Redis refuses an expiry whose
 /// time in milliseconds overflows, and a longer one is as good as this.
@@ -142,7 +137,8 @@ impl RedisBuilder {
     }
 
     /// The largest value to store; larger fragments are rendered and not stored (default
-    /// 1 MiB, as memcached's).
+    /// 1 MiB less 512 bytes, as on memcached, so that a page caches the same fragments on
+    /// either; Redis itself takes values up to 512 MB).
     pub fn max_value_len(mut self, bytes: usize) -> Self {
         self.max_value_len = bytes;
         self

@@ -15,11 +15,10 @@ use super::conn::{Connections, Kind, Reply, Request};
 use crate::backend::Leased;
 use crate::{Error, Result};
 
-/// How long counters live: set when one is created or written, so a counter nobody raised in
-/// 30 days goes (and comes back from the clock, at the price of one render that does not
-/// store). Unlike memcached's `ma`, a read does not extend it: that would make every version
-/// read a write, replicated and logged.
-pub(super) const COUNTER_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+/// [`COUNTER_TTL`](crate::backend::COUNTER_TTL) as Redis takes it: set when a counter is
+/// created or written, and refreshed by one batch of reads in 64 (refreshing on every read would
+/// make every version read a write, replicated and logged).
+pub(super) const COUNTER_TTL_SECS: u64 = crate::backend::COUNTER_TTL.as_secs();
 
 /// Batches of counter reads so far, in this process: every [`REFRESH_EVERY`]th also refreshes
 /// the counters' time to live.
