@@ -7,8 +7,11 @@
 //! opens it for another window. Dalli does the same with `down_retry_delay` (30 s there); a LAN
 //! cache that restarts should be used again within seconds, hence a shorter default.
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
 
 /// Consecutive failures before a server is skipped.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
@@ -45,8 +48,35 @@ impl Breaker {
         }
     }
 
+    /// Makes `call` to the server `server` through the breaker: while the breaker is open it
+    /// is not made, and the answer is [`Error::CircuitOpen`] naming the server. Otherwise its
+    /// output settles the attempt: `failed` says whether the server failed to answer (a
+    /// transport failure: a refused connection, a timeout; not a protocol answer). A call
+    /// dropped before it finishes gives back the probe it may hold.
+    ///
+    /// Every backend's calls go through here: the allow, skip, fail and succeed sequence is
+    /// written once.
+    pub(crate) async fn call<T>(
+        &self,
+        server: &str,
+        call: impl Future<Output = T>,
+        failed: impl FnOnce(&T) -> bool,
+    ) -> Result<T> {
+        let attempt = self.allow().map_err(|wait| Error::CircuitOpen {
+            backend: server.to_owned(),
+            retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        })?;
+        let output = call.await;
+        if failed(&output) {
+            attempt.failure();
+        } else {
+            attempt.success();
+        }
+        Ok(output)
+    }
+
     /// An [`Attempt`] if a call may go to the server now, else how long until it may.
-    pub(crate) fn allow(&self) -> Result<Attempt<'_>, Duration> {
+    fn allow(&self) -> Result<Attempt<'_>, Duration> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let probe = match *state {
             State::Closed { .. } => false,

@@ -16,6 +16,8 @@ use std::time::Duration;
 use crate::Result;
 
 #[cfg(any(feature = "memcache", feature = "redis"))]
+mod batch;
+#[cfg(any(feature = "memcache", feature = "redis"))]
 mod breaker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -25,6 +27,8 @@ mod memcached;
 mod null;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "memcache", feature = "redis"))]
+mod remote;
 #[cfg(feature = "memcache")]
 mod rendezvous;
 #[cfg(feature = "memcache")]

@@ -28,10 +28,12 @@ use memcache::exp::{self, Arithmetic, Get, MetaClient, MetaClientBuilder, Set, T
 use self::counter_reads::Sockets;
 #[cfg(feature = "tokio")]
 use super::BoxFuture;
-use super::breaker::{Attempt, Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
+use super::batch;
+use super::breaker::Breaker;
+use super::remote::{Remote, remote_setters};
 use super::rendezvous::Rendezvous;
 use super::ring::Ring;
-use super::{Backend, COUNTER_TTL, DEFAULT_MAX_VALUE_LEN, Leased, SetItem};
+use super::{Backend, COUNTER_TTL, Leased, SetItem};
 use crate::io;
 use crate::keys::routing_part;
 use crate::{Error, Result};
@@ -138,12 +140,8 @@ impl std::fmt::Debug for Memcached {
 #[must_use]
 pub struct MemcachedBuilder {
     servers: Vec<(String, u32)>,
-    connect_timeout: Duration,
-    io_timeout: Duration,
+    remote: Remote,
     max_idle: usize,
-    max_value_len: usize,
-    failure_threshold: u32,
-    retry_after: Duration,
     distribution: Distribution,
 }
 
@@ -151,16 +149,14 @@ impl Default for MemcachedBuilder {
     fn default() -> Self {
         MemcachedBuilder {
             servers: Vec::new(),
-            connect_timeout: Duration::from_millis(100),
-            io_timeout: Duration::from_millis(200),
+            remote: Remote::default(),
             max_idle: 16,
-            max_value_len: DEFAULT_MAX_VALUE_LEN,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            retry_after: DEFAULT_RETRY_AFTER,
             distribution: Distribution::default(),
         }
     }
 }
+
+remote_setters!(MemcachedBuilder);
 
 impl MemcachedBuilder {
     /// Adds a server, as `host:port` or `memcache://host:port`.
@@ -175,36 +171,9 @@ impl MemcachedBuilder {
         self
     }
 
-    /// How long dialing a server may take.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one exchange (a whole batch: write and read) may take.
-    pub fn io_timeout(mut self, timeout: Duration) -> Self {
-        self.io_timeout = timeout;
-        self
-    }
-
     /// How many idle connections to keep per server.
     pub fn max_idle(mut self, max_idle: usize) -> Self {
         self.max_idle = max_idle;
-        self
-    }
-
-    /// The largest value to store; larger fragments are rendered and not stored. Match it to
-    /// memcached's `-I` setting.
-    pub fn max_value_len(mut self, bytes: usize) -> Self {
-        self.max_value_len = bytes;
-        self
-    }
-
-    /// Skips a server after this many transport failures in a row, for `retry_after`, then
-    /// probes it with one call.
-    pub fn circuit_breaker(mut self, failures: u32, retry_after: Duration) -> Self {
-        self.failure_threshold = failures;
-        self.retry_after = retry_after;
         self
     }
 
@@ -242,14 +211,14 @@ impl MemcachedBuilder {
                 async_clients: Mutex::new(Vec::new()),
                 counters: Sockets::new(
                     addr.clone(),
-                    self.connect_timeout,
-                    self.io_timeout,
+                    self.remote.connect_timeout,
+                    self.remote.io_timeout,
                     self.max_idle,
                 ),
-                connect_timeout: self.connect_timeout,
-                io_timeout: self.io_timeout,
+                connect_timeout: self.remote.connect_timeout,
+                io_timeout: self.remote.io_timeout,
                 max_idle: self.max_idle,
-                breaker: Breaker::new(self.failure_threshold, self.retry_after),
+                breaker: self.remote.breaker(),
             });
         }
         let name = weights
@@ -266,7 +235,7 @@ impl MemcachedBuilder {
             }),
             servers: servers.into(),
             name,
-            max_value_len: self.max_value_len,
+            max_value_len: self.remote.max_value_len,
         })
     }
 }
@@ -364,10 +333,9 @@ impl Server {
         Ok(client)
     }
 
-    /// Counts a transport failure; once the breaker opens, the clients go too, so that the
+    /// After a transport failure: once the breaker has opened, the clients go too, so that the
     /// next attempt resolves the address again.
-    fn failed(&self, attempt: Attempt<'_>) {
-        attempt.failure();
+    fn failed(&self) {
         if self.breaker.is_open() {
             *lock(&self.client) = None;
             self.counters.clear();
@@ -376,51 +344,37 @@ impl Server {
         }
     }
 
-    /// The answers of a batch of `count` operations skipped while the breaker is open (for
-    /// `wait` more).
-    fn skipped<T>(&self, wait: Duration, count: usize) -> Vec<Result<T>> {
-        let skipped = Error::CircuitOpen {
-            backend: self.addr.clone(),
-            retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-        };
-        (0..count).map(|_| Err(skipped.clone())).collect()
-    }
-
     /// Runs a batch on this server through its breaker; one result per operation.
     async fn run<T: Transport, O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
-        let attempt = match self.breaker.allow() {
-            Ok(attempt) => attempt,
-            Err(wait) => return self.skipped(wait, count),
+        let call = async {
+            match T::client(self).await {
+                Ok(client) => T::run(&client, ops).await,
+                Err(error) => Err(error),
+            }
         };
-        let answer = match T::client(self).await {
-            Ok(client) => T::run(&client, ops).await,
-            Err(error) => Err(error),
+        let failed = |answer: &exp::Result<Vec<exp::Result<O::Output>>>| match answer {
+            Err(error) => is_transport(error),
+            Ok(results) => results
+                .iter()
+                .any(|r| matches!(r, Err(e) if is_transport(e))),
         };
+        let answer = match self.breaker.call(&self.addr, call, failed).await {
+            Ok(answer) => answer,
+            Err(skipped) => return (0..count).map(|_| Err(skipped.clone())).collect(),
+        };
+        if failed(&answer) {
+            self.failed();
+        }
         match answer {
             Err(error) => {
-                if is_transport(&error) {
-                    self.failed(attempt);
-                } else {
-                    attempt.success();
-                }
                 let error = self.error(error);
                 (0..count).map(|_| Err(error.clone())).collect()
             }
-            Ok(results) => {
-                if results
-                    .iter()
-                    .any(|r| matches!(r, Err(e) if is_transport(e)))
-                {
-                    self.failed(attempt);
-                } else {
-                    attempt.success();
-                }
-                results
-                    .into_iter()
-                    .map(|r| r.map_err(|e| self.error(e)))
-                    .collect()
-            }
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| self.error(e)))
+                .collect(),
         }
     }
 }
@@ -430,33 +384,32 @@ impl Server {
     /// per read, or `None` for a counter that does not exist.
     async fn read_counters<T: Transport>(&self, batch: &counter_reads::Batch) -> Vec<Peeked> {
         let answers = batch.len();
-        let attempt = match self.breaker.allow() {
-            Ok(attempt) => attempt,
-            Err(wait) => return self.skipped(wait, answers),
+        let read = T::read_counters(self, batch);
+        let failed = |read: &Result<_, counter_reads::Failure>| matches!(read, Err(failure) if failure.is_transport());
+        let read = match self.breaker.call(&self.addr, read, failed).await {
+            Ok(read) => read,
+            Err(skipped) => return (0..answers).map(|_| Err(skipped.clone())).collect(),
         };
-        match T::read_counters(self, batch).await {
+        match read {
             Err(failure) => {
                 let error = if failure.is_transport() {
-                    self.failed(attempt);
+                    self.failed();
                     Error::unavailable(&self.addr, failure)
                 } else {
-                    attempt.success();
                     Error::backend(&self.addr, failure)
                 };
                 (0..answers).map(|_| Err(error.clone())).collect()
             }
-            Ok(read) => {
-                attempt.success();
-                read.into_iter()
-                    .map(|answer| match answer {
-                        counter_reads::Answer::Counter { value, cas } => Ok(Some((value, cas))),
-                        counter_reads::Answer::Missing => Ok(None),
-                        counter_reads::Answer::Refused(why) => {
-                            Err(Error::backend_message(&self.addr, why))
-                        }
-                    })
-                    .collect()
-            }
+            Ok(read) => read
+                .into_iter()
+                .map(|answer| match answer {
+                    counter_reads::Answer::Counter { value, cas } => Ok(Some((value, cas))),
+                    counter_reads::Answer::Missing => Ok(None),
+                    counter_reads::Answer::Refused(why) => {
+                        Err(Error::backend_message(&self.addr, why))
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -697,43 +650,28 @@ impl Memcached {
             return self.servers[0].run::<T, O>(ops).await;
         }
         let count = ops.len();
-        let mut groups: Vec<(Vec<usize>, Vec<O>)> = (0..self.servers.len())
-            .map(|_| (Vec::new(), Vec::new()))
-            .collect();
-        for (i, op) in ops.into_iter().enumerate() {
-            let (indices, ops) = &mut groups[server_of(i)];
-            indices.push(i);
-            ops.push(op);
-        }
-        let mut busy: Vec<(usize, Vec<usize>, Vec<O>)> = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (indices, _))| !indices.is_empty())
-            .map(|(server, (indices, ops))| (server, indices, ops))
-            .collect();
-        if let [(server, ..)] = busy[..] {
+        let mut groups = batch::by_server(ops, |i, _| server_of(i));
+        if let [_] = groups[..] {
             // All on one server, in their order.
-            let (_, _, ops) = busy.pop().expect("one batch");
-            return self.servers[server].run::<T, O>(ops).await;
+            let group = groups.pop().expect("one batch");
+            return self.servers[group.server].run::<T, O>(group.items).await;
         }
-        let mut orders = Vec::with_capacity(busy.len());
-        let batches: Vec<_> = busy
+        let mut places = Vec::with_capacity(groups.len());
+        let batches: Vec<_> = groups
             .into_iter()
-            .map(|(server, indices, ops)| {
-                orders.push(indices);
-                self.servers[server].run::<T, O>(ops)
+            .map(|group| {
+                places.push(group.places);
+                self.servers[group.server].run::<T, O>(group.items)
             })
             .collect();
         let answers = T::join(batches).await;
-        let mut out: Vec<Option<Result<O::Output>>> = (0..count).map(|_| None).collect();
-        for (indices, results) in orders.iter().zip(answers) {
-            for (&i, result) in indices.iter().zip(results) {
-                out[i] = Some(result);
-            }
-        }
-        out.into_iter()
-            .map(|r| r.expect("every operation was sent to one server"))
-            .collect()
+        let answers = places
+            .into_iter()
+            .zip(answers)
+            .flat_map(|(p, a)| p.into_iter().zip(a));
+        batch::in_order(count, answers, || {
+            unreachable!("every operation was sent to one server")
+        })
     }
 
     /// A counter's value from an `ma` answer.
@@ -845,36 +783,30 @@ impl Memcached {
                 })
                 .collect();
         }
-        // Each busy server's batch, and the places of its keys in `keys`.
-        let mut batches: Vec<(usize, counter_reads::Batch, Vec<usize>)> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let server = routes.of(i);
-            let at = match batches.iter().position(|(s, ..)| *s == server) {
-                Some(at) => at,
-                None => {
-                    let len = (i..keys.len()).filter(|&j| routes.of(j) == server).count();
-                    batches.push((server, counter_reads::Batch::new(len), Vec::new()));
-                    batches.len() - 1
-                }
-            };
-            let (_, batch, places) = &mut batches[at];
-            batch.push(key, COUNTER_TTL_SECS);
-            places.push(i);
-        }
-        let reads = batches
+        let groups = batch::by_server(keys.iter().copied(), |i, _| routes.of(i));
+        let batches: Vec<counter_reads::Batch> = groups
             .iter()
-            .map(|(server, batch, _)| self.servers[*server].read_counters::<T>(batch))
+            .map(|group| {
+                let mut batch = counter_reads::Batch::new(group.items.len());
+                for key in &group.items {
+                    batch.push(key, COUNTER_TTL_SECS);
+                }
+                batch
+            })
+            .collect();
+        let reads = groups
+            .iter()
+            .zip(&batches)
+            .map(|(group, batch)| self.servers[group.server].read_counters::<T>(batch))
             .collect();
         let answers = T::join(reads).await;
-        let mut out: Vec<Option<Peeked>> = keys.iter().map(|_| None).collect();
-        for ((_, _, places), answers) in batches.iter().zip(answers) {
-            for (&i, answer) in places.iter().zip(answers) {
-                out[i] = Some(answer);
-            }
-        }
-        out.into_iter()
-            .map(|answer| answer.expect("every key was read on its server"))
-            .collect()
+        let answers = groups
+            .into_iter()
+            .zip(answers)
+            .flat_map(|(group, answers)| group.places.into_iter().zip(answers));
+        batch::in_order(keys.len(), answers, || {
+            unreachable!("every key was read on its server")
+        })
     }
 
     /// Creates each counter in `keys` at `initial`, unless it exists (`ma` with a CAS no item

@@ -21,7 +21,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, Value};
 
+use super::super::batch;
 use super::super::breaker::Breaker;
+use super::super::remote::Remote;
 use super::ops::Lua;
 use crate::{Error, Result};
 
@@ -48,15 +50,6 @@ pub(super) struct Request {
 /// What the server answered for one request (an error reply included), or why it did not.
 pub(super) type Reply = Result<Value>;
 
-/// Settings shared by both kinds of deployment.
-#[derive(Debug, Clone)]
-pub(super) struct Limits {
-    pub(super) connect_timeout: Duration,
-    pub(super) io_timeout: Duration,
-    pub(super) failure_threshold: u32,
-    pub(super) retry_after: Duration,
-}
-
 /// Redis Cluster's hash slots.
 const SLOTS: usize = 16_384;
 
@@ -69,7 +62,7 @@ const SLOT_MAP_MAX_AGE: Duration = Duration::from_secs(10);
 
 pub(super) struct Connections {
     name: String,
-    limits: Limits,
+    limits: Remote,
     round_trips: AtomicU64,
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
     /// Servers known to hold our scripts: the first pipeline with scripts to a server (and the
@@ -108,12 +101,12 @@ struct SlotMap {
 
 impl Connections {
     /// A standalone server: `manager` must have been made on the I/O thread's runtime.
-    pub(super) fn standalone(name: String, limits: Limits, manager: ConnectionManager) -> Self {
+    pub(super) fn standalone(name: String, limits: Remote, manager: ConnectionManager) -> Self {
         Self::new(name, limits, Mode::Standalone(manager))
     }
 
     /// A cluster, reached through `client`'s seed nodes at first use.
-    pub(super) fn cluster(name: String, limits: Limits, client: ClusterClient) -> Self {
+    pub(super) fn cluster(name: String, limits: Remote, client: ClusterClient) -> Self {
         Self::new(
             name,
             limits,
@@ -126,7 +119,7 @@ impl Connections {
         )
     }
 
-    fn new(name: String, limits: Limits, mode: Mode) -> Self {
+    fn new(name: String, limits: Remote, mode: Mode) -> Self {
         Connections {
             name,
             limits,
@@ -149,12 +142,11 @@ impl Connections {
 
     fn breaker(&self, server: &str) -> Arc<Breaker> {
         let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(breakers.entry(server.to_owned()).or_insert_with(|| {
-            Arc::new(Breaker::new(
-                self.limits.failure_threshold,
-                self.limits.retry_after,
-            ))
-        }))
+        Arc::clone(
+            breakers
+                .entry(server.to_owned())
+                .or_insert_with(|| Arc::new(self.limits.breaker())),
+        )
     }
 
     /// Sends every request, one pipeline per server, and answers in the order of `requests`.
@@ -191,38 +183,41 @@ impl Connections {
                     Ok(ready) => ready,
                     Err(error) => return (0..count).map(|_| Err(error.clone())).collect(),
                 };
-                let mut groups: HashMap<u16, Vec<(usize, Request)>> = HashMap::new();
+                let groups = batch::by_server(requests, |_, request| {
+                    map.owner[usize::from(slot(request.key.as_bytes()))]
+                });
                 let mut out: Vec<(usize, Reply)> = Vec::new();
-                for (i, request) in requests.into_iter().enumerate() {
-                    match map.owner[usize::from(slot(request.key.as_bytes()))] {
-                        u16::MAX => out.push((
-                            i,
-                            Err(Error::backend_message(
+                // Every node's pipeline at once: the batch takes one round trip of the slowest.
+                let mut tasks = Vec::with_capacity(groups.len());
+                for batch::Group {
+                    server: node,
+                    places,
+                    items,
+                } in groups
+                {
+                    if node == u16::MAX {
+                        out.extend(items.into_iter().zip(places).map(|(request, i)| {
+                            let error = Error::backend_message(
                                 &self.name,
                                 format_args!("no node serves the slot of {:?}", request.key),
-                            )),
-                        )),
-                        node => groups.entry(node).or_default().push((i, request)),
+                            );
+                            (i, Err(error))
+                        }));
+                        continue;
                     }
+                    let group: Vec<(usize, Request)> = places.into_iter().zip(items).collect();
+                    let this = Arc::clone(&self);
+                    let target = Target::Node(connection.clone(), slot(group[0].1.key.as_bytes()));
+                    let server = map.nodes[usize::from(node)].clone();
+                    let replicas = if replicated {
+                        map.replicas[usize::from(node)]
+                    } else {
+                        0
+                    };
+                    tasks.push(tokio::spawn(async move {
+                        this.exchange(target, server, replicas, group).await
+                    }));
                 }
-                // Every node's pipeline at once: the batch takes one round trip of the slowest.
-                let tasks: Vec<_> = groups
-                    .into_iter()
-                    .map(|(node, group)| {
-                        let this = Arc::clone(&self);
-                        let target =
-                            Target::Node(connection.clone(), slot(group[0].1.key.as_bytes()));
-                        let server = map.nodes[usize::from(node)].clone();
-                        let replicas = if replicated {
-                            map.replicas[usize::from(node)]
-                        } else {
-                            0
-                        };
-                        tokio::spawn(
-                            async move { this.exchange(target, server, replicas, group).await },
-                        )
-                    })
-                    .collect();
                 for task in tasks {
                     match task.await {
                         Ok(replies) => out.extend(replies),
@@ -246,26 +241,17 @@ impl Connections {
             match &*slot {
                 Some(connection) => connection.clone(),
                 None => {
-                    let breaker = self.breaker(&self.name);
-                    let attempt = breaker
-                        .allow()
-                        .map_err(|wait| self.skipped(&self.name, wait))?;
                     let deadline = self.limits.connect_timeout + self.limits.io_timeout;
-                    let made =
+                    let make = async {
                         tokio::time::timeout(deadline, cluster.client.get_async_connection())
                             .await
                             .map_err(|elapsed| Error::unavailable(&self.name, elapsed))
-                            .and_then(|made| made.map_err(|e| Error::unavailable(&self.name, e)));
-                    let connection = match made {
-                        Ok(connection) => {
-                            attempt.success();
-                            connection
-                        }
-                        Err(error) => {
-                            attempt.failure();
-                            return Err(error);
-                        }
+                            .and_then(|made| made.map_err(|e| Error::unavailable(&self.name, e)))
                     };
+                    let connection = self
+                        .breaker(&self.name)
+                        .call(&self.name, make, Result::is_err)
+                        .await??;
                     *slot = Some(connection.clone());
                     connection
                 }
@@ -361,13 +347,6 @@ impl Connections {
         Ok(map)
     }
 
-    fn skipped(&self, server: &str, wait: Duration) -> Error {
-        Error::CircuitOpen {
-            backend: server.to_owned(),
-            retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-        }
-    }
-
     /// After an exchange failed, the slot map is read again (at most once a second): a
     /// failover or a resharding may have moved the slots.
     fn suspect_slot_map(&self) {
@@ -391,17 +370,13 @@ impl Connections {
         group: Vec<(usize, Request)>,
     ) -> Vec<(usize, Reply)> {
         let breaker = self.breaker(&server);
-        let everyone = |group: &[(usize, Request)], error: Error| -> Vec<(usize, Reply)> {
-            group
-                .iter()
-                .map(|(i, _)| (*i, Err(error.clone())))
+        let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+        let everyone = |indices: Vec<usize>, error: Error| -> Vec<(usize, Reply)> {
+            indices
+                .into_iter()
+                .map(|i| (i, Err(error.clone())))
                 .collect()
         };
-        let attempt = match breaker.allow() {
-            Ok(attempt) => attempt,
-            Err(wait) => return everyone(&group, self.skipped(&server, wait)),
-        };
-        let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
         let loaded: Vec<&'static Lua> = self
             .scripts_loaded
             .lock()
@@ -425,24 +400,20 @@ impl Connections {
         if let Some(wait) = &wait {
             pipeline.add_command(wait.clone());
         }
-        let sent = loads.len() + answers.len() + usize::from(wait.is_some());
-        let mut values = match self.send(&target, pipeline, sent).await {
-            Ok(values) => values,
-            Err(error) => {
-                attempt.failure();
+        let count = loads.len() + answers.len() + usize::from(wait.is_some());
+        let sent = breaker.call(&server, self.send(&target, pipeline, count), Result::is_err);
+        let mut values = match sent.await {
+            Err(skipped) => return everyone(indices, skipped),
+            Ok(Ok(values)) => values,
+            Ok(Err(error)) => {
                 self.suspect_slot_map();
                 self.scripts_loaded
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .retain(|(on, _)| *on != server);
-                let error = Error::unavailable(&server, error);
-                return indices
-                    .into_iter()
-                    .map(|i| (i, Err(error.clone())))
-                    .collect();
+                return everyone(indices, Error::unavailable(&server, error));
             }
         };
-        attempt.success();
         let mut acknowledged = wait.as_ref().and_then(|_| values.pop());
         if !loads.is_empty() {
             values.drain(..loads.len());
@@ -673,20 +644,12 @@ fn plan(target: &Target, group: Vec<(usize, Request)>, loaded: &[&'static Lua]) 
 /// Puts the replies back in the order of the batch; a key left without one (a task lost at
 /// shutdown) gets an error.
 fn place(count: usize, replies: Vec<(usize, Reply)>) -> Vec<Reply> {
-    let mut out: Vec<Option<Reply>> = (0..count).map(|_| None).collect();
-    for (i, reply) in replies {
-        out[i] = Some(reply);
-    }
-    out.into_iter()
-        .map(|reply| {
-            reply.unwrap_or_else(|| {
-                Err(Error::backend_message(
-                    "redis",
-                    "no reply: the backend is shutting down",
-                ))
-            })
-        })
-        .collect()
+    batch::in_order(count, replies, || {
+        Err(Error::backend_message(
+            "redis",
+            "no reply: the backend is shutting down",
+        ))
+    })
 }
 
 impl SlotMap {

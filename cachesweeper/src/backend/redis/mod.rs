@@ -21,10 +21,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 
-use self::conn::{Connections, Kind, Limits, Request};
+use self::conn::{Connections, Kind, Request};
 use self::io_thread::IoThread;
-use super::breaker::{DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_AFTER};
-use super::{Backend, BoxFuture, DEFAULT_MAX_VALUE_LEN, Leased, SetItem};
+use super::remote::{Remote, remote_setters};
+use super::{Backend, BoxFuture, Leased, SetItem};
 use crate::keys::routing_part;
 use crate::{Error, Result};
 
@@ -83,31 +83,15 @@ impl std::fmt::Debug for Redis {
 ///
 /// Defaults are memcached's, for a cache on the same LAN: 100 ms to connect, 200 ms for a
 /// whole exchange, a server skipped for 2 s after 2 transport failures in a row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct RedisBuilder {
     url: Option<String>,
     cluster: Vec<String>,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-    max_value_len: usize,
-    failure_threshold: u32,
-    retry_after: Duration,
+    remote: Remote,
 }
 
-impl Default for RedisBuilder {
-    fn default() -> Self {
-        RedisBuilder {
-            url: None,
-            cluster: Vec::new(),
-            connect_timeout: Duration::from_millis(100),
-            io_timeout: Duration::from_millis(200),
-            max_value_len: DEFAULT_MAX_VALUE_LEN,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            retry_after: DEFAULT_RETRY_AFTER,
-        }
-    }
-}
+remote_setters!(RedisBuilder);
 
 impl RedisBuilder {
     /// A standalone server: `redis://[:password@]host[:port][/db]`, `rediss://…` (TLS, feature
@@ -124,43 +108,10 @@ impl RedisBuilder {
         self
     }
 
-    /// How long dialing a server may take.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one exchange (a batch's pipeline to one server) may take.
-    pub fn io_timeout(mut self, timeout: Duration) -> Self {
-        self.io_timeout = timeout;
-        self
-    }
-
-    /// The largest value to store; larger fragments are rendered and not stored (default
-    /// 1 MiB less 512 bytes, as on memcached, so that a page caches the same fragments on
-    /// either; Redis itself takes values up to 512 MB).
-    pub fn max_value_len(mut self, bytes: usize) -> Self {
-        self.max_value_len = bytes;
-        self
-    }
-
-    /// Skips a server after this many transport failures in a row, for `retry_after`, then
-    /// probes it with one call.
-    pub fn circuit_breaker(mut self, failures: u32, retry_after: Duration) -> Self {
-        self.failure_threshold = failures;
-        self.retry_after = retry_after;
-        self
-    }
-
     /// Builds the backend and starts its I/O thread. Nothing is dialed: connections are made
     /// at first use, so a server that is down does not fail this call.
     pub fn build(self) -> Result<Redis> {
-        let limits = Limits {
-            connect_timeout: self.connect_timeout,
-            io_timeout: self.io_timeout,
-            failure_threshold: self.failure_threshold,
-            retry_after: self.retry_after,
-        };
+        let limits = self.remote;
         let bad = |url: &str, error: redis::RedisError| {
             Error::Config(format!(
                 "redis URL {:?}: {error}{}",
@@ -173,8 +124,8 @@ impl RedisBuilder {
                 let client = redis::Client::open(url.as_str()).map_err(|e| bad(&url, e))?;
                 let io = IoThread::start(&redacted(&url))?;
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.io_timeout))
+                    .set_connection_timeout(Some(self.remote.connect_timeout))
+                    .set_response_timeout(Some(self.remote.io_timeout))
                     // One attempt per reconnection: the breaker paces them, not a backoff
                     // that would hold a request for seconds.
                     .set_number_of_retries(0);
@@ -192,8 +143,8 @@ impl RedisBuilder {
                     .collect::<Vec<_>>()
                     .join(",");
                 let client = ClusterClientBuilder::new(self.cluster.iter().map(String::as_str))
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.io_timeout)
+                    .connection_timeout(self.remote.connect_timeout)
+                    .response_timeout(self.remote.io_timeout)
                     // One retry: enough to follow a MOVED after a resharding; the exchange's
                     // deadline bounds the rest.
                     .retries(1)
@@ -218,7 +169,7 @@ impl RedisBuilder {
         Ok(Redis {
             inner: Arc::new(Inner {
                 conns: Arc::new(conns),
-                max_value_len: self.max_value_len,
+                max_value_len: self.remote.max_value_len,
                 placeholder: placeholder(),
                 io,
             }),
