@@ -97,7 +97,8 @@
 //! template changes keeps hitting.
 //!
 //! There is no process-wide sweeper: keep the [`Sweeper`] in your application's state and pass
-//! it. Askama's own `template.render()` on a page with blocks fails with [`Error::NoSweeper`],
+//! it. With the `axum` feature, a handler takes a [`Scope`] as an argument (an extractor that
+//! takes it from the state's sweeper when the request arrives). Askama's own `template.render()` on a page with blocks fails with [`Error::NoSweeper`],
 //! which says how to render it; it never caches somewhere of its own.
 //!
 //! # Invalidation
@@ -149,6 +150,8 @@
 #![deny(missing_docs)]
 
 mod alone;
+#[cfg(feature = "axum")]
+mod axum;
 pub mod backend;
 mod by_fragment;
 mod cached;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use askama::Template;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, FromRef, Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -32,14 +32,21 @@ pub struct App {
     /// One connection, behind a mutex: SQLite serialises writers anyway, an in-memory database
     /// exists only inside its connection, and a demo needs no pool.
     db: Arc<Mutex<Connection>>,
-    /// The sweeper (also installed as the process default); each request renders through a
-    /// `scope()` of it, to count that request's hits and misses on their own.
+    /// The sweeper; each request renders through a `Scope` of it (the handlers' extractor),
+    /// taken when the request arrived, which also counts that request's hits and misses.
     sweeper: Sweeper,
     /// The metrics recorder's handle, which renders `GET /metrics`.
     metrics: PrometheusHandle,
     /// Render and invalidate with the blocking API on tokio's blocking pool, as the blog did
     /// before the async API existed (`--blocking-api`): the baseline of the throughput benchmark.
     blocking_api: bool,
+}
+
+/// What the `Scope` extractor takes its scope from.
+impl FromRef<App> for Sweeper {
+    fn from_ref(app: &App) -> Sweeper {
+        app.sweeper.clone()
+    }
 }
 
 impl App {
@@ -178,15 +185,14 @@ fn cache_debug(uri: &Uri) -> bool {
 }
 
 /// Runs a handler's work and answers with its result, the request's cache figures in the
-/// `X-Fragment-Cache` header and in the log. The request's sweeper scope is taken first,
-/// before the work reads anything from the database; with `debug` it marks every fragment it
-/// serves (`Scope::debug`), and stores none.
-async fn respond<F, W>(app: App, request: String, debug: bool, work: W) -> Response
+/// `X-Fragment-Cache` header and in the log. The request's scope was taken when it arrived
+/// (the handler's extractor), before the work reads anything from the database; with `debug`
+/// it marks every fragment it serves (`Scope::debug`), and stores none.
+async fn respond<F, W>(app: App, scope: Scope, request: String, debug: bool, work: W) -> Response
 where
     W: FnOnce(App, Scope) -> F,
     F: Future<Output = Result<Reply, Failure>>,
 {
-    let scope = app.sweeper.scope();
     let scope = if debug { scope.debug() } else { scope };
     let reply = match work(app.clone(), scope.clone()).await {
         Ok(reply) => Ok(reply),
@@ -257,10 +263,10 @@ fn id(segment: &str, what: &str) -> Result<i64, Failure> {
         .map_err(|_| Failure::NotFound(format!("There is no {what} {segment:?}.")))
 }
 
-async fn index(State(app): State<App>, uri: Uri) -> Response {
+async fn index(State(app): State<App>, scope: Scope, uri: Uri) -> Response {
     let cache_debug = cache_debug(&uri);
     let request = format!("GET {uri}");
-    respond(app, request, cache_debug, async |app, scope| {
+    respond(app, scope, request, cache_debug, async |app, scope| {
         let articles = app.query(|conn| Ok(db::article_summaries(conn)?)).await?;
         let page = IndexPage {
             articles,
@@ -271,10 +277,15 @@ async fn index(State(app): State<App>, uri: Uri) -> Response {
     .await
 }
 
-async fn article(State(app): State<App>, Path(article_id): Path<String>, uri: Uri) -> Response {
+async fn article(
+    State(app): State<App>,
+    scope: Scope,
+    Path(article_id): Path<String>,
+    uri: Uri,
+) -> Response {
     let cache_debug = cache_debug(&uri);
     let request = format!("GET {uri}");
-    respond(app, request, cache_debug, async move |app, scope| {
+    respond(app, scope, request, cache_debug, async move |app, scope| {
         let id = id(&article_id, "article")?;
         let article = app
             .query(move |conn| {
@@ -294,24 +305,33 @@ async fn article(State(app): State<App>, Path(article_id): Path<String>, uri: Ur
     .await
 }
 
-async fn like(State(app): State<App>, Path(ids): Path<(String, String)>) -> Response {
-    vote(app, ids, Vote::Like).await
+async fn like(State(app): State<App>, scope: Scope, Path(ids): Path<(String, String)>) -> Response {
+    vote(app, scope, ids, Vote::Like).await
 }
 
-async fn dislike(State(app): State<App>, Path(ids): Path<(String, String)>) -> Response {
-    vote(app, ids, Vote::Dislike).await
+async fn dislike(
+    State(app): State<App>,
+    scope: Scope,
+    Path(ids): Path<(String, String)>,
+) -> Response {
+    vote(app, scope, ids, Vote::Dislike).await
 }
 
 /// Records a vote, then invalidates the comment: its `touches = Article` bumps the article too,
 /// so the comment's fragment and every fragment of the article around it are re-rendered, and
 /// nothing else.
-async fn vote(app: App, (article_id, comment_id): (String, String), vote: Vote) -> Response {
+async fn vote(
+    app: App,
+    scope: Scope,
+    (article_id, comment_id): (String, String),
+    vote: Vote,
+) -> Response {
     let action = match vote {
         Vote::Like => "like",
         Vote::Dislike => "dislike",
     };
     let request = format!("POST /articles/{article_id}/comments/{comment_id}/{action}");
-    respond(app, request, false, async move |app, _| {
+    respond(app, scope, request, false, async move |app, _| {
         let no_such_comment = Failure::NotFound(format!(
             "There is no comment {comment_id} on article {article_id}."
         ));
@@ -375,11 +395,12 @@ fn field<'a>(value: &'a str, name: &str, max: usize) -> Result<&'a str, Failure>
 
 async fn add_comment(
     State(app): State<App>,
+    scope: Scope,
     Path(article_id): Path<String>,
     form: Result<Form<NewComment>, FormRejection>,
 ) -> Response {
     let request = format!("POST /articles/{article_id}/comments");
-    respond(app, request, false, async move |app, _| {
+    respond(app, scope, request, false, async move |app, _| {
         let id = id(&article_id, "article")?;
         let (article, comment) = app
             .query(move |conn| {
@@ -405,9 +426,9 @@ async fn add_comment(
     .await
 }
 
-async fn not_found(State(app): State<App>, method: Method, uri: Uri) -> Response {
+async fn not_found(State(app): State<App>, scope: Scope, method: Method, uri: Uri) -> Response {
     let request = format!("{method} {uri}");
-    respond(app, request, cache_debug(&uri), async move |_, _| {
+    respond(app, scope, request, cache_debug(&uri), async move |_, _| {
         Err(Failure::NotFound(format!("There is no page at {uri}.")))
     })
     .await
