@@ -165,8 +165,7 @@ mod frames;
 mod in_render;
 mod io;
 mod key_part;
-#[doc(hidden)]
-pub mod keys;
+mod keys;
 mod l1;
 mod lazy;
 mod meter;

@@ -58,7 +58,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One value to store, with its time to live (`None`: until evicted).
 #[derive(Debug, Clone, Copy)]
 pub struct SetItem<'a> {
-    /// The key (always a valid memcached key; see [`keys`](crate::keys)).
+    /// The key: always a valid memcached key (at most 250 bytes, no spaces or control
+    /// characters), whatever the record's key and the key parts.
     pub key: &'a str,
     /// The bytes to store.
     pub value: &'a [u8],
