@@ -43,9 +43,66 @@ struct Wanted {
     hint_key: u64,
 }
 
+/// Which pass of the page is rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// A record pass: it notes what the page needs and writes nothing that is kept.
+    Record {
+        /// Fragments met that could not be placed yet: another pass is needed.
+        unresolved: usize,
+        /// Missed bodies rendering right now: outside them, the pass's output is thrown away,
+        /// so known fragments need not be copied into it.
+        in_bodies: usize,
+    },
+    /// The pass that writes the page.
+    Final,
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        Pass::Record {
+            unresolved: 0,
+            in_bodies: 0,
+        }
+    }
+}
+
+impl Pass {
+    fn recording(self) -> bool {
+        matches!(self, Pass::Record { .. })
+    }
+
+    /// Whether what is written now is thrown away (a record pass, outside any missed body).
+    fn discards(self) -> bool {
+        matches!(self, Pass::Record { in_bodies: 0, .. })
+    }
+
+    /// Fragments a record pass could not place yet (none in the final pass).
+    fn unresolved(self) -> usize {
+        match self {
+            Pass::Record { unresolved, .. } => unresolved,
+            Pass::Final => 0,
+        }
+    }
+
+    /// A fragment the record pass could not place: another pass is needed.
+    fn note_unresolved(&mut self) {
+        if let Pass::Record { unresolved, .. } = self {
+            *unresolved += 1;
+        }
+    }
+
+    /// A record pass enters (`+1`) or leaves (`-1`) a missed body.
+    fn body(&mut self, step: isize) {
+        if let Pass::Record { in_bodies, .. } = self {
+            *in_bodies = in_bodies.saturating_add_signed(step);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    recording: bool,
+    pass: Pass,
     /// Counter values by counter key: each version is looked up once per render.
     versions: VersionMap,
     /// Counters whose lookup failed: their fragments are rendered and not stored.
@@ -55,11 +112,6 @@ struct State {
     /// Counters of records versioned by a field alone, met inside a fragment that is being
     /// rendered: that fragment remembers them.
     wanted_counters: Vec<String>,
-    /// Fragments met in this pass that could not be written out yet.
-    unresolved: usize,
-    /// How many missed bodies are being rendered right now: outside them, a record pass
-    /// discards its output, so known fragments need not be copied into it.
-    body_depth: usize,
     writes: Vec<Write>,
     /// Keys whose lease this render took and will not store: released in one batch at the end.
     releases: Vec<String>,
@@ -82,7 +134,7 @@ pub(crate) struct Session {
 impl Session {
     /// Whether a record pass is under way (its output is thrown away).
     pub(crate) fn recording(&self) -> bool {
-        self.state().recording
+        self.state().pass.recording()
     }
 
     /// The value this render learnt for the counter `counter_key`, if any.
@@ -168,8 +220,7 @@ where
     for _ in 0..MAX_RECORD_PASSES {
         {
             let mut state = session.state();
-            state.recording = true;
-            state.unresolved = 0;
+            state.pass = Pass::default();
         }
         page.render_with_values(&InRender(run))?;
         let (wanted, counters) = {
@@ -186,7 +237,7 @@ where
             break;
         }
     }
-    session.state().recording = false;
+    session.state().pass = Pass::Final;
     page.render_with_values(&InRender(run))
 }
 
@@ -236,9 +287,9 @@ where
     // fragment around this one remembers it.
     let contained_key = (!R::COUNTER && frames::inside()).then(|| sweeper.counter_key(record));
     let mut state = session.state();
-    let recording = state.recording;
+    let recording = state.pass.recording();
     // A record pass outside any missed body: its output is thrown away.
-    let discarded = recording && state.body_depth == 0;
+    let discarded = state.pass.discards();
     let wanted = |counter_key: Option<String>, field: Option<String>| {
         let record_key = record.sweeper_key().into_owned();
         Wanted {
@@ -263,7 +314,7 @@ where
                     if recording {
                         // The fragment around this one is rendered again once it is known.
                         state.wanted_counters.push(k);
-                        state.unresolved += 1;
+                        state.pass.note_unresolved();
                     }
                     Own::FieldInsideUnknown
                 }
@@ -273,17 +324,13 @@ where
             // The version cannot be known: render, and store nothing, nor anything around it.
             // A record pass still renders the body, to find the fragments nested in it and
             // fetch them in a batch; the miss is counted once, in the final pass.
-            if recording {
-                state.body_depth += 1;
-            }
+            state.pass.body(1);
             drop(state);
             if !recording {
                 meter.miss(fragment, None);
             }
             let rendered = frames::render_unstorable(render);
-            if recording {
-                session.state().body_depth -= 1;
-            }
+            session.state().pass.body(-1);
             return rendered.map(Html::from);
         }
         Some(k) => match state.versions.get(&k) {
@@ -294,7 +341,7 @@ where
             None if recording => {
                 let w = wanted(Some(k), field);
                 state.wanted.push(w);
-                state.unresolved += 1;
+                state.pass.note_unresolved();
                 return Ok(Html::from(String::new()));
             }
             None => {
@@ -340,7 +387,7 @@ where
                 version.field,
             );
             state.wanted.push(w);
-            state.unresolved += 1;
+            state.pass.note_unresolved();
             Ok(Html::from(String::new()))
         }
         None => {
@@ -349,8 +396,8 @@ where
         }
         Some(Slot::Missed { hint_key, hints }) => {
             let (hint_key, hints) = (*hint_key, hints.clone());
-            let unresolved_before = state.unresolved;
-            state.body_depth += 1;
+            let unresolved_before = state.pass.unresolved();
+            state.pass.body(1);
             drop(state);
             let store = &sweeper.inner.store;
             let current = |stored| {
@@ -364,7 +411,7 @@ where
             };
             let missed = store.render_miss(&key, &session.leases, session.blocks, current, render);
             let mut state = session.state();
-            state.body_depth -= 1;
+            state.pass.body(-1);
             let (html, deps, storable, leader) = match missed {
                 Miss::Handed(stored) => {
                     // Another render of this process just rendered (and stores) it.
@@ -394,7 +441,7 @@ where
                     leader,
                 } => (html, deps, storable, leader),
             };
-            if state.unresolved > unresolved_before {
+            if state.pass.unresolved() > unresolved_before {
                 // Fragments inside are not known yet: the next pass renders this again (and
                 // the leader, dropped here, releases anyone waiting on it).
                 return Ok(Html::from(html));
