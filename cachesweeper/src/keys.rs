@@ -250,18 +250,6 @@ impl std::fmt::Display for Version {
 }
 
 /// Builds the keys of one namespace: the only code that makes cache keys.
-///
-/// ```
-/// use cachesweeper::keys::{KeySpace, is_valid_memcached_key};
-/// use cachesweeper::{KeyParts, Version};
-///
-/// let keys = KeySpace::new("blog")?;
-/// assert_eq!(keys.counter_key("app::Comment", "42"), "blog|v|app::Comment|42");
-/// let version = Version { field: None, counter: Some(7) };
-/// let key = keys.fragment_key("app::Comment", "a key with spaces", &version, &KeyParts::new());
-/// assert!(is_valid_memcached_key(&key));
-/// # Ok::<(), cachesweeper::Error>(())
-/// ```
 #[derive(Debug, Clone)]
 pub struct KeySpace {
     namespace: String,
@@ -390,6 +378,28 @@ fn is_valid_memcached_key(key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::{KeyParts, KeySpace, Version, is_valid_memcached_key};
+
+    #[test]
+    fn a_counter_key_is_readable_and_a_fragment_key_always_valid() {
+        let keys = KeySpace::new("blog").unwrap();
+        assert_eq!(
+            keys.counter_key("app::Comment", "42"),
+            "blog|v|app::Comment|42"
+        );
+        let version = Version {
+            field: None,
+            counter: Some(7),
+        };
+        let key = keys.fragment_key(
+            "app::Comment",
+            "a key with spaces",
+            &version,
+            &KeyParts::new(),
+        );
+        assert!(is_valid_memcached_key(&key), "{key}");
+    }
+
     #[test]
     fn the_parts_hash_is_the_same_in_every_build_and_every_call() {
         // SHA-256 of the length-prefixed parts and their count, first 16 bytes, base64url: the
