@@ -584,3 +584,6 @@ async fn prefetch<I: Io>(
     }
     missed
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! The render session against a scripted backend: which backend calls a page costs, cold and
+//! warm, and what a page does when one of them fails.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::backend::{Backend, Embedded, Leased, SetItem};
+use crate::{Error, ModelRef, Result, Sweepable, Sweeper, TemplateDigest};
+
+/// An embedded cache behind a scripted front, seen by the sweeper as a remote store: it records
+/// every call by method, and answers the methods it is told to fail as a store that cannot be
+/// reached would.
+#[derive(Debug)]
+struct Scripted {
+    inner: Embedded,
+    calls: Mutex<Vec<&'static str>>,
+    failing: Mutex<Vec<&'static str>>,
+}
+
+impl Scripted {
+    fn new() -> Scripted {
+        Scripted {
+            inner: Embedded::new(1 << 20),
+            calls: Mutex::default(),
+            failing: Mutex::default(),
+        }
+    }
+
+    /// The calls made since the last time, in order.
+    fn take_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    fn fail(&self, methods: &[&'static str]) {
+        *self.failing.lock().unwrap() = methods.to_vec();
+    }
+
+    /// Records a call of `method`; its error if it is scripted to fail.
+    fn call(&self, method: &'static str) -> Result<()> {
+        self.calls.lock().unwrap().push(method);
+        if self.failing.lock().unwrap().contains(&method) {
+            return Err(Error::backend_message("scripted", "scripted to fail"));
+        }
+        Ok(())
+    }
+
+    fn each<T>(
+        &self,
+        method: &'static str,
+        n: usize,
+        f: impl FnOnce() -> Vec<Result<T>>,
+    ) -> Vec<Result<T>> {
+        match self.call(method) {
+            Ok(()) => f(),
+            Err(error) => (0..n).map(|_| Err(error.clone())).collect(),
+        }
+    }
+}
+
+impl Backend for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        self.each("get_each", keys.len(), || self.inner.get_each(keys))
+    }
+    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+        self.call("set_many")?;
+        self.inner.set_many(items)
+    }
+    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
+        self.each("incr_each", keys.len(), || {
+            self.inner.incr_each(keys, delta, initial)
+        })
+    }
+    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+        self.each("raise_each", keys.len(), || {
+            self.inner.raise_each(keys, floor)
+        })
+    }
+    fn delete(&self, key: &str) -> Result<bool> {
+        self.call("delete")?;
+        self.inner.delete(key)
+    }
+    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+        self.each("get_leased", keys.len(), || {
+            self.inner.get_leased(keys, lease)
+        })
+    }
+    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+        let _ = keys;
+        self.call("release_leases")
+    }
+    fn fresh_counter(&self, now: u64) -> u64 {
+        // The embedded store's: it never loses a counter, so a first render stores.
+        self.inner.fresh_counter(now)
+    }
+}
+
+struct Note {
+    id: u32,
+    text: &'static str,
+}
+
+impl Sweepable for Note {
+    const MODEL: &'static str = "note";
+    const COUNTER: bool = true;
+    fn sweeper_key(&self) -> Cow<'_, str> {
+        Cow::Owned(self.id.to_string())
+    }
+    fn sweeper_version_field(&self) -> Option<String> {
+        None
+    }
+    fn sweeper_parents(&self, _: &mut Vec<ModelRef>) {}
+}
+
+/// A page of notes, each in a block named "note", written the way Askama's generated code
+/// calls the filter; `bodies` counts the blocks' bodies rendered.
+struct Page<'a> {
+    notes: &'a [Note],
+    bodies: &'a AtomicUsize,
+}
+
+struct Body<'a> {
+    note: &'a Note,
+    bodies: &'a AtomicUsize,
+}
+
+impl fmt::Display for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.bodies.fetch_add(1, Ordering::Relaxed);
+        write!(f, "<p>{}</p>", self.note.text)
+    }
+}
+
+impl askama::Template for Page<'_> {
+    fn render_into_with_values(
+        &self,
+        writer: &mut dyn fmt::Write,
+        values: &dyn askama::Values,
+    ) -> askama::Result<()> {
+        for note in self.notes {
+            let body = Body {
+                note,
+                bodies: self.bodies,
+            };
+            let fragment = crate::filters::cachesweeper::default()
+                .with_0(note)
+                .with_1(600u32)
+                .with_2("note")
+                .execute(body, values)?;
+            write!(writer, "{fragment}")?;
+        }
+        Ok(())
+    }
+
+    const SIZE_HINT: usize = 0;
+}
+
+impl askama::FastWritable for Page<'_> {
+    fn write_into(
+        &self,
+        dest: &mut dyn fmt::Write,
+        values: &dyn askama::Values,
+    ) -> askama::Result<()> {
+        askama::Template::render_into_with_values(self, dest, values)
+    }
+}
+
+impl fmt::Display for Page<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        askama::Template::render_into(self, f).map_err(|_| fmt::Error)
+    }
+}
+
+impl TemplateDigest for Page<'_> {
+    const TEMPLATE_DIGEST: &'static str = "0123456789abcdef";
+}
+
+fn notes() -> Vec<Note> {
+    (1..=20).map(|id| Note { id, text: "hi" }).collect()
+}
+
+/// A sweeper on a scripted store, without an L1 (so that every fragment read reaches it), and
+/// the store.
+fn sweeper() -> (Sweeper, Arc<Scripted>) {
+    let script = Arc::new(Scripted::new());
+    let sweeper = Sweeper::builder()
+        .backend(Arc::clone(&script))
+        .l1(0)
+        .build()
+        .unwrap();
+    (sweeper, script)
+}
+
+#[test]
+fn a_cold_page_costs_one_batch_of_each_kind_and_a_warm_one_two_calls() {
+    let (sweeper, script) = sweeper();
+    let (notes, bodies) = (notes(), AtomicUsize::new(0));
+    let page = Page {
+        notes: &notes,
+        bodies: &bodies,
+    };
+    let expected = "<p>hi</p>".repeat(20);
+
+    assert_eq!(sweeper.scope().render(&page).unwrap(), expected);
+    // The versions in one batch, the fragments in one, every miss stored in one.
+    assert_eq!(
+        script.take_calls(),
+        ["incr_each", "get_leased", "set_many"],
+        "cold"
+    );
+    assert_eq!(bodies.swap(0, Ordering::Relaxed), 20, "each body once");
+
+    let request = sweeper.scope();
+    assert_eq!(request.render(&page).unwrap(), expected);
+    assert_eq!(script.take_calls(), ["incr_each", "get_leased"], "warm");
+    assert_eq!(bodies.load(Ordering::Relaxed), 0, "a hit renders no body");
+    let warm = request.stats();
+    assert_eq!((warm.hits, warm.misses, warm.round_trips), (20, 0, 2));
+}
+
+#[test]
+fn a_page_whose_versions_cannot_be_read_renders_whole_and_stores_nothing() {
+    let (sweeper, script) = sweeper();
+    let (notes, bodies) = (notes(), AtomicUsize::new(0));
+    let page = Page {
+        notes: &notes,
+        bodies: &bodies,
+    };
+    script.fail(&["incr_each"]);
+    let request = sweeper.scope();
+    assert_eq!(request.render(&page).unwrap(), "<p>hi</p>".repeat(20));
+    // No fragment is asked for or stored under a version nobody knows.
+    assert_eq!(script.take_calls(), ["incr_each"]);
+    let stats = request.stats();
+    assert_eq!((stats.misses, stats.errors), (20, 1), "{stats:?}");
+    // A record pass renders the bodies too, to look inside them: twice each, at most.
+    assert!(bodies.load(Ordering::Relaxed) <= 40);
+}
+
+#[test]
+fn a_page_whose_fragments_cannot_be_read_renders_and_stores_what_it_rendered() {
+    let (sweeper, script) = sweeper();
+    let (notes, bodies) = (notes(), AtomicUsize::new(0));
+    let page = Page {
+        notes: &notes,
+        bodies: &bodies,
+    };
+    script.fail(&["get_leased"]);
+    assert_eq!(
+        sweeper.scope().render(&page).unwrap(),
+        "<p>hi</p>".repeat(20)
+    );
+    assert_eq!(bodies.swap(0, Ordering::Relaxed), 20);
+    // The versions were known, so what was rendered is current, and stored.
+    assert_eq!(script.take_calls(), ["incr_each", "get_leased", "set_many"]);
+    script.fail(&[]);
+    // The next page finds it in the store.
+    let request = sweeper.scope();
+    request.render(&page).unwrap();
+    assert_eq!(script.take_calls(), ["incr_each", "get_leased"]);
+    let stats = request.stats();
+    assert_eq!((stats.hits, stats.coalesced), (20, 0), "{stats:?}");
+    assert_eq!(bodies.load(Ordering::Relaxed), 0);
+}
