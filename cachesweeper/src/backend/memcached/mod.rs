@@ -335,7 +335,7 @@ impl Server {
 
     /// After a transport failure: once the breaker has opened, the clients go too, so that the
     /// next attempt resolves the address again.
-    fn failed(&self) {
+    fn forget_clients_if_open(&self) {
         if self.breaker.is_open() {
             *lock(&self.client) = None;
             self.counters.clear();
@@ -364,7 +364,7 @@ impl Server {
             Err(skipped) => return (0..count).map(|_| Err(skipped.clone())).collect(),
         };
         if failed(&answer) {
-            self.failed();
+            self.forget_clients_if_open();
         }
         match answer {
             Err(error) => {
@@ -393,7 +393,7 @@ impl Server {
         match read {
             Err(failure) => {
                 let error = if failure.is_transport() {
-                    self.failed();
+                    self.forget_clients_if_open();
                     Error::unavailable(&self.addr, failure)
                 } else {
                     Error::backend(&self.addr, failure)
