@@ -37,8 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use askama::Template;
-use cachesweeper::backend::BackendExt as _;
-use cachesweeper::backend::{Backend, Embedded, Memcached, Null, Redis, SetItem};
+use cachesweeper::backend::{Backend, Embedded, Leased, Memcached, Null, Redis, SetItem, block_on};
 use cachesweeper::{KeyParts, StatsSnapshot, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::RedisProcess;
@@ -148,10 +147,9 @@ fn known(sweeper: &Sweeper, comments: &[Comment]) {
         .expect("clock")
         .as_nanos() as u64
         - 1_000_000_000;
-    sweeper
-        .backend()
-        .incr_many(&keys, 0, a_second_ago & !1)
-        .expect("versions");
+    for known in block_on(sweeper.backend().incr_each(&keys, 0, a_second_ago & !1)) {
+        known.expect("versions");
+    }
 }
 
 /// A fresh sweeper of `config` whose page records are already known: see [`known`].
@@ -529,6 +527,17 @@ fn page(c: &mut Criterion) {
 /// batches (its 100 version counters, its 100 fragments) through cachesweeper's memcached
 /// backend, one fragment through the same backend, and one `get` of each baseline client.
 fn round_trip(c: &mut Criterion) {
+    fn get_leased(backend: &dyn Backend, keys: &[&str]) -> Vec<Leased> {
+        let found = block_on(backend.get_leased(keys, Duration::from_secs(1)));
+        found.into_iter().map(|found| found.expect("get")).collect()
+    }
+    fn incr(backend: &dyn Backend, keys: &[&str]) -> Vec<u64> {
+        let counted = block_on(backend.incr_each(keys, 0, 1));
+        counted
+            .into_iter()
+            .map(|counted| counted.expect("incr"))
+            .collect()
+    }
     let Some(server) = Server::start() else {
         return;
     };
@@ -552,30 +561,21 @@ fn round_trip(c: &mut Criterion) {
     let counter_keys: Vec<String> = comments.iter().map(|c| sweeper.counter_key(c)).collect();
     let counter_keys: Vec<&str> = counter_keys.iter().map(String::as_str).collect();
     let backend = &server.backend;
-    let found = backend.get_many(&fragment_keys).expect("get_many");
-    assert!(
-        found.iter().all(Option::is_some),
-        "the page's fragments are stored under these keys"
-    );
-    let value = found[0].clone().expect("stored");
+    let found = get_leased(backend, &fragment_keys);
+    let Leased::Hit(value) = found[0].clone() else {
+        panic!("the page's fragments are stored under these keys")
+    };
+    assert!(found.iter().all(|found| matches!(found, Leased::Hit(_))));
 
     let mut group = c.benchmark_group("round_trip");
     group.bench_function("backend_get_many/1", |b| {
-        b.iter(|| {
-            backend
-                .get_many(black_box(&fragment_keys[..1]))
-                .expect("get")
-        })
+        b.iter(|| get_leased(backend, black_box(&fragment_keys[..1])))
     });
     group.bench_function("backend_get_many/100", |b| {
-        b.iter(|| backend.get_many(black_box(&fragment_keys)).expect("get"))
+        b.iter(|| get_leased(backend, black_box(&fragment_keys)))
     });
     group.bench_function("backend_incr_many/100", |b| {
-        b.iter(|| {
-            backend
-                .incr_many(black_box(&counter_keys), 0, 1)
-                .expect("incr")
-        })
+        b.iter(|| incr(backend, black_box(&counter_keys)))
     });
     for wire in [Wire::meta(&server.addr), Wire::text(&server.addr)] {
         wire.set("roundtrip-probe", &value, 600);
@@ -595,26 +595,16 @@ fn round_trip(c: &mut Criterion) {
                 ttl: None,
             })
             .collect();
-        backend.set_many(&items).expect("set_many");
-        backend
-            .incr_many(&counter_keys, 0, 1)
-            .expect("create counters");
+        block_on(backend.set_many(&items)).expect("set_many");
+        incr(backend, &counter_keys);
         group.bench_function("redis_get_many/1", |b| {
-            b.iter(|| {
-                backend
-                    .get_many(black_box(&fragment_keys[..1]))
-                    .expect("get")
-            })
+            b.iter(|| get_leased(backend, black_box(&fragment_keys[..1])))
         });
         group.bench_function("redis_get_many/100", |b| {
-            b.iter(|| backend.get_many(black_box(&fragment_keys)).expect("get"))
+            b.iter(|| get_leased(backend, black_box(&fragment_keys)))
         });
         group.bench_function("redis_incr_many/100", |b| {
-            b.iter(|| {
-                backend
-                    .incr_many(black_box(&counter_keys), 0, 1)
-                    .expect("incr")
-            })
+            b.iter(|| incr(backend, black_box(&counter_keys)))
         });
     }
     group.finish();

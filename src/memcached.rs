@@ -130,6 +130,24 @@ impl MemcachedProcess {
         None
     }
 
+    /// Deletes `key` on the server, as an eviction would; whether it held one.
+    pub fn delete(&self, key: &str) -> bool {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("memcached answers");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        stream
+            .write_all(format!("delete {key}\r\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        match answer.trim_end() {
+            "DELETED" => true,
+            "NOT_FOUND" => false,
+            other => panic!("delete {key}: {other}"),
+        }
+    }
+
     /// Kills the server (its data is lost) and waits for it to exit.
     pub fn kill(&mut self) {
         crate::process::kill(&mut self.child);

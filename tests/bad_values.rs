@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use cachesweeper::backend::BackendExt as _;
 use cachesweeper::backend::{Memcached, SetItem};
 use cachesweeper::{KeyParts, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
@@ -48,7 +47,7 @@ fn an_oversized_fragment_is_rendered_and_not_stored() {
         );
         let key = s.fragment_key(&c, &parts).unwrap();
         assert_eq!(
-            s.backend().get_many(&[&key]).unwrap(),
+            common::get(s.backend().as_ref(), &[&key]).unwrap(),
             vec![None],
             "{}",
             case.name
@@ -113,13 +112,12 @@ fn foreign_truncated_and_non_utf8_values_are_misses_and_are_overwritten() {
             // what this process stored under a versioned key, whoever overwrites it remotely.
             let parts = KeyParts::new().part("bad").part(i);
             let key = s.fragment_key(&c, &parts).unwrap();
-            s.backend()
-                .set_many(&[SetItem {
-                    key: &key,
-                    value: &garbage,
-                    ttl: None,
-                }])
-                .unwrap();
+            common::wait(s.backend().set_many(&[SetItem {
+                key: &key,
+                value: &garbage,
+                ttl: None,
+            }]))
+            .unwrap();
             let html = s
                 .scope()
                 .fragment(&c, 600, &parts, ok(format!("<p>fresh {i}</p>")))

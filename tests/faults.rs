@@ -6,11 +6,12 @@
 mod common;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use cachesweeper::Sweeper;
-use cachesweeper::backend::{Memcached, Null, Redis};
+use cachesweeper::backend::{Backend, Memcached, Null, Redis, SetItem};
+use cachesweeper::{Error, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
 use cachesweeper_suite::silent::SilentListener;
@@ -356,4 +357,256 @@ fn a_redis_cluster_master_killed() {
     assert_eq!(request.render(&page).unwrap(), expected);
     let last = request.stats();
     assert!(last.hits > 0 && last.misses > 0, "{last:?}");
+}
+
+// The memcached backend's own faults, through its `Backend` operations: what a render or an
+// invalidation meets underneath.
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// A current-thread runtime, like a server's.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The longest gap a 5 ms ticker on the same current-thread runtime sees while `work` runs,
+/// and `work`'s output.
+fn with_ticker<T>(work: impl std::future::Future<Output = T>) -> (Duration, T) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    runtime().block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                longest
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let output = work.await;
+        stop.store(true, Ordering::Relaxed);
+        (ticker.await.unwrap(), output)
+    })
+}
+
+#[test]
+fn a_counter_read_of_a_value_that_is_no_number_fails_alone() {
+    let Some(process) = MemcachedProcess::start() else {
+        return;
+    };
+    let cache = Memcached::from_url(&process.url()).unwrap();
+    runtime().block_on(async {
+        let text = SetItem {
+            key: "text",
+            value: b"not a number",
+            ttl: None,
+        };
+        cache.set_many(&[text]).await.unwrap();
+        let read = cache.incr_each(&["before", "text", "after"], 0, 9).await;
+        assert!(matches!(read[..], [Ok(9), Err(_), Ok(9)]), "{read:?}");
+        // The next batch is in step.
+        let read = cache.incr_each(&["after", "before"], 0, 1).await;
+        assert!(matches!(read[..], [Ok(9), Ok(9)]), "{read:?}");
+    });
+}
+
+/// Every operation, `calls` times at once (as tasks), against two keys: whether each failed,
+/// and how long it took.
+async fn call_every_operation(cache: Arc<Memcached>, calls: usize) -> Vec<(bool, Duration)> {
+    const KEYS: [&str; 2] = ["a|1", "b|2"];
+    const ITEM: [SetItem<'static>; 1] = [SetItem {
+        key: "a|1",
+        value: b"x",
+        ttl: None,
+    }];
+    let lease = Duration::from_secs(1);
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let failed = match i % 5 {
+                    0 => cache
+                        .get_leased(&KEYS, lease)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    1 => cache.set_many(&ITEM).await.is_err(),
+                    2 => cache
+                        .incr_each(&KEYS, 0, 1)
+                        .await
+                        .iter()
+                        .all(Result::is_err),
+                    3 => cache.raise_each(&KEYS, 1).await.iter().all(Result::is_err),
+                    _ => cache.release_leases(&KEYS).await.is_err(),
+                };
+                (failed, started.elapsed())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+#[test]
+fn calls_to_an_unreachable_server_fail_in_time_and_open_the_breaker_without_blocking() {
+    // Accepts connections (the kernel does, into the backlog) and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let (connect, exchange) = (Duration::from_millis(100), Duration::from_millis(150));
+    for (name, addr) in [
+        ("silent", silent.local_addr().unwrap().to_string()),
+        ("closed", format!("127.0.0.1:{closed}")),
+    ] {
+        // A loaded machine can take the thread away for tens of milliseconds now and then; a
+        // call that blocked would stall the ticker in every run, not in one.
+        let mut tries = 0;
+        let cache = loop {
+            let cache = Memcached::builder()
+                .server(addr.as_str())
+                .connect_timeout(connect)
+                .io_timeout(exchange)
+                .circuit_breaker(2, Duration::from_secs(60))
+                .build()
+                .unwrap();
+            let (gap, outcomes) = with_ticker(call_every_operation(Arc::new(cache.clone()), 20));
+            let slowest = outcomes.iter().map(|&(_, took)| took).max().unwrap();
+            assert!(
+                outcomes.iter().all(|&(failed, _)| failed),
+                "{name}: a call succeeded"
+            );
+            tries += 1;
+            if gap <= Duration::from_millis(20)
+                && slowest <= connect + exchange + Duration::from_millis(100)
+            {
+                break cache;
+            }
+            assert!(
+                tries < 5,
+                "{name}: the ticker stalled for {gap:?}, the slowest call took {slowest:?}"
+            );
+        };
+        // The breaker is open: the next call is skipped without the network.
+        let (_, skipped) = with_ticker(cache.incr_each(&["a|1"], 0, 1));
+        assert!(
+            matches!(skipped[..], [Err(Error::CircuitOpen { .. })]),
+            "{name}: {skipped:?}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_is_split_per_server_and_a_silent_server_fails_only_its_keys() {
+    let (Some(one), Some(two)) = (MemcachedProcess::start(), MemcachedProcess::start()) else {
+        return;
+    };
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let keys: Vec<String> = (0..40).map(|i| format!("cs|v|Comment|{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let exchange = Duration::from_millis(150);
+    let runtime = runtime();
+
+    let both = Memcached::builder()
+        .server(addr(one.port()))
+        .server(addr(two.port()))
+        .build()
+        .unwrap();
+    let on_one = Memcached::from_url(&one.url()).unwrap();
+    // Which keys the first server holds: those it finds, once the pair has stored them all.
+    let held_by_one: Vec<bool> = runtime.block_on(async {
+        // Created even (confirmed), so that the raise goes to its floor.
+        let created = both.incr_each(&keys, 0, 4).await;
+        assert!(created.iter().all(|r| matches!(r, Ok(4))), "{created:?}");
+        let raised = both.raise_each(&keys, 100).await;
+        assert!(raised.iter().all(|r| matches!(r, Ok(100))), "{raised:?}");
+        let read = both.incr_each(&keys, 0, 0).await;
+        assert!(read.iter().all(|r| matches!(r, Ok(100))), "{read:?}");
+        // A counter the first server does not hold is created there at 1.
+        let read = on_one.incr_each(&keys, 0, 1).await;
+        read.into_iter().map(|r| r.unwrap() == 100).collect()
+    });
+    let spread = held_by_one.iter().filter(|&&held| held).count();
+    assert!(
+        0 < spread && spread < keys.len(),
+        "the keys span both servers"
+    );
+
+    // The second server silent: its keys fail after the exchange timeout, the others answer
+    // what the first server holds (every key by now: 100 where the pair put it there, 1 where
+    // the read above created it).
+    let half = Memcached::builder()
+        .server(addr(one.port()))
+        .server(addr(silent.local_addr().unwrap().port()))
+        .io_timeout(exchange)
+        .build()
+        .unwrap();
+    let answers = runtime.block_on(half.incr_each(&keys, 0, 7));
+    let mut failed = 0;
+    for ((key, answer), held) in keys.iter().zip(&answers).zip(&held_by_one) {
+        match answer {
+            Ok(value) => assert_eq!(*value, if *held { 100 } else { 1 }, "{key}"),
+            Err(Error::Unavailable { .. }) => failed += 1,
+            Err(error) => panic!("{key}: {error:?}"),
+        }
+    }
+    assert!(
+        0 < failed && failed < keys.len(),
+        "{failed} of {} keys failed: the silent server's only",
+        keys.len()
+    );
+
+    // Both silent: the two exchanges wait side by side, not one after the other.
+    let other_silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute = Memcached::builder()
+        .server(addr(silent.local_addr().unwrap().port()))
+        .server(addr(other_silent.local_addr().unwrap().port()))
+        .io_timeout(exchange)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let answers = runtime.block_on(mute.get_leased(&keys, Duration::from_secs(1)));
+    assert!(answers.iter().all(Result::is_err));
+    assert!(
+        started.elapsed() < 2 * exchange,
+        "{:?}: the servers were waited for in turn",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_client_is_made_at_first_use_and_again_once_the_server_is_back() {
+    let port = free_port();
+    let cache = Memcached::builder()
+        .server(format!("127.0.0.1:{port}"))
+        .circuit_breaker(1, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let (_, down) = with_ticker(cache.incr_each(&["c|1"], 0, 5));
+    assert!(
+        matches!(down[..], [Err(Error::Unavailable { .. })]),
+        "{down:?}"
+    );
+    let Some(_process) = MemcachedProcess::start_on(port) else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    let (_, up) = with_ticker(cache.incr_each(&["c|1"], 0, 5));
+    assert_eq!(up.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [5]);
 }

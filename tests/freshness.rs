@@ -1116,7 +1116,7 @@ fn l_evicted_counters_and_slow_reads() {
                     ttl: None,
                 })
                 .collect();
-            let _ = filler.set_many(&items);
+            let _ = cachesweeper::backend::block_on(filler.set_many(&items));
             n += 1;
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -3,7 +3,7 @@
 //! system's store, here `SSL_CERT_FILE`.
 
 use cachesweeper::Sweeper;
-use cachesweeper::backend::{Backend, BackendExt as _, Redis, conformance};
+use cachesweeper::backend::{Backend, Redis, conformance};
 use cachesweeper_suite::redis::RedisProcess;
 
 #[test]
@@ -18,7 +18,13 @@ fn redis_over_tls_conforms() {
 
     // The same port without TLS is no cache: every call fails, and a page still renders.
     let plain = Redis::from_url(&server.url().replace("rediss://", "redis://")).unwrap();
-    assert!(plain.get_many(&["conformance|a"]).is_err());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let found =
+        runtime.block_on(plain.get_leased(&["conformance|a"], std::time::Duration::from_secs(1)));
+    assert!(found.iter().all(Result::is_err), "{found:?}");
     let sweeper = Sweeper::builder().backend(plain).build().unwrap();
     assert!(sweeper.backend().name().starts_with("redis://"));
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use askama::Template;
-use cachesweeper::backend::{Backend, Embedded, Leased, Memcached, Redis, SetItem};
+use cachesweeper::backend::{Backend, BoxFuture, Embedded, Leased, Memcached, Redis, SetItem};
 use cachesweeper::{Result, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::{RedisCluster, RedisProcess};
@@ -46,38 +46,43 @@ impl Backend for Counting {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
         self.calls.fetch_add(1, Relaxed);
-        self.inner.get_each(keys)
+        self.inner.get_leased(keys, lease)
     }
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
         self.calls.fetch_add(1, Relaxed);
         self.inner.set_many(items)
     }
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
         self.calls.fetch_add(1, Relaxed);
         self.counter_keys.fetch_add(keys.len(), Relaxed);
         self.inner.incr_each(keys, delta, initial)
     }
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+    fn raise_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
         self.calls.fetch_add(1, Relaxed);
         self.counter_keys.fetch_add(keys.len(), Relaxed);
         self.inner.raise_each(keys, floor)
     }
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        self.calls.fetch_add(1, Relaxed);
-        self.inner.get_leased(keys, lease)
-    }
-    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
         self.calls.fetch_add(1, Relaxed);
         self.inner.release_leases(keys)
     }
     fn fresh_counter(&self, now: u64) -> u64 {
         self.inner.fresh_counter(now)
-    }
-    fn delete(&self, key: &str) -> Result<bool> {
-        self.calls.fetch_add(1, Relaxed);
-        self.inner.delete(key)
     }
     fn max_value_len(&self) -> usize {
         self.inner.max_value_len()
@@ -460,35 +465,47 @@ impl Backend for FailingModel {
     fn name(&self) -> &str {
         "failing"
     }
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        self.inner.get_each(keys)
-    }
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        self.inner.set_many(items)
-    }
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        let answers = self.inner.incr_each(keys, delta, initial);
-        keys.iter()
-            .zip(answers)
-            .map(|(key, answer)| {
-                if key.contains(self.model) {
-                    Err(cachesweeper::Error::CircuitOpen {
-                        backend: "down".into(),
-                        retry_in_ms: 1,
-                    })
-                } else {
-                    answer
-                }
-            })
-            .collect()
-    }
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        self.inner.raise_each(keys, floor)
-    }
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
         self.inner.get_leased(keys, lease)
     }
-    fn release_leases(&self, keys: &[&str]) -> Result<()> {
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        self.inner.set_many(items)
+    }
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(async move {
+            let answers = self.inner.incr_each(keys, delta, initial).await;
+            keys.iter()
+                .zip(answers)
+                .map(|(key, answer)| {
+                    if key.contains(self.model) {
+                        Err(cachesweeper::Error::CircuitOpen {
+                            backend: "down".into(),
+                            retry_in_ms: 1,
+                        })
+                    } else {
+                        answer
+                    }
+                })
+                .collect()
+        })
+    }
+    fn raise_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        self.inner.raise_each(keys, floor)
+    }
+    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
         self.inner.release_leases(keys)
     }
     fn fresh_counter(&self, now: u64) -> u64 {
@@ -499,9 +516,6 @@ impl Backend for FailingModel {
     }
     fn is_local(&self) -> bool {
         self.inner.is_local()
-    }
-    fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key)
     }
 }
 
@@ -610,7 +624,7 @@ fn an_invalidation_costs_two_exchanges_whoever_read_the_counter() {
     // Another process sharing the server.
     let other = Memcached::from_url(&server.url()).unwrap();
     let counter = |record: &Article| {
-        other.incr_each(&[&sweeper.counter_key(record)], 0, 0)[0]
+        common::wait(other.incr_each(&[&sweeper.counter_key(record)], 0, 0))[0]
             .clone()
             .unwrap()
     };
@@ -641,7 +655,7 @@ fn an_invalidation_costs_two_exchanges_whoever_read_the_counter() {
     let shared = article(4);
     known(&sweeper, [&shared]);
     let key = sweeper.counter_key(&shared);
-    let elsewhere = other.raise_each(&[&key], common::now_ns())[0]
+    let elsewhere = common::wait(other.raise_each(&[&key], common::now_ns()))[0]
         .clone()
         .unwrap();
     assert_eq!(
@@ -688,7 +702,7 @@ fn a_raise_ends_at_its_floor_or_above_after_a_restart_lost_the_counter() {
     sweeper.version(&record).unwrap();
     server.restart();
     let slow = Memcached::from_url(&server.url()).unwrap();
-    let recreated = slow.incr_each(&[&key], 0, common::now_ns() - 60_000_000_000)[0]
+    let recreated = common::wait(slow.incr_each(&[&key], 0, common::now_ns() - 60_000_000_000))[0]
         .clone()
         .unwrap();
     let floor = common::now_ns();
@@ -696,7 +710,9 @@ fn a_raise_ends_at_its_floor_or_above_after_a_restart_lost_the_counter() {
     if sweeper.invalidate(&record).is_err() {
         sweeper.flush(Duration::from_secs(10)).unwrap();
     }
-    let end = slow.incr_each(&[&key], 0, 0)[0].clone().unwrap();
+    let end = common::wait(slow.incr_each(&[&key], 0, 0))[0]
+        .clone()
+        .unwrap();
     assert!(
         end >= floor && end > recreated,
         "{end}: floor {floor}, was {recreated}"

@@ -62,7 +62,7 @@ where
     wanted.extend(hints.iter().flat_map(|h| h.iter()).map(|k| &**k));
     for (key, value) in wanted
         .iter()
-        .zip(io::finish(counters.read(&Blocking, &meter, &wanted)))
+        .zip(io::block_on(counters.read(&meter, &wanted)))
     {
         if let Ok(value) = value {
             versions.insert((*key).to_owned(), value);
@@ -92,8 +92,8 @@ where
     };
     let key = keys.fragment_key(model, &record_key, &version, parts);
 
-    let mut found = io::finish(store.fetch(&Blocking, &meter, held, &[key.as_str()]));
-    io::finish(store.verify(&Blocking, &meter, counters, &mut found, &mut versions));
+    let mut found = io::block_on(store.fetch(&Blocking, &meter, held, &[key.as_str()]));
+    io::block_on(store.verify(&meter, counters, &mut found, &mut versions));
     if let Some(stored) = found.pop().flatten() {
         store.remember_hints(hint_key, hints.as_ref(), &stored.deps);
         meter.hit(fragment, &key, &stored.html);
@@ -103,7 +103,7 @@ where
 
     let current = |stored| {
         let mut handed = [Some(stored)];
-        io::finish(store.verify(&Blocking, &meter, counters, &mut handed, &mut versions));
+        io::block_on(store.verify(&meter, counters, &mut handed, &mut versions));
         let [handed] = handed;
         handed
     };
@@ -118,7 +118,7 @@ where
         } => {
             meter.miss(fragment, Some(&key));
             frames::note(None, &[], false);
-            io::finish(store.release(&Blocking, &meter, held, &[&key]));
+            io::block_on(store.release(&meter, held, &[&key]));
             Err(error)
         }
         Miss::Rendered {
@@ -140,8 +140,8 @@ where
                 leader,
             );
             match finished.write {
-                Some(write) => io::finish(store.write(&Blocking, &meter, held, vec![write])),
-                None => io::finish(store.release(&Blocking, &meter, held, &[&key])),
+                Some(write) => io::block_on(store.write(&meter, held, vec![write])),
+                None => io::block_on(store.release(&meter, held, &[&key])),
             }
             Ok(Html::Rendered(finished.stored))
         }

@@ -1,123 +1,42 @@
-//! One code path for blocking and async callers.
+//! How a caller waits: blocking its thread, or awaiting.
 //!
 //! The parts of a render that talk to the backend (version reads, fragment lookups, stores,
-//! lease releases, raises) are written once, as `async fn`s generic over [`Io`]. An async
-//! caller awaits them with [`Async`], whose operations are the backend's async forms. A blocking
-//! caller runs them with [`Blocking`], whose operations are the backend's blocking calls made
-//! inside the future; such a future never suspends, so [`finish`] polls it once, on the
-//! caller's thread, with no executor.
+//! lease releases, raises) are written once, as `async fn`s over the backend's async
+//! operations. An async caller awaits them ([`Async`]). A blocking caller runs them with
+//! [`block_on`], on its own thread: the one adapter between the two. What differs is only how
+//! a render waits for another's result ([`Io`]).
 
 use std::future::Future;
 use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::Duration;
 
-use crate::Result;
-use crate::backend::{Backend, Leased, SetItem};
-
-/// How the backend is called: blocking ([`Blocking`]) or awaited ([`Async`]).
+/// How the caller waits: its thread blocks ([`Blocking`]), or its task yields ([`Async`]).
 pub(crate) trait Io: Sync {
     /// Whether waiting blocks the thread: a blocking render may wait for another render's
     /// single flight in place, an async one must not.
     const BLOCKS: bool;
 
-    fn get_leased<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> impl Future<Output = Vec<Result<Leased>>> + Send + 'a;
-
-    fn set_many<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        items: &'a [SetItem<'a>],
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    fn incr_each<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> impl Future<Output = Vec<Result<u64>>> + Send + 'a;
-
-    fn raise_each<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> impl Future<Output = Vec<Result<u64>>> + Send + 'a;
-
-    fn release_leases<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
     /// Waits `duration` (the thread sleeps, or the task yields to its runtime's timer).
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
-/// The backend's blocking calls, on the caller's thread.
+/// A caller whose thread waits: its futures run under [`block_on`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Blocking;
 
-// Not `async fn`: the futures must not borrow `self`, only what they are given.
-#[allow(clippy::manual_async_fn)]
 impl Io for Blocking {
     const BLOCKS: bool = true;
 
-    fn get_leased<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> impl Future<Output = Vec<Result<Leased>>> + Send + 'a {
-        async move { backend.get_leased(keys, lease) }
-    }
-
-    fn set_many<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        items: &'a [SetItem<'a>],
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        async move { backend.set_many(items) }
-    }
-
-    fn incr_each<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> impl Future<Output = Vec<Result<u64>>> + Send + 'a {
-        async move { backend.incr_each(keys, delta, initial) }
-    }
-
-    fn raise_each<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> impl Future<Output = Vec<Result<u64>>> + Send + 'a {
-        async move { backend.raise_each(keys, floor) }
-    }
-
-    fn release_leases<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        async move { backend.release_leases(keys) }
-    }
-
+    #[allow(clippy::manual_async_fn)]
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
         async move { std::thread::sleep(duration) }
     }
 }
 
-/// The backend's async forms, awaited on the caller's runtime (tokio's, for its timer).
+/// A caller that awaits, on tokio (for its timer).
 #[cfg(feature = "tokio")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Async;
@@ -126,65 +45,88 @@ pub(crate) struct Async;
 impl Io for Async {
     const BLOCKS: bool = false;
 
-    fn get_leased<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> impl Future<Output = Vec<Result<Leased>>> + Send + 'a {
-        backend.get_leased_async(keys, lease)
-    }
-
-    fn set_many<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        items: &'a [SetItem<'a>],
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        backend.set_many_async(items)
-    }
-
-    fn incr_each<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> impl Future<Output = Vec<Result<u64>>> + Send + 'a {
-        backend.incr_each_async(keys, delta, initial)
-    }
-
-    fn raise_each<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> impl Future<Output = Vec<Result<u64>>> + Send + 'a {
-        backend.raise_each_async(keys, floor)
-    }
-
-    fn release_leases<'a>(
-        &self,
-        backend: &'a dyn Backend,
-        keys: &'a [&'a str],
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
-        backend.release_leases_async(keys)
-    }
-
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
         tokio::time::sleep(duration)
     }
 }
 
-/// The output of a future that never suspends (one built on [`Blocking`]): polled once, here.
-///
-/// # Panics
-///
-/// If the future suspends, which would mean it awaited something other than [`Blocking`]'s
-/// operations: a bug in this crate.
-pub(crate) fn finish<F: Future>(future: F) -> F::Output {
-    let future = pin!(future);
-    match future.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => unreachable!("a blocking cache operation suspended"),
+/// Unparks the thread that waits.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
     }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// This thread's waker, made once: a hit on a store in this process is ready at the first
+    /// poll, and should cost no allocation for it.
+    static WAKER: Waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+}
+
+/// The output of `future`, polled on this thread, which parks between polls: how a blocking
+/// caller (`Scope::render`, `Sweeper::invalidate`) awaits a [`Backend`](crate::backend::Backend)
+/// operation, and how to call one from code that is not async.
+///
+/// It needs no runtime: a remote backend's sockets are driven by its own I/O thread, which
+/// wakes this one. Works on any thread, also one inside a runtime (where tokio's own
+/// `block_on` panics), though there it holds the thread as any blocking call does.
+///
+/// ```
+/// use cachesweeper::backend::{Backend, Embedded, block_on};
+///
+/// let cache = Embedded::new(1 << 20);
+/// let counters = block_on(cache.incr_each(&["a", "b"], 0, 10));
+/// assert!(counters.iter().all(|counter| matches!(counter, Ok(10))));
+/// ```
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    // Called on a tokio worker, the future would spend that task's budget and then be told to
+    // yield on every poll, for ever: a thread parked here never yields to reset it.
+    #[cfg(any(feature = "memcache", feature = "redis", feature = "tokio"))]
+    let future = tokio::task::unconstrained(future);
+    let mut future = pin!(future);
+    WAKER.with(|waker| {
+        let mut context = Context::from_waker(waker);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut context) {
+                return out;
+            }
+            std::thread::park();
+        }
+    })
+}
+
+/// Awaits every future at once and answers in their order: a join for a handful of futures
+/// (the per-server batches of one call; each pending one is polled again on every wake), so
+/// that no futures crate is needed.
+#[cfg(any(feature = "memcache", feature = "conformance"))]
+pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
 }

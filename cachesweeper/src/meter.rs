@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Embedded};
 use crate::by_fragment::ByFragment;
 use crate::clock;
 use crate::stats::Stats;
@@ -74,6 +74,8 @@ pub(crate) struct Warnings {
 #[derive(Clone, Copy)]
 pub(crate) struct Meter<'a> {
     pub(crate) backend: &'a dyn Backend,
+    /// The backend, when it is the embedded one (see `store.rs`).
+    pub(crate) embedded: Option<&'a Embedded>,
     pub(crate) shared: &'a Stats,
     pub(crate) scope: Option<&'a Stats>,
     pub(crate) warnings: &'a Warnings,

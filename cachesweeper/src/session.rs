@@ -157,7 +157,7 @@ pub(crate) fn render<T>(sweeper: &Sweeper, page: &T, began: ReadFrom) -> askama:
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
-    io::finish(render_with(&Blocking, sweeper, page, began))
+    io::block_on(render_with(&Blocking, sweeper, page, began))
 }
 
 /// [`render`], awaiting the backend between the passes (see [`Scope::render_async`](crate::Scope::render_async)).
@@ -199,9 +199,9 @@ where
     };
     let meter = run.meter();
     let store = &run.inner.store;
-    store.write(io, &meter, &session.leases, writes).await;
+    store.write(&meter, &session.leases, writes).await;
     let releases: Vec<&str> = releases.iter().map(String::as_str).collect();
-    store.release(io, &meter, &session.leases, &releases).await;
+    store.release(&meter, &session.leases, &releases).await;
     // Whatever lease is left (a fragment another render of this process handed over, or one
     // the final pass never met) is that render's, or expires.
     html
@@ -506,7 +506,7 @@ async fn prefetch<I: Io>(
     };
     if !unknown.is_empty() {
         let refs: Vec<&str> = unknown.iter().map(String::as_str).collect();
-        let fetched = counters.read(io, &meter, &refs).await;
+        let fetched = counters.read(&meter, &refs).await;
         let mut state = session.state();
         for (key, value) in unknown.into_iter().zip(fetched) {
             match value {
@@ -551,7 +551,7 @@ async fn prefetch<I: Io>(
     let mut found = store.fetch(io, &meter, &session.leases, &refs).await;
     let mut versions = std::mem::take(&mut session.state().versions);
     store
-        .verify(io, &meter, counters, &mut found, &mut versions)
+        .verify(&meter, counters, &mut found, &mut versions)
         .await;
     if !I::BLOCKS {
         // The final pass claims what missed without waiting: let another render of this

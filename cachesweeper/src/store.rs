@@ -283,7 +283,7 @@ impl FragmentStore {
         if remote.is_empty() {
             return found;
         }
-        if let Some(embedded) = meter.backend.as_embedded() {
+        if let Some(embedded) = meter.embedded {
             self.fetch_embedded(meter, embedded, keys, &remote, &mut found);
             return found;
         }
@@ -298,7 +298,7 @@ impl FragmentStore {
         loop {
             let remote_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
             let started = Instant::now();
-            let values = io.get_leased(meter.backend, &remote_keys, LEASE).await;
+            let values = meter.backend.get_leased(&remote_keys, LEASE).await;
             meter.tally(&values, started);
             let mut busy = Vec::new();
             for (i, answer) in pending.into_iter().zip(values) {
@@ -382,9 +382,8 @@ impl FragmentStore {
     /// Drops from `found` every fragment that contains a record whose version has changed
     /// since it was stored (or cannot be read now). Versions already in `versions` are taken
     /// from there; the others are read in one batch and added to it.
-    pub(crate) async fn verify<I: Io>(
+    pub(crate) async fn verify(
         &self,
-        io: &I,
         meter: &Meter<'_>,
         counters: &Versions,
         found: &mut [Option<Arc<Stored>>],
@@ -400,7 +399,7 @@ impl FragmentStore {
             }
         }
         if !unknown.is_empty() {
-            for (key, value) in unknown.iter().zip(counters.read(io, meter, &unknown).await) {
+            for (key, value) in unknown.iter().zip(counters.read(meter, &unknown).await) {
                 if let Ok(value) = value {
                     versions.insert((*key).to_owned(), value);
                 }
@@ -554,13 +553,7 @@ impl FragmentStore {
     /// store, so that other renders do not wait for them; one round trip. Keys it does not hold
     /// (another render's lease, which it rendered rather than wait for) are left alone:
     /// releasing them would delete what their holder stores.
-    pub(crate) async fn release<I: Io>(
-        &self,
-        io: &I,
-        meter: &Meter<'_>,
-        held: &Leases,
-        keys: &[&str],
-    ) {
+    pub(crate) async fn release(&self, meter: &Meter<'_>, held: &Leases, keys: &[&str]) {
         if keys.is_empty() || meter.backend.is_local() {
             return;
         }
@@ -570,20 +563,14 @@ impl FragmentStore {
         };
         if !ours.is_empty() {
             let started = Instant::now();
-            let released = io.release_leases(meter.backend, &ours).await;
+            let released = meter.backend.release_leases(&ours).await;
             meter.tally(std::slice::from_ref(&released), started);
             held.let_go(ours.iter().copied());
         }
     }
 
     /// Stores rendered fragments, in one batch.
-    pub(crate) async fn write<I: Io>(
-        &self,
-        io: &I,
-        meter: &Meter<'_>,
-        held: &Leases,
-        writes: Vec<Write>,
-    ) {
+    pub(crate) async fn write(&self, meter: &Meter<'_>, held: &Leases, writes: Vec<Write>) {
         if writes.is_empty() {
             return;
         }
@@ -592,7 +579,7 @@ impl FragmentStore {
             .map(|w| value::encoded_len(w.stored.html.len(), &w.stored.deps))
             .sum();
         let started = Instant::now();
-        let stored = if let Some(embedded) = meter.backend.as_embedded() {
+        let stored = if let Some(embedded) = meter.embedded {
             for w in &writes {
                 embedded.store_fragment(&w.key, Arc::clone(&w.stored), w.ttl);
             }
@@ -608,7 +595,7 @@ impl FragmentStore {
                     ttl: Some(w.ttl),
                 })
                 .collect();
-            io.set_many(meter.backend, &items).await
+            meter.backend.set_many(&items).await
         };
         meter.tally(std::slice::from_ref(&stored), started);
         if stored.is_ok() {

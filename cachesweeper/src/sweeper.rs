@@ -65,6 +65,8 @@ pub struct Sweeper {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
+    /// The backend again, when it is the embedded one: fragments are kept there as objects.
+    pub(crate) embedded: Option<Embedded>,
     pub(crate) keys: KeySpace,
     stats: Stats,
     warnings: Warnings,
@@ -79,7 +81,7 @@ pub(crate) struct Inner {
 #[must_use]
 pub struct SweeperBuilder {
     namespace: Option<String>,
-    backend: Option<Arc<dyn Backend>>,
+    backend: Option<(Arc<dyn Backend>, Option<Embedded>)>,
     l1_bytes: Option<u64>,
     clock_skew: Duration,
     debug: bool,
@@ -95,9 +97,13 @@ impl SweeperBuilder {
 
     /// Where fragments and counters live (default: an [`Embedded`] cache of 64 MiB). A backend
     /// shared with another sweeper is passed as its `Arc<dyn Backend>`
-    /// ([`Sweeper::backend`]).
-    pub fn backend(mut self, backend: impl Backend + 'static) -> Self {
-        self.backend = Some(Arc::new(backend));
+    /// ([`Sweeper::backend`]), or as a clone of the [`Embedded`] (which then keeps fragments
+    /// as objects, not encoded: only a backend passed as an `Embedded` does).
+    pub fn backend<B: Backend + 'static>(mut self, backend: B) -> Self {
+        let embedded = (&backend as &dyn std::any::Any)
+            .downcast_ref::<Embedded>()
+            .cloned();
+        self.backend = Some((Arc::new(backend), embedded));
         self
     }
 
@@ -132,9 +138,10 @@ impl SweeperBuilder {
     /// Checks the configuration and builds the sweeper.
     pub fn build(self) -> Result<Sweeper> {
         let keys = KeySpace::new(self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
-        let backend = self
-            .backend
-            .unwrap_or_else(|| Arc::new(Embedded::new(DEFAULT_EMBEDDED_BYTES)));
+        let (backend, embedded) = self.backend.unwrap_or_else(|| {
+            let embedded = Embedded::new(DEFAULT_EMBEDDED_BYTES);
+            (Arc::new(embedded.clone()), Some(embedded))
+        });
         let l1_bytes = self.l1_bytes.unwrap_or(if backend.is_local() {
             0
         } else {
@@ -146,6 +153,7 @@ impl SweeperBuilder {
                 store: FragmentStore::new(l1_bytes, self.clock_skew),
                 versions: Versions::default(),
                 backend,
+                embedded,
                 keys,
                 stats: Stats::default(),
                 warnings: Warnings::default(),
@@ -262,6 +270,7 @@ impl Sweeper {
     pub(crate) fn meter(&self) -> Meter<'_> {
         Meter {
             backend: &*self.inner.backend,
+            embedded: self.inner.embedded.as_ref(),
             shared: &self.inner.stats,
             by_fragment: &self.inner.by_fragment,
             metrics: &self.inner.metrics,
@@ -297,7 +306,7 @@ impl Sweeper {
         let field = record.sweeper_version_field();
         let counter = if R::COUNTER {
             let key = self.counter_key(record);
-            let read = io::finish(self.inner.versions.read(&Blocking, &self.meter(), &[&key]));
+            let read = io::block_on(self.inner.versions.read(&self.meter(), &[&key]));
             Some(read.into_iter().next().expect("one key")?)
         } else {
             None
@@ -390,10 +399,10 @@ impl Sweeper {
     /// past its creation.
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
         let keys = self.invalidation(record);
-        io::finish(
+        io::block_on(
             self.inner
                 .versions
-                .raise(&Blocking, &self.meter(), &self.inner.backend, keys),
+                .raise(&self.meter(), &self.inner.backend, keys),
         )
     }
 
@@ -417,7 +426,7 @@ impl Sweeper {
         let keys = self.invalidation(record);
         self.inner
             .versions
-            .raise(&io::Async, &self.meter(), &self.inner.backend, keys)
+            .raise(&self.meter(), &self.inner.backend, keys)
             .await
     }
 
@@ -443,12 +452,11 @@ impl Sweeper {
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
         self.meter().invalidation();
         let key = self.inner.keys.counter_key(record.model, &record.key);
-        io::finish(self.inner.versions.raise(
-            &Blocking,
-            &self.meter(),
-            &self.inner.backend,
-            vec![key],
-        ))
+        io::block_on(
+            self.inner
+                .versions
+                .raise(&self.meter(), &self.inner.backend, vec![key]),
+        )
     }
 
     /// Waits until every invalidation that failed (or whose async caller was dropped) has
@@ -457,7 +465,7 @@ impl Sweeper {
     /// [`Error::InvalidationPending`](crate::Error::InvalidationPending) naming a counter
     /// still pending if the time ran out.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        pending(io::finish(self.inner.versions.flush(&Blocking, timeout)))
+        pending(io::block_on(self.inner.versions.flush(&Blocking, timeout)))
     }
 
     /// [`flush`](Self::flush), awaiting instead of blocking (feature `tokio`).

@@ -32,12 +32,7 @@ impl Versions {
     /// the backend's [`fresh_counter`](Backend::fresh_counter) for the current time). Counters
     /// whose invalidation failed in this process and has not been retried yet read as errors:
     /// nothing under them is served or stored here until it is.
-    pub(crate) async fn read<I: Io>(
-        &self,
-        io: &I,
-        meter: &Meter<'_>,
-        keys: &[&str],
-    ) -> Vec<Result<u64>> {
+    pub(crate) async fn read(&self, meter: &Meter<'_>, keys: &[&str]) -> Vec<Result<u64>> {
         if keys.is_empty() {
             return Vec::new();
         }
@@ -46,9 +41,9 @@ impl Versions {
         // every render already under way, or one of them could store old rows under it.
         let fresh = meter.backend.fresh_counter(clock::now());
         let started = std::time::Instant::now();
-        let mut out = io.incr_each(meter.backend, keys, 0, fresh).await;
+        let mut out = meter.backend.incr_each(keys, 0, fresh).await;
         meter.tally(&out, started);
-        self.confirm(io, meter, keys, &mut out).await;
+        self.confirm(meter, keys, &mut out).await;
         if self.retry.is_pending() {
             for (key, value) in keys.iter().zip(out.iter_mut()) {
                 if self.retry.contains(key) {
@@ -66,13 +61,7 @@ impl Versions {
     /// creation, which the caller saw, and so later than any invalidation lost with the
     /// counter they replace. A render stores nothing under them (its data is older); later
     /// ones may. A confirmation that fails leaves the odd value: nothing is stored under it.
-    async fn confirm<I: Io>(
-        &self,
-        io: &I,
-        meter: &Meter<'_>,
-        keys: &[&str],
-        read: &mut [Result<u64>],
-    ) {
+    async fn confirm(&self, meter: &Meter<'_>, keys: &[&str], read: &mut [Result<u64>]) {
         let created: Vec<usize> = (0..keys.len())
             .filter(|&i| matches!(read[i], Ok(v) if !is_confirmed(v)))
             .collect();
@@ -81,9 +70,7 @@ impl Versions {
         }
         let created_keys: Vec<&str> = created.iter().map(|&i| keys[i]).collect();
         let started = std::time::Instant::now();
-        let raised = io
-            .raise_each(meter.backend, &created_keys, clock::now())
-            .await;
+        let raised = meter.backend.raise_each(&created_keys, clock::now()).await;
         meter.tally(&raised, started);
         for (i, raised) in created.into_iter().zip(raised) {
             if let Ok(value) = raised {
@@ -96,9 +83,8 @@ impl Versions {
     /// retried from a background thread, and the first error is returned. Dropped before it
     /// is done (an async caller's task cancelled), it leaves every key to the retry thread: the
     /// write it follows is committed, so the invalidation must land.
-    pub(crate) async fn raise<I: Io>(
+    pub(crate) async fn raise(
         &self,
-        io: &I,
         meter: &Meter<'_>,
         backend: &Arc<dyn Backend>,
         keys: Vec<String>,
@@ -114,11 +100,11 @@ impl Versions {
         let keys = unfinished.keys.as_deref().unwrap_or_default();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let started = std::time::Instant::now();
-        let mut results = io.raise_each(meter.backend, &refs, clock::now()).await;
+        let mut results = meter.backend.raise_each(&refs, clock::now()).await;
         meter.tally(&results, started);
         // A counter this raise had to create is odd, like any created one: confirmed here, so
         // that the renders after `Ok` may store (one more batch, only for missing counters).
-        self.confirm(io, meter, &refs, &mut results).await;
+        self.confirm(meter, &refs, &mut results).await;
         let mut first_error = None;
         let failed: Vec<String> = keys
             .iter()
@@ -195,7 +181,7 @@ fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>) {
                 std::thread::sleep(wait);
                 let keys = retry.snapshot();
                 let refs: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-                let results = backend.raise_each(&refs, clock::now());
+                let results = crate::io::block_on(backend.raise_each(&refs, clock::now()));
                 let done: Vec<(String, u64)> = keys
                     .into_iter()
                     .zip(&results)

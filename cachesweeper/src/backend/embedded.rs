@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Backend, COUNTER_TTL, Leased, SetItem};
+use super::{Backend, BoxFuture, COUNTER_TTL, DEFAULT_MAX_VALUE_LEN, Leased, SetItem, ready};
 use crate::Result;
 use crate::value::{self, Stored};
 
@@ -65,12 +65,15 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// Entries expire after their own time to live; when the bound is reached the least useful
 /// entries are evicted (moka's TinyLFU).
 ///
+/// A sweeper given an `Embedded` keeps its fragments in it as they are, not encoded; clones
+/// share one store, so two sweepers (say, two namespaces) can share one bound:
+///
 /// ```
-/// use cachesweeper::backend::{Backend, BackendExt, Embedded};
+/// use cachesweeper::{Sweeper, backend::Embedded};
 ///
 /// let cache = Embedded::new(64 * 1024 * 1024);
-/// assert_eq!(cache.incr_many(&["n", "n"], 2, 100)?, vec![100, 102]);
-/// assert_eq!(cache.raise_each(&["n"], 500).pop().unwrap()?, 500);
+/// let pages = Sweeper::builder().namespace("pages").backend(cache.clone()).build()?;
+/// let feeds = Sweeper::builder().namespace("feeds").backend(cache).build()?;
 /// # Ok::<(), cachesweeper::Error>(())
 /// ```
 #[derive(Clone)]
@@ -169,25 +172,25 @@ impl Backend for Embedded {
         "embedded"
     }
 
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        keys.iter()
-            .map(|key| Ok(self.cache.get(*key).map(|entry| entry.value.to_bytes())))
-            .collect()
-    }
-
-    fn get_leased(&self, keys: &[&str], _lease: Duration) -> Vec<Result<Leased>> {
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        _lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
         // No leases in one process (single flight covers it): a miss is the caller's to render.
-        keys.iter()
-            .map(|key| {
-                Ok(self
-                    .cache
-                    .get(*key)
-                    .map_or(Leased::Won, |entry| Leased::Hit(entry.value.to_bytes())))
-            })
-            .collect()
+        ready(
+            keys.iter()
+                .map(|key| {
+                    Ok(self
+                        .cache
+                        .get(*key)
+                        .map_or(Leased::Won, |entry| Leased::Hit(entry.value.to_bytes())))
+                })
+                .collect(),
+        )
     }
 
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
         for item in items {
             self.cache.insert(
                 item.key.to_owned(),
@@ -197,47 +200,56 @@ impl Backend for Embedded {
                 },
             );
         }
-        Ok(())
+        ready(Ok(()))
     }
 
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        keys.iter()
-            .map(|key| Ok(self.incr_one(key, delta, initial)))
-            .collect()
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        ready(
+            keys.iter()
+                .map(|key| Ok(self.incr_one(key, delta, initial)))
+                .collect(),
+        )
     }
 
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        keys.iter()
-            .map(|key| {
-                Ok(self.update(key, |old| match old {
-                    None => floor | 1,
-                    // Found odd: confirmed past now (see `Backend::raise_each`).
-                    Some(n) if !crate::versions::is_confirmed(n) => {
-                        crate::versions::confirmed((n + 1).max(floor).max(crate::clock::now()))
-                    }
-                    Some(n) => crate::versions::confirmed((n + 1).max(floor)),
-                }))
-            })
-            .collect()
+    fn raise_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        ready(
+            keys.iter()
+                .map(|key| {
+                    Ok(self.update(key, |old| match old {
+                        None => floor | 1,
+                        // Found odd: confirmed past now (see `Backend::raise_each`).
+                        Some(n) if !crate::versions::is_confirmed(n) => {
+                            crate::versions::confirmed((n + 1).max(floor).max(crate::clock::now()))
+                        }
+                        Some(n) => crate::versions::confirmed((n + 1).max(floor)),
+                    }))
+                })
+                .collect(),
+        )
     }
 
-    /// Counters are never evicted for room here (see the `counters` field), so a missing one
-    /// was never raised within 30 days: an hour-old value is new to it, and a render
-    /// that began after that hour (every render) may store under it. Even: confirmed.
+    fn release_leases<'a>(&'a self, _keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        ready(Ok(()))
+    }
+
     fn fresh_counter(&self, now: u64) -> u64 {
         crate::versions::confirmed(now.saturating_sub(3_600_000_000_000))
     }
 
+    fn max_value_len(&self) -> usize {
+        DEFAULT_MAX_VALUE_LEN
+    }
+
     fn is_local(&self) -> bool {
         true
-    }
-
-    fn as_embedded(&self) -> Option<&Embedded> {
-        Some(self)
-    }
-
-    fn delete(&self, key: &str) -> Result<bool> {
-        let counter = self.counters.remove(key).is_some();
-        Ok(self.cache.remove(key).is_some() || counter)
     }
 }

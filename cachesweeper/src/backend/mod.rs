@@ -1,8 +1,7 @@
 //! Where fragments and version counters live.
 //!
-//! A backend implements [`Backend`]: the few operations that differ per store, in batch form so
-//! that a page can be served in a constant number of round trips; [`BackendExt`] adds the
-//! conveniences. [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the
+//! A backend implements [`Backend`]: the few operations the core uses, async and in batch form
+//! so that a page can be served in a constant number of round trips. [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the
 //! `memcache` feature, `Redis` (standalone or Redis Cluster) behind the `redis` feature. Every
 //! backend passes the same conformance suite
 //! (`backend::conformance`, feature `conformance`: the way to test a backend of your own).
@@ -22,6 +21,8 @@ mod breaker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod embedded;
+#[cfg(any(feature = "memcache", feature = "redis"))]
+mod io_thread;
 #[cfg(feature = "memcache")]
 mod memcached;
 mod null;
@@ -31,12 +32,11 @@ mod redis;
 mod remote;
 #[cfg(feature = "memcache")]
 mod rendezvous;
-#[cfg(feature = "memcache")]
-mod ring;
 
+pub use crate::io::block_on;
 pub use embedded::Embedded;
 #[cfg(feature = "memcache")]
-pub use memcached::{Distribution, Memcached, MemcachedBuilder};
+pub use memcached::{Memcached, MemcachedBuilder};
 pub use null::Null;
 #[cfg(feature = "redis")]
 pub use redis::{Redis, RedisBuilder};
@@ -46,10 +46,10 @@ pub use redis::{Redis, RedisBuilder};
 /// that does not store, never stale content.
 pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// The largest fragment a backend stores by default, on every backend, so that a page caches
+/// The largest fragment a remote backend stores by default, on every backend, so that a page caches
 /// the same fragments whichever it is on: memcached's default item size (`-I 1m`), less room
 /// for the key and the item header.
-pub(crate) const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
+pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 
 /// The future an async [`Backend`] operation returns: boxed, so that the trait stays usable
 /// as `dyn Backend`.
@@ -81,32 +81,44 @@ pub enum Leased {
 
 /// A cache store: fragments as bytes under keys, and version counters.
 ///
-/// What a new backend must implement: reads and writes of values in batches (so that a page is
-/// served in a constant number of round trips), counters that are read and raised atomically,
-/// and a delete. Leases (stampede protection across processes) are optional: without them, a
-/// backend answers every miss with [`Leased::Won`]. The conveniences every backend gets are in
-/// [`BackendExt`]. Run the `backend::conformance` suite (feature
-/// `conformance`) on a new backend.
+/// Exactly the operations the core uses, all of them required and all of them async, each
+/// one round trip in batch form (so that a page is served in a constant number of round
+/// trips). A blocking render awaits them too: the core polls the future on the caller's
+/// thread and parks it between polls, so a backend across a network drives its sockets from a
+/// thread of its own (see the memcached and Redis backends), never from the caller's runtime.
+/// Run the `backend::conformance` suite (feature `conformance`) on a new backend.
 ///
-/// Each call is one round trip to the store. Correctness of invalidation rests on
-/// [`raise_each`](Self::raise_each) being atomic per key and never lowering a counter.
+/// Correctness of invalidation rests on [`raise_each`](Self::raise_each) being atomic per key
+/// and never lowering a counter.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name for logs and errors (for memcached, the server URLs).
     fn name(&self) -> &str;
 
-    /// The value under each key, in the same order: `None` for a key with no value, or the
-    /// error of the server that holds the key. With several servers, one that is down fails only
-    /// its own keys.
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>>;
+    /// The value under each key, in the same order, or the error of the server that holds the
+    /// key (with several servers, one that is down fails only its own keys). On a miss it also
+    /// takes a lease for `lease` (at least a second), so that of many callers missing the same
+    /// key at once (in any process) one renders it ([`Leased::Won`]) and the others wait for it
+    /// ([`Leased::Busy`]). A backend without leases answers every miss with [`Leased::Won`].
+    /// Storing the value, or [`release_leases`](Self::release_leases), ends the lease.
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>>;
 
-    /// Stores every item, replacing existing values.
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()>;
+    /// Stores every item, replacing existing values (and ending their leases).
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>>;
 
     /// Adds `delta` to each counter in `keys` and returns each value after the operation, in
     /// order, or the error of the server that holds it. A missing counter is created at
     /// `initial` instead (and `delta` is not applied), atomically per key: memcached's `ma` with
     /// `N` and `J`. With `delta` 0 this reads the counters, creating the missing ones.
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>>;
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>>;
 
     /// Raises each counter in `keys` to the smallest even number at or above
     /// `max(value + 1, floor)`, atomically per key, and returns each value after the operation,
@@ -118,34 +130,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// value was set by a raise that found the counter, so it is at least the time that raise
     /// was sent; an odd one was created where a counter was missing, and a creation that
     /// travelled slowly may be older than an invalidation lost with the counter it replaces.
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>>;
-
-    /// Removes `key`. Returns whether it had a value.
-    fn delete(&self, key: &str) -> Result<bool>;
-
-    /// Like [`get_each`](Self::get_each), and on a miss also takes a lease for `lease` (at
-    /// least a second), so that of many callers missing the same key at once (in any process)
-    /// one renders it and the others wait for it. A backend without leases answers every miss
-    /// with [`Leased::Won`] (the default). Storing the value, or
-    /// [`release_leases`](Self::release_leases), ends the lease.
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        let _ = lease;
-        self.get_each(keys)
-            .into_iter()
-            .map(|r| r.map(|value| value.map_or(Leased::Won, Leased::Hit)))
-            .collect()
-    }
+    fn raise_each<'a>(&'a self, keys: &'a [&'a str], floor: u64)
+    -> BoxFuture<'a, Vec<Result<u64>>>;
 
     /// Gives up the leases this caller took on `keys` with [`get_leased`](Self::get_leased)
-    /// and will not store, so that others stop waiting for them; in one round trip. By
-    /// default, deletes each key (what a lease is on memcached); a backend without leases does
-    /// nothing.
-    fn release_leases(&self, keys: &[&str]) -> Result<()> {
-        if self.is_local() {
-            return Ok(());
-        }
-        keys.iter().try_for_each(|key| self.delete(key).map(drop))
-    }
+    /// and will not store, so that others stop waiting for them; in one round trip. A backend
+    /// without leases does nothing.
+    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>>;
 
     /// The value a version read ([`incr_each`](Self::incr_each) with `delta` 0) creates a
     /// missing counter at, given the current time `now` (nanoseconds since the epoch).
@@ -153,100 +144,27 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// A counter can go missing after an invalidation raised it (an eviction, a restarted
     /// server), and the read that recreates it may have left before that invalidation and
     /// arrived after the loss: no value it chose can be trusted to be newer than what was
-    /// lost. So by default it is odd, `now | 1`: *not confirmed*. Nothing is stored under an
-    /// odd version; the render that reads one raises it (to an even value, newer than the
-    /// creation it saw), and later renders store under that. A store that never loses a counter
-    /// while it holds fragments may answer an older, even value, so that the first render of a
-    /// record already stores it.
-    fn fresh_counter(&self, now: u64) -> u64 {
-        now | 1
-    }
+    /// lost. So a remote store answers an odd one, `now | 1`: *not confirmed*. Nothing is
+    /// stored under an odd version; the render that reads one raises it (to an even value,
+    /// newer than the creation it saw), and later renders store under that. A store that never
+    /// loses a counter while it holds fragments may answer an older, even value, so that the
+    /// first render of a record already stores it.
+    fn fresh_counter(&self, now: u64) -> u64;
 
-    /// The largest value the store accepts, in bytes.
-    fn max_value_len(&self) -> usize {
-        DEFAULT_MAX_VALUE_LEN
-    }
+    /// The largest value the store accepts, in bytes ([`DEFAULT_MAX_VALUE_LEN`] unless
+    /// configured).
+    fn max_value_len(&self) -> usize;
 
-    /// Whether the store lives in this process, so that a process-local L1 in front of it
-    /// would only hold a second copy.
-    fn is_local(&self) -> bool {
-        false
-    }
-
-    /// The embedded backend behind this one, if it is one: the sweeper then keeps its
-    /// fragments there as objects, not bytes. Not for other backends to implement.
-    #[doc(hidden)]
-    fn as_embedded(&self) -> Option<&Embedded> {
-        None
-    }
-
-    // The async forms, used by `Scope::render_async` and `Sweeper::invalidate_async`. Each
-    // defaults to its blocking form, which is right for a store in this process and wrong for
-    // one across a network: such a backend overrides all six, so that no async caller's thread
-    // ever waits on a socket.
-
-    /// [`get_each`](Self::get_each), without blocking the caller's thread.
-    fn get_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-    ) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
-        Box::pin(async move { self.get_each(keys) })
-    }
-
-    /// [`get_leased`](Self::get_leased), without blocking the caller's thread.
-    fn get_leased_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
-        Box::pin(async move { self.get_leased(keys, lease) })
-    }
-
-    /// [`set_many`](Self::set_many), without blocking the caller's thread.
-    fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.set_many(items) })
-    }
-
-    /// [`incr_each`](Self::incr_each), without blocking the caller's thread.
-    fn incr_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        Box::pin(async move { self.incr_each(keys, delta, initial) })
-    }
-
-    /// [`raise_each`](Self::raise_each), without blocking the caller's thread.
-    fn raise_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        Box::pin(async move { self.raise_each(keys, floor) })
-    }
-
-    /// [`release_leases`](Self::release_leases), without blocking the caller's thread.
-    fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.release_leases(keys) })
-    }
+    /// Whether the store lives in this process: then it takes no leases (single flight covers
+    /// one process), and a process-local L1 in front of it would only hold a second copy.
+    fn is_local(&self) -> bool;
 }
 
-/// Conveniences over [`Backend`], for every backend.
-pub trait BackendExt: Backend {
-    /// The values under `keys`, in the same order; `None` for a key with no value. Fails if any
-    /// key's lookup failed.
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.get_each(keys).into_iter().collect()
-    }
-
-    /// [`incr_each`](Backend::incr_each), failing if any key failed.
-    fn incr_many(&self, keys: &[&str], delta: u64, initial: u64) -> Result<Vec<u64>> {
-        self.incr_each(keys, delta, initial).into_iter().collect()
-    }
+/// A future that is ready at once, boxed as [`Backend`]'s operations return it: what a store
+/// in this process answers.
+pub(crate) fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
 }
-
-impl<B: Backend + ?Sized> BackendExt for B {}
 
 macro_rules! forward_backend {
     ($($ptr:ty),*) => {$(
@@ -254,25 +172,19 @@ macro_rules! forward_backend {
             fn name(&self) -> &str {
                 (**self).name()
             }
-            fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-                (**self).get_each(keys)
-            }
-            fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-                (**self).set_many(items)
-            }
-            fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-                (**self).incr_each(keys, delta, initial)
-            }
-            fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-                (**self).raise_each(keys, floor)
-            }
-            fn delete(&self, key: &str) -> Result<bool> {
-                (**self).delete(key)
-            }
-            fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
+            fn get_leased<'a>(&'a self, keys: &'a [&'a str], lease: Duration) -> BoxFuture<'a, Vec<Result<Leased>>> {
                 (**self).get_leased(keys, lease)
             }
-            fn release_leases(&self, keys: &[&str]) -> Result<()> {
+            fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+                (**self).set_many(items)
+            }
+            fn incr_each<'a>(&'a self, keys: &'a [&'a str], delta: u64, initial: u64) -> BoxFuture<'a, Vec<Result<u64>>> {
+                (**self).incr_each(keys, delta, initial)
+            }
+            fn raise_each<'a>(&'a self, keys: &'a [&'a str], floor: u64) -> BoxFuture<'a, Vec<Result<u64>>> {
+                (**self).raise_each(keys, floor)
+            }
+            fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
                 (**self).release_leases(keys)
             }
             fn fresh_counter(&self, now: u64) -> u64 {
@@ -283,27 +195,6 @@ macro_rules! forward_backend {
             }
             fn is_local(&self) -> bool {
                 (**self).is_local()
-            }
-            fn as_embedded(&self) -> Option<&Embedded> {
-                (**self).as_embedded()
-            }
-            fn get_each_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
-                (**self).get_each_async(keys)
-            }
-            fn get_leased_async<'a>(&'a self, keys: &'a [&'a str], lease: Duration) -> BoxFuture<'a, Vec<Result<Leased>>> {
-                (**self).get_leased_async(keys, lease)
-            }
-            fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
-                (**self).set_many_async(items)
-            }
-            fn incr_each_async<'a>(&'a self, keys: &'a [&'a str], delta: u64, initial: u64) -> BoxFuture<'a, Vec<Result<u64>>> {
-                (**self).incr_each_async(keys, delta, initial)
-            }
-            fn raise_each_async<'a>(&'a self, keys: &'a [&'a str], floor: u64) -> BoxFuture<'a, Vec<Result<u64>>> {
-                (**self).raise_each_async(keys, floor)
-            }
-            fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
-                (**self).release_leases_async(keys)
             }
         }
     )*};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backend::{Backend, Embedded, Leased, SetItem};
+use crate::backend::{Backend, BoxFuture, Embedded, Leased, SetItem};
 use crate::{Error, ModelRef, Result, Sweepable, Sweeper, TemplateDigest};
 
 /// An embedded cache behind a scripted front, seen by the sweeper as a remote store: it records
@@ -46,57 +46,69 @@ impl Scripted {
         }
         Ok(())
     }
-
-    fn each<T>(
-        &self,
-        method: &'static str,
-        n: usize,
-        f: impl FnOnce() -> Vec<Result<T>>,
-    ) -> Vec<Result<T>> {
-        match self.call(method) {
-            Ok(()) => f(),
-            Err(error) => (0..n).map(|_| Err(error.clone())).collect(),
-        }
-    }
 }
 
+// The embedded store answers at once, so each operation awaits it and answers as ready.
 impl Backend for Scripted {
     fn name(&self) -> &str {
         "scripted"
     }
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        self.each("get_each", keys.len(), || self.inner.get_each(keys))
-    }
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        self.call("set_many")?;
-        self.inner.set_many(items)
-    }
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        self.each("incr_each", keys.len(), || {
-            self.inner.incr_each(keys, delta, initial)
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        Box::pin(async move {
+            match self.call("get_leased") {
+                Ok(()) => self.inner.get_leased(keys, lease).await,
+                Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
+            }
         })
     }
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        self.each("raise_each", keys.len(), || {
-            self.inner.raise_each(keys, floor)
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.call("set_many")?;
+            self.inner.set_many(items).await
         })
     }
-    fn delete(&self, key: &str) -> Result<bool> {
-        self.call("delete")?;
-        self.inner.delete(key)
-    }
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        self.each("get_leased", keys.len(), || {
-            self.inner.get_leased(keys, lease)
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(async move {
+            match self.call("incr_each") {
+                Ok(()) => self.inner.incr_each(keys, delta, initial).await,
+                Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
+            }
         })
     }
-    fn release_leases(&self, keys: &[&str]) -> Result<()> {
-        let _ = keys;
-        self.call("release_leases")
+    fn raise_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(async move {
+            match self.call("raise_each") {
+                Ok(()) => self.inner.raise_each(keys, floor).await,
+                Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
+            }
+        })
+    }
+    fn release_leases<'a>(&'a self, _keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.call("release_leases") })
     }
     fn fresh_counter(&self, now: u64) -> u64 {
         // The embedded store's: it never loses a counter, so a first render stores.
         self.inner.fresh_counter(now)
+    }
+    fn max_value_len(&self) -> usize {
+        self.inner.max_value_len()
+    }
+    fn is_local(&self) -> bool {
+        // Seen as remote, so that leases are taken and released as on memcached.
+        false
     }
 }
 

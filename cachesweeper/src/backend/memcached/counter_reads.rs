@@ -16,11 +16,11 @@
 //! read and matched: a batch cut short (a timeout, a refused command, a garbled answer) drops
 //! the connection, so a late answer can never be read as another command's.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use tokio::net::TcpStream;
 
 use crate::keys::MAX_KEY_LEN;
 
@@ -250,8 +250,6 @@ pub(super) struct Sockets {
     io_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<TcpStream>>,
-    #[cfg(feature = "tokio")]
-    idle_async: Mutex<Vec<tokio::net::TcpStream>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -271,8 +269,6 @@ impl Sockets {
             io_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
-            #[cfg(feature = "tokio")]
-            idle_async: Mutex::new(Vec::new()),
         }
     }
 
@@ -280,70 +276,14 @@ impl Sockets {
     /// address again).
     pub(super) fn clear(&self) {
         lock(&self.idle).clear();
-        #[cfg(feature = "tokio")]
-        lock(&self.idle_async).clear();
     }
 
-    fn connect(&self) -> Result<TcpStream, Failure> {
-        let mut last = None;
-        for addr in self.addr.to_socket_addrs().map_err(Failure::Io)? {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true).map_err(Failure::Io)?;
-                    return Ok(stream);
-                }
-                Err(error) => last = Some(error),
-            }
-        }
-        Err(last.map_or_else(
-            || Failure::Io(std::io::Error::other("the address resolved to nothing")),
-            io_failure,
-        ))
-    }
-
-    /// Sends `request` (`answers` counter reads) and reads their answers, on the caller's
-    /// thread, within the exchange's time. An idle socket that fails (the server closed it
-    /// while it sat in the pool) is replaced by a new one, once: a read is safe to send again.
-    pub(super) fn exchange(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
+    /// Sends `batch` and reads its answers, within the exchange's time. An idle socket that
+    /// fails (the server closed it while it sat in the pool) is replaced by a new one, once: a
+    /// read is safe to send again.
+    pub(super) async fn exchange(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
         let idle = {
             let mut idle = lock(&self.idle);
-            // A socket with something to read while idle (a late answer, the server's close) is
-            // out of step or dead: dropped, rather than failing this batch.
-            std::iter::from_fn(|| idle.pop()).find(is_quiet)
-        };
-        let (mut stream, mut pooled) = match idle {
-            Some(stream) => (stream, true),
-            None => (self.connect()?, false),
-        };
-        let deadline = std::time::Instant::now() + self.io_timeout;
-        loop {
-            match exchange_on(&mut stream, batch, deadline) {
-                Ok((parsed, whole)) => {
-                    if whole {
-                        let mut idle = lock(&self.idle);
-                        if idle.len() < self.max_idle {
-                            idle.push(stream);
-                        }
-                    }
-                    return Ok(parsed);
-                }
-                Err(failure) => {
-                    if pooled && batch.may_resend(&failure) {
-                        stream = self.connect()?;
-                        pooled = false;
-                        continue;
-                    }
-                    return Err(failure);
-                }
-            }
-        }
-    }
-
-    /// [`exchange`](Self::exchange) on tokio's reactor: the task waits, no thread does.
-    #[cfg(feature = "tokio")]
-    pub(super) async fn exchange_async(&self, batch: &Batch) -> Result<Vec<Answer>, Failure> {
-        let idle = {
-            let mut idle = lock(&self.idle_async);
             // A socket with something to read while idle was closed by the server (or is out
             // of step): not worth a write.
             std::iter::from_fn(|| idle.pop()).find(|stream| {
@@ -352,15 +292,15 @@ impl Sockets {
         };
         let (mut stream, mut pooled) = match idle {
             Some(stream) => (stream, true),
-            None => (self.connect_async().await?, false),
+            None => (self.connect().await?, false),
         };
         let exchange = async {
             loop {
-                match exchange_on_async(&mut stream, batch).await {
+                match exchange_on(&mut stream, batch).await {
                     Ok(done) => return Ok((stream, done)),
                     Err(failure) => {
                         if pooled && batch.may_resend(&failure) {
-                            stream = self.connect_async().await?;
+                            stream = self.connect().await?;
                             pooled = false;
                             continue;
                         }
@@ -373,7 +313,7 @@ impl Sockets {
             .await
             .map_err(|_| Failure::Timeout)??;
         if whole {
-            let mut idle = lock(&self.idle_async);
+            let mut idle = lock(&self.idle);
             if idle.len() < self.max_idle {
                 idle.push(stream);
             }
@@ -381,9 +321,8 @@ impl Sockets {
         Ok(parsed)
     }
 
-    #[cfg(feature = "tokio")]
-    async fn connect_async(&self) -> Result<tokio::net::TcpStream, Failure> {
-        let connect = tokio::net::TcpStream::connect(self.addr.as_str());
+    async fn connect(&self) -> Result<TcpStream, Failure> {
+        let connect = TcpStream::connect(self.addr.as_str());
         let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| Failure::Timeout)?
@@ -393,63 +332,12 @@ impl Sockets {
     }
 }
 
-/// Whether an idle socket has nothing to read.
-fn is_quiet(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let quiet = matches!(
-        stream.peek(&mut [0u8; 1]),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-    );
-    stream.set_nonblocking(false).is_ok() && quiet
-}
-
 /// What an exchange on one socket gave: the answers, and whether the socket may be used again
 /// (nothing was left unread); or why it failed.
 type Exchanged = Result<(Vec<Answer>, bool), Failure>;
 
-/// One batch on `stream`, before `deadline`.
-fn exchange_on(stream: &mut TcpStream, batch: &Batch, deadline: std::time::Instant) -> Exchanged {
-    let (request, answers) = (&batch.request, batch.len);
-    let left = || {
-        deadline
-            .checked_duration_since(std::time::Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or(Failure::Timeout)
-    };
-    let mut written = 0;
-    while written < request.len() {
-        let step = left()
-            .and_then(|left| stream.set_write_timeout(Some(left)).map_err(Failure::Io))
-            .and_then(|()| stream.write(&request[written..]).map_err(io_failure));
-        match step {
-            Ok(0) => return Err(Failure::Io(std::io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(Failure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(failure) => return Err(failure),
-        }
-    }
-    let mut buf = Vec::with_capacity(answers * 48);
-    let end = loop {
-        match end_of_answers(&buf, answers) {
-            Ok(Some(end)) => break end,
-            Ok(None) => {}
-            Err(failure) => return Err(failure),
-        }
-        let step = left()
-            .and_then(|left| stream.set_read_timeout(Some(left)).map_err(Failure::Io))
-            .and_then(|()| read_more(&mut buf, |spare| stream.read(spare)).map_err(io_failure));
-        step?;
-    };
-    let mut clean = end == buf.len();
-    let parsed = parse_answers(&buf[..end], batch, &mut clean)?;
-    Ok((parsed, clean))
-}
-
-/// [`exchange_on`] on tokio's reactor; the caller bounds its time.
-#[cfg(feature = "tokio")]
-async fn exchange_on_async(stream: &mut tokio::net::TcpStream, batch: &Batch) -> Exchanged {
+/// One batch on `stream`; the caller bounds its time.
+async fn exchange_on(stream: &mut TcpStream, batch: &Batch) -> Exchanged {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (request, answers) = (&batch.request, batch.len);
     let mut written = 0;
@@ -482,26 +370,21 @@ async fn exchange_on_async(stream: &mut tokio::net::TcpStream, batch: &Batch) ->
     Ok((parsed, clean))
 }
 
-/// Reads once into `buf`'s spare room (making some first); a closed connection is an error.
-fn read_more(
-    buf: &mut Vec<u8>,
-    read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
-) -> std::io::Result<()> {
-    let start = buf.len();
-    buf.resize(start + 4096, 0);
-    let result = read(&mut buf[start..]);
-    let n = *result.as_ref().unwrap_or(&0);
-    buf.truncate(start + n);
-    match result {
-        Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-        Ok(_) => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdStream;
+
     use super::*;
+
+    /// Runs `work` on a runtime of its own, as the I/O thread would.
+    fn on_runtime<T>(work: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    }
 
     /// A batch whose commands' opaques start at `first`, holding `len` reads.
     fn batch_at(first: u64, len: usize) -> Batch {
@@ -576,7 +459,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
-            let answer = |conn: &mut TcpStream| {
+            let answer = |conn: &mut StdStream| {
                 let mut seen = Vec::new();
                 let mut chunk = [0u8; 512];
                 while seen.windows(2).filter(|w| w == b"\r\n").count() < 2 {
@@ -611,9 +494,11 @@ mod tests {
             Duration::from_millis(500),
             4,
         );
-        assert_eq!(sockets.exchange(&two_reads()).unwrap(), NEXT_BATCH);
-        std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(sockets.exchange(&two_reads()).unwrap(), NEXT_BATCH);
+        on_runtime(async {
+            assert_eq!(sockets.exchange(&two_reads()).await.unwrap(), NEXT_BATCH);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(sockets.exchange(&two_reads()).await.unwrap(), NEXT_BATCH);
+        });
     }
 
     /// A server that answers a connection's first batch only after the client gave up, and
@@ -623,7 +508,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             // The opaques of a batch's two commands.
-            let read_batch = |conn: &mut TcpStream| -> Vec<String> {
+            let read_batch = |conn: &mut StdStream| -> Vec<String> {
                 let mut seen = Vec::new();
                 let mut chunk = [0u8; 512];
                 while seen.windows(2).filter(|w| w == b"\r\n").count() < 2 {
@@ -672,37 +557,13 @@ mod tests {
             Duration::from_millis(100),
             4,
         );
-        assert!(matches!(
-            sockets.exchange(&two_reads()),
-            Err(Failure::Timeout)
-        ));
-        std::thread::sleep(Duration::from_millis(400));
-        assert_eq!(sockets.exchange(&two_reads()).unwrap(), NEXT_BATCH);
-    }
-
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn an_async_batch_that_timed_out_leaves_no_answer_for_the_next() {
-        let sockets = Sockets::new(
-            late_then_prompt_server(),
-            Duration::from_millis(500),
-            Duration::from_millis(100),
-            4,
-        );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        on_runtime(async {
             assert!(matches!(
-                sockets.exchange_async(&two_reads()).await,
+                sockets.exchange(&two_reads()).await,
                 Err(Failure::Timeout)
             ));
             tokio::time::sleep(Duration::from_millis(400)).await;
-            assert_eq!(
-                sockets.exchange_async(&two_reads()).await.unwrap(),
-                NEXT_BATCH
-            );
+            assert_eq!(sockets.exchange(&two_reads()).await.unwrap(), NEXT_BATCH);
         });
     }
 

@@ -10,31 +10,26 @@
 //! lean codec and sockets of their own ([`counter_reads`]), since the crate's per-operation
 //! allocations made them a third of a warm page's CPU.
 //!
-//! Each operation is written once, as async code over a [`Transport`]: the blocking client,
-//! whose futures never suspend (run on the caller's thread by [`io::finish`]), or, with the
-//! `tokio` feature, the tokio client, awaited by the backend's async forms. Routing, batching,
-//! the breaker, leases and the raise algorithm are the same code either way.
+//! Each operation is written once, as async code on the crate's tokio client. Its sockets
+//! belong to the backend's own I/O thread ([`IoThread`]): a caller, blocking or async, on any
+//! runtime or none, polls the operation's future inside that thread's runtime context, and the
+//! thread wakes it when the server answers.
 
 mod counter_reads;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[cfg(feature = "tokio")]
-use memcache::exp::AsyncMetaClient;
-use memcache::exp::{self, Arithmetic, Get, MetaClient, MetaClientBuilder, Set, Ttl};
+use memcache::exp::{self, Arithmetic, AsyncMetaClient, Get, MetaClient, Set, Ttl};
 
 use self::counter_reads::Sockets;
-#[cfg(feature = "tokio")]
-use super::BoxFuture;
 use super::batch;
 use super::breaker::Breaker;
+use super::io_thread::IoThread;
 use super::remote::{Remote, remote_setters};
 use super::rendezvous::Rendezvous;
-use super::ring::Ring;
-use super::{Backend, COUNTER_TTL, Leased, SetItem};
-use crate::io;
+use super::{Backend, BoxFuture, COUNTER_TTL, Leased, SetItem};
+use crate::io::join_all;
 use crate::keys::routing_part;
 use crate::{Error, Result};
 
@@ -46,14 +41,12 @@ const COUNTER_TTL_SECS: u32 = COUNTER_TTL.as_secs() as u32;
 /// Each server has its own connection pool and circuit breaker: after a few transport failures
 /// in a row (a refused connection, a timeout) it is skipped for a retry window, so a dead server
 /// costs one timeout per window, not one per fragment; then one call probes it again. With
-/// several servers, keys are spread by rendezvous hashing (or libmemcached's ketama ring, see
-/// [`Distribution`]), with a hash that is the same in every build, and a batch is split per
-/// server, the groups sent in parallel; a server that is down fails only its keys.
+/// several servers, keys are spread by weighted rendezvous hashing, with a hash that is the same
+/// in every build, and a batch is split per server, the groups sent at once; a server that is
+/// down fails only its keys.
 ///
-/// With the `tokio` feature, the async forms of its operations (which
-/// `Scope::render_async` and `Sweeper::invalidate_async` use) go through the `memcache`
-/// crate's tokio client: the same routing, timeouts, breakers and answers, and no thread waits
-/// on a socket.
+/// Its connections belong to a thread of its own, whatever runtime (or none) its callers run
+/// on: a blocking render parks its thread until the answer comes, an async one awaits it.
 ///
 /// A raise (an invalidation) costs two round trips: a read that leaves the counter's CAS as it
 /// is (`mg`), then a compare-and-add. Reads never make a raise fail, however hot the record;
@@ -68,38 +61,10 @@ const COUNTER_TTL_SECS: u32 = COUNTER_TTL.as_secs() as u32;
 #[derive(Clone)]
 pub struct Memcached {
     servers: Arc<[Server]>,
-    router: Option<Arc<Router>>,
+    router: Option<Arc<Rendezvous>>,
     name: String,
     max_value_len: usize,
-}
-
-/// How keys are spread over several servers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Distribution {
-    /// Weighted rendezvous hashing (the default): the most even spread, and only a server's
-    /// share of keys moves when it joins or leaves. See the `rendezvous` module docs.
-    #[default]
-    Rendezvous,
-    /// libmemcached's weighted ketama ring (MD5, 160 points per server), for operators who want
-    /// libmemcached's distribution of a server list. Less even: with three servers, about one
-    /// server list in twenty puts more than 15% over an even share on one server. Either way
-    /// cachesweeper hashes the record part of a key (the model and record key), not the whole key.
-    Ketama,
-}
-
-enum Router {
-    Rendezvous(Rendezvous),
-    Ketama(Ring),
-}
-
-impl Router {
-    fn server_for(&self, key: &[u8]) -> usize {
-        match self {
-            Router::Rendezvous(r) => r.server_for(key),
-            Router::Ketama(r) => r.server_for(key),
-        }
-    }
+    io: Arc<IoThread>,
 }
 
 struct Server {
@@ -107,13 +72,7 @@ struct Server {
     /// Made at first use, which resolves the address, and made again after the breaker
     /// opened: a host name that does not resolve yet (a container still starting) fails
     /// neither start-up nor every call after it, and one that moves is followed.
-    client: Mutex<Option<Arc<MetaClient>>>,
-    /// The tokio clients, made and dropped like `client`: one per runtime that used this
-    /// server, since a tokio socket belongs to the runtime that made it and fails once that
-    /// runtime shuts down (a thread's own runtime, a test's). The blocking client's pool is
-    /// separate.
-    #[cfg(feature = "tokio")]
-    async_clients: Mutex<Vec<(tokio::runtime::Id, AsyncMetaClient)>>,
+    client: Mutex<Option<AsyncMetaClient>>,
     /// Counter reads, the exchange a warm page repeats most, on sockets of their own (see
     /// `counter_reads`).
     counters: Sockets,
@@ -142,7 +101,6 @@ pub struct MemcachedBuilder {
     servers: Vec<(String, u32)>,
     remote: Remote,
     max_idle: usize,
-    distribution: Distribution,
 }
 
 impl Default for MemcachedBuilder {
@@ -151,7 +109,6 @@ impl Default for MemcachedBuilder {
             servers: Vec::new(),
             remote: Remote::default(),
             max_idle: 16,
-            distribution: Distribution::default(),
         }
     }
 }
@@ -174,12 +131,6 @@ impl MemcachedBuilder {
     /// How many idle connections to keep per server.
     pub fn max_idle(mut self, max_idle: usize) -> Self {
         self.max_idle = max_idle;
-        self
-    }
-
-    /// How keys are spread over several servers (default [`Distribution::Rendezvous`]).
-    pub fn distribution(mut self, distribution: Distribution) -> Self {
-        self.distribution = distribution;
         self
     }
 
@@ -207,8 +158,6 @@ impl MemcachedBuilder {
             servers.push(Server {
                 addr: addr.clone(),
                 client: Mutex::new(None),
-                #[cfg(feature = "tokio")]
-                async_clients: Mutex::new(Vec::new()),
                 counters: Sockets::new(
                     addr.clone(),
                     self.remote.connect_timeout,
@@ -227,13 +176,9 @@ impl MemcachedBuilder {
             .collect::<Vec<_>>()
             .join(",");
         Ok(Memcached {
-            router: (servers.len() > 1).then(|| {
-                Arc::new(match self.distribution {
-                    Distribution::Rendezvous => Router::Rendezvous(Rendezvous::new(&weights)),
-                    Distribution::Ketama => Router::Ketama(Ring::new(&weights)),
-                })
-            }),
+            router: (servers.len() > 1).then(|| Arc::new(Rendezvous::new(&weights))),
             servers: servers.into(),
+            io: Arc::new(IoThread::start(&format!("memcached {name}"))?),
             name,
             max_value_len: self.remote.max_value_len,
         })
@@ -284,53 +229,20 @@ impl Server {
         }
     }
 
-    fn client_builder(&self) -> MetaClientBuilder {
-        MetaClient::builder()
+    /// The server's client, made now if there is none. The slot is not locked while the
+    /// address resolves (a std mutex held across an await would block every other task wanting
+    /// it), so two tasks may both make one; the first one stored is kept, and its pool with it.
+    async fn client(&self) -> exp::Result<AsyncMetaClient> {
+        if let Some(client) = &*lock(&self.client) {
+            return Ok(client.clone());
+        }
+        let client = MetaClient::builder()
             .connect_timeout(Some(self.connect_timeout))
             .io_timeout(Some(self.io_timeout))
             .max_idle(self.max_idle)
-    }
-
-    /// The blocking client, made now (resolving the address) if there is none.
-    fn client(&self) -> exp::Result<Arc<MetaClient>> {
-        let mut slot = lock(&self.client);
-        if let Some(client) = &*slot {
-            return Ok(Arc::clone(client));
-        }
-        let client = Arc::new(self.client_builder().connect(self.addr.as_str())?);
-        *slot = Some(Arc::clone(&client));
-        Ok(client)
-    }
-
-    /// The current runtime's tokio client, made now if there is none. The list is not locked
-    /// while the address resolves (a std mutex held across an await would block every other
-    /// task wanting it), so two tasks may both make one; the first one stored is kept, and its
-    /// pool with it. The list keeps the clients of the last [`MAX_RUNTIMES`] runtimes.
-    #[cfg(feature = "tokio")]
-    async fn async_client(&self) -> exp::Result<AsyncMetaClient> {
-        let runtime = tokio::runtime::Handle::current().id();
-        let made = |clients: &[(tokio::runtime::Id, AsyncMetaClient)]| {
-            clients
-                .iter()
-                .find(|(id, _)| *id == runtime)
-                .map(|(_, client)| client.clone())
-        };
-        if let Some(client) = made(&lock(&self.async_clients)) {
-            return Ok(client);
-        }
-        let client = self
-            .client_builder()
             .connect_async(self.addr.as_str())
             .await?;
-        let mut clients = lock(&self.async_clients);
-        if let Some(client) = made(&clients) {
-            return Ok(client);
-        }
-        if clients.len() >= MAX_RUNTIMES {
-            clients.remove(0);
-        }
-        clients.push((runtime, client.clone()));
-        Ok(client)
+        Ok(lock(&self.client).get_or_insert(client).clone())
     }
 
     /// After a transport failure: once the breaker has opened, the clients go too, so that the
@@ -339,17 +251,15 @@ impl Server {
         if self.breaker.is_open() {
             *lock(&self.client) = None;
             self.counters.clear();
-            #[cfg(feature = "tokio")]
-            lock(&self.async_clients).clear();
         }
     }
 
     /// Runs a batch on this server through its breaker; one result per operation.
-    async fn run<T: Transport, O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
+    async fn run<O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
         let count = ops.len();
         let call = async {
-            match T::client(self).await {
-                Ok(client) => T::run(&client, ops).await,
+            match self.client().await {
+                Ok(client) => client.run_many(ops).await,
                 Err(error) => Err(error),
             }
         };
@@ -382,9 +292,9 @@ impl Server {
 impl Server {
     /// Runs a batch of counter reads on this server through its breaker; one value and CAS
     /// per read, or `None` for a counter that does not exist.
-    async fn read_counters<T: Transport>(&self, batch: &counter_reads::Batch) -> Vec<Peeked> {
+    async fn read_counters(&self, batch: &counter_reads::Batch) -> Vec<Peeked> {
         let answers = batch.len();
-        let read = T::read_counters(self, batch);
+        let read = self.counters.exchange(batch);
         let failed = |read: &Result<_, counter_reads::Failure>| matches!(read, Err(failure) if failure.is_transport());
         let read = match self.breaker.call(&self.addr, read, failed).await {
             Ok(read) => read,
@@ -430,148 +340,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How many runtimes' tokio clients a server keeps (see `Server::async_client`).
-#[cfg(feature = "tokio")]
-const MAX_RUNTIMES: usize = 16;
-
-/// A meta-protocol operation that either transport can send.
+/// A meta-protocol operation, as the crate's client sends it.
 trait Op: exp::Operation<Output: Send> + Send + Sync + 'static {}
 
 impl<O: exp::Operation<Output: Send> + Send + Sync + 'static> Op for O {}
-
-/// How a batch reaches a server: the one thing the blocking and the async paths do
-/// differently. Everything above it (routing, the breaker, batches split per server, leases,
-/// the raise loop) is written once, as async code generic over this.
-trait Transport {
-    type Client: Send + Sync;
-
-    /// The server's client, made (and its address resolved) at first use.
-    fn client(server: &Server) -> impl Future<Output = exp::Result<Self::Client>> + Send;
-
-    /// One server's share of a batch, pipelined in one round trip.
-    fn run<O: Op>(
-        client: &Self::Client,
-        ops: Vec<O>,
-    ) -> impl Future<Output = exp::Result<Vec<exp::Result<O::Output>>>> + Send;
-
-    /// Runs the batches of several servers at once, answering in their order.
-    fn join<F: Future<Output: Send> + Send>(
-        batches: Vec<F>,
-    ) -> impl Future<Output = Vec<F::Output>> + Send;
-
-    /// One server's share of a batch of counter reads, in one round trip.
-    fn read_counters(
-        server: &Server,
-        batch: &counter_reads::Batch,
-    ) -> impl Future<
-        Output = std::result::Result<Vec<counter_reads::Answer>, counter_reads::Failure>,
-    > + Send;
-}
-
-/// The blocking client, on the caller's thread. Its futures never suspend: the blocking
-/// [`Backend`] methods run them with [`io::finish`].
-struct Blocking;
-
-impl Transport for Blocking {
-    type Client = Arc<MetaClient>;
-
-    async fn client(server: &Server) -> exp::Result<Arc<MetaClient>> {
-        server.client()
-    }
-
-    async fn run<O: Op>(
-        client: &Arc<MetaClient>,
-        ops: Vec<O>,
-    ) -> exp::Result<Vec<exp::Result<O::Output>>> {
-        client.run_many(ops)
-    }
-
-    async fn read_counters(
-        server: &Server,
-        batch: &counter_reads::Batch,
-    ) -> std::result::Result<Vec<counter_reads::Answer>, counter_reads::Failure> {
-        server.counters.exchange(batch)
-    }
-
-    async fn join<F: Future<Output: Send> + Send>(batches: Vec<F>) -> Vec<F::Output> {
-        // Awaited in turn, futures that never suspend would wait for one server after the
-        // other: each batch beyond the first gets a thread of its own.
-        let mut batches = batches.into_iter();
-        let Some(first) = batches.next() else {
-            return Vec::new();
-        };
-        std::thread::scope(|scope| {
-            let others: Vec<_> = batches
-                .map(|batch| scope.spawn(move || io::finish(batch)))
-                .collect();
-            let mut answers = Vec::with_capacity(others.len() + 1);
-            answers.push(io::finish(first));
-            answers.extend(others.into_iter().map(|h| h.join().expect("batch thread")));
-            answers
-        })
-    }
-}
-
-/// The tokio client, awaited: no thread waits on a socket.
-#[cfg(feature = "tokio")]
-struct Tokio;
-
-#[cfg(feature = "tokio")]
-impl Transport for Tokio {
-    type Client = AsyncMetaClient;
-
-    async fn client(server: &Server) -> exp::Result<AsyncMetaClient> {
-        server.async_client().await
-    }
-
-    async fn run<O: Op>(
-        client: &AsyncMetaClient,
-        ops: Vec<O>,
-    ) -> exp::Result<Vec<exp::Result<O::Output>>> {
-        client.run_many(ops).await
-    }
-
-    async fn read_counters(
-        server: &Server,
-        batch: &counter_reads::Batch,
-    ) -> std::result::Result<Vec<counter_reads::Answer>, counter_reads::Failure> {
-        server.counters.exchange_async(batch).await
-    }
-
-    async fn join<F: Future<Output: Send> + Send>(batches: Vec<F>) -> Vec<F::Output> {
-        join_all(batches).await
-    }
-}
-
-/// Awaits every future at once and answers in their order: a join for the handful of
-/// per-server batches of one call (each pending future is polled again on every wake), so
-/// that no futures crate is needed.
-#[cfg(feature = "tokio")]
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|output| output.expect("every future finished"))
-        .collect()
-}
 
 /// The server of each key of a batch: with one server, nothing to compute or to keep.
 enum Routes {
@@ -624,7 +396,7 @@ impl Memcached {
         let Some(router) = &self.router else { return 0 };
         // A key always goes to its own server, dead or alive: sending a dead server's keys to
         // another would bring its old counters back, older than the raises made meanwhile,
-        // when it returns (see `ring.rs`). Its fragments render until then.
+        // when it returns. Its fragments render until then.
         router.server_for(routing_part(key).as_bytes())
     }
 
@@ -638,7 +410,7 @@ impl Memcached {
 
     /// Sends each operation to its server (`server_of(i)` for `ops[i]`), one batch per server,
     /// the batches at once, and answers in the order of `ops`.
-    async fn run<T: Transport, O: Op>(
+    async fn run<O: Op>(
         &self,
         ops: Vec<O>,
         server_of: impl Fn(usize) -> usize + Send,
@@ -647,24 +419,24 @@ impl Memcached {
             return Vec::new();
         }
         if self.servers.len() == 1 {
-            return self.servers[0].run::<T, O>(ops).await;
+            return self.servers[0].run(ops).await;
         }
         let count = ops.len();
         let mut groups = batch::by_server(ops, |i, _| server_of(i));
         if let [_] = groups[..] {
             // All on one server, in their order.
             let group = groups.pop().expect("one batch");
-            return self.servers[group.server].run::<T, O>(group.items).await;
+            return self.servers[group.server].run(group.items).await;
         }
         let mut places = Vec::with_capacity(groups.len());
         let batches: Vec<_> = groups
             .into_iter()
             .map(|group| {
                 places.push(group.places);
-                self.servers[group.server].run::<T, O>(group.items)
+                self.servers[group.server].run(group.items)
             })
             .collect();
-        let answers = T::join(batches).await;
+        let answers = join_all(batches).await;
         let answers = places
             .into_iter()
             .zip(answers)
@@ -693,21 +465,7 @@ impl Memcached {
         )
     }
 
-    async fn get_each_with<T: Transport>(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        let routes = self.routes(keys.iter().copied());
-        let ops = keys.iter().map(Get::new).collect();
-        self.run::<T, _>(ops, |i| routes.of(i))
-            .await
-            .into_iter()
-            .map(|r| r.map(|got| if got.hit() { got.value } else { None }))
-            .collect()
-    }
-
-    async fn get_leased_with<T: Transport>(
-        &self,
-        keys: &[&str],
-        lease: Duration,
-    ) -> Vec<Result<Leased>> {
+    async fn lookup(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
         // memcached's meta protocol lease (memcached >= 1.6): `mg <key> v N<secs>` creates an
         // empty placeholder on a miss and tells exactly one caller that it won; the others see
         // the placeholder as pending until the winner stores the value or the lease expires.
@@ -717,7 +475,7 @@ impl Memcached {
             .iter()
             .map(|key| Get::new(key).lease_ttl(secs))
             .collect();
-        self.run::<T, _>(ops, |i| routes.of(i))
+        self.run(ops, |i| routes.of(i))
             .await
             .into_iter()
             .map(|r| {
@@ -730,13 +488,13 @@ impl Memcached {
             .collect()
     }
 
-    async fn set_many_with<T: Transport>(&self, items: &[SetItem<'_>]) -> Result<()> {
+    async fn store(&self, items: &[SetItem<'_>]) -> Result<()> {
         let routes = self.routes(items.iter().map(|item| item.key));
         let ops = items
             .iter()
             .map(|item| Set::new(item.key, item.value).ttl(ttl(item.ttl)))
             .collect();
-        self.run::<T, _>(ops, |i| routes.of(i))
+        self.run(ops, |i| routes.of(i))
             .await
             .into_iter()
             .find_map(Result::err)
@@ -747,7 +505,7 @@ impl Memcached {
     /// refreshing its time to live, in one round trip, without changing its CAS: a read must
     /// never make an invalidation's compare-and-add fail. Keys that need no encoding go through
     /// `counter_reads`; others through the crate, which encodes them.
-    async fn peek_counters_with<T: Transport>(&self, keys: &[&str]) -> Vec<Peeked> {
+    async fn peek_counters(&self, keys: &[&str]) -> Vec<Peeked> {
         if keys.is_empty() {
             return Vec::new();
         }
@@ -762,7 +520,7 @@ impl Memcached {
                 })
                 .collect();
             return self
-                .run::<T, _>(ops, |i| routes.of(i))
+                .run(ops, |i| routes.of(i))
                 .await
                 .into_iter()
                 .enumerate()
@@ -797,9 +555,9 @@ impl Memcached {
         let reads = groups
             .iter()
             .zip(&batches)
-            .map(|(group, batch)| self.servers[group.server].read_counters::<T>(batch))
+            .map(|(group, batch)| self.servers[group.server].read_counters(batch))
             .collect();
-        let answers = T::join(reads).await;
+        let answers = join_all(reads).await;
         let answers = groups
             .into_iter()
             .zip(answers)
@@ -812,7 +570,7 @@ impl Memcached {
     /// Creates each counter in `keys` at `initial`, unless it exists (`ma` with a CAS no item
     /// has, which creates a missing item and leaves an existing one as it is): its value and
     /// CAS if this call created it, `None` if it existed.
-    async fn create_counters_with<T: Transport>(&self, keys: &[&str], initial: u64) -> Vec<Peeked> {
+    async fn create_counters(&self, keys: &[&str], initial: u64) -> Vec<Peeked> {
         let routes = self.routes(keys.iter().copied());
         let ops = keys
             .iter()
@@ -824,7 +582,7 @@ impl Memcached {
                     .return_cas()
             })
             .collect();
-        self.run::<T, _>(ops, |i| routes.of(i))
+        self.run(ops, |i| routes.of(i))
             .await
             .into_iter()
             .enumerate()
@@ -842,12 +600,8 @@ impl Memcached {
     /// Each counter in `keys`, creating the missing ones at `initial`: one round trip when they
     /// all exist, two or three otherwise. A server without CAS fails its keys (see
     /// [`without_cas`](Self::without_cas)).
-    async fn counters_with<T: Transport>(
-        &self,
-        keys: &[&str],
-        initial: u64,
-    ) -> Vec<Result<Counter>> {
-        let mut found = self.peek_counters_with::<T>(keys).await;
+    async fn counters(&self, keys: &[&str], initial: u64) -> Vec<Result<Counter>> {
+        let mut found = self.peek_counters(keys).await;
         let mut created = vec![false; keys.len()];
         // Missing: create them; those another client created meanwhile are read again.
         for round in 0..2 {
@@ -859,9 +613,9 @@ impl Memcached {
             }
             let missing_keys: Vec<&str> = missing.iter().map(|&i| keys[i]).collect();
             let answers = if round == 0 {
-                self.create_counters_with::<T>(&missing_keys, initial).await
+                self.create_counters(&missing_keys, initial).await
             } else {
-                self.peek_counters_with::<T>(&missing_keys).await
+                self.peek_counters(&missing_keys).await
             };
             for (i, answer) in missing.into_iter().zip(answers) {
                 created[i] = round == 0 && matches!(answer, Ok(Some(_)));
@@ -887,15 +641,10 @@ impl Memcached {
             .collect()
     }
 
-    async fn incr_each_with<T: Transport>(
-        &self,
-        keys: &[&str],
-        delta: u64,
-        initial: u64,
-    ) -> Vec<Result<u64>> {
+    async fn add(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
         if delta == 0 {
             return self
-                .counters_with::<T>(keys, initial)
+                .counters(keys, initial)
                 .await
                 .into_iter()
                 .map(|counter| counter.map(|c| c.value))
@@ -911,7 +660,7 @@ impl Memcached {
                     .ttl(Ttl::secs(COUNTER_TTL_SECS))
             })
             .collect();
-        self.run::<T, _>(ops, |i| routes.of(i))
+        self.run(ops, |i| routes.of(i))
             .await
             .into_iter()
             .enumerate()
@@ -932,7 +681,7 @@ impl Memcached {
     /// Under many raises of one counter at once, after [`BLIND_AFTER`] rounds a small gap is
     /// added unguarded (the counter still only grows, and ends at most [`BLIND_GAP`] past its
     /// floor for each racer).
-    async fn raise_each_with<T: Transport>(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
+    async fn raise(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
         let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         for attempt in 0..RAISE_ATTEMPTS {
@@ -940,7 +689,7 @@ impl Memcached {
                 return out;
             }
             let pending_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
-            let read = self.counters_with::<T>(&pending_keys, floor | 1).await;
+            let read = self.counters(&pending_keys, floor | 1).await;
             // A counter found odd was created by someone else, after a loss that may have taken
             // an invalidation newer than `floor` (this raise may have been slow): confirmed only
             // past now, which is after the creation this read saw.
@@ -975,7 +724,7 @@ impl Memcached {
                 }
             }
             let routes = self.routes(lifted.iter().map(|&i| keys[i]));
-            let answers = self.run::<T, _>(lifts, |j| routes.of(j)).await;
+            let answers = self.run(lifts, |j| routes.of(j)).await;
             pending.clear();
             for (&i, answer) in lifted.iter().zip(answers) {
                 match answer {
@@ -998,10 +747,10 @@ impl Memcached {
         out
     }
 
-    async fn release_leases_with<T: Transport>(&self, keys: &[&str]) -> Result<()> {
+    async fn release(&self, keys: &[&str]) -> Result<()> {
         let routes = self.routes(keys.iter().copied());
         let ops = keys.iter().map(exp::Delete::new).collect();
-        self.run::<T, _>(ops, |i| routes.of(i))
+        self.run(ops, |i| routes.of(i))
             .await
             .into_iter()
             .find_map(Result::err)
@@ -1009,7 +758,7 @@ impl Memcached {
     }
 }
 
-/// How many compare-and-add rounds [`Memcached::raise_each`] makes before it reports a counter
+/// How many compare-and-add rounds [`Memcached::raise`] makes before it reports a counter
 /// as contended (each round loses only to another change of the same counter).
 const RAISE_ATTEMPTS: usize = 16;
 
@@ -1045,93 +794,56 @@ fn ttl(ttl: Option<Duration>) -> Ttl {
     }
 }
 
+// Each operation is polled inside the I/O thread's runtime, so that the sockets it opens, and
+// its deadlines, belong to that thread, whoever awaits it.
 impl Backend for Memcached {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        io::finish(self.get_each_with::<Blocking>(keys))
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        Box::pin(self.io.enter(self.lookup(keys, lease)))
     }
 
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        io::finish(self.get_leased_with::<Blocking>(keys, lease))
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.io.enter(self.store(items)))
     }
 
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        io::finish(self.set_many_with::<Blocking>(items))
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(self.io.enter(self.add(keys, delta, initial)))
     }
 
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        io::finish(self.incr_each_with::<Blocking>(keys, delta, initial))
+    fn raise_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        Box::pin(self.io.enter(self.raise(keys, floor)))
     }
 
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        io::finish(self.raise_each_with::<Blocking>(keys, floor))
+    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.io.enter(self.release(keys)))
     }
 
-    fn delete(&self, key: &str) -> Result<bool> {
-        let deleted =
-            io::finish(self.run::<Blocking, _>(vec![exp::Delete::new(key)], |_| self.route(key)));
-        deleted
-            .into_iter()
-            .next()
-            .expect("one result")
-            .map(|r| r.applied())
-    }
-
-    fn release_leases(&self, keys: &[&str]) -> Result<()> {
-        io::finish(self.release_leases_with::<Blocking>(keys))
+    fn fresh_counter(&self, now: u64) -> u64 {
+        now | 1
     }
 
     fn max_value_len(&self) -> usize {
         self.max_value_len
     }
 
-    #[cfg(feature = "tokio")]
-    fn get_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-    ) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
-        Box::pin(self.get_each_with::<Tokio>(keys))
-    }
-
-    #[cfg(feature = "tokio")]
-    fn get_leased_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
-        Box::pin(self.get_leased_with::<Tokio>(keys, lease))
-    }
-
-    #[cfg(feature = "tokio")]
-    fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.set_many_with::<Tokio>(items))
-    }
-
-    #[cfg(feature = "tokio")]
-    fn incr_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        Box::pin(self.incr_each_with::<Tokio>(keys, delta, initial))
-    }
-
-    #[cfg(feature = "tokio")]
-    fn raise_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        Box::pin(self.raise_each_with::<Tokio>(keys, floor))
-    }
-
-    #[cfg(feature = "tokio")]
-    fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.release_leases_with::<Tokio>(keys))
+    fn is_local(&self) -> bool {
+        false
     }
 }
 
@@ -1162,318 +874,5 @@ mod tests {
         assert!(Memcached::from_url("memcache://127.0.0.1:1?timeout=5").is_err());
         assert!(Memcached::from_url("memcache://127.0.0.1:1,memcache://127.0.0.1:1").is_err());
         assert!(Memcached::from_url("").is_err());
-    }
-}
-
-/// Tests against real memcached servers, started here (the suite's harness lives in the
-/// workspace's root package, which depends on this crate).
-#[cfg(test)]
-mod server_tests {
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
-
-    use super::*;
-    use crate::backend::BackendExt;
-
-    /// A memcached process on a port of 127.0.0.1, killed on drop.
-    struct Process {
-        child: Child,
-        port: u16,
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
-    impl Process {
-        /// `None` (the test skips) where memcached is not installed, except under CI.
-        fn start(port: u16) -> Option<Process> {
-            let binary = std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".into());
-            let spawned = Command::new(&binary)
-                .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
-                .args(["-m", "64", "-u", "root"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match spawned {
-                Ok(child) => child,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound
-                        && std::env::var_os("CI").is_none() =>
-                {
-                    eprintln!("{binary} not found; skipping");
-                    return None;
-                }
-                Err(e) => panic!("could not start {binary}: {e}"),
-            };
-            let process = Process { child, port };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "memcached did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Some(process)
-        }
-
-        fn backend(&self) -> Memcached {
-            Memcached::from_url(&format!("127.0.0.1:{}", self.port)).unwrap()
-        }
-    }
-
-    impl Drop for Process {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    #[test]
-    fn a_counter_read_of_a_value_that_is_no_number_fails_alone_in_both_forms() {
-        let Some(process) = Process::start(free_port()) else {
-            return;
-        };
-        let cache = process.backend();
-        let text = SetItem {
-            key: "text",
-            value: b"not a number",
-            ttl: None,
-        };
-        cache.set_many(&[text]).unwrap();
-        let read = cache.incr_each(&["before", "text", "after"], 0, 9);
-        assert!(matches!(read[..], [Ok(9), Err(_), Ok(9)]), "{read:?}");
-        // The next batch is in step.
-        assert_eq!(cache.incr_many(&["after", "before"], 0, 1).unwrap(), [9, 9]);
-        #[cfg(feature = "tokio")]
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let read = cache.incr_each_async(&["text", "after"], 0, 1).await;
-                assert!(matches!(read[..], [Err(_), Ok(9)]), "{read:?}");
-                let read = cache.incr_each_async(&["after", "before"], 0, 1).await;
-                assert!(matches!(read[..], [Ok(9), Ok(9)]), "{read:?}");
-            });
-    }
-
-    #[cfg(feature = "tokio")]
-    async fn call_all_forms(cache: &Memcached, calls: usize) -> Vec<(bool, Duration)> {
-        const KEYS: [&str; 2] = ["a|1", "b|2"];
-        let item = [SetItem {
-            key: "a|1",
-            value: b"x",
-            ttl: None,
-        }];
-        let lease = Duration::from_secs(1);
-        let item = &item;
-        let calls = (0..calls)
-            .map(|i| async move {
-                let started = Instant::now();
-                let failed = match i % 6 {
-                    0 => cache.get_each_async(&KEYS).await.iter().all(Result::is_err),
-                    1 => cache
-                        .get_leased_async(&KEYS, lease)
-                        .await
-                        .iter()
-                        .all(Result::is_err),
-                    2 => cache.set_many_async(item).await.is_err(),
-                    3 => cache
-                        .incr_each_async(&KEYS, 0, 1)
-                        .await
-                        .iter()
-                        .all(Result::is_err),
-                    4 => cache
-                        .raise_each_async(&KEYS, 1)
-                        .await
-                        .iter()
-                        .all(Result::is_err),
-                    _ => cache.release_leases_async(&KEYS).await.is_err(),
-                };
-                (failed, started.elapsed())
-            })
-            .collect();
-        join_all(calls).await
-    }
-
-    /// The longest gap a 5 ms ticker on the same current-thread runtime sees while `work`
-    /// runs, and `work`'s output.
-    #[cfg(feature = "tokio")]
-    fn with_ticker<T>(work: impl Future<Output = T>) -> (Duration, T) {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let stop = Arc::new(AtomicBool::new(false));
-            let ticker = tokio::spawn({
-                let stop = Arc::clone(&stop);
-                async move {
-                    let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
-                    while !stop.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        longest = longest.max(last.elapsed());
-                        last = Instant::now();
-                    }
-                    longest
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let output = work.await;
-            stop.store(true, Ordering::Relaxed);
-            (ticker.await.unwrap(), output)
-        })
-    }
-
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn async_calls_to_an_unreachable_server_fail_in_time_and_open_the_breaker_without_blocking() {
-        // Accepts connections (the kernel does, into the backlog) and never answers.
-        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-        let closed = free_port();
-        let (connect, exchange) = (Duration::from_millis(100), Duration::from_millis(150));
-        for (name, addr) in [
-            ("silent", silent.local_addr().unwrap().to_string()),
-            ("closed", format!("127.0.0.1:{closed}")),
-        ] {
-            // A loaded machine can take the thread away for tens of milliseconds now and
-            // then; a call that blocked would stall the ticker in every run, not in one.
-            let mut tries = 0;
-            let cache = loop {
-                let cache = Memcached::builder()
-                    .server(addr.as_str())
-                    .connect_timeout(connect)
-                    .io_timeout(exchange)
-                    .circuit_breaker(2, Duration::from_secs(60))
-                    .build()
-                    .unwrap();
-                let (gap, outcomes) = with_ticker(call_all_forms(&cache, 20));
-                let slowest = outcomes.iter().map(|&(_, took)| took).max().unwrap();
-                assert!(
-                    outcomes.iter().all(|&(failed, _)| failed),
-                    "{name}: a call succeeded"
-                );
-                tries += 1;
-                if gap <= Duration::from_millis(20)
-                    && slowest <= connect + exchange + Duration::from_millis(100)
-                {
-                    break cache;
-                }
-                assert!(
-                    tries < 5,
-                    "{name}: the ticker stalled for {gap:?}, the slowest call took {slowest:?}"
-                );
-            };
-            let server = &cache.servers[0];
-            assert!(server.breaker.is_open(), "{name}: the breaker is open");
-            assert!(
-                lock(&server.async_clients).is_empty(),
-                "{name}: the client goes with it, to resolve again"
-            );
-            let (_, skipped) = with_ticker(cache.get_each_async(&["a|1"]));
-            assert!(
-                matches!(skipped[..], [Err(Error::CircuitOpen { .. })]),
-                "{name}: {skipped:?}"
-            );
-        }
-    }
-
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn an_async_batch_is_split_per_server_and_a_silent_server_fails_only_its_keys() {
-        let (Some(one), Some(two)) = (Process::start(free_port()), Process::start(free_port()))
-        else {
-            return;
-        };
-        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = |port: u16| format!("127.0.0.1:{port}");
-        let keys: Vec<String> = (0..40).map(|i| format!("cs|v|Comment|{i}")).collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let exchange = Duration::from_millis(150);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-
-        let both = Memcached::builder()
-            .server(addr(one.port))
-            .server(addr(two.port))
-            .build()
-            .unwrap();
-        let servers: std::collections::BTreeSet<usize> =
-            keys.iter().map(|key| both.route(key)).collect();
-        assert_eq!(servers.len(), 2, "the keys span both servers");
-        runtime.block_on(async {
-            // Created even (confirmed), so that the raise goes to its floor.
-            let created = both.incr_each_async(&keys, 0, 4).await;
-            assert!(created.iter().all(|r| matches!(r, Ok(4))), "{created:?}");
-            let raised = both.raise_each_async(&keys, 100).await;
-            assert!(raised.iter().all(|r| matches!(r, Ok(100))), "{raised:?}");
-        });
-        let read = both.incr_many(&keys, 0, 0).unwrap();
-        assert!(read.iter().all(|&v| v == 100), "{read:?}");
-
-        // One server silent: its keys fail after the exchange timeout, the others answer.
-        let half = Memcached::builder()
-            .server(addr(one.port))
-            .server(addr(silent.local_addr().unwrap().port()))
-            .io_timeout(exchange)
-            .build()
-            .unwrap();
-        let answers = runtime.block_on(half.get_each_async(&keys));
-        for (key, answer) in keys.iter().zip(&answers) {
-            match half.route(key) {
-                0 => assert!(answer.is_ok(), "{key}: {answer:?}"),
-                _ => assert!(
-                    matches!(answer, Err(Error::Unavailable { .. })),
-                    "{answer:?}"
-                ),
-            }
-        }
-
-        // Both silent: the two exchanges wait side by side, not one after the other.
-        let other_silent = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mute = Memcached::builder()
-            .server(addr(silent.local_addr().unwrap().port()))
-            .server(addr(other_silent.local_addr().unwrap().port()))
-            .io_timeout(exchange)
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let answers = runtime.block_on(mute.get_each_async(&keys));
-        assert!(answers.iter().all(Result::is_err));
-        assert!(
-            started.elapsed() < 2 * exchange,
-            "{:?}: the servers were waited for in turn",
-            started.elapsed()
-        );
-    }
-
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn an_async_client_is_made_at_first_use_and_again_once_the_server_is_back() {
-        let port = free_port();
-        let cache = Memcached::builder()
-            .server(format!("127.0.0.1:{port}"))
-            .circuit_breaker(1, Duration::from_millis(100))
-            .build()
-            .unwrap();
-        let (_, down) = with_ticker(cache.incr_each_async(&["c|1"], 0, 5));
-        assert!(
-            matches!(down[..], [Err(Error::Unavailable { .. })]),
-            "{down:?}"
-        );
-        let Some(_process) = Process::start(port) else {
-            return;
-        };
-        std::thread::sleep(Duration::from_millis(150));
-        let (_, up) = with_ticker(cache.incr_each_async(&["c|1"], 0, 5));
-        assert_eq!(up.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [5]);
-        assert!(!cache.servers[0].breaker.is_open());
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! - `conn.rs`: connections, one pipeline per server per batch, breakers, deadlines, slots.
 //! - `ops.rs`: the operations (written once, as `async fn`s) and their Lua scripts.
-//! - `io_thread.rs`: the thread whose runtime owns the connections and runs the operations.
+//! - `../io_thread.rs`: the thread whose runtime owns the connections and runs the operations.
 //!
 //! Keys get a hash tag around their record (`ns|v|{model|key}`, `ns|f|{model|key}|...`), on
 //! standalone too, so that data moves unchanged between the two: on a cluster a record's
@@ -11,7 +11,6 @@
 //! `keys::routing_part`).
 
 mod conn;
-mod io_thread;
 mod ops;
 
 use std::hash::{BuildHasher, Hasher};
@@ -22,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 
 use self::conn::{Connections, Kind, Request};
-use self::io_thread::IoThread;
+use super::io_thread::IoThread;
 use super::remote::{Remote, remote_setters};
 use super::{Backend, BoxFuture, Leased, SetItem};
 use crate::keys::routing_part;
@@ -122,7 +121,7 @@ impl RedisBuilder {
         let (io, conns) = match (self.url, self.cluster.is_empty()) {
             (Some(url), true) => {
                 let client = redis::Client::open(url.as_str()).map_err(|e| bad(&url, e))?;
-                let io = IoThread::start(&redacted(&url))?;
+                let io = IoThread::start(&format!("redis {}", redacted(&url)))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.remote.connect_timeout))
                     .set_response_timeout(Some(self.remote.io_timeout))
@@ -152,7 +151,7 @@ impl RedisBuilder {
                     .max_retry_wait(50)
                     .build()
                     .map_err(|e| bad(&name, e))?;
-                let io = IoThread::start(&name)?;
+                let io = IoThread::start(&format!("redis {name}"))?;
                 (io, Connections::cluster(name, limits, client))
             }
             (Some(_), false) => {
@@ -307,56 +306,7 @@ impl Backend for Redis {
         self.inner.conns.name()
     }
 
-    fn get_each(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        let task = ops::get_each(self.conns(), tagged_all(keys));
-        self.inner.io.wait(task, each(keys.len()))
-    }
-
-    fn get_leased(&self, keys: &[&str], lease: Duration) -> Vec<Result<Leased>> {
-        let placeholder = Arc::clone(&self.inner.placeholder);
-        let task = ops::get_leased(self.conns(), tagged_all(keys), lease, placeholder);
-        self.inner.io.wait(task, each(keys.len()))
-    }
-
-    fn set_many(&self, items: &[SetItem<'_>]) -> Result<()> {
-        let task = ops::set_many(self.conns(), Self::sets(items));
-        self.inner.io.wait(task, Err)
-    }
-
-    fn incr_each(&self, keys: &[&str], delta: u64, initial: u64) -> Vec<Result<u64>> {
-        let task = ops::incr_each(self.conns(), tagged_all(keys), names(keys), delta, initial);
-        self.inner.io.wait(task, each(keys.len()))
-    }
-
-    fn raise_each(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
-        let task = ops::raise_each(self.conns(), tagged_all(keys), names(keys), floor);
-        self.inner.io.wait(task, each(keys.len()))
-    }
-
-    fn delete(&self, key: &str) -> Result<bool> {
-        let task = ops::delete(self.conns(), tagged(key));
-        self.inner.io.wait(task, Err)
-    }
-
-    fn release_leases(&self, keys: &[&str]) -> Result<()> {
-        let placeholder = Arc::clone(&self.inner.placeholder);
-        let task = ops::release_leases(self.conns(), tagged_all(keys), placeholder);
-        self.inner.io.wait(task, Err)
-    }
-
-    fn max_value_len(&self) -> usize {
-        self.inner.max_value_len
-    }
-
-    fn get_each_async<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-    ) -> BoxFuture<'a, Vec<Result<Option<Vec<u8>>>>> {
-        let task = ops::get_each(self.conns(), tagged_all(keys));
-        Box::pin(self.inner.io.run(task, each(keys.len())))
-    }
-
-    fn get_leased_async<'a>(
+    fn get_leased<'a>(
         &'a self,
         keys: &'a [&'a str],
         lease: Duration,
@@ -366,12 +316,12 @@ impl Backend for Redis {
         Box::pin(self.inner.io.run(task, each(keys.len())))
     }
 
-    fn set_many_async<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
         let task = ops::set_many(self.conns(), Self::sets(items));
         Box::pin(self.inner.io.run(task, Err))
     }
 
-    fn incr_each_async<'a>(
+    fn incr_each<'a>(
         &'a self,
         keys: &'a [&'a str],
         delta: u64,
@@ -381,7 +331,7 @@ impl Backend for Redis {
         Box::pin(self.inner.io.run(task, each(keys.len())))
     }
 
-    fn raise_each_async<'a>(
+    fn raise_each<'a>(
         &'a self,
         keys: &'a [&'a str],
         floor: u64,
@@ -390,10 +340,22 @@ impl Backend for Redis {
         Box::pin(self.inner.io.run(task, each(keys.len())))
     }
 
-    fn release_leases_async<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
         let placeholder = Arc::clone(&self.inner.placeholder);
         let task = ops::release_leases(self.conns(), tagged_all(keys), placeholder);
         Box::pin(self.inner.io.run(task, Err))
+    }
+
+    fn fresh_counter(&self, now: u64) -> u64 {
+        now | 1
+    }
+
+    fn max_value_len(&self) -> usize {
+        self.inner.max_value_len
+    }
+
+    fn is_local(&self) -> bool {
+        false
     }
 }
 

@@ -134,16 +134,6 @@ fn refused(conns: &Connections, reply: &Value) -> Error {
     }
 }
 
-/// A value, or none (a placeholder is none).
-fn value(conns: &Connections, reply: Reply) -> Result<Option<Vec<u8>>> {
-    match reply? {
-        Value::Nil => Ok(None),
-        Value::BulkString(bytes) if is_placeholder(&bytes) => Ok(None),
-        Value::BulkString(bytes) => Ok(Some(bytes)),
-        other => Err(refused(conns, &other)),
-    }
-}
-
 /// A counter's value; a value that is not one (or a script's complaint about it) is
 /// [`Error::NotACounter`].
 fn counter(conns: &Connections, key: &str, reply: Reply) -> Result<Option<u64>> {
@@ -167,14 +157,6 @@ fn counter(conns: &Connections, key: &str, reply: Reply) -> Result<Option<u64>> 
         }
         other => Err(refused(conns, &other)),
     }
-}
-
-pub(super) async fn get_each(
-    conns: Arc<Connections>,
-    keys: Vec<String>,
-) -> Vec<Result<Option<Vec<u8>>>> {
-    let replies = Arc::clone(&conns).run(requests(keys, || Kind::Get)).await;
-    replies.into_iter().map(|r| value(&conns, r)).collect()
 }
 
 /// Reads first, with the batch's other reads (`MGET`): a warm page's fragments cost no write.
@@ -349,19 +331,4 @@ pub(super) async fn release_leases(
         }
     }
     Ok(())
-}
-
-pub(super) async fn delete(conns: Arc<Connections>, key: String) -> Result<bool> {
-    let mut del = redis::cmd("DEL");
-    del.arg(&key);
-    let mut replies = Arc::clone(&conns)
-        .run(vec![Request {
-            key,
-            kind: Kind::Cmd(del),
-        }])
-        .await;
-    match replies.pop().expect("one reply")? {
-        Value::Int(n) => Ok(n > 0),
-        other => Err(refused(&conns, &other)),
-    }
 }
