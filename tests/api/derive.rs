@@ -72,7 +72,7 @@ mod renamed {
     }
 
     #[derive(super::Sweepable)]
-    #[sweeper(crate = crate::renamed::sweeping)]
+    #[sweeper(crate = crate::derive::renamed::sweeping)]
     pub struct Item {
         pub id: i64,
     }
@@ -88,9 +88,9 @@ fn assert_touchable<T: Touchable>() {}
 
 #[test]
 fn model_names_default_to_the_module_path() {
-    assert_eq!(Article::MODEL, "derive::Article");
-    assert_eq!(Versioned::<i64, u8>::MODEL, "derive::Versioned");
-    assert_eq!(renamed::Item::MODEL, "derive::renamed::Item");
+    assert_eq!(Article::MODEL, "api::derive::Article");
+    assert_eq!(Versioned::<i64, u8>::MODEL, "api::derive::Versioned");
+    assert_eq!(renamed::Item::MODEL, "api::derive::renamed::Item");
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn parents_in_field_order_and_optional_ones_only_when_present() {
     assert_eq!(
         parents(&comment),
         [ModelRef {
-            model: "derive::Article",
+            model: "api::derive::Article",
             key: "1".into()
         }]
     );

@@ -1,7 +1,7 @@
 //! Several memcached servers: keys spread by weighted rendezvous hashing, membership changes
 //! move few keys, a dead server costs only its own keys. Real memcached processes on loopback ports.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! real server and a real three-master cluster. The suite awaits each operation as a blocking
 //! render does; one run awaits them from inside a tokio runtime's worker, as a handler does.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

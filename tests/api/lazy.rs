@@ -1,7 +1,7 @@
 //! Lazy page data: a query behind `Lazy` runs only when a fragment that reads it misses, at most
 //! once per page, through every way of rendering a page; its error is the render's error.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

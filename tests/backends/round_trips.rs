@@ -5,7 +5,7 @@
 //! invalidation on memcached costs one round trip where the process knows the counter, two
 //! where it does not: counted on the wire, by a proxy.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -2,7 +2,7 @@
 //! not stored; a stored value the library did not write, a truncated one, or one that is not
 //! UTF-8 is a miss, and the fresh render overwrites it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The `cachesweeper` filter block and the `cached` wrapper in real Askama templates.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

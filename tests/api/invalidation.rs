@@ -1,7 +1,7 @@
 //! django-cache-sweeper's own three tests, on every backend, plus the properties of counters
 //! that the original lacked: atomic bumps and no resurrection after a lost counter.
 
-mod common;
+use crate::common;
 
 use cachesweeper::{KeyParts, Sweeper};
 use common::forgetful::Forgetful;

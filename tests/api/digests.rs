@@ -1,7 +1,7 @@
 //! Template digests in fragment keys: a changed template misses, an unchanged one hits, and
 //! `digest=false` keeps a key across template edits (keyed by the template's type instead).
 
-mod common;
+use crate::common;
 
 use askama::Template;
 use cachesweeper::{KeyParts, Sweeper, TemplateDigest};

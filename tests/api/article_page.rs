@@ -2,7 +2,7 @@
 //! (`templates/article.html` including `templates/comment.html`): a vote on one comment
 //! re-renders that comment and the article fragments around it, and nothing else.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

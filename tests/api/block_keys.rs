@@ -3,7 +3,7 @@
 //! own content, cold and warm, with `Sweeper::render` and with a plain Askama render, on the
 //! embedded backend and on memcached.
 
-mod common;
+use crate::common;
 
 use askama::Template;
 use cachesweeper::Sweepable;
