@@ -171,6 +171,8 @@ mod lazy;
 mod meter;
 mod retry;
 mod scope;
+#[cfg(test)]
+mod scripted;
 mod session;
 mod stats;
 mod store;

@@ -605,3 +605,6 @@ impl FragmentStore {
         held.let_go(writes.iter().map(|w| w.key.as_str()));
     }
 }
+
+#[cfg(test)]
+mod tests;

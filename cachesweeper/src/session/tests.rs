@@ -1,133 +1,12 @@
 //! The render session against a scripted backend: which backend calls a page costs, cold and
 //! warm, and what a page does when one of them fails.
 
-use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use crate::backend::{Backend, BoxFuture, Embedded, Leased, SetItem};
-use crate::{Error, ModelRef, Result, Sweepable, Sweeper, TemplateDigest};
-
-/// An embedded cache behind a scripted front, seen by the sweeper as a remote store: it records
-/// every call by method, and answers the methods it is told to fail as a store that cannot be
-/// reached would.
-#[derive(Debug)]
-struct Scripted {
-    inner: Embedded,
-    calls: Mutex<Vec<&'static str>>,
-    failing: Mutex<Vec<&'static str>>,
-}
-
-impl Scripted {
-    fn new() -> Scripted {
-        Scripted {
-            inner: Embedded::new(1 << 20),
-            calls: Mutex::default(),
-            failing: Mutex::default(),
-        }
-    }
-
-    /// The calls made since the last time, in order.
-    fn take_calls(&self) -> Vec<&'static str> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-
-    fn fail(&self, methods: &[&'static str]) {
-        *self.failing.lock().unwrap() = methods.to_vec();
-    }
-
-    /// Records a call of `method`; its error if it is scripted to fail.
-    fn call(&self, method: &'static str) -> Result<()> {
-        self.calls.lock().unwrap().push(method);
-        if self.failing.lock().unwrap().contains(&method) {
-            return Err(Error::backend_message("scripted", "scripted to fail"));
-        }
-        Ok(())
-    }
-}
-
-// The embedded store answers at once, so each operation awaits it and answers as ready.
-impl Backend for Scripted {
-    fn name(&self) -> &str {
-        "scripted"
-    }
-    fn get_leased<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
-        Box::pin(async move {
-            match self.call("get_leased") {
-                Ok(()) => self.inner.get_leased(keys, lease).await,
-                Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
-            }
-        })
-    }
-    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.call("set_many")?;
-            self.inner.set_many(items).await
-        })
-    }
-    fn incr_each<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        Box::pin(async move {
-            match self.call("incr_each") {
-                Ok(()) => self.inner.incr_each(keys, delta, initial).await,
-                Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
-            }
-        })
-    }
-    fn raise_each<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        Box::pin(async move {
-            match self.call("raise_each") {
-                Ok(()) => self.inner.raise_each(keys, floor).await,
-                Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
-            }
-        })
-    }
-    fn release_leases<'a>(&'a self, _keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.call("release_leases") })
-    }
-    fn fresh_counter(&self, now: u64) -> u64 {
-        // The embedded store's: it never loses a counter, so a first render stores.
-        self.inner.fresh_counter(now)
-    }
-    fn max_value_len(&self) -> usize {
-        self.inner.max_value_len()
-    }
-    fn is_local(&self) -> bool {
-        // Seen as remote, so that leases are taken and released as on memcached.
-        false
-    }
-}
-
-struct Note {
-    id: u32,
-    text: &'static str,
-}
-
-impl Sweepable for Note {
-    const MODEL: &'static str = "note";
-    const COUNTER: bool = true;
-    fn sweeper_key(&self) -> Cow<'_, str> {
-        Cow::Owned(self.id.to_string())
-    }
-    fn sweeper_version_field(&self) -> Option<String> {
-        None
-    }
-    fn sweeper_parents(&self, _: &mut Vec<ModelRef>) {}
-}
+use crate::scripted::{Note, Scripted};
+use crate::{Sweeper, TemplateDigest};
 
 /// A page of notes, each in a block named "note", written the way Askama's generated code
 /// calls the filter; `bodies` counts the blocks' bodies rendered.
@@ -196,16 +75,8 @@ fn notes() -> Vec<Note> {
     (1..=20).map(|id| Note { id, text: "hi" }).collect()
 }
 
-/// A sweeper on a scripted store, without an L1 (so that every fragment read reaches it), and
-/// the store.
 fn sweeper() -> (Sweeper, Arc<Scripted>) {
-    let script = Arc::new(Scripted::new());
-    let sweeper = Sweeper::builder()
-        .backend(Arc::clone(&script))
-        .l1(0)
-        .build()
-        .unwrap();
-    (sweeper, script)
+    Scripted::sweeper()
 }
 
 #[test]
