@@ -88,8 +88,9 @@ pub enum Leased {
 /// thread of its own (see the memcached and Redis backends), never from the caller's runtime.
 /// Run the `backend::conformance` suite (feature `conformance`) on a new backend.
 ///
-/// Correctness of invalidation rests on [`raise_each`](Self::raise_each) being atomic per key
-/// and never lowering a counter.
+/// Every key the core passes is a valid memcached key: at most 250 bytes of printable ASCII,
+/// no spaces. Correctness of invalidation rests on [`raise_each`](Self::raise_each) being
+/// atomic per key and never lowering a counter.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name for logs and errors (for memcached, the server URLs).
     fn name(&self) -> &str;

@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 
 use crate::keys::MAX_KEY_LEN;
 
-/// Whether `key` can be sent as it is: keys with spaces or control characters, or longer than
-/// memcached's limit, go through the crate, which encodes them in base64.
+/// Whether `key` can be sent as it is: no spaces or control characters, and within memcached's
+/// limit.
 pub(super) fn is_plain(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b > b' ' && b != 0x7f)
 }
