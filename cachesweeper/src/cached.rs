@@ -5,7 +5,7 @@ use std::fmt;
 use askama::filters::HtmlSafe;
 use askama::{FastWritable, Template, Values};
 
-use crate::in_render::{WithHandle, with_render};
+use crate::in_render::{self, WithHandle, with_render};
 use crate::value::Html;
 use crate::{KeyPart, KeyParts, Sweepable, Sweeper, TemplateDigest, Ttl};
 
@@ -82,7 +82,7 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
         // type names it (as the filter names a block's template).
         let handle = sweeper.with_digest(T::TEMPLATE_DIGEST);
         let parts = self.parts.clone().in_template(std::any::type_name::<T>());
-        handle.fragment_html(&self.record, &self.ttl, &parts, || {
+        in_render::fragment(&handle, &self.record, &self.ttl, &parts, || {
             self.template.render_with_values(&WithHandle {
                 handle: &handle,
                 rest: values,

@@ -69,7 +69,7 @@ use std::marker::PhantomData;
 
 use askama::filters::HtmlSafe;
 
-use crate::in_render::with_render;
+use crate::in_render::{self, with_render};
 use crate::value::Html;
 use crate::{KeyPart, KeyParts, Sweepable, Ttl};
 
@@ -217,7 +217,7 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
         // Every key carries it (see `KeyParts::in_template`).
         parts = parts.in_template(std::any::type_name_of_val(&body));
         with_render(values, |sweeper| {
-            let rendered = sweeper.fragment_html(&record, &ttl, &parts, || {
+            let rendered = in_render::fragment(sweeper, &record, &ttl, &parts, || {
                 let mut out = String::new();
                 write!(out, "{body}").map(|()| out)
             });

@@ -1,10 +1,13 @@
-//! How the blocks of a template find the render they belong to: the render hands its handle
-//! to Askama as a runtime value under a key of its own, and a block rendered without one (by
-//! Askama's own `render()`) is an error, never a cache of its own.
+//! How the blocks of a template find the render they belong to, and what a block does with it:
+//! the render hands its handle to Askama as a runtime value under a key of its own, and a block
+//! rendered without one (by Askama's own `render()`) is an error, never a cache of its own.
 
 use std::any::Any;
 
-use crate::{Error, Sweeper};
+use crate::keys::Version;
+use crate::stats::Stats;
+use crate::value::Html;
+use crate::{Error, KeyParts, Sweepable, Sweeper, alone, session};
 
 /// The runtime-value key of a render's handle. Private: only [`Scope::render`](crate::Scope)
 /// puts a handle there, so a template rendered any other way finds none.
@@ -46,4 +49,69 @@ pub(crate) fn with_render<T>(
         Ok(handle) => f(handle),
         Err(_) => Err(askama::Error::custom(Error::NoSweeper)),
     }
+}
+
+/// What a block does with its render's handle: the fragment of `record` identified by `parts`
+/// (see [`Scope::fragment`](crate::Scope)), keyed with the template's digest, from the page's
+/// session or on its own, marked on a debug scope; the HTML left where the cache holds it (the
+/// filter writes it out from there).
+pub(crate) fn fragment<R, E>(
+    handle: &Sweeper,
+    record: &R,
+    ttl: impl crate::Ttl,
+    parts: &KeyParts,
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<Html, E>
+where
+    R: Sweepable + ?Sized,
+{
+    let Some(ttl) = ttl.ttl() else {
+        // Not cached: rendered on every pass (a record pass looks inside it for the blocks
+        // it holds), and counted as a miss once, in the pass that writes the page.
+        if !handle.session.as_ref().is_some_and(|s| s.recording()) {
+            handle.meter().count(Stats::miss);
+        }
+        return render().map(Html::from);
+    };
+    let with_digest;
+    let parts = if parts.wants_digest() && !handle.digest.is_empty() {
+        with_digest = parts.clone().template_digest(handle.digest);
+        &with_digest
+    } else {
+        parts
+    };
+    let html = match &handle.session {
+        Some(session) => session::fragment(handle, session, record, ttl, parts, render),
+        None => alone::fragment(handle, record, ttl, parts, render),
+    }?;
+    if !handle.debug {
+        return Ok(html);
+    }
+    let model = R::sweeper_model();
+    let counter = if R::COUNTER {
+        let counter_key = handle.counter_key(record);
+        // The version the lookup used: a page render knows it; a lone fragment reads it
+        // again (a debug page may cost a round trip more).
+        match &handle.session {
+            Some(session) => session.version(&counter_key),
+            None => handle.version(record).ok().and_then(|v| v.counter),
+        }
+    } else {
+        None
+    };
+    let version = Version {
+        field: record.sweeper_version_field(),
+        counter,
+    };
+    let key = handle.key_at(record, &version, parts);
+    Ok(crate::debug::mark(
+        &html,
+        &crate::debug::Mark {
+            hit: html.is_hit(),
+            name: parts.name().unwrap_or(model),
+            model,
+            record_key: &record.sweeper_key(),
+            key: &key,
+        },
+    ))
 }

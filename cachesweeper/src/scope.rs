@@ -153,9 +153,7 @@ impl Scope {
     where
         R: Sweepable + ?Sized,
     {
-        self.handle
-            .fragment_html(record, ttl, parts, render)
-            .map(Html::into_string)
+        crate::in_render::fragment(&self.handle, record, ttl, parts, render).map(Html::into_string)
     }
 
     /// The same scope, marking each fragment it serves, for a development page that shows

@@ -11,9 +11,8 @@ use crate::meter::{Meter, Metrics, Warnings};
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::{FragmentStore, ReadFrom};
-use crate::value::Html;
 use crate::versions::Versions;
-use crate::{ModelRef, Result, Sweepable, alone, clock, session};
+use crate::{ModelRef, Result, Sweepable, clock};
 
 /// The default bound of the embedded backend: 64 MiB.
 const DEFAULT_EMBEDDED_BYTES: u64 = 64 * 1024 * 1024;
@@ -472,69 +471,6 @@ impl Sweeper {
     #[cfg(feature = "tokio")]
     pub async fn flush_async(&self, timeout: Duration) -> Result<()> {
         pending(self.inner.versions.flush(&io::Async, timeout).await)
-    }
-
-    /// The fragment of `record` identified by `parts` (see [`Scope::fragment`](crate::Scope)),
-    /// with the HTML left where the cache holds it: the filter writes it out from there.
-    pub(crate) fn fragment_html<R, E>(
-        &self,
-        record: &R,
-        ttl: impl crate::Ttl,
-        parts: &KeyParts,
-        render: impl FnOnce() -> Result<String, E>,
-    ) -> Result<Html, E>
-    where
-        R: Sweepable + ?Sized,
-    {
-        let Some(ttl) = ttl.ttl() else {
-            // Not cached: rendered on every pass (a record pass looks inside it for the blocks
-            // it holds), and counted as a miss once, in the pass that writes the page.
-            if !self.session.as_ref().is_some_and(|s| s.recording()) {
-                self.meter().count(Stats::miss);
-            }
-            return render().map(Html::from);
-        };
-        let with_digest;
-        let parts = if parts.wants_digest() && !self.digest.is_empty() {
-            with_digest = parts.clone().template_digest(self.digest);
-            &with_digest
-        } else {
-            parts
-        };
-        let html = match &self.session {
-            Some(session) => session::fragment(self, session, record, ttl, parts, render),
-            None => alone::fragment(self, record, ttl, parts, render),
-        }?;
-        if !self.debug {
-            return Ok(html);
-        }
-        let model = R::sweeper_model();
-        let counter = if R::COUNTER {
-            let counter_key = self.counter_key(record);
-            // The version the lookup used: a page render knows it; a lone fragment reads it
-            // again (a debug page may cost a round trip more).
-            match &self.session {
-                Some(session) => session.version(&counter_key),
-                None => self.version(record).ok().and_then(|v| v.counter),
-            }
-        } else {
-            None
-        };
-        let version = Version {
-            field: record.sweeper_version_field(),
-            counter,
-        };
-        let key = self.key_at(record, &version, parts);
-        Ok(crate::debug::mark(
-            &html,
-            &crate::debug::Mark {
-                hit: html.is_hit(),
-                name: parts.name().unwrap_or(model),
-                model,
-                record_key: &record.sweeper_key(),
-                key: &key,
-            },
-        ))
     }
 }
 
