@@ -90,15 +90,18 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     #[cfg(any(feature = "memcache", feature = "redis", feature = "tokio"))]
     let future = tokio::task::unconstrained(future);
     let mut future = pin!(future);
-    WAKER.with(|waker| {
-        let mut context = Context::from_waker(waker);
-        loop {
-            if let Poll::Ready(out) = future.as_mut().poll(&mut context) {
-                return out;
-            }
-            std::thread::park();
+    // A thread whose locals are being destroyed (a value dropped there that invalidates) makes
+    // a waker of its own.
+    let waker = WAKER
+        .try_with(Waker::clone)
+        .unwrap_or_else(|_| Waker::from(Arc::new(Unpark(std::thread::current()))));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut context) {
+            return out;
         }
-    })
+        std::thread::park();
+    }
 }
 
 /// Awaits every future at once and answers in their order: a join for a handful of futures
