@@ -48,8 +48,7 @@ fn found_by(backend: &Memcached, keys: &[String]) -> usize {
     keys.chunks(500)
         .map(|chunk| {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            common::get(backend, &refs)
-                .unwrap()
+            cachesweeper::backend::conformance::get(backend, &refs)
                 .iter()
                 .filter(|v| v.is_some())
                 .count()

@@ -7,7 +7,7 @@ pub mod forgetful;
 use chrono::{DateTime, Utc};
 
 use cachesweeper::Sweepable;
-use cachesweeper::backend::{Backend, Leased, Memcached, Redis};
+use cachesweeper::backend::{Memcached, Redis};
 use cachesweeper::{Sweeper, backend::Embedded};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::RedisProcess;
@@ -141,31 +141,6 @@ pub fn known<'a, R: Sweepable + 'a>(sweeper: &Sweeper, records: impl IntoIterato
 }
 
 pub use cachesweeper::backend::block_on as wait;
-
-/// The values under `keys` in `backend`, in order (`None` for a miss, whose lease is released
-/// at once); fails if any lookup failed.
-pub fn get(backend: &dyn Backend, keys: &[&str]) -> cachesweeper::Result<Vec<Option<Vec<u8>>>> {
-    wait(async {
-        let found = backend
-            .get_leased(keys, std::time::Duration::from_secs(1))
-            .await;
-        let found: Vec<Leased> = found.into_iter().collect::<cachesweeper::Result<_>>()?;
-        let missed: Vec<&str> = keys
-            .iter()
-            .zip(&found)
-            .filter(|(_, found)| !matches!(found, Leased::Hit(_)))
-            .map(|(key, _)| *key)
-            .collect();
-        backend.release_leases(&missed).await?;
-        Ok(found
-            .into_iter()
-            .map(|found| match found {
-                Leased::Hit(value) => Some(value),
-                Leased::Won | Leased::Busy => None,
-            })
-            .collect())
-    })
-}
 
 /// Nanoseconds since the epoch, as versions count them.
 pub fn now_ns() -> u64 {

@@ -28,8 +28,10 @@ pub fn run_all(backend: &dyn Backend) {
     ttl_expires(backend);
 }
 
-/// The values under `keys`, in order (`None` for a miss, whose lease is released at once).
-fn get(backend: &dyn Backend, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
+/// The values under `keys`, in order (`None` for a miss, whose lease is released at once), as
+/// the checks read them; panics if the backend fails. For tests of your own that look at
+/// what a backend holds.
+pub fn get(backend: &dyn Backend, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
     let found: Vec<Leased> = block_on(backend.get_leased(keys, Duration::from_secs(1)))
         .into_iter()
         .map(Result::unwrap)
