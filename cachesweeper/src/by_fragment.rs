@@ -121,11 +121,7 @@ pub struct FragmentStats {
 impl FragmentStats {
     /// Hits over lookups, from 0 to 1 (0 before any lookup).
     pub fn hit_rate(&self) -> f64 {
-        let lookups = self.hits + self.misses;
-        if lookups == 0 {
-            0.0
-        } else {
-            self.hits as f64 / lookups as f64
-        }
+        // Without lookups there are no hits either: 0 / 1.
+        self.hits as f64 / (self.hits + self.misses).max(1) as f64
     }
 }

@@ -5,8 +5,7 @@ use std::fmt;
 use askama::filters::HtmlSafe;
 use askama::{FastWritable, Template, Values};
 
-use crate::in_render::{self, WithHandle, with_render};
-use crate::value::Html;
+use crate::in_render::{self, InRender, with_render};
 use crate::{KeyPart, KeyParts, Sweepable, Sweeper, TemplateDigest, Ttl};
 
 /// A sub-template rendered only on a cache miss, cached under its record's version.
@@ -76,26 +75,26 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
         self.parts = self.parts.without_template_digest();
         self
     }
-
-    fn render(&self, sweeper: &Sweeper, values: &dyn Values) -> askama::Result<Html> {
-        // The sub-template's own digest keys this fragment and the fragments inside it, and its
-        // type names it (as the filter names a block's template).
-        let handle = sweeper.with_digest(T::TEMPLATE_DIGEST);
-        let parts = self.parts.clone().in_template(std::any::type_name::<T>());
-        in_render::fragment(&handle, &self.record, &self.ttl, &parts, || {
-            self.template.render_with_values(&WithHandle {
-                handle: &handle,
-                rest: values,
-            })
-        })
-    }
 }
 
 impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> FastWritable for Cached<R, L, T> {
     fn write_into(&self, dest: &mut dyn fmt::Write, values: &dyn Values) -> askama::Result<()> {
-        let html = with_render(values, |sweeper| self.render(sweeper, values))?;
-        dest.write_str(html.as_str())?;
-        Ok(())
+        let html = with_render(values, |sweeper| {
+            // The sub-template's own digest keys this fragment and the fragments inside it, and
+            // its type names it (as the filter names a block's template).
+            let handle = Sweeper {
+                digest: T::TEMPLATE_DIGEST,
+                ..sweeper.clone()
+            };
+            let parts = self.parts.clone().in_template(std::any::type_name::<T>());
+            in_render::fragment(&handle, &self.record, &self.ttl, &parts, || {
+                self.template.render_with_values(&InRender {
+                    handle: &handle,
+                    rest: values,
+                })
+            })
+        })?;
+        Ok(dest.write_str(html.as_str())?)
     }
 }
 

@@ -6,7 +6,7 @@
 //! tells whether the data could predate the invalidation. This clock never goes backwards within
 //! a process, even when the system clock is stepped back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static LAST: AtomicU64 = AtomicU64::new(0);
@@ -16,14 +16,10 @@ pub(crate) fn now() -> u64 {
     let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = system.max(last + 1);
-        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(seen) => last = seen,
-        }
-    }
+    let next = |last: u64| system.max(last + 1);
+    // The closure always gives a value, so this is the `Ok` of the value it replaced.
+    let (Ok(last) | Err(last)) = LAST.fetch_update(Relaxed, Relaxed, |last| Some(next(last)));
+    next(last)
 }
 
 #[cfg(test)]

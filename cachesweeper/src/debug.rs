@@ -22,15 +22,13 @@ pub(crate) fn mark(html: &Html, mark: &Mark<'_>) -> Html {
     let mut out = String::with_capacity(html.len() + 96 + mark.key.len());
     let _ = write!(
         out,
-        r#"<!--cachesweeper {} name="{}" record="{}/{}" key="{}"-->"#,
+        r#"<!--cachesweeper {} name="{}" record="{}/{}" key="{}"-->{html}<!--/cachesweeper-->"#,
         if mark.hit { "hit" } else { "miss" },
         Attr(mark.name),
         Attr(mark.model),
         Attr(mark.record_key),
         Attr(mark.key),
     );
-    out.push_str(html);
-    out.push_str("<!--/cachesweeper-->");
     Html::Owned(out)
 }
 

@@ -72,17 +72,21 @@ impl fmt::Display for Error {
                 backend,
                 message,
                 source,
-            } => {
-                write!(f, "cache backend `{backend}` is unavailable")?;
-                own_message(f, message, source.is_none())
             }
-            Error::Backend {
+            | Error::Backend {
                 backend,
                 message,
                 source,
             } => {
-                write!(f, "cache backend `{backend}` failed")?;
-                own_message(f, message, source.is_none())
+                let what = match self {
+                    Error::Unavailable { .. } => "is unavailable",
+                    _ => "failed",
+                };
+                write!(f, "cache backend `{backend}` {what}")?;
+                match source {
+                    Some(_) => Ok(()),
+                    None => write!(f, ": {message}"),
+                }
             }
             Error::CircuitOpen {
                 backend,
@@ -106,15 +110,6 @@ impl fmt::Display for Error {
     }
 }
 
-/// Appends `: message` when the message is the error's own (no source says it).
-fn own_message(f: &mut fmt::Formatter<'_>, message: &str, own: bool) -> fmt::Result {
-    if own {
-        write!(f, ": {message}")
-    } else {
-        Ok(())
-    }
-}
-
 /// The error and its sources, `: `-separated, for the log: a `tracing` field shows only
 /// `Display`, which leaves the client's error to [`source`](std::error::Error::source).
 pub(crate) struct Chain<'a>(pub(crate) &'a Error);
@@ -122,12 +117,8 @@ pub(crate) struct Chain<'a>(pub(crate) &'a Error);
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
+        std::iter::successors(std::error::Error::source(self.0), |error| error.source())
+            .try_for_each(|error| write!(f, ": {error}"))
     }
 }
 
@@ -137,9 +128,9 @@ impl fmt::Display for Chain<'_> {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Unavailable { source, .. } | Error::Backend { source, .. } => source
-                .as_deref()
-                .map(|error| error as &(dyn std::error::Error + 'static)),
+            Error::Unavailable { source, .. } | Error::Backend { source, .. } => {
+                Some(source.as_deref()?)
+            }
             _ => None,
         }
     }

@@ -24,17 +24,11 @@
 //! {% filter cachesweeper(post, 300, "footer") %}<footer>{{ post.title }}</footer>{% endfilter %}
 //! ```
 //!
-//! Where the rule is checked:
-//!
-//! - The filter itself, on any page: a block without a name is a compile error (`this
-//!   cachesweeper block has no name`). The filter cannot see the other blocks, so it cannot
-//!   tell two blocks with the same name apart.
-//! - [`#[derive(TemplateDigest)]`](crate::TemplateDigest), which reads the page's template and
-//!   every template it includes, extends or imports at compile time: two blocks on the same
-//!   record expression with the same literal key parts are a compile error naming both places
-//!   (`file:line`), as are a name that is not a string literal, a block without a record, and a
-//!   literal time to live that is not whole seconds. Derive it on every page to have the names
-//!   checked for uniqueness.
+//! The filter refuses a block without a name at compile time (`this cachesweeper block has no
+//! name`). It cannot see the other blocks: [`#[derive(TemplateDigest)]`](crate::TemplateDigest)
+//! can, reading the page and every template it includes, extends or imports, and refuses two
+//! blocks on one record expression with the same literal key parts, naming both places. Derive
+//! it on every page.
 //!
 //! For the short name `cachesweeper(...)`, re-export the filter from your crate's `filters`
 //! module, where Askama looks for custom filters:
@@ -51,10 +45,6 @@
 //! out, so the key survives template edits:
 //! `{% filter cachesweeper(comment, 500, "comment", digest=false) %}`. Every key also names the
 //! block's template by its Rust type, so that two templates' blocks never share an entry.
-//!
-//! Misuse is a compile error: a record that is not `Sweepable`, a lifetime that is not an
-//! integer or a `Duration`, a missing name, a key part with no stable key form, fewer than three
-//! arguments, or more than fourteen.
 //!
 //! The filter is written by hand rather than with `#[askama::filter_fn]` because it takes a
 //! variable number of key parts; it follows the same builder protocol that Askama's generated
@@ -144,12 +134,11 @@ impl<R: Sweepable> cachesweeper<R, ()> {
 impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Unnamed> {
     /// The block's name: the first key part, which tells the blocks on one record apart.
     #[doc(hidden)]
-    pub fn with_2<P: KeyPart>(mut self, name: P) -> cachesweeper<R, T, Named> {
-        self.parts.push(&name);
+    pub fn with_2<P: KeyPart>(self, name: P) -> cachesweeper<R, T, Named> {
         cachesweeper {
             record: self.record,
             ttl: self.ttl,
-            parts: self.parts,
+            parts: self.parts.part(name),
             named: PhantomData,
         }
     }
@@ -206,18 +195,12 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
     where
         N: BlockName,
     {
-        let cachesweeper {
-            record,
-            ttl,
-            mut parts,
-            ..
-        } = self;
         // The template the block is in: the body's Rust type is a closure of the template's own
         // render method, so its name names the template (the same in every process of a build).
         // Every key carries it (see `KeyParts::in_template`).
-        parts = parts.in_template(std::any::type_name_of_val(&body));
+        let parts = self.parts.in_template(std::any::type_name_of_val(&body));
         with_render(values, |sweeper| {
-            let rendered = in_render::fragment(sweeper, &record, &ttl, &parts, || {
+            let rendered = in_render::fragment(sweeper, &self.record, &self.ttl, &parts, || {
                 let mut out = String::new();
                 write!(out, "{body}").map(|()| out)
             });
@@ -236,10 +219,7 @@ pub struct Fragment(Option<Html>);
 
 impl fmt::Display for Fragment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(html) => f.write_str(html.as_str()),
-            None => Err(fmt::Error),
-        }
+        f.write_str(self.0.as_ref().ok_or(fmt::Error)?.as_str())
     }
 }
 

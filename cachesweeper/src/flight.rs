@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::lock;
 use crate::value::Stored;
 
 /// How long a render waits for another to finish the same fragment before rendering it
@@ -22,20 +23,24 @@ const SWEEP_AT: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Flight {
-    /// `Some(Some(stored))` when the leader rendered, `Some(None)` when it gave up.
-    outcome: Mutex<Option<Option<Arc<Stored>>>>,
+    outcome: Mutex<Outcome>,
     done: Condvar,
-    /// When the leader published its result.
-    finished: Mutex<Option<Instant>>,
+}
+
+/// Where a flight's leader is.
+#[derive(Debug, Default)]
+enum Outcome {
+    #[default]
+    Rendering,
+    /// Rendered, and published at that instant.
+    Published(Arc<Stored>, Instant),
+    GaveUp,
 }
 
 impl Flight {
     /// A flight whose result is no longer handed out.
     fn expired(&self, now: Instant) -> bool {
-        self.finished
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|at| now.duration_since(at) > GRACE)
+        matches!(&*lock(&self.outcome), Outcome::Published(_, at) if now.duration_since(*at) > GRACE)
     }
 }
 
@@ -69,27 +74,17 @@ pub(crate) struct Leader<'a> {
 impl Flights {
     /// Whether another render of this process is rendering `key` right now.
     pub(crate) fn running(&self, key: &str) -> bool {
-        let in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        in_flight.get(key).is_some_and(|flight| {
-            flight
-                .outcome
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_none()
-        })
+        let in_flight = lock(&self.in_flight);
+        in_flight
+            .get(key)
+            .is_some_and(|flight| matches!(*lock(&flight.outcome), Outcome::Rendering))
     }
 
     /// Claims the render of `key`: leads it, or takes the result of the render that leads it,
     /// waiting for it (at most [`FLIGHT_WAIT`]) only if `wait`.
     pub(crate) fn claim(&self, key: &str, wait: bool) -> Claim<'_> {
         let flight = {
-            let mut in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = lock(&self.in_flight);
             let now = Instant::now();
             if in_flight.len() >= SWEEP_AT {
                 in_flight.retain(|_, flight| !flight.expired(now));
@@ -108,17 +103,14 @@ impl Flights {
                 }
             }
         };
-        let outcome = flight
-            .outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let outcome = lock(&flight.outcome);
         let wait = if wait { FLIGHT_WAIT } else { Duration::ZERO };
         let (outcome, _) = flight
             .done
-            .wait_timeout_while(outcome, wait, |o| o.is_none())
+            .wait_timeout_while(outcome, wait, |o| matches!(o, Outcome::Rendering))
             .unwrap_or_else(PoisonError::into_inner);
         match &*outcome {
-            Some(Some(stored)) => Claim::Done(Arc::clone(stored)),
+            Outcome::Published(stored, _) => Claim::Done(Arc::clone(stored)),
             _ => Claim::Alone,
         }
     }
@@ -135,31 +127,20 @@ impl Leader<'_> {
     fn finish(&self, outcome: Option<Arc<Stored>>) {
         if outcome.is_none() {
             // Nothing to hand out: the next render to miss leads a new flight.
-            let mut in_flight = self
-                .flights
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = lock(&self.flights.in_flight);
             if in_flight
                 .get(&self.key)
                 .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
             {
                 in_flight.remove(&self.key);
             }
-        } else {
-            *self
-                .flight
-                .finished
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
-        let mut slot = self
-            .flight
-            .outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(outcome);
+        let mut slot = lock(&self.flight.outcome);
+        if let Outcome::Rendering = *slot {
+            *slot = match outcome {
+                Some(stored) => Outcome::Published(stored, Instant::now()),
+                None => Outcome::GaveUp,
+            };
         }
         self.flight.done.notify_all();
     }

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::value::Dep;
@@ -73,13 +72,12 @@ pub(crate) fn note(own: Option<&Dep>, deps: &[Dep], storable: bool) {
         };
         frame.storable &= storable;
         for dep in own.into_iter().chain(deps) {
-            match frame.deps.entry(Arc::clone(&dep.counter_key)) {
-                Entry::Vacant(slot) => {
-                    slot.insert(dep.version);
-                }
-                // One record at two versions in one fragment: part of it predates the other.
-                Entry::Occupied(seen) => frame.storable &= *seen.get() == dep.version,
-            }
+            // One record at two versions in one fragment: part of it predates the other.
+            let seen = *frame
+                .deps
+                .entry(Arc::clone(&dep.counter_key))
+                .or_insert(dep.version);
+            frame.storable &= seen == dep.version;
         }
     });
 }

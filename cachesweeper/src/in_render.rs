@@ -5,31 +5,33 @@
 use std::any::Any;
 
 use crate::keys::Version;
-use crate::stats::Stats;
+use crate::store::thread_leases;
 use crate::value::Html;
-use crate::{Error, KeyParts, Sweepable, Sweeper, alone, session};
+use crate::{Error, KeyParts, Sweepable, Sweeper, session};
 
 /// The runtime-value key of a render's handle. Private: only [`Scope::render`](crate::Scope)
 /// puts a handle there, so a template rendered any other way finds none.
 const KEY: &str = "cachesweeper render";
 
-/// A render's runtime values: the handle of the render (see [`with_render`]).
-pub(crate) struct InRender<'a>(pub(crate) &'a Sweeper);
-
-impl askama::Values for InRender<'_> {
-    fn get_value<'b>(&'b self, key: &str) -> Option<&'b dyn Any> {
-        (key == KEY).then_some(self.0 as &dyn Any)
-    }
-}
-
-/// A render's runtime values with the handle replaced (a cached sub-template's, whose digest
-/// keys the blocks inside it), and the caller's other values kept.
-pub(crate) struct WithHandle<'a> {
+/// A render's runtime values: the handle of the render (see [`with_render`]), and the caller's
+/// other values (those of the page around a cached sub-template, whose own handle, with its
+/// digest, replaces the page's).
+pub(crate) struct InRender<'a> {
     pub(crate) handle: &'a Sweeper,
     pub(crate) rest: &'a dyn askama::Values,
 }
 
-impl askama::Values for WithHandle<'_> {
+impl<'a> InRender<'a> {
+    /// A page's values: its handle alone.
+    pub(crate) fn page(handle: &'a Sweeper) -> Self {
+        InRender {
+            handle,
+            rest: askama::NO_VALUES,
+        }
+    }
+}
+
+impl askama::Values for InRender<'_> {
     fn get_value<'b>(&'b self, key: &str) -> Option<&'b dyn Any> {
         if key == KEY {
             Some(self.handle as &dyn Any)
@@ -45,10 +47,7 @@ pub(crate) fn with_render<T>(
     values: &dyn askama::Values,
     f: impl FnOnce(&Sweeper) -> askama::Result<T>,
 ) -> askama::Result<T> {
-    match askama::get_value::<Sweeper>(values, KEY) {
-        Ok(handle) => f(handle),
-        Err(_) => Err(askama::Error::custom(Error::NoSweeper)),
-    }
+    f(askama::get_value(values, KEY).map_err(|_| askama::Error::custom(Error::NoSweeper))?)
 }
 
 /// What a block does with its render's handle: the fragment of `record` identified by `parts`
@@ -69,7 +68,7 @@ where
         // Not cached: rendered on every pass (a record pass looks inside it for the blocks
         // it holds), and counted as a miss once, in the pass that writes the page.
         if !handle.session.as_ref().is_some_and(|s| s.recording()) {
-            handle.meter().count(Stats::miss);
+            handle.meter().count(|s| &s.misses);
         }
         return render().map(Html::from);
     };
@@ -82,22 +81,20 @@ where
     };
     let html = match &handle.session {
         Some(session) => session::fragment(handle, session, record, ttl, parts, render),
-        None => alone::fragment(handle, record, ttl, parts, render),
+        None => session::lone(handle, thread_leases(), record, ttl, parts, render),
     }?;
     if !handle.debug {
         return Ok(html);
     }
     let model = R::sweeper_model();
-    let counter = if R::COUNTER {
-        let counter_key = handle.counter_key(record);
-        // The version the lookup used: a page render knows it; a lone fragment reads it
-        // again (a debug page may cost a round trip more).
-        match &handle.session {
-            Some(session) => session.version(&counter_key),
-            None => handle.version(record).ok().and_then(|v| v.counter),
-        }
-    } else {
+    // The version the lookup used: a page render knows it; a lone fragment reads it again (a
+    // debug page may cost a round trip more).
+    let counter = if !R::COUNTER {
         None
+    } else if let Some(session) = &handle.session {
+        session.version(&handle.counter_key(record))
+    } else {
+        handle.version(record).ok().and_then(|v| v.counter)
     };
     let version = Version {
         field: record.sweeper_version_field(),

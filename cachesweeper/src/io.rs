@@ -1,10 +1,5 @@
-//! How a caller waits: blocking its thread, or awaiting.
-//!
-//! The parts of a render that talk to the backend (version reads, fragment lookups, stores,
-//! lease releases, raises) are written once, as `async fn`s over the backend's async
-//! operations. An async caller awaits them ([`Async`]). A blocking caller runs them with
-//! [`block_on`], on its own thread: the one adapter between the two. What differs is only how
-//! a render waits for another's result ([`Io`]).
+//! How a caller waits: blocking its thread ([`block_on`], the one adapter), or awaiting. The
+//! code that talks to the backend is written once, as `async fn`s (ARCHITECTURE.md, `io.rs`).
 
 use std::future::Future;
 use std::pin::pin;
@@ -19,7 +14,7 @@ pub(crate) trait Io: Sync {
     /// single flight in place, an async one must not.
     const BLOCKS: bool;
 
-    /// Waits `duration` (the thread sleeps, or the task yields to its runtime's timer).
+    /// Waits `duration`.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
@@ -69,13 +64,10 @@ thread_local! {
     static WAKER: Waker = Waker::from(Arc::new(Unpark(std::thread::current())));
 }
 
-/// The output of `future`, polled on this thread, which parks between polls: how a blocking
-/// caller (`Scope::render`, `Sweeper::invalidate`) awaits a [`Backend`](crate::backend::Backend)
-/// operation, and how to call one from code that is not async.
-///
-/// It needs no runtime: a remote backend's sockets are driven by its own I/O thread, which
-/// wakes this one. Works on any thread, also one inside a runtime (where tokio's own
-/// `block_on` panics), though there it holds the thread as any blocking call does.
+/// The output of `future`, polled on this thread, which parks between polls: how to call a
+/// [`Backend`](crate::backend::Backend) operation from code that is not async. It needs no
+/// runtime (a remote backend's own I/O thread drives its sockets and wakes this one), and works
+/// inside one too (where tokio's `block_on` panics), holding the thread as any blocking call.
 ///
 /// ```
 /// use cachesweeper::backend::{Backend, Embedded, block_on};
@@ -107,7 +99,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 /// Awaits every future at once and answers in their order: a join for a handful of futures
 /// (the per-server batches of one call; each pending one is polled again on every wake), so
 /// that no futures crate is needed.
-#[cfg(any(feature = "memcache", feature = "conformance"))]
+#[cfg(any(feature = "memcache", feature = "redis", feature = "conformance"))]
 pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();

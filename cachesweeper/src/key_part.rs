@@ -89,10 +89,7 @@ key_part_via_to_string!(bool, char, chrono::NaiveDate, chrono::NaiveTime,);
 
 impl KeyPart for chrono::NaiveDateTime {
     fn key_form(&self) -> Cow<'_, str> {
-        Cow::Owned(
-            self.and_utc()
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        )
+        Cow::Owned(self.and_utc().key_form().into_owned())
     }
 }
 

@@ -30,22 +30,6 @@ pub const MAX_KEY_LEN: usize = 250;
 /// The longest namespace, so that a hashed key always fits.
 pub const MAX_NAMESPACE_LEN: usize = 64;
 
-/// Checks a namespace: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
-pub(crate) fn validate_namespace(namespace: &str) -> Result<()> {
-    let ok = !namespace.is_empty()
-        && namespace.len() <= MAX_NAMESPACE_LEN
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "namespace {namespace:?} must be 1 to {MAX_NAMESPACE_LEN} ASCII letters, digits, '_', '-' or '.'"
-        )))
-    }
-}
-
 /// The extra parts of a fragment key (the original's `"comment.xml"` and friends), hashed as
 /// they are added, plus the template digest.
 ///
@@ -56,7 +40,7 @@ pub(crate) fn validate_namespace(namespace: &str) -> Result<()> {
 /// let b = KeyParts::new().part("a").part("b:c");
 /// assert_ne!(a.finish(), b.finish());
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct KeyParts {
     /// The parts, each prefixed by its length: what is hashed.
     raw: Vec<u8>,
@@ -77,22 +61,10 @@ impl std::fmt::Debug for KeyParts {
     }
 }
 
-impl Default for KeyParts {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl KeyParts {
     /// No parts.
     pub fn new() -> Self {
-        KeyParts {
-            raw: Vec::new(),
-            count: 0,
-            digest: "",
-            without_digest: false,
-            finished: OnceLock::new(),
-        }
+        Self::default()
     }
 
     /// Adds one part.
@@ -103,7 +75,7 @@ impl KeyParts {
     }
 
     /// Adds one part in place.
-    pub fn push(&mut self, part: &(impl KeyPart + ?Sized)) {
+    pub(crate) fn push(&mut self, part: &(impl KeyPart + ?Sized)) {
         let form = part.key_form();
         self.raw
             .extend_from_slice(&(form.len() as u64).to_le_bytes());
@@ -159,13 +131,9 @@ impl KeyParts {
     }
 
     /// The hash of all parts, as it appears in the key (22 characters of URL-safe base64).
-    pub fn finish(&self) -> String {
-        self.finished().to_owned()
-    }
-
-    pub(crate) fn finished(&self) -> &str {
+    pub fn finish(&self) -> &str {
         self.finished
-            .get_or_init(|| recent_hash(&self.raw, || hash(&self.raw, self.count)))
+            .get_or_init(|| recent_hash(&self.raw, self.count))
     }
 
     /// The template digest that goes into the key ("" without one).
@@ -186,11 +154,11 @@ fn hash(raw: &[u8], count: u64) -> String {
     URL_SAFE_NO_PAD.encode(&hasher.finalize()[..16])
 }
 
-/// The hash of parts hashed recently on this thread, or `hash()`. A template block builds its
+/// [`hash`], remembered for the parts hashed recently on this thread. A template block builds its
 /// key parts on every render, mostly the same few literal names: remembering their hashes
 /// spares a SHA-256 per fragment, which was a fifth of an embedded hit. Bounded: starts over
 /// when full (parts that are user input can be of any variety).
-fn recent_hash(raw: &[u8], hash: impl FnOnce() -> String) -> String {
+fn recent_hash(raw: &[u8], count: u64) -> String {
     use std::cell::RefCell;
     use std::collections::HashMap;
     const CAPACITY: usize = 4096;
@@ -204,7 +172,7 @@ fn recent_hash(raw: &[u8], hash: impl FnOnce() -> String) -> String {
         if let Some(known) = recent.get(raw) {
             return known.clone();
         }
-        let hashed = hash();
+        let hashed = hash(raw, count);
         if recent.len() >= CAPACITY {
             recent.clear();
         }
@@ -258,7 +226,15 @@ pub struct KeySpace {
 impl KeySpace {
     /// The keys of `namespace` (1 to 64 ASCII letters, digits, `_`, `-` or `.`).
     pub fn new(namespace: &str) -> Result<Self> {
-        validate_namespace(namespace)?;
+        let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        if namespace.is_empty()
+            || namespace.len() > MAX_NAMESPACE_LEN
+            || !namespace.bytes().all(valid)
+        {
+            return Err(Error::Config(format!(
+                "namespace {namespace:?} must be 1 to {MAX_NAMESPACE_LEN} ASCII letters, digits, '_', '-' or '.'"
+            )));
+        }
         Ok(KeySpace {
             namespace: namespace.to_owned(),
         })
@@ -295,7 +271,7 @@ impl KeySpace {
             out.push('|');
             escape_into(out, digest);
             out.push('|');
-            out.push_str(parts.finished());
+            out.push_str(parts.finish());
         })
     }
 
@@ -308,7 +284,7 @@ impl KeySpace {
             model,
             key,
             parts.key_digest(),
-            parts.finished(),
+            parts.finish(),
         ))
     }
 
@@ -322,11 +298,10 @@ impl KeySpace {
             return key;
         }
         let hash = Sha256::digest(key.as_bytes());
-        let mut hashed = String::with_capacity(self.namespace.len() + 3 + 43);
-        hashed.push_str(&self.namespace);
-        hashed.push_str("|h|");
-        hashed.push_str(&URL_SAFE_NO_PAD.encode(hash));
-        hashed
+        key.truncate(self.namespace.len());
+        key.push_str("|h|");
+        URL_SAFE_NO_PAD.encode_string(hash, &mut key);
+        key
     }
 }
 
@@ -354,18 +329,16 @@ fn escape_into(out: &mut String, component: &str) {
 /// long) keys route whole.
 #[cfg_attr(not(any(feature = "memcache", feature = "redis")), allow(dead_code))] // only a distributed backend routes
 pub(crate) fn routing_part(key: &str) -> &str {
-    let mut fields = key.splitn(3, '|');
-    let (Some(_namespace), Some(kind), Some(rest)) = (fields.next(), fields.next(), fields.next())
-    else {
-        return key;
-    };
-    match kind {
-        "v" => rest,
+    let kind_and_rest = key
+        .split_once('|')
+        .and_then(|(_namespace, tail)| tail.split_once('|'));
+    match kind_and_rest {
+        Some(("v", rest)) => rest,
         // model|key|version|digest|parts: up to the separator after the record's key.
-        "f" => match rest.match_indices('|').nth(1) {
-            Some((end, _)) => &rest[..end],
-            None => key,
-        },
+        Some(("f", rest)) => rest
+            .match_indices('|')
+            .nth(1)
+            .map_or(key, |(end, _)| &rest[..end]),
         _ => key,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// An error a loader returned, shared by every read of the [`Lazy`] that failed.
 type LoadError = Arc<dyn StdError + Send + Sync>;
@@ -90,15 +90,13 @@ impl<'a, T> Lazy<'a, T> {
     /// The value, loaded now if this is the first read; or the loader's error.
     pub fn get(&self) -> Result<&T, askama::Error> {
         let value = self.value.get_or_init(|| {
-            let load = self
-                .load
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            let load = crate::lock(&self.load).take();
             match load {
                 Some(load) => load().map_err(LoadError::from),
                 // Only if a loader panicked on an earlier read.
-                None => Err(Arc::new(Panicked)),
+                None => Err(LoadError::from(Box::from(
+                    "the loader panicked on an earlier read",
+                ))),
             }
         });
         value
@@ -138,17 +136,6 @@ impl StdError for Failed {
         Some(&*self.0)
     }
 }
-
-#[derive(Debug)]
-struct Panicked;
-
-impl fmt::Display for Panicked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the loader panicked on an earlier read")
-    }
-}
-
-impl StdError for Panicked {}
 
 #[cfg(test)]
 mod tests {

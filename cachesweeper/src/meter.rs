@@ -37,27 +37,19 @@ impl Metrics {
         Metrics {
             #[cfg(feature = "metrics")]
             handles: {
-                let label = || ("backend", _backend.to_owned());
+                let labels = [("backend", _backend.to_owned())];
+                let counter = |name: &'static str| metrics::counter!(name, &labels);
                 MetricHandles {
-                    round_trips: metrics::counter!("cachesweeper_round_trips_total", &[label()]),
+                    round_trips: counter("cachesweeper_round_trips_total"),
                     round_trip_seconds: metrics::histogram!(
                         "cachesweeper_round_trip_seconds",
-                        &[label()]
+                        &labels
                     ),
-                    errors: metrics::counter!("cachesweeper_errors_total", &[label()]),
-                    bytes_read: metrics::counter!("cachesweeper_read_bytes_total", &[label()]),
-                    bytes_written: metrics::counter!(
-                        "cachesweeper_written_bytes_total",
-                        &[label()]
-                    ),
-                    invalidations: metrics::counter!(
-                        "cachesweeper_invalidations_total",
-                        &[label()]
-                    ),
-                    stampede_waits: metrics::counter!(
-                        "cachesweeper_stampede_waits_total",
-                        &[label()]
-                    ),
+                    errors: counter("cachesweeper_errors_total"),
+                    bytes_read: counter("cachesweeper_read_bytes_total"),
+                    bytes_written: counter("cachesweeper_written_bytes_total"),
+                    invalidations: counter("cachesweeper_invalidations_total"),
+                    stampede_waits: counter("cachesweeper_stampede_waits_total"),
                 }
             },
         }
@@ -85,11 +77,16 @@ pub(crate) struct Meter<'a> {
 }
 
 impl Meter<'_> {
-    /// Counts an event in the shared counters and in the scope's.
-    pub(crate) fn count(&self, event: impl Fn(&Stats)) {
-        event(self.shared);
+    /// Counts one event in the shared counters and in the scope's.
+    pub(crate) fn count(&self, counter: fn(&Stats) -> &AtomicU64) {
+        self.add(counter, 1);
+    }
+
+    /// Adds `n` to a counter, shared and the scope's.
+    fn add(&self, counter: fn(&Stats) -> &AtomicU64, n: u64) {
+        counter(self.shared).fetch_add(n, Ordering::Relaxed);
         if let Some(scope) = self.scope {
-            event(scope);
+            counter(scope).fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -99,7 +96,7 @@ impl Meter<'_> {
     pub(crate) fn tally<T>(&self, results: &[Result<T>], started: Instant) {
         let skipped = |r: &Result<T>| matches!(r, Err(Error::CircuitOpen { .. }));
         if results.is_empty() || !results.iter().all(skipped) {
-            self.count(Stats::round_trip);
+            self.count(|s| &s.round_trips);
             #[cfg(feature = "metrics")]
             {
                 self.metrics.handles.round_trips.increment(1);
@@ -111,7 +108,7 @@ impl Meter<'_> {
         }
         let _ = started;
         if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
-            self.count(Stats::error);
+            self.count(|s| &s.errors);
             #[cfg(feature = "metrics")]
             self.metrics.handles.errors.increment(1);
             self.warn(error);
@@ -119,19 +116,19 @@ impl Meter<'_> {
     }
 
     pub(crate) fn read(&self, bytes: usize) {
-        self.count(|s| s.read(bytes));
+        self.add(|s| &s.bytes_read, bytes as u64);
         #[cfg(feature = "metrics")]
         self.metrics.handles.bytes_read.increment(bytes as u64);
     }
 
     pub(crate) fn written(&self, bytes: usize) {
-        self.count(|s| s.written(bytes));
+        self.add(|s| &s.bytes_written, bytes as u64);
         #[cfg(feature = "metrics")]
         self.metrics.handles.bytes_written.increment(bytes as u64);
     }
 
     pub(crate) fn invalidation(&self) {
-        self.count(Stats::invalidation);
+        self.count(|s| &s.invalidations);
         #[cfg(feature = "metrics")]
         self.metrics.handles.invalidations.increment(1);
     }
@@ -153,32 +150,26 @@ impl Meter<'_> {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(error = %crate::error::Chain(error), errors = self.shared.snapshot().errors, "cachesweeper: cache error, rendering without cache");
+            tracing::warn!(error = %crate::error::Chain(error), errors = self.shared.errors.load(Ordering::Relaxed), "cachesweeper: cache error, rendering without cache");
         }
     }
 
     /// A hit on a fragment of `fragment` (its name, see [`ByFragment`]).
     pub(crate) fn hit(&self, fragment: &str, key: &str, html: &str) {
-        self.count(Stats::hit);
+        self.count(|s| &s.hits);
         self.by_fragment.get(self.backend.name(), fragment).hit();
         tracing::debug!(fragment, key, bytes = html.len(), "cachesweeper hit");
     }
 
+    /// A hit handed over by another render of this process that had just rendered it.
     pub(crate) fn coalesced(&self, fragment: &str, key: &str, html: &str) {
-        self.count(Stats::hit);
-        self.count(Stats::coalesced);
-        self.by_fragment.get(self.backend.name(), fragment).hit();
+        self.hit(fragment, key, html);
+        self.count(|s| &s.coalesced);
         self.stampede_wait();
-        tracing::debug!(
-            fragment,
-            key,
-            bytes = html.len(),
-            "cachesweeper hit (rendered just now by another render)"
-        );
     }
 
     pub(crate) fn miss(&self, fragment: &str, key: Option<&str>) {
-        self.count(Stats::miss);
+        self.count(|s| &s.misses);
         self.by_fragment.get(self.backend.name(), fragment).miss();
         tracing::debug!(fragment, key = key.unwrap_or("-"), "cachesweeper miss");
     }

@@ -7,9 +7,11 @@
 //! them as unreadable: it renders what is under them and stores nothing there.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::lock;
 
 /// The first wait before a retry; it doubles up to [`MAX_WAIT`].
 pub(crate) const FIRST_WAIT: Duration = Duration::from_millis(50);
@@ -37,16 +39,12 @@ impl Retry {
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .contains_key(key)
+        lock(&self.keys).0.contains_key(key)
     }
 
     /// Keeps `keys` for retrying. Returns whether a retry thread must be started.
     pub(crate) fn add(&self, keys: impl IntoIterator<Item = String>) -> bool {
-        let mut guard = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.keys);
         let (pending, failures) = &mut *guard;
         for key in keys {
             *failures += 1;
@@ -58,7 +56,7 @@ impl Retry {
 
     /// The keys to retry now, each with the number of its latest failure.
     pub(crate) fn snapshot(&self) -> Vec<(String, u64)> {
-        let guard = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = lock(&self.keys);
         guard.0.iter().map(|(k, &n)| (k.clone(), n)).collect()
     }
 
@@ -67,20 +65,19 @@ impl Retry {
     /// should stop (nothing left); if so it is marked stopped under the lock, so that a
     /// concurrent [`add`](Self::add) starts a new one.
     pub(crate) fn settle(&self, done: &[(String, u64)]) -> bool {
-        let mut guard = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.keys);
         let pending = &mut guard.0;
         for (key, failure) in done {
             if pending.get(key) == Some(failure) {
                 pending.remove(key);
             }
         }
-        self.any.store(!pending.is_empty(), Ordering::Release);
-        if pending.is_empty() {
+        let done = pending.is_empty();
+        self.any.store(!done, Ordering::Release);
+        if done {
             self.running.store(false, Ordering::Release);
-            true
-        } else {
-            false
         }
+        done
     }
 }
 

@@ -5,16 +5,11 @@ use std::sync::Arc;
 use crate::keys::KeyParts;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::value::Html;
-use crate::{Sweepable, Sweeper, TemplateDigest, clock, session};
+use crate::{Sweepable, Sweeper, TemplateDigest, clock, io, session};
 
 /// One request's view of a [`Sweeper`], taken with [`Sweeper::scope`] **before** the request
-/// reads its data, and the one way to render through the cache.
-///
-/// It notes when the request began to read its data: a render stores only fragments whose
-/// records were last invalidated before that, which is what keeps a page rendered from rows
-/// read before a write from being stored under the version that follows it (see
-/// [`Sweeper::invalidate`]). Its [`stats`](Self::stats) count what was done through it (and
-/// its clones); the sweeper's count everything.
+/// reads its data, and the one way to render through the cache. It notes when the request
+/// began to read, for the store rule of [Never stale](crate#never-stale).
 ///
 /// ```
 /// use askama::Template;
@@ -68,11 +63,9 @@ impl Sweeper {
 }
 
 impl Scope {
-    /// Renders a page with every fragment lookup batched: the page costs a constant number of
-    /// round trips however many fragments it holds (two per level of nesting that misses, none
-    /// for what the L1 holds), versions are looked up once per record, and everything rendered
-    /// is stored in one batch. Every fragment key carries the page's [`TemplateDigest`] (unless
-    /// the block says `digest=false`) and the name of the block's template.
+    /// Renders a page in a [constant number of round
+    /// trips](crate#a-page-in-a-constant-number-of-round-trips), every fragment key carrying the
+    /// page's [`TemplateDigest`] (unless the block says `digest=false`) and its block's template.
     ///
     /// The template is rendered more than once (cheap passes that skip fragment bodies, then
     /// the real one), so its non-fragment parts should not have side effects. A body that
@@ -83,18 +76,20 @@ impl Scope {
     where
         T: askama::Template + TemplateDigest + ?Sized,
     {
-        session::render(&self.handle, page, self.handle.stamp())
+        io::block_on(session::render(
+            &io::Blocking,
+            &self.handle,
+            page,
+            self.handle.stamp(),
+        ))
     }
 
     /// [`render`](Self::render) for async handlers (feature `tokio`), with the page borrowed:
-    /// the template's passes run on the caller's task (Askama renders synchronously, and the
-    /// passes are cheap), and the cache is awaited between them, never blocking the runtime's
-    /// thread, in the same number of round trips as [`render`](Self::render).
+    /// the passes run on the caller's task and the cache is awaited between them ([Async
+    /// handlers never wait on the cache](crate#async-handlers-never-wait-on-the-cache)).
     ///
-    /// Two differences from the blocking render, both to keep the thread free: a fragment
-    /// that another render of this process is rendering is awaited before the final pass, not
-    /// within it; and one the final pass meets that the earlier passes did not (a template
-    /// whose output changes from one pass to the next) is rendered and not stored.
+    /// Unlike [`render`](Self::render), a fragment the final pass meets that the earlier passes
+    /// did not (a template whose output changes between passes) is rendered and not stored.
     ///
     /// ```no_run
     /// # use askama::Template;
@@ -114,16 +109,15 @@ impl Scope {
     where
         T: askama::Template + TemplateDigest + Sync + ?Sized,
     {
-        session::render_async(&self.handle, page, self.handle.stamp()).await
+        session::render(&io::Async, &self.handle, page, self.handle.stamp()).await
     }
 
     /// One fragment of `record` identified by `parts`, outside any template: from the cache
     /// if it holds one for the record's current version, else from `render`, stored for
     /// `ttl`. Each call costs a version lookup (for counter-versioned records, with those of
-    /// the records it contained last time) and a fragment lookup.
-    ///
-    /// Fails open: a cache error is counted in [`stats`](Self::stats), logged, and treated as
-    /// a miss. Only `render`'s own error is returned, and nothing is stored then.
+    /// the records it contained last time) and a fragment lookup. A cache error is a miss
+    /// ([When the cache fails](crate#when-the-cache-fails-the-page-does-not)); only `render`'s
+    /// own error is returned, and nothing is stored then.
     ///
     /// ```
     /// use cachesweeper::{KeyParts, Sweepable, Sweeper};
@@ -161,10 +155,7 @@ impl Scope {
     /// `<!--cachesweeper hit name="comment" record="app::Comment/42" key="cs|f|..."-->` (or
     /// `miss`) and `<!--/cachesweeper-->`, which change neither the page's layout nor its
     /// text. A fragment inside one that hit is inside its HTML and has no marks of its own.
-    ///
-    /// A debug scope reads the cache and stores nothing (its marks must never reach the
-    /// cache, and an outer fragment would hold the marks of those inside it): the next page
-    /// without it stores what this one rendered.
+    /// A debug scope stores nothing (an outer fragment would hold the marks of those inside it).
     ///
     /// ```
     /// # use askama::Template;

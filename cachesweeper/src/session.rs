@@ -1,24 +1,21 @@
-//! One page render in a constant number of round trips (see [`Scope::render`](crate::Scope::render)).
-//!
-//! A page is rendered in *record* passes, then once for real. A record pass renders the
-//! template but, for each fragment whose version or stored value is not known yet, writes
-//! nothing and notes what it needs instead. Between passes the sweeper fetches everything noted,
-//! all at once: one batch for the versions, one for the fragments. Fragments nested in a
-//! fragment that missed are discovered by the next pass, so each level of nesting costs one
-//! more pair of batches, whatever the number of fragments. Bodies that missed and hold no
-//! unknown fragment are rendered once and remembered; the final pass writes the page from what
-//! is known, and every fragment rendered is stored in one batch at the end.
+//! One page render in a constant number of round trips: record passes that note what they
+//! need, a batch of versions and one of fragments after each, the final pass, the writes in one
+//! batch (ARCHITECTURE.md, "A page render"). Bodies that missed and hold no unknown fragment are
+//! rendered once and remembered. Every fragment, in a page or on its own ([`lone`]), takes the
+//! same hit and miss path, [`fragment`].
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use foldhash::{HashMap, HashSet};
 
 use crate::in_render::InRender;
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
 use crate::store::{FragmentStore, Hints, Leases, Miss, Own, ReadFrom, VersionMap, Write};
 use crate::value::{Dep, Html, Stored};
-use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, alone, frames};
+use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, frames};
 
 /// What a render knows of one fragment key.
 #[derive(Debug)]
@@ -46,7 +43,6 @@ struct Wanted {
 /// Which pass of the page is rendering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    /// A record pass: it notes what the page needs and writes nothing that is kept.
     Record {
         /// Fragments met that could not be placed yet: another pass is needed.
         unresolved: usize,
@@ -77,7 +73,6 @@ impl Pass {
         matches!(self, Pass::Record { in_bodies: 0, .. })
     }
 
-    /// Fragments a record pass could not place yet (none in the final pass).
     fn unresolved(self) -> usize {
         match self {
             Pass::Record { unresolved, .. } => unresolved,
@@ -85,7 +80,6 @@ impl Pass {
         }
     }
 
-    /// A fragment the record pass could not place: another pass is needed.
     fn note_unresolved(&mut self) {
         if let Pass::Record { unresolved, .. } = self {
             *unresolved += 1;
@@ -97,6 +91,29 @@ impl Pass {
         if let Pass::Record { in_bodies, .. } = self {
             *in_bodies = in_bodies.saturating_add_signed(step);
         }
+    }
+}
+
+/// What a session renders, which decides how it may wait for the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// A page rendered blocking: it may wait for another render's fragment, and looks up on
+    /// its own a fragment its final pass meets that no record pass announced.
+    BlockingPage,
+    /// A page rendered async, whose passes run on a runtime thread: whatever the cache must
+    /// answer is fetched between them, and what a pass meets unannounced is rendered without
+    /// the cache.
+    AsyncPage,
+    /// One fragment on its own ([`lone`]), fetched before its only pass: it may wait; nothing
+    /// is unannounced but a fragment whose key changed between its two calls, rendered without
+    /// the cache rather than looked up again.
+    Lone,
+}
+
+impl Caller {
+    /// Whether a missed fragment may wait for another render of this process to finish it.
+    fn may_wait(self) -> bool {
+        self != Caller::AsyncPage
     }
 }
 
@@ -123,15 +140,21 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// When the page's data began to be read.
     began: ReadFrom,
-    /// The leases this render holds.
-    leases: Leases,
-    /// Whether the render may block its thread on the cache. An async render may not: its
-    /// passes run on a runtime thread, so whatever the cache must answer is fetched between
-    /// them, and what a pass meets unannounced is rendered without the cache.
-    blocks: bool,
+    /// The leases this render holds (see [`Leases`]).
+    leases: Arc<Leases>,
+    caller: Caller,
 }
 
 impl Session {
+    fn new(began: ReadFrom, leases: Arc<Leases>, caller: Caller) -> Session {
+        Session {
+            state: Mutex::default(),
+            began,
+            leases,
+            caller,
+        }
+    }
+
     /// Whether a record pass is under way (its output is thrown away).
     pub(crate) fn recording(&self) -> bool {
         self.state().pass.recording()
@@ -142,38 +165,28 @@ impl Session {
         self.state().versions.get(counter_key).copied()
     }
 
+    /// What the record pass noted: the fragments it wants, and the counters of records inside
+    /// fragments.
+    fn take_wanted(&self) -> (Vec<Wanted>, Vec<String>) {
+        let mut state = self.state();
+        (
+            std::mem::take(&mut state.wanted),
+            std::mem::take(&mut state.wanted_counters),
+        )
+    }
+
     /// The state. Never held while a template body renders (bodies re-enter the session).
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 }
 
 /// How deep fragments may nest before the final pass looks the rest up one by one.
 const MAX_RECORD_PASSES: usize = 16;
 
-/// Renders `page` through `sweeper` with every fragment lookup batched (see
-/// [`Scope::render`](crate::Scope::render)), calling the backend blocking.
-pub(crate) fn render<T>(sweeper: &Sweeper, page: &T, began: ReadFrom) -> askama::Result<String>
-where
-    T: askama::Template + TemplateDigest + ?Sized,
-{
-    io::block_on(render_with(&Blocking, sweeper, page, began))
-}
-
-/// [`render`], awaiting the backend between the passes (see [`Scope::render_async`](crate::Scope::render_async)).
-#[cfg(feature = "tokio")]
-pub(crate) async fn render_async<T>(
-    sweeper: &Sweeper,
-    page: &T,
-    began: ReadFrom,
-) -> askama::Result<String>
-where
-    T: askama::Template + TemplateDigest + Sync + ?Sized,
-{
-    render_with(&io::Async, sweeper, page, began).await
-}
-
-async fn render_with<I: Io, T>(
+/// [`Scope::render`](crate::Scope::render) (under [`io::block_on`] with [`Blocking`]) and
+/// `render_async` (with `io::Async`).
+pub(crate) async fn render<I: Io, T>(
     io: &I,
     sweeper: &Sweeper,
     page: &T,
@@ -182,14 +195,22 @@ async fn render_with<I: Io, T>(
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
-    let session = Arc::new(Session {
-        state: Mutex::default(),
-        began,
-        leases: Leases::default(),
-        blocks: I::BLOCKS,
-    });
+    let caller = if I::BLOCKS {
+        Caller::BlockingPage
+    } else {
+        Caller::AsyncPage
+    };
+    let session = Arc::new(Session::new(began, Arc::default(), caller));
     let run = sweeper.for_session(Arc::clone(&session), T::TEMPLATE_DIGEST, began);
     let html = render_passes(io, &run, &session, page).await;
+    store_rendered(&run, &session).await;
+    html
+}
+
+/// Stores what the session rendered, in one batch, and releases the leases it will not store.
+/// Whatever lease is left (a fragment another render of this process handed over, or one the
+/// final pass never met) is that render's, or expires.
+async fn store_rendered(sweeper: &Sweeper, session: &Session) {
     let (writes, releases) = {
         let mut state = session.state();
         (
@@ -197,13 +218,36 @@ where
             std::mem::take(&mut state.releases),
         )
     };
-    let meter = run.meter();
-    let store = &run.inner.store;
+    let meter = sweeper.meter();
+    let store = &sweeper.inner.store;
     store.write(&meter, &session.leases, writes).await;
     let releases: Vec<&str> = releases.iter().map(String::as_str).collect();
     store.release(&meter, &session.leases, &releases).await;
-    // Whatever lease is left (a fragment another render of this process handed over, or one
-    // the final pass never met) is that render's, or expires.
+}
+
+/// One fragment on its own ([`Scope::fragment`](crate::Scope::fragment), or one a blocking
+/// page's final pass met unannounced), blocking: a session of one record pass, one fetch and
+/// the final pass. `leases` are those of its thread (see [`Leases`]) or of its page.
+pub(crate) fn lone<R, E>(
+    sweeper: &Sweeper,
+    leases: Arc<Leases>,
+    record: &R,
+    ttl: Duration,
+    parts: &KeyParts,
+    render: impl FnOnce() -> Result<String, E>,
+) -> Result<Html, E>
+where
+    R: Sweepable + ?Sized,
+{
+    let session = Session::new(sweeper.stamp(), leases, Caller::Lone);
+    // A fresh record pass knows nothing: it notes the fragment and renders no body. (A
+    // function, not a closure: a closure's type would differ in each nested `lone`.)
+    fragment(sweeper, &session, record, ttl, parts, no_body::<E>)?;
+    let (wanted, contained) = session.take_wanted();
+    io::block_on(prefetch(&Blocking, sweeper, &session, wanted, contained));
+    session.state().pass = Pass::Final;
+    let html = fragment(sweeper, &session, record, ttl, parts, render);
+    io::block_on(store_rendered(sweeper, &session));
     html
 }
 
@@ -222,29 +266,25 @@ where
             let mut state = session.state();
             state.pass = Pass::default();
         }
-        page.render_with_values(&InRender(run))?;
-        let (wanted, counters) = {
-            let mut state = session.state();
-            (
-                std::mem::take(&mut state.wanted),
-                std::mem::take(&mut state.wanted_counters),
-            )
-        };
+        page.render_with_values(&InRender::page(run))?;
+        let (wanted, counters) = session.take_wanted();
         if (wanted.is_empty() && counters.is_empty())
             || !prefetch(io, run, session, wanted, counters).await
         {
-            // Nothing new, or nothing missed: no body to look inside for more fragments.
             break;
         }
     }
     session.state().pass = Pass::Final;
-    page.render_with_values(&InRender(run))
+    page.render_with_values(&InRender::page(run))
+}
+
+/// The body a record pass does not render.
+fn no_body<E>() -> Result<String, E> {
+    Ok(String::new())
 }
 
 /// A fragment the final pass meets that no record pass announced (a template whose output
-/// changes between passes, or nesting deeper than the record passes go): a blocking render
-/// looks it up on its own; an async one cannot wait for the cache in the middle of a pass, so
-/// it renders it, and stores nothing around it.
+/// changes between passes, or nesting deeper than [`MAX_RECORD_PASSES`]): see [`Caller`].
 fn unannounced<R, E>(
     sweeper: &Sweeper,
     session: &Session,
@@ -256,8 +296,15 @@ fn unannounced<R, E>(
 where
     R: Sweepable + ?Sized,
 {
-    if session.blocks {
-        alone::fragment(sweeper, record, ttl, parts, render)
+    if session.caller == Caller::BlockingPage {
+        lone(
+            sweeper,
+            Arc::clone(&session.leases),
+            record,
+            ttl,
+            parts,
+            render,
+        )
     } else {
         sweeper
             .meter()
@@ -283,12 +330,10 @@ where
     let fragment = parts.name().unwrap_or(model);
     let field = record.sweeper_version_field();
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
-    // A record versioned by a field alone still has a counter, which `invalidate` raises: the
-    // fragment around this one remembers it.
+    // See `Own::FieldInside`.
     let contained_key = (!R::COUNTER && frames::inside()).then(|| sweeper.counter_key(record));
     let mut state = session.state();
     let recording = state.pass.recording();
-    // A record pass outside any missed body: its output is thrown away.
     let discarded = state.pass.discards();
     let wanted = |counter_key: Option<String>, field: Option<String>| {
         let record_key = record.sweeper_key().into_owned();
@@ -409,7 +454,13 @@ where
                 let [handed] = handed;
                 handed
             };
-            let missed = store.render_miss(&key, &session.leases, session.blocks, current, render);
+            let missed = store.render_miss(
+                &key,
+                &session.leases,
+                session.caller.may_wait(),
+                current,
+                render,
+            );
             let mut state = session.state();
             state.pass.body(-1);
             let (html, deps, storable, leader) = match missed {
@@ -477,10 +528,9 @@ where
     }
 }
 
-/// Fetches what a record pass wanted: the unknown versions in one batch (with those of the
-/// records the wanted fragments contained last time), then the unknown fragments in one batch,
-/// then the versions their contents need that are still unknown, if any. Returns whether any
-/// fragment missed, that is whether another record pass may find fragments nested in its body.
+/// Fetches what a record pass wanted: the unknown versions (with the wanted fragments' hints),
+/// then the fragments, then the versions their contents need, one batch each. Returns whether
+/// any fragment missed, that is whether another record pass may find fragments nested in it.
 async fn prefetch<I: Io>(
     io: &I,
     sweeper: &Sweeper,
@@ -492,29 +542,27 @@ async fn prefetch<I: Io>(
     let store = &sweeper.inner.store;
     let counters = &sweeper.inner.versions;
     let hints: Vec<Option<Hints>> = wanted.iter().map(|w| store.hints(w.hint_key)).collect();
-    let unknown: Vec<String> = {
+    let unknown: Vec<&str> = {
         let state = session.state();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         wanted
             .iter()
             .filter_map(|w| w.counter_key.as_deref())
             .chain(hints.iter().flatten().flat_map(|h| h.iter()).map(|k| &**k))
             .chain(contained.iter().map(String::as_str))
             .filter(|k| !state.versions.contains_key(*k) && seen.insert(*k))
-            .map(str::to_owned)
             .collect()
     };
     if !unknown.is_empty() {
-        let refs: Vec<&str> = unknown.iter().map(String::as_str).collect();
-        let fetched = counters.read(&meter, &refs).await;
+        let fetched = counters.read(&meter, &unknown).await;
         let mut state = session.state();
         for (key, value) in unknown.into_iter().zip(fetched) {
             match value {
                 Ok(value) => {
-                    state.versions.insert(key, value);
+                    state.versions.insert(key.to_owned(), value);
                 }
                 Err(_) => {
-                    state.failed_counters.insert(key);
+                    state.failed_counters.insert(key.to_owned());
                 }
             }
         }
@@ -524,7 +572,8 @@ async fn prefetch<I: Io>(
     let mut missed = !session.state().failed_counters.is_empty();
     let (keys, hint_keys): (Vec<String>, Vec<_>) = {
         let state = session.state();
-        let mut seen = HashSet::new();
+        let hasher = foldhash::fast::RandomState::default();
+        let mut seen = HashSet::default();
         wanted
             .into_iter()
             .zip(hints)
@@ -544,7 +593,9 @@ async fn prefetch<I: Io>(
                         .fragment_key(w.model, &w.record_key, &version, &w.parts);
                 Some((key, (w.hint_key, hints)))
             })
-            .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(k.clone()))
+            // Duplicates told apart by a hash of the key, not a copy of it: one that collides
+            // is not fetched, and the final pass finds it unannounced (never another's value).
+            .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(hasher.hash_one(k)))
             .unzip()
     };
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -554,8 +605,6 @@ async fn prefetch<I: Io>(
         .verify(&meter, counters, &mut found, &mut versions)
         .await;
     if !I::BLOCKS {
-        // The final pass claims what missed without waiting: let another render of this
-        // process that is rendering one of them finish first, so that it hands it over.
         let missed: Vec<&str> = refs
             .iter()
             .zip(&found)

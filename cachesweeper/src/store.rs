@@ -1,21 +1,8 @@
-//! The fragment store: the one place that fetches stored fragments and stores rendered ones,
-//! for a lone fragment ([`alone`](crate::alone)) and a page render
-//! ([`session`](crate::session)) alike. It owns the L1, single flight, the leases this
-//! thread's renders hold, the dependency hints, the envelope, and the rule that decides whether
-//! a fragment just rendered may be stored.
-//!
-//! Two rules keep every page fresh (the guarantee is stated on
-//! [`Sweeper::invalidate`](crate::Sweeper::invalidate)):
-//!
-//! - **A fragment is stored only if its data is known to be newer than its version.** Each
-//!   version counter holds the time of the invalidation that last raised it. A render knows when
-//!   it began reading its data ([`Sweeper::scope`](crate::Sweeper::scope)); a fragment whose
-//!   record was invalidated after that may have been rendered from rows read before the write,
-//!   so it is served but not stored (nor handed to other renders).
-//! - **A fragment records the versions of the records rendered inside it** (see
-//!   [`frames`](crate::frames)), at any depth, and a hit is served only while all of them are
-//!   still current ([`FragmentStore::verify`]). An outer fragment therefore never outlives a
-//!   change to a record inside it, with no declaration at all.
+//! The one place that fetches stored fragments and stores rendered ones, for every render.
+//! It enforces two of the ways the guarantee holds ([Never stale](crate#never-stale)): a
+//! fragment is stored only if its data is known to be newer than its version
+//! ([`finish`](FragmentStore::finish)), and a hit is served only while the versions of the
+//! records rendered inside it are all current ([`verify`](FragmentStore::verify)).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -27,7 +14,6 @@ use crate::frames;
 use crate::io::Io;
 use crate::l1::{L1, now_ms};
 use crate::meter::Meter;
-use crate::stats::Stats;
 use crate::value::{self, Dep, Stored};
 use crate::versions::Versions;
 
@@ -47,23 +33,14 @@ const LEASE_POLL: Duration = Duration::from_millis(10);
 const FLIGHT_POLL: Duration = Duration::from_millis(1);
 
 /// The leases one render holds: fragments it won the right to render (in any process) and has
-/// neither stored nor given up yet. A page render ([`session`](crate::session)) keeps its own,
-/// since an async one moves between threads; lone fragments keep theirs per thread (see
-/// [`thread_leases`]), which is where their nested fragments run.
+/// neither stored nor given up yet. A page render keeps its own, since an async one moves
+/// between threads; lone fragments keep their thread's ([`thread_leases`]), where they nest.
 #[derive(Debug, Default)]
 pub(crate) struct Leases(Mutex<HashSet<String>>);
 
 impl Leases {
     fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.held().is_empty()
-    }
-
-    fn take(&self, key: &str) {
-        self.held().insert(key.to_owned());
+        crate::lock(&self.0)
     }
 
     /// Forgets the leases on `keys`: stored, given up, or left to another render of this
@@ -79,12 +56,12 @@ impl Leases {
 }
 
 thread_local! {
-    static THREAD_LEASES: Leases = Leases::default();
+    static THREAD_LEASES: Arc<Leases> = Arc::default();
 }
 
-/// Runs `f` with the leases of the lone fragments rendering on this thread.
-pub(crate) fn thread_leases<R>(f: impl FnOnce(&Leases) -> R) -> R {
-    THREAD_LEASES.with(f)
+/// The leases of the lone fragments rendering on this thread.
+pub(crate) fn thread_leases() -> Arc<Leases> {
+    THREAD_LEASES.with(Arc::clone)
 }
 
 /// Counter values by counter key, as one render has learnt them.
@@ -122,8 +99,8 @@ impl HintMap {
 pub(crate) enum ReadFrom {
     /// From this time on (nanoseconds, on [`clock`](crate::clock)).
     At(u64),
-    /// A debug render: its marks must never reach the cache, so it stores nothing, whatever
-    /// its records' versions (a record versioned by a field alone has no counter to compare).
+    /// A debug render, which stores nothing whatever its records' versions (a record versioned
+    /// by a field alone has no counter to compare with a time).
     StoresNothing,
 }
 
@@ -207,11 +184,10 @@ impl FragmentStore {
         }
     }
 
-    /// Whether data read at `began` is known to include every write that an invalidation
-    /// raising a counter to `version` acknowledged: the version is confirmed (not a counter
-    /// created after a loss, see [`Backend::fresh_counter`](crate::backend::Backend::fresh_counter))
-    /// and the invalidation happened before `began`, by more than the clock skew allowed
-    /// between processes.
+    /// Whether data read at `began` includes every write an invalidation raising a counter to
+    /// `version` acknowledged: `version` is confirmed
+    /// ([`Backend::fresh_counter`](crate::backend::Backend::fresh_counter)) and older than
+    /// `began` by more than the clock skew.
     fn fresh_enough(&self, version: u64, began: ReadFrom) -> bool {
         match began {
             ReadFrom::At(began) => {
@@ -274,7 +250,7 @@ impl FragmentStore {
         for (i, key) in keys.iter().enumerate() {
             match self.l1.as_ref().and_then(|l1| l1.get(key)) {
                 Some(stored) => {
-                    meter.count(Stats::l1_hit);
+                    meter.count(|s| &s.l1_hits);
                     found[i] = Some(stored);
                 }
                 None => remote.push(i),
@@ -292,7 +268,7 @@ impl FragmentStore {
         // a batch and wait for each other's would wait until the leases expire: a render that
         // holds leases renders what it would wait for instead.
         let mut pending = remote;
-        let mut may_wait = held.is_empty();
+        let mut may_wait = held.held().is_empty();
         let leases = !meter.backend.is_local();
         let deadline = Instant::now() + LEASE_WAIT;
         loop {
@@ -312,7 +288,7 @@ impl FragmentStore {
                         // A miss, ours to render.
                         if leases {
                             may_wait = false;
-                            held.take(keys[i]);
+                            held.held().insert(keys[i].to_owned());
                         }
                         continue;
                     }
@@ -330,13 +306,7 @@ impl FragmentStore {
                         found[i] = Some(stored);
                     }
                     Some(_) => {} // expired: the server's clock is behind ours
-                    None => {
-                        meter.count(Stats::corrupt);
-                        tracing::debug!(
-                            key = keys[i],
-                            "cachesweeper: stored value is not a fragment; re-rendering"
-                        );
-                    }
+                    None => corrupt(meter, keys[i]),
                 }
             }
             if busy.is_empty() || !may_wait || Instant::now() >= deadline {
@@ -368,20 +338,13 @@ impl FragmentStore {
                     found[i] = Some(stored);
                 }
                 Some(Some(_)) => {}
-                Some(None) => {
-                    meter.count(Stats::corrupt);
-                    tracing::debug!(
-                        key = keys[i],
-                        "cachesweeper: stored value is not a fragment; re-rendering"
-                    );
-                }
+                Some(None) => corrupt(meter, keys[i]),
             }
         }
     }
 
-    /// Drops from `found` every fragment that contains a record whose version has changed
-    /// since it was stored (or cannot be read now). Versions already in `versions` are taken
-    /// from there; the others are read in one batch and added to it.
+    /// [`drop_outdated`](Self::drop_outdated), after reading in one batch the versions not yet
+    /// in `versions` (and adding them to it).
     pub(crate) async fn verify(
         &self,
         meter: &Meter<'_>,
@@ -423,7 +386,7 @@ impl FragmentStore {
                     .all(|dep| versions.get(&*dep.counter_key) == Some(&dep.version))
             });
             if !current {
-                meter.count(Stats::outdated);
+                meter.count(|s| &s.outdated);
                 *slot = None;
             }
         }
@@ -440,10 +403,10 @@ impl FragmentStore {
         }
     }
 
-    /// The miss path's first half, the same for every fragment: claims the single flight of
-    /// `key` (waiting for another render of this process that has it in flight, if `wait`);
-    /// unless that render hands over its result and `current` still accepts it, renders `body` in a frame of its own. The caller then
-    /// [`finish`](Self::finish)es what was rendered (or releases its lease if it failed).
+    /// The miss path's first half: claims the single flight of `key` (waiting for another
+    /// render of this process that has it in flight, if `wait`); unless that render hands over
+    /// its result and `current` still accepts it, renders `body` in a frame of its own. The
+    /// caller then [`finish`](Self::finish)es it (or releases its lease if it failed).
     pub(crate) fn render_miss<E>(
         &self,
         key: &str,
@@ -473,11 +436,10 @@ impl FragmentStore {
         }
     }
 
-    /// The miss path's second half: decides whether the fragment rendered under `key` may be
-    /// stored (its own version `own` is older than the render's data, read from `began` on, and
-    /// so is everything inside it), tells the enclosing fragment, hands it to the renders
-    /// waiting on it, and returns it with its write if it is to be stored. One that is not
-    /// stored must give up its lease: see [`release`](Self::release).
+    /// The miss path's second half: applies the store rule (see the [module docs](self)), tells
+    /// the enclosing fragment, hands the fragment to the renders waiting on it, and returns it
+    /// with its write if it is to be stored (if not, its lease must be
+    /// [`release`](Self::release)d).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish(
         &self,
@@ -501,18 +463,35 @@ impl FragmentStore {
             expires_ms: now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             deps,
         });
-        let write = if storable {
-            if let Some(leader) = leader {
-                leader.publish(Arc::clone(&stored));
-            }
-            self.prepare_write(meter, key, &stored, ttl)
-        } else {
-            meter.count(Stats::unstored);
+        let write = if !storable {
+            meter.count(|s| &s.unstored);
             tracing::debug!(
                 key,
                 "cachesweeper: not stored, a record in it changed after this render read its data"
             );
             None
+        } else {
+            if let Some(leader) = leader {
+                leader.publish(Arc::clone(&stored));
+            }
+            if value::encoded_len(stored.html.len(), &stored.deps) > meter.backend.max_value_len() {
+                meter.count(|s| &s.oversized);
+                tracing::debug!(
+                    key,
+                    bytes = stored.html.len(),
+                    "cachesweeper: fragment too large to store"
+                );
+                None
+            } else {
+                if let Some(l1) = &self.l1 {
+                    l1.insert(key, Arc::clone(&stored));
+                }
+                Some(Write {
+                    stored: Arc::clone(&stored),
+                    key: key.to_owned(),
+                    ttl,
+                })
+            }
         };
         Finished {
             stored,
@@ -521,36 +500,8 @@ impl FragmentStore {
         }
     }
 
-    /// The write of a rendered fragment (kept in the L1 too), or `None` if it is too large for
-    /// the backend.
-    fn prepare_write(
-        &self,
-        meter: &Meter<'_>,
-        key: &str,
-        stored: &Arc<Stored>,
-        ttl: Duration,
-    ) -> Option<Write> {
-        if value::encoded_len(stored.html.len(), &stored.deps) > meter.backend.max_value_len() {
-            meter.count(Stats::oversized);
-            tracing::debug!(
-                key,
-                bytes = stored.html.len(),
-                "cachesweeper: fragment too large to store"
-            );
-            return None;
-        }
-        if let Some(l1) = &self.l1 {
-            l1.insert(key, Arc::clone(stored));
-        }
-        Some(Write {
-            stored: Arc::clone(stored),
-            key: key.to_owned(),
-            ttl,
-        })
-    }
-
-    /// Gives up the leases the render holds among `keys` (`held`), whose fragments it will not
-    /// store, so that other renders do not wait for them; one round trip. Keys it does not hold
+    /// Gives up the leases the render holds among `keys`, whose fragments it will not store,
+    /// so that other renders do not wait for them; one round trip. Keys it does not hold
     /// (another render's lease, which it rendered rather than wait for) are left alone:
     /// releasing them would delete what their holder stores.
     pub(crate) async fn release(&self, meter: &Meter<'_>, held: &Leases, keys: &[&str]) {
@@ -604,6 +555,15 @@ impl FragmentStore {
         // Stored or not, the leases are over: a failed store leaves them to expire.
         held.let_go(writes.iter().map(|w| w.key.as_str()));
     }
+}
+
+/// A stored value that is not a fragment: counted, and rendered again.
+fn corrupt(meter: &Meter<'_>, key: &str) {
+    meter.count(|s| &s.corrupt);
+    tracing::debug!(
+        key,
+        "cachesweeper: stored value is not a fragment; re-rendering"
+    );
 }
 
 #[cfg(test)]

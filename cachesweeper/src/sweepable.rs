@@ -6,9 +6,20 @@ use crate::KeyPart;
 
 /// A record whose fragments are cached under its current version.
 ///
-/// Derive it: `#[derive(Sweepable)]` checks at compile time that the struct has a key, that a
-/// version field has a type that can be a token, and that every `touches` target can be touched.
-/// See the [crate documentation](crate) for the attribute reference.
+/// Derive it, with these attributes:
+///
+/// | attribute | where | meaning |
+/// |---|---|---|
+/// | `#[sweeper(key)]` | field | the record's key (default: the field named `id`) |
+/// | `#[sweeper(version)]` | field | the version comes from this field (`DateTime`, `NaiveDateTime`, integer, string): no round trip to learn it |
+/// | `#[sweeper(touches = T)]` | field holding a parent's key (or `Option` of it) | invalidating this record also invalidates that parent; repeat for several parents |
+/// | `#[sweeper(name = "...")]` | struct | the model name in keys (default: module path and type name) |
+/// | `#[sweeper(counter)]` | struct | keep a counter even with a version field, so children can touch it |
+/// | `#[sweeper(crate = path)]` | struct | where the `cachesweeper` crate is, if renamed |
+///
+/// Mistakes are compile errors that point at the token at fault: no key field, two key
+/// fields, an unknown or repeated option, an enum, union or tuple struct, a version field that
+/// cannot be a token, a `touches` target that is not Sweepable or cannot be touched.
 ///
 /// A record's *version* is made of a version-field token (if the struct marks one with
 /// `#[sweeper(version)]`) and a counter held in the cache backend (unless the version field is
@@ -106,20 +117,16 @@ impl<T: VersionField + ?Sized> VersionField for &T {
 
 impl<Tz: chrono::TimeZone> VersionField for chrono::DateTime<Tz> {
     fn version_token(&self) -> String {
-        nanos_token(self.to_utc().timestamp(), self.timestamp_subsec_nanos())
+        // Nanosecond precision as an exact integer: distinct instants never share a token.
+        let nanos = i128::from(self.timestamp_subsec_nanos());
+        (i128::from(self.timestamp()) * 1_000_000_000 + nanos).to_string()
     }
 }
 
 impl VersionField for chrono::NaiveDateTime {
     fn version_token(&self) -> String {
-        let utc = self.and_utc();
-        nanos_token(utc.timestamp(), utc.timestamp_subsec_nanos())
+        self.and_utc().version_token()
     }
-}
-
-fn nanos_token(secs: i64, nanos: u32) -> String {
-    // Nanosecond precision as an exact integer: distinct instants never share a token.
-    (i128::from(secs) * 1_000_000_000 + i128::from(nanos)).to_string()
 }
 
 macro_rules! version_field_via_key_form {

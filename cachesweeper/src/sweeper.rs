@@ -22,29 +22,8 @@ const DEFAULT_NAMESPACE: &str = "cs";
 
 /// The shared handle of a cache: build one at start-up, keep it in your application's state,
 /// take a [`Scope`](crate::Scope) from it for each request, and invalidate records through it
-/// after each write. Cheap to clone: clones share the backend and the counters.
-///
-/// ```
-/// use cachesweeper::{KeyParts, Sweepable, Sweeper};
-///
-/// #[derive(Sweepable)]
-/// struct Comment {
-///     id: i64,
-///     body: String,
-/// }
-///
-/// let sweeper = Sweeper::embedded();
-/// let comment = Comment { id: 1, body: "hi".into() };
-/// let parts = KeyParts::new().part("comment.html");
-/// let render = || Ok::<_, std::fmt::Error>(format!("<p>{}</p>", comment.body));
-///
-/// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss
-/// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // hit
-/// sweeper.invalidate(&comment).unwrap();
-/// assert_eq!(sweeper.scope().fragment(&comment, 500, &parts, render)?, "<p>hi</p>"); // miss again
-/// assert_eq!((sweeper.stats().hits, sweeper.stats().misses), (1, 2));
-/// # Ok::<(), std::fmt::Error>(())
-/// ```
+/// after each write. Cheap to clone: clones share the backend and the counters. See
+/// [`Scope::fragment`](crate::Scope::fragment) for an example.
 #[derive(Clone, Debug)]
 pub struct Sweeper {
     pub(crate) inner: Arc<Inner>,
@@ -83,7 +62,6 @@ pub struct SweeperBuilder {
     backend: Option<(Arc<dyn Backend>, Option<Embedded>)>,
     l1_bytes: Option<u64>,
     clock_skew: Duration,
-    debug: bool,
 }
 
 impl SweeperBuilder {
@@ -107,9 +85,8 @@ impl SweeperBuilder {
     }
 
     /// Bounds the process-local L1 of fragments in front of a remote backend; 0 turns it off.
-    /// By default it holds 32 MiB in front of a remote backend (memcached) and is off in front
-    /// of a local one. A fragment key's content never changes, so the L1 never serves stale
-    /// content; only version lookups must reach the shared backend.
+    /// By default it holds 32 MiB in front of a remote backend and is off in front of a local
+    /// one. It never serves stale content: a fragment key's content never changes.
     pub fn l1(mut self, max_bytes: u64) -> Self {
         self.l1_bytes = Some(max_bytes);
         self
@@ -117,20 +94,11 @@ impl SweeperBuilder {
 
     /// How far apart the clocks of the processes sharing the cache may be (default zero: the
     /// processes of one host share its clock). Across hosts, give the bound your clock
-    /// synchronisation keeps (NTP on a LAN: a few milliseconds). A fragment is stored only if
-    /// its records were last invalidated more than this before the render began reading its
-    /// data (see [`Sweeper::invalidate`]), so a larger value stores a little less right after
-    /// each invalidation, and never anything stale.
+    /// synchronisation keeps (NTP on a LAN: a few milliseconds): a larger value stores a little
+    /// less right after each invalidation, a smaller one may store stale content ([Never
+    /// stale](crate#never-stale)).
     pub fn clock_skew(mut self, skew: Duration) -> Self {
         self.clock_skew = skew;
-        self
-    }
-
-    /// Marks every fragment rendered through this sweeper, as [`Scope::debug`](crate::Scope)
-    /// does for one request (off by default; for a development server, never in production: nothing is
-    /// stored while it is on).
-    pub fn debug(mut self, debug: bool) -> Self {
-        self.debug = debug;
         self
     }
 
@@ -163,7 +131,7 @@ impl SweeperBuilder {
             session: None,
             digest: "",
             began: None,
-            debug: self.debug,
+            debug: false,
         })
     }
 }
@@ -256,15 +224,6 @@ impl Sweeper {
         }
     }
 
-    /// This handle with the fragment keys of its renders carrying `digest` (a cached
-    /// sub-template's).
-    pub(crate) fn with_digest(&self, digest: &'static str) -> Sweeper {
-        Sweeper {
-            digest,
-            ..self.clone()
-        }
-    }
-
     /// The counters and backend calls of this handle.
     pub(crate) fn meter(&self) -> Meter<'_> {
         Meter {
@@ -278,8 +237,7 @@ impl Sweeper {
         }
     }
 
-    /// The handle a page render passes to its template: this one's counters, the page's
-    /// session and digest, and the time its data began to be read.
+    /// The handle a page render passes to its template.
     pub(crate) fn for_session(
         &self,
         session: Arc<Session>,
@@ -343,75 +301,22 @@ impl Sweeper {
 
     /// Invalidates `record` and the parents it touches: every fragment cached under their
     /// current versions stops being found, and so does every fragment that contains one of
-    /// them, at any depth. The record and its parents are raised in one batch (two round trips
-    /// on memcached). Call it **after** the change is committed to your database.
+    /// them, at any depth (a record versioned by a field alone has a counter too, for the
+    /// fragments that contain it). The record and its parents are raised in one batch (two
+    /// round trips on memcached). Call it **after** the change is committed to your database:
+    /// the guarantee once it returns `Ok`, and what it does not cover, are in [Never
+    /// stale](crate#never-stale).
     ///
-    /// A record versioned by a field alone has a counter too, raised here: its own fragments
-    /// are keyed by the field, and the fragments that contain it remember the counter.
-    ///
-    /// # The guarantee
-    ///
-    /// Once `invalidate(record)` has returned `Ok`, called after the write committed, no page
-    /// rendered from then on, in any process sharing the cache, shows that record as it was
-    /// before the write; and no render that began earlier can leave such content where later
-    /// renders find it. It rests on three things:
-    ///
-    /// 1. **Versions are times.** Raising a counter sets it to at least the current time (in
-    ///    nanoseconds; atomically, and never backwards), so a version says when its record was
-    ///    last invalidated.
-    /// 2. **A render stores only what its data is known to be newer than.** A render knows when
-    ///    it began reading its data: when its [`scope`](Self::scope) was taken. A fragment is
-    ///    stored only
-    ///    if its record's version is older than that (by more than
-    ///    [`clock_skew`](SweeperBuilder::clock_skew)), and so is everything rendered inside it.
-    ///    Otherwise it is served to this render and stored nowhere, nor handed to other renders.
-    ///    However late a render learns its versions (slow passes, lease waits), it cannot store
-    ///    rows read before a write under the version that follows it.
-    /// 3. **A fragment remembers the versions of the records inside it,** and a hit is served
-    ///    only while they are all current. A vote on a comment makes every fragment that
-    ///    contains that comment (the list, the article, the blog front page) miss, without any
-    ///    `touches` declaration.
-    ///
-    /// What it needs of you, and what happens otherwise:
-    ///
-    /// - `invalidate` after the commit. Called before, a render in between reads the old row
-    ///   and stores it under the new version.
-    /// - The scope taken before the request reads its data. A page whose data was read before
-    ///   its scope was taken is fresh only if no invalidation lands between that read and the
-    ///   scope.
-    /// - Clocks of the processes within [`clock_skew`](SweeperBuilder::clock_skew) of each
-    ///   other (zero by default: one host). A process whose clock runs behind by more may store
-    ///   a fragment rendered from rows read before an invalidation that another process
-    ///   stamped; it is found until its record changes again or its time to live ends.
-    /// - A record rendered *directly* in a fragment (not in a nested `cachesweeper` block of
-    ///   its own) is not among the versions that fragment remembers: declare
-    ///   `#[sweeper(touches = Parent)]`, or wrap it in a block.
-    ///
-    /// If the cache cannot be reached, `invalidate` returns the error, and the invalidation is
-    /// not forgotten: it is retried in the background until the cache takes it, and until then
-    /// this process serves and stores nothing under the record's version. Other processes learn
-    /// of it when the retry lands: if the cache server answers them before it answers this
-    /// process, they may serve the old fragments until then (at most a second or so after the
-    /// server is reachable again). An invalidation lost with the whole process is lost; a
-    /// cache server restarted or an evicted counter loses nothing: a counter created where one
-    /// was missing is not trusted (nothing is stored under it) until a render has raised it
-    /// past its creation.
+    /// If the cache cannot be reached, it returns the error and retries the invalidation in
+    /// the background until the cache takes it; until then this process serves and stores
+    /// nothing under the record's version.
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
-        let keys = self.invalidation(record);
-        io::block_on(
-            self.inner
-                .versions
-                .raise(&self.meter(), &self.inner.backend, keys),
-        )
+        io::block_on(self.raise(self.invalidation(record)))
     }
 
-    /// [`invalidate`](Self::invalidate) for async callers (feature `tokio`): the raise is
-    /// awaited, never blocking the runtime's thread; two round trips on memcached, as for the
-    /// blocking form. The guarantee is the
-    /// same, once it has returned `Ok`.
-    ///
-    /// If the task is dropped before it is done, the invalidation is not lost: it goes to the
-    /// retry thread, like one that failed. [`flush`](Self::flush) waits for those on shutdown.
+    /// [`invalidate`](Self::invalidate) for async callers (feature `tokio`), awaiting the raise.
+    /// If the task is dropped before it is done, the invalidation goes to the retry thread,
+    /// like one that failed. [`flush`](Self::flush) waits for those on shutdown.
     ///
     /// ```no_run
     /// # #[derive(cachesweeper::Sweepable)] struct Comment { id: i64 }
@@ -422,14 +327,20 @@ impl Sweeper {
     /// ```
     #[cfg(feature = "tokio")]
     pub async fn invalidate_async<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
-        let keys = self.invalidation(record);
+        self.raise(self.invalidation(record)).await
+    }
+
+    /// Raises the counters of one invalidation, counted as one.
+    async fn raise(&self, keys: Vec<String>) -> Result<()> {
+        self.meter().invalidation();
+        let meter = self.meter();
         self.inner
             .versions
-            .raise(&self.meter(), &self.inner.backend, keys)
+            .raise(&meter, &self.inner.backend, keys)
             .await
     }
 
-    /// The counters an invalidation of `record` raises (counted as one invalidation).
+    /// The counters an invalidation of `record` raises.
     fn invalidation<R: Sweepable + ?Sized>(&self, record: &R) -> Vec<String> {
         let mut parents = Vec::new();
         record.sweeper_parents(&mut parents);
@@ -437,10 +348,7 @@ impl Sweeper {
             .iter()
             .map(|parent| self.inner.keys.counter_key(parent.model, &parent.key))
             .collect();
-        // A record versioned by a field alone has a counter too: the fragments that contain it
-        // remember it (its own fragments are keyed by the field).
         keys.push(self.counter_key(record));
-        self.meter().invalidation();
         tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
         keys
     }
@@ -449,13 +357,8 @@ impl Sweeper {
     /// database trigger or a message queue. Its parents are not known here, so they are not
     /// raised; fragments that contain it still miss.
     pub fn invalidate_ref(&self, record: &ModelRef) -> Result<()> {
-        self.meter().invalidation();
         let key = self.inner.keys.counter_key(record.model, &record.key);
-        io::block_on(
-            self.inner
-                .versions
-                .raise(&self.meter(), &self.inner.backend, vec![key]),
-        )
+        io::block_on(self.raise(vec![key]))
     }
 
     /// Waits until every invalidation that failed (or whose async caller was dropped) has
@@ -464,20 +367,12 @@ impl Sweeper {
     /// [`Error::InvalidationPending`](crate::Error::InvalidationPending) naming a counter
     /// still pending if the time ran out.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        pending(io::block_on(self.inner.versions.flush(&Blocking, timeout)))
+        io::block_on(self.inner.versions.flush(&Blocking, timeout))
     }
 
     /// [`flush`](Self::flush), awaiting instead of blocking (feature `tokio`).
     #[cfg(feature = "tokio")]
     pub async fn flush_async(&self, timeout: Duration) -> Result<()> {
-        pending(self.inner.versions.flush(&io::Async, timeout).await)
-    }
-}
-
-/// `Ok` if no invalidation is pending, else the error naming the first.
-fn pending(keys: Vec<String>) -> Result<()> {
-    match keys.into_iter().next() {
-        None => Ok(()),
-        Some(key) => Err(crate::Error::InvalidationPending { key }),
+        self.inner.versions.flush(&io::Async, timeout).await
     }
 }

@@ -93,12 +93,9 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
-fn take_u64(rest: &mut &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
-}
-
-fn take_u32(rest: &mut &[u8]) -> Option<usize> {
-    Some(u32::from_le_bytes(take(rest, 4)?.try_into().ok()?) as usize)
+/// Reads `N` bytes off the front of `rest`, for a number's `from_le_bytes`.
+fn take_le<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    take(rest, N)?.try_into().ok()
 }
 
 /// The fragment in a stored value, or `None` if the value is not one we wrote whole. The HTML
@@ -108,19 +105,19 @@ pub(crate) fn decode(mut stored: Vec<u8>) -> Option<Stored> {
     if take(&mut rest, 4)? != MAGIC {
         return None;
     }
-    let expires_ms = take_u64(&mut rest)?;
-    let count = take_u32(&mut rest)?;
+    let expires_ms = u64::from_le_bytes(take_le(&mut rest)?);
+    let count = u32::from_le_bytes(take_le(&mut rest)?) as usize;
     let mut deps = Vec::with_capacity(count.min(rest.len() / 10));
     for _ in 0..count {
-        let len = usize::from(u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?));
+        let len = usize::from(u16::from_le_bytes(take_le(&mut rest)?));
         let key = std::str::from_utf8(take(&mut rest, len)?).ok()?;
-        let version = take_u64(&mut rest)?;
+        let version = u64::from_le_bytes(take_le(&mut rest)?);
         deps.push(Dep {
             counter_key: key.into(),
             version,
         });
     }
-    let len = take_u32(&mut rest)?;
+    let len = u32::from_le_bytes(take_le(&mut rest)?) as usize;
     if rest.len() != len {
         return None;
     }

@@ -62,13 +62,14 @@ impl Versions {
     /// counter they replace. A render stores nothing under them (its data is older); later
     /// ones may. A confirmation that fails leaves the odd value: nothing is stored under it.
     async fn confirm(&self, meter: &Meter<'_>, keys: &[&str], read: &mut [Result<u64>]) {
-        let created: Vec<usize> = (0..keys.len())
-            .filter(|&i| matches!(read[i], Ok(v) if !is_confirmed(v)))
-            .collect();
+        let (created, created_keys): (Vec<usize>, Vec<&str>) = keys
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| matches!(read[i], Ok(v) if !is_confirmed(v)))
+            .unzip();
         if created.is_empty() {
             return;
         }
-        let created_keys: Vec<&str> = created.iter().map(|&i| keys[i]).collect();
         let started = std::time::Instant::now();
         let raised = meter.backend.raise_each(&created_keys, clock::now()).await;
         meter.tally(&raised, started);
@@ -105,24 +106,19 @@ impl Versions {
         // A counter this raise had to create is odd, like any created one: confirmed here, so
         // that the renders after `Ok` may store (one more batch, only for missing counters).
         self.confirm(meter, &refs, &mut results).await;
-        let mut first_error = None;
-        let failed: Vec<String> = keys
-            .iter()
-            .zip(results)
-            .filter_map(|(key, result)| {
-                let error = result.err()?;
+        let (mut failed, mut first_error) = (Vec::new(), None);
+        for (key, result) in keys.iter().zip(results) {
+            if let Err(error) = result {
                 first_error.get_or_insert(error);
-                Some(key.clone())
-            })
-            .collect();
-        unfinished.keys = None;
-        match first_error {
-            None => Ok(()),
-            Some(error) => {
-                self.retry_later(backend, failed);
-                Err(error)
+                failed.push(key.clone());
             }
         }
+        unfinished.keys = None;
+        let Some(error) = first_error else {
+            return Ok(());
+        };
+        self.retry_later(backend, failed);
+        Err(error)
     }
 
     /// Keeps `keys` to be raised from the retry thread, starting it if it is not running.
@@ -133,17 +129,14 @@ impl Versions {
     }
 
     /// Waits until every failed invalidation of this sweeper has landed, or `timeout` has
-    /// passed; returns the keys still pending.
-    pub(crate) async fn flush<I: Io>(&self, io: &I, timeout: std::time::Duration) -> Vec<String> {
+    /// passed; else the error naming a key still pending.
+    pub(crate) async fn flush<I: Io>(&self, io: &I, timeout: std::time::Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
         while self.retry.is_pending() && std::time::Instant::now() < deadline {
             io.sleep(FLUSH_POLL).await;
         }
-        self.retry
-            .snapshot()
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect()
+        let pending = self.retry.snapshot().into_iter().next();
+        pending.map_or(Ok(()), |(key, _)| Err(Error::InvalidationPending { key }))
     }
 }
 
@@ -185,8 +178,7 @@ fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>) {
                 let done: Vec<(String, u64)> = keys
                     .into_iter()
                     .zip(&results)
-                    .filter(|(_, r)| r.is_ok())
-                    .map(|(k, _)| k)
+                    .filter_map(|(k, r)| r.is_ok().then_some(k))
                     .collect();
                 if !done.is_empty() {
                     tracing::info!(

@@ -8,10 +8,10 @@
 //! cache that restarts should be used again within seconds, hence a shorter default.
 
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::{Error, Result, lock};
 
 /// Consecutive failures before a server is skipped.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
@@ -67,17 +67,13 @@ impl Breaker {
             retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         })?;
         let output = call.await;
-        if failed(&output) {
-            attempt.failure();
-        } else {
-            attempt.success();
-        }
+        attempt.settle(failed(&output));
         Ok(output)
     }
 
     /// An [`Attempt`] if a call may go to the server now, else how long until it may.
     fn allow(&self) -> Result<Attempt<'_>, Duration> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = lock(&self.state);
         let probe = match *state {
             State::Closed { .. } => false,
             State::Open { until } => {
@@ -97,13 +93,11 @@ impl Breaker {
         })
     }
 
-    fn success(&self) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::Closed { failures: 0 };
-    }
-
-    fn failure(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    /// After an answer (`failed` false, whatever the server said) or a transport failure.
+    fn settle(&self, failed: bool) {
+        let mut state = lock(&self.state);
         let failures = match *state {
+            _ if !failed => 0,
             State::Closed { failures } => failures + 1,
             State::Probing => self.threshold,
             // A call let through before the breaker opened, failing late (a timeout): it
@@ -124,7 +118,7 @@ impl Breaker {
     /// dropped by a timeout) says nothing about the server; left in `Probing`, the breaker
     /// would skip the server for good, so the next call probes instead.
     fn abandon(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = lock(&self.state);
         if matches!(*state, State::Probing) {
             *state = State::Open {
                 until: Instant::now(),
@@ -135,10 +129,7 @@ impl Breaker {
     /// Whether calls are being skipped.
     #[cfg_attr(not(feature = "memcache"), allow(dead_code))] // memcached drops its clients then
     pub(crate) fn is_open(&self) -> bool {
-        !matches!(
-            *self.state.lock().unwrap_or_else(PoisonError::into_inner),
-            State::Closed { .. }
-        )
+        !matches!(*lock(&self.state), State::Closed { .. })
     }
 }
 
@@ -152,16 +143,10 @@ pub(crate) struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// The server answered (whatever it said).
-    pub(crate) fn success(mut self) {
+    /// `failed`: a transport failure (a refused connection, a timeout), not a protocol answer.
+    pub(crate) fn settle(mut self, failed: bool) {
         self.settled = true;
-        self.breaker.success();
-    }
-
-    /// A transport failure (a refused connection, a timeout), not a protocol answer.
-    pub(crate) fn failure(mut self) {
-        self.settled = true;
-        self.breaker.failure();
+        self.breaker.settle(failed);
     }
 }
 
@@ -177,20 +162,23 @@ impl Drop for Attempt<'_> {
 mod tests {
     use super::*;
 
+    const FAILED: bool = true;
+    const ANSWERED: bool = false;
+
     #[test]
     fn opens_after_the_threshold_probes_after_the_window_and_closes_on_success() {
         let breaker = Breaker::new(2, Duration::from_millis(30));
-        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().settle(FAILED);
         assert!(breaker.allow().is_ok(), "one failure is not enough");
-        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().settle(FAILED);
         assert!(breaker.allow().is_err(), "open");
         std::thread::sleep(Duration::from_millis(40));
         let probe = breaker.allow().expect("the probe");
         assert!(breaker.allow().is_err(), "only one probe at a time");
-        probe.failure();
+        probe.settle(FAILED);
         assert!(breaker.allow().is_err(), "a failed probe reopens");
         std::thread::sleep(Duration::from_millis(40));
-        breaker.allow().unwrap().success();
+        breaker.allow().unwrap().settle(ANSWERED);
         assert!(breaker.allow().is_ok() && !breaker.is_open());
     }
 
@@ -202,10 +190,10 @@ mod tests {
             breaker.allow().unwrap(),
             breaker.allow().unwrap(),
         );
-        first.failure();
-        second.failure();
+        first.settle(FAILED);
+        second.settle(FAILED);
         std::thread::sleep(Duration::from_millis(25));
-        late.failure();
+        late.settle(FAILED);
         std::thread::sleep(Duration::from_millis(25));
         assert!(
             breaker.allow().is_ok(),
@@ -216,29 +204,29 @@ mod tests {
     #[test]
     fn a_success_resets_the_count() {
         let breaker = Breaker::new(2, Duration::from_secs(60));
-        breaker.allow().unwrap().failure();
-        breaker.allow().unwrap().success();
-        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().settle(FAILED);
+        breaker.allow().unwrap().settle(ANSWERED);
+        breaker.allow().unwrap().settle(FAILED);
         assert!(breaker.allow().is_ok());
     }
 
     #[test]
     fn a_cancelled_probe_lets_the_next_call_probe() {
         let breaker = Breaker::new(1, Duration::from_millis(10));
-        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().settle(FAILED);
         std::thread::sleep(Duration::from_millis(20));
         drop(breaker.allow().expect("the probe"));
         assert!(breaker.is_open(), "nothing was learnt");
-        breaker.allow().expect("another probe").success();
+        breaker.allow().expect("another probe").settle(ANSWERED);
         assert!(!breaker.is_open());
     }
 
     #[test]
     fn a_cancelled_call_that_was_no_probe_changes_nothing() {
         let breaker = Breaker::new(2, Duration::from_secs(60));
-        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().settle(FAILED);
         drop(breaker.allow().unwrap());
-        breaker.allow().unwrap().failure();
+        breaker.allow().unwrap().settle(FAILED);
         assert!(breaker.is_open(), "the count survived");
     }
 }

@@ -32,49 +32,49 @@ pub fn run_all(backend: &dyn Backend) {
 /// the checks read them; panics if the backend fails. For tests of your own that look at
 /// what a backend holds.
 pub fn get(backend: &dyn Backend, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
-    let found: Vec<Leased> = block_on(backend.get_leased(keys, Duration::from_secs(1)))
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let missed: Vec<&str> = keys
-        .iter()
-        .zip(&found)
-        .filter(|(_, found)| !matches!(found, Leased::Hit(_)))
-        .map(|(key, _)| *key)
-        .collect();
-    block_on(backend.release_leases(&missed)).unwrap();
-    found
+    let found = unwrap_all(block_on(backend.get_leased(keys, Duration::from_secs(1))));
+    let found: Vec<Option<Vec<u8>>> = found
         .into_iter()
         .map(|found| match found {
             Leased::Hit(value) => Some(value),
             Leased::Won | Leased::Busy => None,
         })
-        .collect()
+        .collect();
+    let missed: Vec<&str> = keys
+        .iter()
+        .zip(&found)
+        .filter_map(|(key, found)| found.is_none().then_some(*key))
+        .collect();
+    block_on(backend.release_leases(&missed)).unwrap();
+    found
 }
 
-fn set(backend: &dyn Backend, items: &[SetItem<'_>]) {
-    block_on(backend.set_many(items)).unwrap();
+fn unwrap_all<T>(results: Vec<Result<T>>) -> Vec<T> {
+    results.into_iter().map(Result::unwrap).collect()
+}
+
+/// Stores `(key, value, ttl)` items, in one batch.
+fn set(backend: &dyn Backend, items: &[(&str, &[u8], Option<Duration>)]) {
+    let items: Vec<SetItem<'_>> = items
+        .iter()
+        .map(|&(key, value, ttl)| SetItem { key, value, ttl })
+        .collect();
+    block_on(backend.set_many(&items)).unwrap();
 }
 
 fn incr(backend: &dyn Backend, keys: &[&str], delta: u64, initial: u64) -> Vec<u64> {
-    let counted = block_on(backend.incr_each(keys, delta, initial));
-    counted.into_iter().map(Result::unwrap).collect()
+    unwrap_all(block_on(backend.incr_each(keys, delta, initial)))
 }
 
 fn raise(backend: &dyn Backend, keys: &[&str], floor: u64) -> Vec<u64> {
-    let raised = block_on(backend.raise_each(keys, floor));
-    raised.into_iter().map(Result::unwrap).collect()
+    unwrap_all(block_on(backend.raise_each(keys, floor)))
 }
 
 /// An empty batch is an empty answer, and a key no one stored is a miss.
 pub fn empty_batches(backend: &dyn Backend) {
+    let lease = Duration::from_secs(1);
     block_on(async {
-        assert!(
-            backend
-                .get_leased(&[], Duration::from_secs(1))
-                .await
-                .is_empty()
-        );
+        assert!(backend.get_leased(&[], lease).await.is_empty());
         backend.set_many(&[]).await.unwrap();
         assert!(backend.incr_each(&[], 1, 1).await.is_empty());
         assert!(backend.raise_each(&[], 1).await.is_empty());
@@ -85,25 +85,9 @@ pub fn empty_batches(backend: &dyn Backend) {
 
 /// Lookups answer in the order of the keys asked, with misses for the gaps.
 pub fn set_then_get_in_order(backend: &dyn Backend) {
-    set(
-        backend,
-        &[
-            SetItem {
-                key: "conformance|a",
-                value: b"1",
-                ttl: None,
-            },
-            SetItem {
-                key: "conformance|b",
-                value: b"22",
-                ttl: Some(Duration::from_secs(60)),
-            },
-        ],
-    );
-    let got = get(
-        backend,
-        &["conformance|b", "conformance|nope", "conformance|a"],
-    );
+    let (a, b, minute) = ("conformance|a", "conformance|b", Duration::from_secs(60));
+    set(backend, &[(a, b"1", None), (b, b"22", Some(minute))]);
+    let got = get(backend, &[b, "conformance|nope", a]);
     assert_eq!(got, vec![Some(b"22".to_vec()), None, Some(b"1".to_vec())]);
 }
 
@@ -111,14 +95,7 @@ pub fn set_then_get_in_order(backend: &dyn Backend) {
 pub fn set_replaces(backend: &dyn Backend) {
     let key = "conformance|replace";
     for value in [&b"old"[..], b"new"] {
-        set(
-            backend,
-            &[SetItem {
-                key,
-                value,
-                ttl: None,
-            }],
-        );
+        set(backend, &[(key, value, None)]);
     }
     assert_eq!(get(backend, &[key]), vec![Some(b"new".to_vec())]);
 }
@@ -127,22 +104,9 @@ pub fn set_replaces(backend: &dyn Backend) {
 pub fn binary_values_round_trip(backend: &dyn Backend) {
     let odd = b"\0\r\nEND\r\n\xff\xfe".to_vec();
     let large: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
-    set(
-        backend,
-        &[
-            SetItem {
-                key: "conformance|odd",
-                value: &odd,
-                ttl: None,
-            },
-            SetItem {
-                key: "conformance|large",
-                value: &large,
-                ttl: None,
-            },
-        ],
-    );
-    let got = get(backend, &["conformance|odd", "conformance|large"]);
+    let keys = ["conformance|odd", "conformance|large"];
+    set(backend, &[(keys[0], &odd, None), (keys[1], &large, None)]);
+    let got = get(backend, &keys);
     assert_eq!(got, vec![Some(odd), Some(large)]);
 }
 
@@ -160,14 +124,7 @@ pub fn leases(backend: &dyn Backend) {
     };
     assert_eq!(leased(stored), Leased::Won);
     assert!(matches!(leased(stored), Leased::Busy | Leased::Won));
-    set(
-        backend,
-        &[SetItem {
-            key: stored,
-            value: b"done",
-            ttl: None,
-        }],
-    );
+    set(backend, &[(stored, b"done", None)]);
     assert_eq!(leased(stored), Leased::Hit(b"done".to_vec()));
 
     assert_eq!(leased(released), Leased::Won);
@@ -302,29 +259,14 @@ pub fn raise_is_atomic_across_tasks_and_threads(backend: &dyn Backend) {
 /// A value with a time to live is gone after it; one without stays.
 pub fn ttl_expires(backend: &dyn Backend) {
     let (short, kept) = ("conformance|ttl", "conformance|ttl-kept");
-    set(
-        backend,
-        &[
-            SetItem {
-                key: short,
-                value: b"x",
-                ttl: Some(Duration::from_secs(1)),
-            },
-            SetItem {
-                key: kept,
-                value: b"y",
-                ttl: Some(Duration::from_secs(3600)),
-            },
-        ],
+    let (second, hour) = (
+        Some(Duration::from_secs(1)),
+        Some(Duration::from_secs(3600)),
     );
-    assert_eq!(
-        get(backend, &[short, kept]),
-        vec![Some(b"x".to_vec()), Some(b"y".to_vec())]
-    );
+    set(backend, &[(short, b"x", second), (kept, b"y", hour)]);
+    let got = || get(backend, &[short, kept]);
+    assert_eq!(got(), vec![Some(b"x".to_vec()), Some(b"y".to_vec())]);
     // memcached counts whole seconds from its own clock tick: allow two.
     std::thread::sleep(Duration::from_millis(2_100));
-    assert_eq!(
-        get(backend, &[short, kept]),
-        vec![None, Some(b"y".to_vec())]
-    );
+    assert_eq!(got(), vec![None, Some(b"y".to_vec())]);
 }

@@ -120,9 +120,7 @@ impl Embedded {
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
-}
 
-impl Embedded {
     fn incr_one(&self, key: &str, delta: u64, initial: u64) -> u64 {
         // A read (delta 0) of an existing counter is the hot path of every page: take moka's
         // read path, not its compute (write) path.
@@ -135,7 +133,6 @@ impl Embedded {
         self.update(key, |old| old.map_or(initial, |n| n.wrapping_add(delta)))
     }
 
-    /// Sets the counter under `key` to `next(old)`, atomically, and returns the new value.
     /// The fragment under `key`: `None` if there is none, `Some(None)` if the value there is
     /// not a fragment.
     pub(crate) fn fragment(&self, key: &str) -> Option<Option<Arc<Stored>>> {
@@ -154,6 +151,7 @@ impl Embedded {
         self.cache.insert(key.to_owned(), entry);
     }
 
+    /// Sets the counter under `key` to `next(old)`, atomically, and returns the new value.
     fn update(&self, key: &str, next: impl FnOnce(Option<u64>) -> u64) -> u64 {
         use moka::ops::compute::Op;
         let mut value = 0;

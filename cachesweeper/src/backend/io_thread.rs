@@ -25,7 +25,7 @@ use crate::{Error, Result};
 /// The thread and its runtime; the thread ends when this is dropped.
 #[derive(Debug)]
 pub(super) struct IoThread {
-    handle: Handle,
+    pub(super) handle: Handle,
     /// Dropped with the backend, which ends the thread's `block_on` and so its runtime.
     _stop: oneshot::Sender<()>,
 }
@@ -51,14 +51,6 @@ impl IoThread {
             handle,
             _stop: stop,
         })
-    }
-
-    /// Makes `make` inside the runtime's context: what it builds (a lazy connection) spawns its
-    /// tasks here, not on the caller's runtime.
-    #[cfg(feature = "redis")]
-    pub(super) fn within<T>(&self, make: impl FnOnce() -> T) -> T {
-        let _guard = self.handle.enter();
-        make()
     }
 
     /// `future`, polled by its caller (on any thread, any runtime or none) inside this

@@ -1,10 +1,7 @@
-//! Where fragments and version counters live.
+//! Where fragments and version counters live: a [`Backend`].
 //!
-//! A backend implements [`Backend`]: the few operations the core uses, async and in batch form
-//! so that a page can be served in a constant number of round trips. [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the
-//! `memcache` feature, `Redis` (standalone or Redis Cluster) behind the `redis` feature. Every
-//! backend passes the same conformance suite
-//! (`backend::conformance`, feature `conformance`: the way to test a backend of your own).
+//! [`Embedded`] (on moka) is always compiled; [`Memcached`] sits behind the `memcache` feature,
+//! `Redis` (standalone or Redis Cluster) behind the `redis` feature.
 
 use std::fmt;
 use std::future::Future;
@@ -42,13 +39,11 @@ pub use null::Null;
 pub use redis::{Redis, RedisBuilder};
 
 /// How long a version counter nobody raises lives, on every backend, so that all age alike:
-/// 30 days. A counter recreated after expiry is odd (not confirmed), so expiry costs a render
-/// that does not store, never stale content.
+/// 30 days. Expiry costs a render that does not store ([`Backend::fresh_counter`]).
 pub(crate) const COUNTER_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// The largest fragment a remote backend stores by default, on every backend, so that a page caches
-/// the same fragments whichever it is on: memcached's default item size (`-I 1m`), less room
-/// for the key and the item header.
+/// The largest fragment every backend stores by default, so that a page caches the same
+/// fragments on any: memcached's default item size (`-I 1m`), less room for key and header.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 - 512;
 
 /// The future an async [`Backend`] operation returns: boxed, so that the trait stays usable
@@ -58,8 +53,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One value to store, with its time to live (`None`: until evicted).
 #[derive(Debug, Clone, Copy)]
 pub struct SetItem<'a> {
-    /// The key: always a valid memcached key (at most 250 bytes, no spaces or control
-    /// characters), whatever the record's key and the key parts.
+    /// The key (a valid memcached key, see [`Backend`]).
     pub key: &'a str,
     /// The bytes to store.
     pub value: &'a [u8],
@@ -81,12 +75,10 @@ pub enum Leased {
 
 /// A cache store: fragments as bytes under keys, and version counters.
 ///
-/// Exactly the operations the core uses, all of them required and all of them async, each
-/// one round trip in batch form (so that a page is served in a constant number of round
-/// trips). A blocking render awaits them too: the core polls the future on the caller's
-/// thread and parks it between polls, so a backend across a network drives its sockets from a
-/// thread of its own (see the memcached and Redis backends), never from the caller's runtime.
-/// Run the `backend::conformance` suite (feature `conformance`) on a new backend.
+/// Exactly the operations the core uses, all required, all async, each one round trip in
+/// batch form. A blocking render awaits them with [`block_on`], on the caller's thread, so a
+/// backend across a network drives its sockets from a thread of its own, never from the
+/// caller's runtime. Run the `backend::conformance` suite (feature `conformance`) on a new one.
 ///
 /// Every key the core passes is a valid memcached key: at most 250 bytes of printable ASCII,
 /// no spaces. Correctness of invalidation rests on [`raise_each`](Self::raise_each) being
@@ -125,12 +117,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `max(value + 1, floor)`, atomically per key, and returns each value after the operation,
     /// in order, or the error of the server that holds it. A missing counter is created at
     /// `floor | 1`. This is how an invalidation stamps a record with its time: whatever raced
-    /// with it, the counter ends at least at `floor`, and never decreases.
-    ///
-    /// The parity is the counter's state (see [`fresh_counter`](Self::fresh_counter)): an even
-    /// value was set by a raise that found the counter, so it is at least the time that raise
-    /// was sent; an odd one was created where a counter was missing, and a creation that
-    /// travelled slowly may be older than an invalidation lost with the counter it replaces.
+    /// with it, the counter ends at least at `floor`, and never decreases. An even value was
+    /// set by a raise that found the counter, so it is at least that raise's `floor`; for odd
+    /// ones see [`fresh_counter`](Self::fresh_counter).
     fn raise_each<'a>(&'a self, keys: &'a [&'a str], floor: u64)
     -> BoxFuture<'a, Vec<Result<u64>>>;
 
@@ -142,14 +131,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The value a version read ([`incr_each`](Self::incr_each) with `delta` 0) creates a
     /// missing counter at, given the current time `now` (nanoseconds since the epoch).
     ///
-    /// A counter can go missing after an invalidation raised it (an eviction, a restarted
-    /// server), and the read that recreates it may have left before that invalidation and
-    /// arrived after the loss: no value it chose can be trusted to be newer than what was
-    /// lost. So a remote store answers an odd one, `now | 1`: *not confirmed*. Nothing is
-    /// stored under an odd version; the render that reads one raises it (to an even value,
-    /// newer than the creation it saw), and later renders store under that. A store that never
-    /// loses a counter while it holds fragments may answer an older, even value, so that the
-    /// first render of a record already stores it.
+    /// A remote store answers an odd value, `now | 1`: *not confirmed*, since the read that
+    /// recreates a lost counter may have left before the invalidation lost with it ([Never
+    /// stale](crate#never-stale)); nothing is stored under it until a raise makes it even. A
+    /// store that never loses a counter while it holds fragments may answer an older, even
+    /// value, so that the first render of a record already stores it.
     fn fresh_counter(&self, now: u64) -> u64;
 
     /// The largest value the store accepts, in bytes ([`DEFAULT_MAX_VALUE_LEN`] unless

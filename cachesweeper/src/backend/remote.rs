@@ -53,9 +53,8 @@ macro_rules! remote_setters {
             }
 
             /// The largest value to store; larger fragments are rendered and not stored.
-            /// Default: memcached's default item size (`-I 1m`) less room for the key and the
-            /// item header, on every backend, so that a page caches the same fragments on
-            /// each; match it to the server's limit.
+            /// Default: [`DEFAULT_MAX_VALUE_LEN`](crate::backend::DEFAULT_MAX_VALUE_LEN); match
+            /// it to the server's limit.
             pub fn max_value_len(mut self, bytes: usize) -> Self {
                 self.remote.max_value_len = bytes;
                 self

@@ -1,4 +1,4 @@
-//! Which memcached server holds a key, by default: weighted rendezvous hashing.
+//! Which memcached server holds a key: weighted rendezvous hashing.
 //!
 //! Every key scores every server and goes to the highest score (highest random weight, as in
 //! pymemcache). Compared with a ketama ring it spreads keys as evenly as chance allows: over
@@ -17,8 +17,8 @@
 //!
 //! Nothing here depends on the build, the Rust release, the platform or floating point, so every
 //! build routes every key the same way: two versions of an application in a rolling deploy agree
-//! on which server holds each version counter. For a cluster shared with libmemcached-based
-//! clients, choose [`Distribution::Ketama`](super::Distribution::Ketama) instead.
+//! on which server holds each version counter. (libmemcached-based clients, on ketama, route
+//! keys differently.)
 //!
 //! Written here rather than taken from a crate: the `memcache` crate's own `Rendezvous` hashes
 //! with std's `DefaultHasher`, which is not promised stable across Rust releases, and the

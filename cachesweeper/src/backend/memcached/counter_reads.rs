@@ -16,13 +16,15 @@
 //! read and matched: a batch cut short (a timeout, a refused command, a garbled answer) drops
 //! the connection, so a late answer can never be read as another command's.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::Transport;
 use crate::keys::MAX_KEY_LEN;
+use crate::lock;
 
 /// Whether `key` can be sent as it is: no spaces or control characters, and within memcached's
 /// limit.
@@ -76,12 +78,6 @@ impl Batch {
     pub(super) fn len(&self) -> usize {
         self.len
     }
-
-    /// Whether, sent on an idle socket that failed with `failure`, it may be sent again on a
-    /// new one: the socket failed (not the server's answer); a read changes nothing.
-    fn may_resend(&self, failure: &Failure) -> bool {
-        failure.is_transport()
-    }
 }
 
 /// What the server answered to one counter read.
@@ -107,9 +103,8 @@ pub(super) enum Failure {
     Protocol(String),
 }
 
-impl Failure {
-    /// Whether it says the server could not be reached in time (as opposed to an answer).
-    pub(super) fn is_transport(&self) -> bool {
+impl super::Transport for Failure {
+    fn is_transport(&self) -> bool {
         !matches!(self, Failure::Protocol(_))
     }
 }
@@ -241,19 +236,14 @@ fn parse_answers(buf: &[u8], batch: &Batch, clean: &mut bool) -> Result<Vec<Answ
     Ok(out)
 }
 
-/// The sockets of one server for counter reads: blocking ones, and tokio ones (which live on
-/// a runtime's reactor), each kept idle up to a limit.
+/// The sockets of one server for counter reads, kept idle up to a limit.
 #[derive(Debug)]
 pub(super) struct Sockets {
-    addr: String,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-    max_idle: usize,
+    pub(super) addr: String,
+    pub(super) connect_timeout: Duration,
+    pub(super) io_timeout: Duration,
+    pub(super) max_idle: usize,
     idle: Mutex<Vec<TcpStream>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Sockets {
@@ -290,24 +280,20 @@ impl Sockets {
                 matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             })
         };
-        let (mut stream, mut pooled) = match idle {
+        let (mut stream, pooled) = match idle {
             Some(stream) => (stream, true),
             None => (self.connect().await?, false),
         };
         let exchange = async {
-            loop {
-                match exchange_on(&mut stream, batch).await {
-                    Ok(done) => return Ok((stream, done)),
-                    Err(failure) => {
-                        if pooled && batch.may_resend(&failure) {
-                            stream = self.connect().await?;
-                            pooled = false;
-                            continue;
-                        }
-                        return Err(failure);
-                    }
+            match exchange_on(&mut stream, batch).await {
+                // The socket failed, not the server's answer.
+                Err(failure) if pooled && failure.is_transport() => {
+                    stream = self.connect().await?;
+                    exchange_on(&mut stream, batch).await
                 }
+                answered => answered,
             }
+            .map(|done| (stream, done))
         };
         let (stream, (parsed, whole)) = tokio::time::timeout(self.io_timeout, exchange)
             .await
@@ -332,12 +318,12 @@ impl Sockets {
     }
 }
 
-/// What an exchange on one socket gave: the answers, and whether the socket may be used again
-/// (nothing was left unread); or why it failed.
-type Exchanged = Result<(Vec<Answer>, bool), Failure>;
-
-/// One batch on `stream`; the caller bounds its time.
-async fn exchange_on(stream: &mut TcpStream, batch: &Batch) -> Exchanged {
+/// One batch on `stream`: the answers, and whether the socket may be used again (nothing was
+/// left unread); the caller bounds its time.
+async fn exchange_on(
+    stream: &mut TcpStream,
+    batch: &Batch,
+) -> Result<(Vec<Answer>, bool), Failure> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (request, answers) = (&batch.request, batch.len);
     let mut written = 0;

@@ -6,18 +6,12 @@
 //! arithmetic command creates a missing counter atomically (`ma` with `N`/`J`), which is what
 //! version counters need. The classic client's `add` cannot even report whether it stored.
 //!
-//! Except counter reads, the exchange a warm page repeats for every record on it: they have a
-//! lean codec and sockets of their own ([`counter_reads`]), since the crate's per-operation
-//! allocations made them a third of a warm page's CPU.
-//!
-//! Each operation is written once, as async code on the crate's tokio client. Its sockets
-//! belong to the backend's own I/O thread ([`IoThread`]): a caller, blocking or async, on any
-//! runtime or none, polls the operation's future inside that thread's runtime context, and the
-//! thread wakes it when the server answers.
+//! Except counter reads, which have a codec and sockets of their own ([`counter_reads`]). Every
+//! socket belongs to the backend's I/O thread ([`IoThread`]).
 
 mod counter_reads;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::exp::{self, Arithmetic, AsyncMetaClient, Get, MetaClient, Set, Ttl};
@@ -29,9 +23,8 @@ use super::io_thread::IoThread;
 use super::remote::{Remote, remote_setters};
 use super::rendezvous::Rendezvous;
 use super::{Backend, BoxFuture, COUNTER_TTL, Leased, SetItem};
-use crate::io::join_all;
 use crate::keys::routing_part;
-use crate::{Error, Result};
+use crate::{Error, Result, lock};
 
 /// [`COUNTER_TTL`] as memcached takes it (refreshed by every read, `mg … T`, and raise).
 const COUNTER_TTL_SECS: u32 = COUNTER_TTL.as_secs() as u32;
@@ -68,17 +61,13 @@ pub struct Memcached {
 }
 
 struct Server {
-    addr: String,
     /// Made at first use, which resolves the address, and made again after the breaker
     /// opened: a host name that does not resolve yet (a container still starting) fails
     /// neither start-up nor every call after it, and one that moves is followed.
     client: Mutex<Option<AsyncMetaClient>>,
     /// Counter reads, the exchange a warm page repeats most, on sockets of their own (see
-    /// `counter_reads`).
+    /// `counter_reads`); also the server's address and limits, for the client.
     counters: Sockets,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-    max_idle: usize,
     breaker: Breaker,
 }
 
@@ -92,9 +81,8 @@ impl std::fmt::Debug for Memcached {
 
 /// Configures a [`Memcached`] backend.
 ///
-/// Defaults suit a cache on the same LAN: 100 ms to connect, 200 ms for a whole exchange, a
-/// server skipped for 2 s after 2 transport failures in a row. A cache that answers slower than
-/// that is treated as down, and fragments are rendered instead.
+/// Defaults (see each setter) suit a cache on the same LAN: a cache that answers slower is
+/// treated as down, and fragments are rendered instead.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MemcachedBuilder {
@@ -128,7 +116,7 @@ impl MemcachedBuilder {
         self
     }
 
-    /// How many idle connections to keep per server.
+    /// How many idle connections to keep per server (default 16).
     pub fn max_idle(mut self, max_idle: usize) -> Self {
         self.max_idle = max_idle;
         self
@@ -156,17 +144,13 @@ impl MemcachedBuilder {
             }
             weights.push((addr.clone(), *weight));
             servers.push(Server {
-                addr: addr.clone(),
                 client: Mutex::new(None),
                 counters: Sockets::new(
-                    addr.clone(),
+                    addr,
                     self.remote.connect_timeout,
                     self.remote.io_timeout,
                     self.max_idle,
                 ),
-                connect_timeout: self.remote.connect_timeout,
-                io_timeout: self.remote.io_timeout,
-                max_idle: self.max_idle,
                 breaker: self.remote.breaker(),
             });
         }
@@ -197,35 +181,36 @@ fn parse_server(server: &str) -> Result<String> {
     if authority.is_empty() || authority.contains(['/', '?', '#', ' ']) {
         return Err(bad("expected host:port"));
     }
-    let has_port = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') => {
-            port.parse::<u16>()
-                .map_err(|_| bad("port is not a number from 0 to 65535"))?;
-            true
-        }
-        _ => false,
-    };
-    Ok(if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:11211")
-    })
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') => match port.parse::<u16>() {
+            Ok(_) => Ok(authority.to_owned()),
+            Err(_) => Err(bad("port is not a number from 0 to 65535")),
+        },
+        _ => Ok(format!("{authority}:11211")),
+    }
 }
 
-/// Whether an error says the server could not be reached in time (as opposed to an answer).
-fn is_transport(error: &exp::Error) -> bool {
-    matches!(
-        error,
-        exp::Error::Io(_) | exp::Error::Timeout { .. } | exp::Error::Ambiguous { .. }
-    )
+/// An error that says whether the server could not be reached in time (as opposed to an
+/// answer).
+trait Transport: std::error::Error + Send + Sync + 'static {
+    fn is_transport(&self) -> bool;
+}
+
+impl Transport for exp::Error {
+    fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            exp::Error::Io(_) | exp::Error::Timeout { .. } | exp::Error::Ambiguous { .. }
+        )
+    }
 }
 
 impl Server {
-    fn error(&self, error: exp::Error) -> Error {
-        if is_transport(&error) {
-            Error::unavailable(&self.addr, error)
+    fn error(&self, error: impl Transport) -> Error {
+        if error.is_transport() {
+            Error::unavailable(&self.counters.addr, error)
         } else {
-            Error::backend(&self.addr, error)
+            Error::backend(&self.counters.addr, error)
         }
     }
 
@@ -237,10 +222,10 @@ impl Server {
             return Ok(client.clone());
         }
         let client = MetaClient::builder()
-            .connect_timeout(Some(self.connect_timeout))
-            .io_timeout(Some(self.io_timeout))
-            .max_idle(self.max_idle)
-            .connect_async(self.addr.as_str())
+            .connect_timeout(Some(self.counters.connect_timeout))
+            .io_timeout(Some(self.counters.io_timeout))
+            .max_idle(self.counters.max_idle)
+            .connect_async(self.counters.addr.as_str())
             .await?;
         Ok(lock(&self.client).get_or_insert(client).clone())
     }
@@ -254,72 +239,59 @@ impl Server {
         }
     }
 
-    /// Runs a batch on this server through its breaker; one result per operation.
-    async fn run<O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
-        let count = ops.len();
-        let call = async {
-            match self.client().await {
-                Ok(client) => client.run_many(ops).await,
-                Err(error) => Err(error),
-            }
+    /// Makes `call` (a batch) through the breaker. A transport failure, of the batch or of one
+    /// of its operations (`op_failed`), counts against the server; the whole batch's failure is
+    /// the error.
+    async fn call<T, E: Transport>(
+        &self,
+        call: impl Future<Output = std::result::Result<Vec<T>, E>>,
+        op_failed: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>> {
+        let failed = |answer: &std::result::Result<Vec<T>, E>| match answer {
+            Err(error) => error.is_transport(),
+            Ok(answers) => answers.iter().any(&op_failed),
         };
-        let failed = |answer: &exp::Result<Vec<exp::Result<O::Output>>>| match answer {
-            Err(error) => is_transport(error),
-            Ok(results) => results
-                .iter()
-                .any(|r| matches!(r, Err(e) if is_transport(e))),
-        };
-        let answer = match self.breaker.call(&self.addr, call, failed).await {
-            Ok(answer) => answer,
-            Err(skipped) => return (0..count).map(|_| Err(skipped.clone())).collect(),
-        };
+        let answer = self
+            .breaker
+            .call(&self.counters.addr, call, &failed)
+            .await?;
         if failed(&answer) {
             self.forget_clients_if_open();
         }
-        match answer {
-            Err(error) => {
-                let error = self.error(error);
-                (0..count).map(|_| Err(error.clone())).collect()
-            }
+        answer.map_err(|error| self.error(error))
+    }
+
+    /// Runs a batch on this server through its breaker; one result per operation.
+    async fn run<O: Op>(&self, ops: Vec<O>) -> Vec<Result<O::Output>> {
+        let count = ops.len();
+        let call = async { self.client().await?.run_many(ops).await };
+        match self
+            .call(call, |r| matches!(r, Err(e) if e.is_transport()))
+            .await
+        {
             Ok(results) => results
                 .into_iter()
                 .map(|r| r.map_err(|e| self.error(e)))
                 .collect(),
+            Err(error) => batch::all_err(count, error),
         }
     }
-}
 
-impl Server {
     /// Runs a batch of counter reads on this server through its breaker; one value and CAS
     /// per read, or `None` for a counter that does not exist.
-    async fn read_counters(&self, batch: &counter_reads::Batch) -> Vec<Peeked> {
-        let answers = batch.len();
-        let read = self.counters.exchange(batch);
-        let failed = |read: &Result<_, counter_reads::Failure>| matches!(read, Err(failure) if failure.is_transport());
-        let read = match self.breaker.call(&self.addr, read, failed).await {
-            Ok(read) => read,
-            Err(skipped) => return (0..answers).map(|_| Err(skipped.clone())).collect(),
-        };
-        match read {
-            Err(failure) => {
-                let error = if failure.is_transport() {
-                    self.forget_clients_if_open();
-                    Error::unavailable(&self.addr, failure)
-                } else {
-                    Error::backend(&self.addr, failure)
-                };
-                (0..answers).map(|_| Err(error.clone())).collect()
-            }
-            Ok(read) => read
+    async fn read_counters(&self, reads: &counter_reads::Batch) -> Vec<Peeked> {
+        match self.call(self.counters.exchange(reads), |_| false).await {
+            Ok(answers) => answers
                 .into_iter()
                 .map(|answer| match answer {
                     counter_reads::Answer::Counter { value, cas } => Ok(Some((value, cas))),
                     counter_reads::Answer::Missing => Ok(None),
                     counter_reads::Answer::Refused(why) => {
-                        Err(Error::backend_message(&self.addr, why))
+                        Err(Error::backend_message(&self.counters.addr, why))
                     }
                 })
                 .collect(),
+            Err(error) => batch::all_err(reads.len(), error),
         }
     }
 }
@@ -336,29 +308,10 @@ struct Counter {
     created: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A meta-protocol operation, as the crate's client sends it.
 trait Op: exp::Operation<Output: Send> + Send + Sync + 'static {}
 
 impl<O: exp::Operation<Output: Send> + Send + Sync + 'static> Op for O {}
-
-/// The server of each key of a batch: with one server, nothing to compute or to keep.
-enum Routes {
-    One,
-    Each(Vec<usize>),
-}
-
-impl Routes {
-    fn of(&self, i: usize) -> usize {
-        match self {
-            Routes::One => 0,
-            Routes::Each(servers) => servers[i],
-        }
-    }
-}
 
 impl Memcached {
     /// A builder, for timeouts, weights and the circuit breaker.
@@ -371,21 +324,13 @@ impl Memcached {
     pub fn from_url(urls: &str) -> Result<Memcached> {
         let mut builder = Memcached::builder();
         for url in urls.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (server, weight) = match url.split_once('?') {
-                None => (url, 1),
-                Some((server, query)) => {
-                    let weight = query
-                        .strip_prefix("weight=")
-                        .and_then(|w| w.parse::<u32>().ok())
-                        .filter(|&w| w > 0)
-                        .ok_or_else(|| {
-                            Error::Config(format!(
-                                "memcached server {url:?}: the only option is `?weight=N` (N ≥ 1)"
-                            ))
-                        })?;
-                    (server, weight)
-                }
-            };
+            let (server, query) = url.split_once('?').unwrap_or((url, "weight=1"));
+            let weight = query.strip_prefix("weight=").and_then(|w| w.parse().ok());
+            let weight = weight.filter(|&w| w > 0).ok_or_else(|| {
+                Error::Config(format!(
+                    "memcached server {url:?}: the only option is `?weight=N` (N ≥ 1)"
+                ))
+            })?;
             builder = builder.weighted_server(server, weight);
         }
         builder.build()
@@ -400,50 +345,22 @@ impl Memcached {
         router.server_for(routing_part(key).as_bytes())
     }
 
-    fn routes<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Routes {
-        if self.router.is_none() {
-            Routes::One
-        } else {
-            Routes::Each(keys.map(|key| self.route(key)).collect())
-        }
-    }
-
-    /// Sends each operation to its server (`server_of(i)` for `ops[i]`), one batch per server,
-    /// the batches at once, and answers in the order of `ops`.
-    async fn run<O: Op>(
-        &self,
-        ops: Vec<O>,
-        server_of: impl Fn(usize) -> usize + Send,
-    ) -> Vec<Result<O::Output>> {
+    /// Sends each operation to the server of its key, one batch per server, the batches at
+    /// once, and answers in their order.
+    async fn run<O: Op>(&self, ops: Vec<(&str, O)>) -> Vec<Result<O::Output>> {
+        let ops_of = |ops: Vec<(&str, O)>| ops.into_iter().map(|(_, op)| op).collect();
         if ops.is_empty() {
             return Vec::new();
         }
         if self.servers.len() == 1 {
-            return self.servers[0].run(ops).await;
+            return self.servers[0].run(ops_of(ops)).await;
         }
-        let count = ops.len();
-        let mut groups = batch::by_server(ops, |i, _| server_of(i));
-        if let [_] = groups[..] {
-            // All on one server, in their order.
-            let group = groups.pop().expect("one batch");
-            return self.servers[group.server].run(group.items).await;
-        }
-        let mut places = Vec::with_capacity(groups.len());
-        let batches: Vec<_> = groups
-            .into_iter()
-            .map(|group| {
-                places.push(group.places);
-                self.servers[group.server].run(group.items)
-            })
-            .collect();
-        let answers = join_all(batches).await;
-        let answers = places
-            .into_iter()
-            .zip(answers)
-            .flat_map(|(p, a)| p.into_iter().zip(a));
-        batch::in_order(count, answers, || {
-            unreachable!("every operation was sent to one server")
-        })
+        batch::scatter(
+            ops,
+            |(key, _)| self.route(key),
+            |server, ops| self.servers[server].run(ops_of(ops)),
+        )
+        .await
     }
 
     /// A counter's value from an `ma` answer.
@@ -457,9 +374,9 @@ impl Memcached {
     /// checks nothing, so two raises of one counter could each add their whole gap and put it
     /// far ahead of the clock (nothing under it stored until the clock catches up). Versions
     /// are neither read nor raised there: pages render uncached, and the error says why.
-    fn without_cas(&self, server: usize) -> Error {
+    fn without_cas(&self, key: &str) -> Error {
         Error::backend_message(
-            &self.servers[server].addr,
+            &self.servers[self.route(key)].counters.addr,
             "memcached answers without CAS (started with -C): cachesweeper needs CAS to raise \
              version counters safely; restart it without -C",
         )
@@ -470,12 +387,7 @@ impl Memcached {
         // empty placeholder on a miss and tells exactly one caller that it won; the others see
         // the placeholder as pending until the winner stores the value or the lease expires.
         let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX).max(1);
-        let routes = self.routes(keys.iter().copied());
-        let ops = keys
-            .iter()
-            .map(|key| Get::new(key).lease_ttl(secs))
-            .collect();
-        self.run(ops, |i| routes.of(i))
+        self.run(on_each(keys, |key| Get::new(key).lease_ttl(secs)))
             .await
             .into_iter()
             .map(|r| {
@@ -489,27 +401,21 @@ impl Memcached {
     }
 
     async fn store(&self, items: &[SetItem<'_>]) -> Result<()> {
-        let routes = self.routes(items.iter().map(|item| item.key));
         let ops = items
             .iter()
-            .map(|item| Set::new(item.key, item.value).ttl(ttl(item.ttl)))
+            .map(|item| (item.key, Set::new(item.key, item.value).ttl(ttl(item.ttl))))
             .collect();
-        self.run(ops, |i| routes.of(i))
-            .await
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        first_err(self.run(ops).await)
     }
 
     /// The value and CAS of each counter in `keys` that exists (`None` for one that does not),
-    /// refreshing its time to live, in one round trip, without changing its CAS: a read must
-    /// never make an invalidation's compare-and-add fail. Keys that need no encoding go through
-    /// `counter_reads`; others through the crate, which encodes them.
+    /// refreshing its time to live, in one round trip, without changing its CAS (see
+    /// `counter_reads`). A key that is not a plain memcached key (`counter_reads::is_plain`)
+    /// fails the whole batch.
     async fn peek_counters(&self, keys: &[&str]) -> Vec<Peeked> {
         if keys.is_empty() {
             return Vec::new();
         }
-        let routes = self.routes(keys.iter().copied());
         if let Some(bad) = keys.iter().find(|key| !counter_reads::is_plain(key)) {
             // The core's keys always are (see `Backend`); another caller's gets an error, never
             // a line that would put the exchange out of step.
@@ -517,60 +423,42 @@ impl Memcached {
                 &self.name,
                 format_args!("{bad:?} is not a memcached key (at most 250 printable bytes)"),
             );
-            return keys.iter().map(|_| Err(error.clone())).collect();
+            return batch::all_err(keys.len(), error);
         }
-        let groups = batch::by_server(keys.iter().copied(), |i, _| routes.of(i));
-        let batches: Vec<counter_reads::Batch> = groups
-            .iter()
-            .map(|group| {
-                let mut batch = counter_reads::Batch::new(group.items.len());
-                for key in &group.items {
+        batch::scatter(
+            keys.iter().copied(),
+            |key| self.route(key),
+            |server, keys| async move {
+                let mut batch = counter_reads::Batch::new(keys.len());
+                for key in keys {
                     batch.push(key, COUNTER_TTL_SECS);
                 }
-                batch
-            })
-            .collect();
-        let reads = groups
-            .iter()
-            .zip(&batches)
-            .map(|(group, batch)| self.servers[group.server].read_counters(batch))
-            .collect();
-        let answers = join_all(reads).await;
-        let answers = groups
-            .into_iter()
-            .zip(answers)
-            .flat_map(|(group, answers)| group.places.into_iter().zip(answers));
-        batch::in_order(keys.len(), answers, || {
-            unreachable!("every key was read on its server")
-        })
+                self.servers[server].read_counters(&batch).await
+            },
+        )
+        .await
     }
 
     /// Creates each counter in `keys` at `initial`, unless it exists (`ma` with a CAS no item
     /// has, which creates a missing item and leaves an existing one as it is): its value and
     /// CAS if this call created it, `None` if it existed.
     async fn create_counters(&self, keys: &[&str], initial: u64) -> Vec<Peeked> {
-        let routes = self.routes(keys.iter().copied());
-        let ops = keys
-            .iter()
-            .map(|key| {
-                Arithmetic::new(key)
-                    .delta(0)
-                    .initial(initial, COUNTER_TTL_SECS)
-                    .compare_cas(u64::MAX)
-                    .return_cas()
-            })
-            .collect();
-        self.run(ops, |i| routes.of(i))
-            .await
-            .into_iter()
-            .enumerate()
-            .map(|(i, answer)| {
+        let ops = on_each(keys, |key| {
+            Arithmetic::new(key)
+                .delta(0)
+                .initial(initial, COUNTER_TTL_SECS)
+                .compare_cas(u64::MAX)
+                .return_cas()
+        });
+        let answers = self.run(ops).await.into_iter().zip(keys);
+        answers
+            .map(|(answer, key)| {
                 let answer = answer?;
                 if !answer.applied() {
                     return Ok(None);
                 }
                 let cas = answer.item.cas.unwrap_or(0);
-                Ok(Some((Self::counted(keys[i], Ok(answer))?, cas)))
+                Ok(Some((Self::counted(key, Ok(answer))?, cas)))
             })
             .collect()
     }
@@ -600,12 +488,11 @@ impl Memcached {
                 found[i] = answer;
             }
         }
-        let routes = self.routes(keys.iter().copied());
         found
             .into_iter()
             .enumerate()
             .map(|(i, answer)| match answer? {
-                Some((_, 0)) => Err(self.without_cas(routes.of(i))),
+                Some((_, 0)) => Err(self.without_cas(keys[i])),
                 Some((value, cas)) => Ok(Counter {
                     value,
                     cas,
@@ -628,37 +515,29 @@ impl Memcached {
                 .map(|counter| counter.map(|c| c.value))
                 .collect();
         }
-        let routes = self.routes(keys.iter().copied());
-        let ops = keys
-            .iter()
-            .map(|key| {
-                Arithmetic::new(key)
-                    .delta(delta)
-                    .initial(initial, COUNTER_TTL_SECS)
-                    .ttl(Ttl::secs(COUNTER_TTL_SECS))
-            })
-            .collect();
-        self.run(ops, |i| routes.of(i))
-            .await
-            .into_iter()
-            .enumerate()
-            .map(|(i, answer)| Self::counted(keys[i], answer))
+        let ops = on_each(keys, |key| {
+            Arithmetic::new(key)
+                .delta(delta)
+                .initial(initial, COUNTER_TTL_SECS)
+                .ttl(Ttl::secs(COUNTER_TTL_SECS))
+        });
+        let answers = self.run(ops).await.into_iter().zip(keys);
+        answers
+            .map(|(answer, key)| Self::counted(key, answer))
             .collect()
     }
 
     /// memcached has no atomic max, so each round reads the counters (creating missing ones at
     /// `floor | 1`) and adds to each what takes it to the even number at or above
-    /// `max(value + 1, floor)`, only if nobody
-    /// changed it since (`ma ... C<cas>`); those that changed go round again. Every step only
-    /// ever adds, so a counter never decreases, whatever races with it; and the gap added was
-    /// computed from the value it is added to, so a counter never lands ahead of the clock by
-    /// more than a racer's step.
+    /// `max(value + 1, floor)`, only if nobody changed it since (`ma ... C<cas>`); those that
+    /// changed go round again. Every step only ever adds, so a counter never decreases,
+    /// whatever races with it; and the gap added was computed from the value it is added to,
+    /// so a counter never lands ahead of the clock by more than a racer's step.
     ///
-    /// Two round trips per round. Reads (`mg`) leave the CAS as it is, so only other raises of
-    /// the same counter make a round fail: a hot record's raise lands whatever the read load.
-    /// Under many raises of one counter at once, after [`BLIND_AFTER`] rounds a small gap is
-    /// added unguarded (the counter still only grows, and ends at most [`BLIND_GAP`] past its
-    /// floor for each racer).
+    /// Two round trips per round; only other raises of the same counter make a round fail
+    /// (reads leave the CAS as it is). Under many raises of one counter at once, after
+    /// [`BLIND_AFTER`] rounds a small gap is added unguarded (the counter still only grows, and
+    /// ends at most [`BLIND_GAP`] past its floor for each racer).
     async fn raise(&self, keys: &[&str], floor: u64) -> Vec<Result<u64>> {
         let mut out: Vec<Result<u64>> = keys.iter().map(|_| Ok(floor)).collect();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
@@ -668,9 +547,8 @@ impl Memcached {
             }
             let pending_keys: Vec<&str> = pending.iter().map(|&i| keys[i]).collect();
             let read = self.counters(&pending_keys, floor | 1).await;
-            // A counter found odd was created by someone else, after a loss that may have taken
-            // an invalidation newer than `floor` (this raise may have been slow): confirmed only
-            // past now, which is after the creation this read saw.
+            // A counter found odd is confirmed past now, which is after the creation this read
+            // saw (see `Backend::raise_each`).
             let seen_at = crate::clock::now();
             let mut lifts = Vec::new();
             let mut lifted = Vec::new();
@@ -692,17 +570,19 @@ impl Memcached {
                             .delta(gap)
                             .ttl(Ttl::secs(COUNTER_TTL_SECS));
                         // Never unguarded on an odd counter: it might be another one by now.
-                        lifts.push(if attempt >= BLIND_AFTER && gap <= BLIND_GAP && !odd {
-                            lift
-                        } else {
-                            lift.compare_cas(cas)
-                        });
+                        lifts.push((
+                            keys[i],
+                            if attempt >= BLIND_AFTER && gap <= BLIND_GAP && !odd {
+                                lift
+                            } else {
+                                lift.compare_cas(cas)
+                            },
+                        ));
                         lifted.push(i);
                     }
                 }
             }
-            let routes = self.routes(lifted.iter().map(|&i| keys[i]));
-            let answers = self.run(lifts, |j| routes.of(j)).await;
+            let answers = self.run(lifts).await;
             pending.clear();
             for (&i, answer) in lifted.iter().zip(answers) {
                 match answer {
@@ -726,14 +606,21 @@ impl Memcached {
     }
 
     async fn release(&self, keys: &[&str]) -> Result<()> {
-        let routes = self.routes(keys.iter().copied());
-        let ops = keys.iter().map(exp::Delete::new).collect();
-        self.run(ops, |i| routes.of(i))
-            .await
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        first_err(self.run(on_each(keys, exp::Delete::new)).await)
     }
+}
+
+/// `op` on each key, with the key it routes by.
+fn on_each<'k, O>(keys: &[&'k str], op: impl Fn(&'k str) -> O) -> Vec<(&'k str, O)> {
+    keys.iter().map(|&key| (key, op(key))).collect()
+}
+
+/// Ok if every operation succeeded, else the first error.
+fn first_err<T>(results: Vec<Result<T>>) -> Result<()> {
+    results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
 }
 
 /// How many compare-and-add rounds [`Memcached::raise`] makes before it reports a counter
@@ -772,8 +659,6 @@ fn ttl(ttl: Option<Duration>) -> Ttl {
     }
 }
 
-// Each operation is polled inside the I/O thread's runtime, so that the sockets it opens, and
-// its deadlines, belong to that thread, whoever awaits it.
 impl Backend for Memcached {
     fn name(&self) -> &str {
         &self.name

@@ -1,14 +1,10 @@
 //! Connections, and a batch sent as one pipeline per server.
 //!
-//! Standalone: one `ConnectionManager` (a multiplexed connection that reconnects by itself),
-//! every batch one pipeline. Cluster: the `cluster-async` client, and a batch split by the node
-//! that owns each key's slot, one pipeline per node, sent in parallel. Reads of many keys become
-//! one `MGET` on standalone and one `MGET` per slot on a cluster (where `MGET` must stay within
-//! a slot). The cluster client redirects a pipeline as a whole (`MOVED`), so a pipeline must
-//! only hold keys of one node: the split follows a slot map of our own, read with
+//! Standalone: one `ConnectionManager` (a multiplexed connection that reconnects by itself).
+//! Cluster: the `cluster-async` client, which redirects a pipeline as a whole (`MOVED`), so a
+//! pipeline must only hold keys of one node: the split follows a slot map of our own, read with
 //! `CLUSTER SLOTS` when the connection is made and again when an exchange fails (a failover, a
-//! resharding). Each server has its circuit breaker (`breaker.rs`, as memcached's), and every
-//! exchange its deadline.
+//! resharding).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +21,7 @@ use super::super::batch;
 use super::super::breaker::Breaker;
 use super::super::remote::Remote;
 use super::ops::Lua;
-use crate::{Error, Result};
+use crate::{Error, Result, lock};
 
 /// What one key asks of the server.
 pub(super) enum Kind {
@@ -70,20 +66,20 @@ pub(super) struct Connections {
     /// trip, so that `EVALSHA` does not come back `NOSCRIPT` and cost another.
     scripts_loaded: Mutex<Vec<(String, &'static Lua)>>,
     mode: Mode,
-}
-
-enum Mode {
-    Standalone(ConnectionManager),
-    Cluster(Box<Cluster>),
-}
-
-struct Cluster {
-    client: ClusterClient,
-    /// Made at first use (start-up never waits on the cache), and again if that failed.
-    connection: tokio::sync::Mutex<Option<ClusterConnection>>,
+    /// A cluster's connection: made at first use (start-up never waits on the cache), and
+    /// again if that failed.
+    cluster: tokio::sync::Mutex<Option<ClusterConnection>>,
+    /// A cluster's slot map.
     slots: RwLock<Option<Arc<SlotMap>>>,
     /// When the slot map was last read, and whether an exchange has failed since.
     refresh: Mutex<(Instant, bool)>,
+}
+
+/// A standalone server, its `ConnectionManager` made on the I/O thread's runtime; or a cluster,
+/// reached through the client's seed nodes at first use.
+pub(super) enum Mode {
+    Standalone(ConnectionManager),
+    Cluster(Box<ClusterClient>),
 }
 
 /// Which master owns each slot.
@@ -93,40 +89,24 @@ struct SlotMap {
     nodes: Vec<String>,
     /// How many replicas each master has (listed by `CLUSTER SLOTS`, or attached to it when
     /// the map was read, whichever is more): what a raise waits for (see
-    /// [`Connections::run_replicated`]).
+    /// [`Connections::run`]).
     replicas: Vec<usize>,
     /// An index into `nodes` per slot; `u16::MAX` where no node serves it.
     owner: Vec<u16>,
 }
 
 impl Connections {
-    /// A standalone server: `manager` must have been made on the I/O thread's runtime.
-    pub(super) fn standalone(name: String, limits: Remote, manager: ConnectionManager) -> Self {
-        Self::new(name, limits, Mode::Standalone(manager))
-    }
-
-    /// A cluster, reached through `client`'s seed nodes at first use.
-    pub(super) fn cluster(name: String, limits: Remote, client: ClusterClient) -> Self {
-        Self::new(
-            name,
-            limits,
-            Mode::Cluster(Box::new(Cluster {
-                client,
-                connection: tokio::sync::Mutex::new(None),
-                slots: RwLock::new(None),
-                refresh: Mutex::new((Instant::now(), true)),
-            })),
-        )
-    }
-
-    fn new(name: String, limits: Remote, mode: Mode) -> Self {
+    pub(super) fn new(name: String, limits: Remote, mode: Mode) -> Self {
         Connections {
             name,
             limits,
             round_trips: AtomicU64::new(0),
-            breakers: Mutex::new(HashMap::new()),
-            scripts_loaded: Mutex::new(Vec::new()),
+            breakers: Mutex::default(),
+            scripts_loaded: Mutex::default(),
             mode,
+            cluster: tokio::sync::Mutex::default(),
+            slots: RwLock::default(),
+            refresh: Mutex::new((Instant::now(), true)),
         }
     }
 
@@ -141,7 +121,7 @@ impl Connections {
     }
 
     fn breaker(&self, server: &str) -> Arc<Breaker> {
-        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut breakers = lock(&self.breakers);
         Arc::clone(
             breakers
                 .entry(server.to_owned())
@@ -150,100 +130,70 @@ impl Connections {
     }
 
     /// Sends every request, one pipeline per server, and answers in the order of `requests`.
-    pub(super) async fn run(self: Arc<Self>, requests: Vec<Request>) -> Vec<Reply> {
-        self.run_with(requests, false).await
-    }
-
-    /// [`run`](Self::run) for writes that must survive a failover (raises): on a cluster, each
+    ///
+    /// `replicated`, for writes that must survive a failover (raises): on a cluster, each
     /// pipeline ends with `WAIT` for every replica its master has, and a pipeline whose writes
     /// were not acknowledged by all of them in time answers an error for each of its keys.
     /// Redis replicates asynchronously: without this, a raise the master acknowledged and its
     /// replica never received is lost when the replica is promoted, and the old fragments are
     /// found again. (A standalone server has no failover here: nothing to wait for.)
-    pub(super) async fn run_replicated(self: Arc<Self>, requests: Vec<Request>) -> Vec<Reply> {
-        self.run_with(requests, true).await
-    }
-
-    async fn run_with(self: Arc<Self>, requests: Vec<Request>, replicated: bool) -> Vec<Reply> {
+    pub(super) async fn run(&self, requests: Vec<Request>, replicated: bool) -> Vec<Reply> {
         if requests.is_empty() {
             return Vec::new();
         }
-        let count = requests.len();
-        match &self.mode {
+        let client = match &self.mode {
             Mode::Standalone(_) => {
-                let group = requests.into_iter().enumerate().collect();
-                let server = self.name.clone();
-                place(
-                    count,
-                    self.exchange(Target::Standalone, server, 0, group).await,
-                )
+                return self
+                    .exchange(Target::Standalone, self.name.clone(), 0, requests)
+                    .await;
             }
-            Mode::Cluster(cluster) => {
-                let (connection, map) = match self.cluster_ready(cluster).await {
-                    Ok(ready) => ready,
-                    Err(error) => return (0..count).map(|_| Err(error.clone())).collect(),
-                };
-                let groups = batch::by_server(requests, |_, request| {
-                    map.owner[usize::from(slot(request.key.as_bytes()))]
-                });
-                let mut out: Vec<(usize, Reply)> = Vec::new();
-                // Every node's pipeline at once: the batch takes one round trip of the slowest.
-                let mut tasks = Vec::with_capacity(groups.len());
-                for batch::Group {
-                    server: node,
-                    places,
-                    items,
-                } in groups
-                {
+            Mode::Cluster(client) => client,
+        };
+        let (connection, map) = match self.cluster_ready(client).await {
+            Ok(ready) => ready,
+            Err(error) => return batch::all_err(requests.len(), error),
+        };
+        // Every node's pipeline at once: the batch takes one round trip of the slowest.
+        batch::scatter(
+            requests,
+            |request| map.owner[usize::from(slot(request.key.as_bytes()))],
+            |node, group| {
+                let (connection, map) = (connection.clone(), &map);
+                async move {
                     if node == u16::MAX {
-                        out.extend(items.into_iter().zip(places).map(|(request, i)| {
-                            let error = Error::backend_message(
+                        let no_node = |request: &Request| {
+                            Err(Error::backend_message(
                                 &self.name,
                                 format_args!("no node serves the slot of {:?}", request.key),
-                            );
-                            (i, Err(error))
-                        }));
-                        continue;
+                            ))
+                        };
+                        return group.iter().map(no_node).collect();
                     }
-                    let group: Vec<(usize, Request)> = places.into_iter().zip(items).collect();
-                    let this = Arc::clone(&self);
-                    let target = Target::Node(connection.clone(), slot(group[0].1.key.as_bytes()));
-                    let server = map.nodes[usize::from(node)].clone();
-                    let replicas = if replicated {
-                        map.replicas[usize::from(node)]
-                    } else {
-                        0
-                    };
-                    tasks.push(tokio::spawn(async move {
-                        this.exchange(target, server, replicas, group).await
-                    }));
+                    let node = usize::from(node);
+                    let target = Target::Node(connection, slot(group[0].key.as_bytes()));
+                    let replicas = if replicated { map.replicas[node] } else { 0 };
+                    self.exchange(target, map.nodes[node].clone(), replicas, group)
+                        .await
                 }
-                for task in tasks {
-                    match task.await {
-                        Ok(replies) => out.extend(replies),
-                        Err(error) if error.is_panic() => {
-                            std::panic::resume_unwind(error.into_panic())
-                        }
-                        // The runtime is shutting down: those keys get no answer.
-                        Err(_) => {}
-                    }
-                }
-                place(count, out)
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// The cluster connection (made now if there is none) and the slot map (read now if it is
     /// missing or an exchange failed since it was read).
-    async fn cluster_ready(&self, cluster: &Cluster) -> Result<(ClusterConnection, Arc<SlotMap>)> {
+    async fn cluster_ready(
+        &self,
+        client: &ClusterClient,
+    ) -> Result<(ClusterConnection, Arc<SlotMap>)> {
         let connection = {
-            let mut slot = cluster.connection.lock().await;
+            let mut slot = self.cluster.lock().await;
             match &*slot {
                 Some(connection) => connection.clone(),
                 None => {
                     let deadline = self.limits.connect_timeout + self.limits.io_timeout;
                     let make = async {
-                        tokio::time::timeout(deadline, cluster.client.get_async_connection())
+                        tokio::time::timeout(deadline, client.get_async_connection())
                             .await
                             .map_err(|elapsed| Error::unavailable(&self.name, elapsed))
                             .and_then(|made| made.map_err(|e| Error::unavailable(&self.name, e)))
@@ -257,16 +207,13 @@ impl Connections {
                 }
             }
         };
-        let current = cluster
+        let current = self
             .slots
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let due = {
-            let mut refresh = cluster
-                .refresh
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut refresh = lock(&self.refresh);
             let age = refresh.0.elapsed();
             let due = current.is_none()
                 || (refresh.1 && age >= REFRESH_AT_MOST_EVERY)
@@ -282,10 +229,8 @@ impl Connections {
         match self.read_slot_map(&connection).await {
             Ok(map) => {
                 let map = Arc::new(map);
-                *cluster
-                    .slots
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&map));
+                *self.slots.write().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::clone(&map));
                 Ok((connection, map))
             }
             // The old map is better than none: its live nodes still answer.
@@ -350,13 +295,7 @@ impl Connections {
     /// After an exchange failed, the slot map is read again (at most once a second): a
     /// failover or a resharding may have moved the slots.
     fn suspect_slot_map(&self) {
-        if let Mode::Cluster(cluster) = &self.mode {
-            cluster
-                .refresh
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .1 = true;
-        }
+        lock(&self.refresh).1 = true;
     }
 
     /// One server's part of a batch: one pipeline (and one more to load scripts the server
@@ -367,20 +306,11 @@ impl Connections {
         target: Target,
         server: String,
         replicas: usize,
-        group: Vec<(usize, Request)>,
-    ) -> Vec<(usize, Reply)> {
+        requests: Vec<Request>,
+    ) -> Vec<Reply> {
         let breaker = self.breaker(&server);
-        let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
-        let everyone = |indices: Vec<usize>, error: Error| -> Vec<(usize, Reply)> {
-            indices
-                .into_iter()
-                .map(|i| (i, Err(error.clone())))
-                .collect()
-        };
-        let loaded: Vec<&'static Lua> = self
-            .scripts_loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let count = requests.len();
+        let loaded: Vec<&'static Lua> = lock(&self.scripts_loaded)
             .iter()
             .filter(|(on, _)| *on == server)
             .map(|(_, script)| *script)
@@ -390,7 +320,7 @@ impl Connections {
             loads,
             answers,
             scripts,
-        } = plan(&target, group, &loaded);
+        } = plan(&target, requests, &loaded);
         // Half the exchange's time for the replicas: a slow replica fails the raise, not the
         // exchange (which would count against the master's breaker).
         let wait = (replicas > 0).then(|| {
@@ -400,27 +330,25 @@ impl Connections {
         if let Some(wait) = &wait {
             pipeline.add_command(wait.clone());
         }
-        let count = loads.len() + answers.len() + usize::from(wait.is_some());
-        let sent = breaker.call(&server, self.send(&target, pipeline, count), Result::is_err);
+        let replies = loads.len() + answers.len() + usize::from(wait.is_some());
+        let sent = breaker.call(
+            &server,
+            self.send(&target, pipeline, replies),
+            Result::is_err,
+        );
         let mut values = match sent.await {
-            Err(skipped) => return everyone(indices, skipped),
+            Err(skipped) => return batch::all_err(count, skipped),
             Ok(Ok(values)) => values,
             Ok(Err(error)) => {
                 self.suspect_slot_map();
-                self.scripts_loaded
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .retain(|(on, _)| *on != server);
-                return everyone(indices, Error::unavailable(&server, error));
+                lock(&self.scripts_loaded).retain(|(on, _)| *on != server);
+                return batch::all_err(count, Error::unavailable(&server, error));
             }
         };
         let mut acknowledged = wait.as_ref().and_then(|_| values.pop());
         if !loads.is_empty() {
             values.drain(..loads.len());
-            let mut known = self
-                .scripts_loaded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut known = lock(&self.scripts_loaded);
             known.extend(loads.into_iter().map(|script| (server.clone(), script)));
         }
         // Scripts the server did not know (it restarted, or is new): once more with the body.
@@ -449,11 +377,7 @@ impl Connections {
                     }
                 }
                 Err(error) => {
-                    let error = Error::unavailable(&server, error);
-                    return indices
-                        .into_iter()
-                        .map(|i| (i, Err(error.clone())))
-                        .collect();
+                    return batch::all_err(count, Error::unavailable(&server, error));
                 }
             }
         }
@@ -473,13 +397,10 @@ impl Connections {
                          it might not survive a failover"
                     ),
                 );
-                return indices
-                    .into_iter()
-                    .map(|i| (i, Err(error.clone())))
-                    .collect();
+                return batch::all_err(count, error);
             }
         }
-        let mut out: Vec<(usize, Reply)> = Vec::with_capacity(indices.len());
+        let mut out: Vec<(usize, Reply)> = Vec::with_capacity(count);
         for (answer, value) in answers.into_iter().zip(values) {
             match answer {
                 Answer::One(i) => out.push((i, Ok(value))),
@@ -492,7 +413,9 @@ impl Connections {
                 },
             }
         }
-        out
+        batch::in_order(count, out, || {
+            Err(Error::backend_message(&server, "no reply in the pipeline"))
+        })
     }
 
     /// Sends one pipeline and returns its `count` replies, within the exchange's deadline.
@@ -585,10 +508,10 @@ fn call(verb: &str, script: &str, key: &str, args: &[Vec<u8>]) -> Cmd {
 }
 
 /// `loaded`: the scripts the server is known to hold; the others are loaded first.
-fn plan(target: &Target, group: Vec<(usize, Request)>, loaded: &[&'static Lua]) -> Plan {
-    let mut pipeline = Pipeline::with_capacity(group.len());
+fn plan(target: &Target, requests: Vec<Request>, loaded: &[&'static Lua]) -> Plan {
+    let mut pipeline = Pipeline::with_capacity(requests.len());
     let mut loads: Vec<&'static Lua> = Vec::new();
-    for (_, request) in &group {
+    for request in &requests {
         if let Kind::Script { script, .. } = request.kind
             && !loaded
                 .iter()
@@ -601,11 +524,11 @@ fn plan(target: &Target, group: Vec<(usize, Request)>, loaded: &[&'static Lua]) 
     for script in &loads {
         pipeline.add_command(redis::cmd("SCRIPT").arg("LOAD").arg(script.source).clone());
     }
-    let mut answers = Vec::with_capacity(group.len());
+    let mut answers = Vec::with_capacity(requests.len());
     let mut scripts = Vec::new();
     // Reads by slot: an MGET on a cluster must stay within one (standalone: all in one).
     let mut reads: HashMap<u16, (Cmd, Vec<usize>)> = HashMap::new();
-    for (i, request) in group {
+    for (i, request) in requests.into_iter().enumerate() {
         match request.kind {
             Kind::Get => {
                 let slot = match target {
@@ -639,17 +562,6 @@ fn plan(target: &Target, group: Vec<(usize, Request)>, loaded: &[&'static Lua]) 
         answers,
         scripts,
     }
-}
-
-/// Puts the replies back in the order of the batch; a key left without one (a task lost at
-/// shutdown) gets an error.
-fn place(count: usize, replies: Vec<(usize, Reply)>) -> Vec<Reply> {
-    batch::in_order(count, replies, || {
-        Err(Error::backend_message(
-            "redis",
-            "no reply: the backend is shutting down",
-        ))
-    })
 }
 
 impl SlotMap {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 
-use self::conn::{Connections, Kind, Request};
+use self::conn::{Connections, Kind, Mode, Request};
 use super::io_thread::IoThread;
 use super::remote::{Remote, remote_setters};
 use super::{Backend, BoxFuture, Leased, SetItem};
@@ -57,31 +57,24 @@ const MAX_TTL_MS: u64 = 1_000_000_000_000_000;
 /// stored without a time to live are never evicted.
 #[derive(Clone)]
 pub struct Redis {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     conns: Arc<Connections>,
     max_value_len: usize,
     /// This backend's lease placeholder: [`ops::PLACEHOLDER_PREFIX`] and a random token.
     placeholder: Arc<[u8]>,
     /// Last, so that it goes after the connections that live on it.
-    io: IoThread,
+    io: Arc<IoThread>,
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redis")
-            .field("servers", &self.inner.conns.name())
+            .field("servers", &self.conns.name())
             .finish()
     }
 }
 
 /// Configures a [`Redis`] backend: a server ([`url`](Self::url)) or a cluster's seed nodes
-/// ([`cluster_node`](Self::cluster_node)).
-///
-/// Defaults are memcached's, for a cache on the same LAN: 100 ms to connect, 200 ms for a
-/// whole exchange, a server skipped for 2 s after 2 transport failures in a row.
+/// ([`cluster_node`](Self::cluster_node)), with memcached's defaults (see each setter).
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct RedisBuilder {
@@ -110,7 +103,6 @@ impl RedisBuilder {
     /// Builds the backend and starts its I/O thread. Nothing is dialed: connections are made
     /// at first use, so a server that is down does not fail this call.
     pub fn build(self) -> Result<Redis> {
-        let limits = self.remote;
         let bad = |url: &str, error: redis::RedisError| {
             Error::Config(format!(
                 "redis URL {:?}: {error}{}",
@@ -118,7 +110,7 @@ impl RedisBuilder {
                 tls_hint(url)
             ))
         };
-        let (io, conns) = match (self.url, self.cluster.is_empty()) {
+        let (io, name, mode) = match (self.url, self.cluster.is_empty()) {
             (Some(url), true) => {
                 let client = redis::Client::open(url.as_str()).map_err(|e| bad(&url, e))?;
                 let io = IoThread::start(&format!("redis {}", redacted(&url)))?;
@@ -128,11 +120,14 @@ impl RedisBuilder {
                     // One attempt per reconnection: the breaker paces them, not a backoff
                     // that would hold a request for seconds.
                     .set_number_of_retries(0);
-                let manager = io
-                    .within(|| ConnectionManager::new_lazy_with_config(client, config))
-                    .map_err(|e| bad(&url, e))?;
-                let conns = Connections::standalone(redacted(&url), limits, manager);
-                (io, conns)
+                // Made inside the I/O thread's runtime: the lazy connection spawns its tasks
+                // there, not on the caller's runtime.
+                let manager = {
+                    let _guard = io.handle.enter();
+                    ConnectionManager::new_lazy_with_config(client, config)
+                }
+                .map_err(|e| bad(&url, e))?;
+                (io, redacted(&url), Mode::Standalone(manager))
             }
             (None, false) => {
                 let name = self
@@ -152,7 +147,7 @@ impl RedisBuilder {
                     .build()
                     .map_err(|e| bad(&name, e))?;
                 let io = IoThread::start(&format!("redis {name}"))?;
-                (io, Connections::cluster(name, limits, client))
+                (io, name, Mode::Cluster(Box::new(client)))
             }
             (Some(_), false) => {
                 return Err(Error::Config(
@@ -166,12 +161,10 @@ impl RedisBuilder {
             }
         };
         Ok(Redis {
-            inner: Arc::new(Inner {
-                conns: Arc::new(conns),
-                max_value_len: self.remote.max_value_len,
-                placeholder: placeholder(),
-                io,
-            }),
+            conns: Arc::new(Connections::new(name, self.remote, mode)),
+            max_value_len: self.remote.max_value_len,
+            placeholder: placeholder(),
+            io: Arc::new(io),
         })
     }
 }
@@ -179,8 +172,7 @@ impl RedisBuilder {
 /// A URL without its password, for logs and errors.
 fn redacted(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) if at > scheme.len() => {
-            let _ = rest;
+        (Some((scheme, _)), Some(at)) if at > scheme.len() => {
             format!("{scheme}://{}", &url[at + 1..])
         }
         _ => url.to_owned(),
@@ -247,7 +239,7 @@ fn px(ttl: Duration) -> u64 {
 }
 
 fn each<T>(count: usize) -> impl FnOnce(Error) -> Vec<Result<T>> {
-    move |error| (0..count).map(|_| Err(error.clone())).collect()
+    move |error| super::batch::all_err(count, error)
 }
 
 impl Redis {
@@ -275,11 +267,11 @@ impl Redis {
     /// separately; reading a cluster's slot map counts too). `Sweeper::stats().round_trips`
     /// counts batches; this counts what went over the network.
     pub fn round_trips(&self) -> u64 {
-        self.inner.conns.round_trips()
+        self.conns.round_trips()
     }
 
     fn conns(&self) -> Arc<Connections> {
-        Arc::clone(&self.inner.conns)
+        Arc::clone(&self.conns)
     }
 
     fn sets(items: &[SetItem<'_>]) -> Vec<Request> {
@@ -303,7 +295,7 @@ impl Redis {
 
 impl Backend for Redis {
     fn name(&self) -> &str {
-        self.inner.conns.name()
+        self.conns.name()
     }
 
     fn get_leased<'a>(
@@ -311,14 +303,14 @@ impl Backend for Redis {
         keys: &'a [&'a str],
         lease: Duration,
     ) -> BoxFuture<'a, Vec<Result<Leased>>> {
-        let placeholder = Arc::clone(&self.inner.placeholder);
+        let placeholder = Arc::clone(&self.placeholder);
         let task = ops::get_leased(self.conns(), tagged_all(keys), lease, placeholder);
-        Box::pin(self.inner.io.run(task, each(keys.len())))
+        Box::pin(self.io.run(task, each(keys.len())))
     }
 
     fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
         let task = ops::set_many(self.conns(), Self::sets(items));
-        Box::pin(self.inner.io.run(task, Err))
+        Box::pin(self.io.run(task, Err))
     }
 
     fn incr_each<'a>(
@@ -328,7 +320,7 @@ impl Backend for Redis {
         initial: u64,
     ) -> BoxFuture<'a, Vec<Result<u64>>> {
         let task = ops::incr_each(self.conns(), tagged_all(keys), names(keys), delta, initial);
-        Box::pin(self.inner.io.run(task, each(keys.len())))
+        Box::pin(self.io.run(task, each(keys.len())))
     }
 
     fn raise_each<'a>(
@@ -337,13 +329,13 @@ impl Backend for Redis {
         floor: u64,
     ) -> BoxFuture<'a, Vec<Result<u64>>> {
         let task = ops::raise_each(self.conns(), tagged_all(keys), names(keys), floor);
-        Box::pin(self.inner.io.run(task, each(keys.len())))
+        Box::pin(self.io.run(task, each(keys.len())))
     }
 
     fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
-        let placeholder = Arc::clone(&self.inner.placeholder);
+        let placeholder = Arc::clone(&self.placeholder);
         let task = ops::release_leases(self.conns(), tagged_all(keys), placeholder);
-        Box::pin(self.inner.io.run(task, Err))
+        Box::pin(self.io.run(task, Err))
     }
 
     fn fresh_counter(&self, now: u64) -> u64 {
@@ -351,7 +343,7 @@ impl Backend for Redis {
     }
 
     fn max_value_len(&self) -> usize {
-        self.inner.max_value_len
+        self.max_value_len
     }
 
     fn is_local(&self) -> bool {

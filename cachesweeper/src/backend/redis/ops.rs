@@ -16,15 +16,16 @@ use crate::backend::Leased;
 use crate::{Error, Result};
 
 /// [`COUNTER_TTL`](crate::backend::COUNTER_TTL) as Redis takes it: set when a counter is
-/// created or written, and refreshed by one batch of reads in 64 (refreshing on every read would
-/// make every version read a write, replicated and logged).
+/// created or written, and refreshed by reads (see [`REFRESH_EVERY`]).
 pub(super) const COUNTER_TTL_SECS: u64 = crate::backend::COUNTER_TTL.as_secs();
 
-/// Batches of counter reads so far, in this process: every [`REFRESH_EVERY`]th also refreshes
-/// the counters' time to live.
+/// Batches of counter reads so far, in this process.
 static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// One batch of counter reads in this many refreshes what it reads.
+/// One batch of counter reads in this many also refreshes the time to live of what it reads, in
+/// the same pipelines: a hot record read for 30 days and never raised would expire (and cost a
+/// render that cannot store), and refreshing on every read would make every version read a
+/// write, replicated and logged.
 const REFRESH_EVERY: u64 = 64;
 
 /// A Lua script, sent by its SHA-1 (`EVALSHA`) and by its body when the server lacks it.
@@ -58,11 +59,9 @@ return redis.call('GET', KEYS[1])",
 
 /// Sets the counter to the even number at or above max(value + 1, floor), creating a missing
 /// one at `floor | 1` (see `Backend::raise_each`). ARGV: floor (even), floor | 1, ttl. A counter
-/// found odd was created by someone else after a loss that may have taken an invalidation newer
-/// than `floor` (this raise may have travelled slowly): it is confirmed past the server's
-/// clock too, which is after that creation (the server's clock is then one of the clocks that
-/// must agree within `SweeperBuilder::clock_skew`). The time is built as a decimal string:
-/// Lua's numbers cannot hold nanoseconds since the epoch.
+/// found odd is confirmed past the server's clock too, which is after its creation (the
+/// server's clock is then one of the clocks that must agree within
+/// `SweeperBuilder::clock_skew`).
 static RAISE: Lua = Lua::new(
     r"local floor = ARGV[1]
 if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then return ARGV[2] end
@@ -118,12 +117,16 @@ fn requests(keys: Vec<String>, kind: impl Fn() -> Kind) -> Vec<Request> {
         .collect()
 }
 
-fn script(script: &'static Lua, args: &[&[u8]]) -> impl Fn() -> Kind + use<> {
-    let args: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+fn script(script: &'static Lua, args: Vec<Vec<u8>>) -> impl Fn() -> Kind + use<> {
     move || Kind::Script {
         script,
         args: args.clone(),
     }
+}
+
+/// Numbers as a script's arguments: decimal strings.
+fn decimal(numbers: &[u64]) -> Vec<Vec<u8>> {
+    numbers.iter().map(|n| n.to_string().into_bytes()).collect()
 }
 
 /// An error reply, as the crate's error.
@@ -159,6 +162,11 @@ fn counter(conns: &Connections, key: &str, reply: Reply) -> Result<Option<u64>> 
     }
 }
 
+/// A counter a script answered: never nil (`nil` says why it is an error).
+fn scripted(conns: &Connections, key: &str, reply: Reply, nil: &str) -> Result<u64> {
+    counter(conns, key, reply)?.ok_or_else(|| Error::backend_message(conns.name(), nil))
+}
+
 /// Reads first, with the batch's other reads (`MGET`): a warm page's fragments cost no write.
 /// Only the keys that missed take a lease, in a second exchange.
 pub(super) async fn get_leased(
@@ -167,63 +175,55 @@ pub(super) async fn get_leased(
     lease: Duration,
     placeholder: Arc<[u8]>,
 ) -> Vec<Result<Leased>> {
-    let classify = |bytes: Vec<u8>| {
-        if *bytes == *placeholder {
-            // Ours: a lease this process took, asked again (or a retried script's own).
-            Leased::Won
-        } else if is_placeholder(&bytes) {
-            Leased::Busy
-        } else {
-            Leased::Hit(bytes)
-        }
+    let leased = |reply: Reply| match reply? {
+        Value::Nil => Ok(Leased::Won),
+        // Ours: a lease this process took, asked again (or a retried script's own).
+        Value::BulkString(bytes) if *bytes == *placeholder => Ok(Leased::Won),
+        Value::BulkString(bytes) if is_placeholder(&bytes) => Ok(Leased::Busy),
+        Value::BulkString(bytes) => Ok(Leased::Hit(bytes)),
+        other => Err(refused(&conns, &other)),
     };
-    let replies = Arc::clone(&conns)
-        .run(requests(keys.clone(), || Kind::Get))
-        .await;
-    let mut out: Vec<Result<Leased>> = Vec::with_capacity(keys.len());
-    let mut missing = Vec::new();
-    for (i, reply) in replies.into_iter().enumerate() {
-        out.push(match reply {
-            Ok(Value::Nil) => {
-                missing.push(i);
-                Ok(Leased::Won)
-            }
-            Ok(Value::BulkString(bytes)) => Ok(classify(bytes)),
-            Ok(other) => Err(refused(&conns, &other)),
-            Err(error) => Err(error),
-        });
-    }
+    let replies = conns.run(requests(keys.clone(), || Kind::Get), false).await;
+    let missing: Vec<usize> = (0..replies.len())
+        .filter(|&i| matches!(replies[i], Ok(Value::Nil)))
+        .collect();
+    let mut out: Vec<Result<Leased>> = replies.into_iter().map(leased).collect();
     if missing.is_empty() {
         return out;
     }
     let ms = u64::try_from(lease.as_millis())
         .unwrap_or(u64::MAX)
         .max(1000);
-    let take = script(&LEASE, &[&placeholder, ms.to_string().as_bytes()]);
+    let take = script(
+        &LEASE,
+        vec![placeholder.to_vec(), ms.to_string().into_bytes()],
+    );
     let batch = missing.iter().map(|&i| keys[i].clone()).collect();
-    let replies = Arc::clone(&conns).run(requests(batch, take)).await;
+    let replies = conns.run(requests(batch, take), false).await;
     for (i, reply) in missing.into_iter().zip(replies) {
-        out[i] = match reply {
-            Ok(Value::Nil) => Ok(Leased::Won),
-            Ok(Value::BulkString(bytes)) => Ok(classify(bytes)),
-            Ok(other) => Err(refused(&conns, &other)),
-            Err(error) => Err(error),
-        };
+        out[i] = leased(reply);
     }
     out
 }
 
-/// Stores prepared `SET`s; the first failure is the batch's.
-pub(super) async fn set_many(conns: Arc<Connections>, sets: Vec<Request>) -> Result<()> {
-    let replies = Arc::clone(&conns).run(sets).await;
+/// Ok if every reply is `ok`; else the first error, or the first other reply as one.
+fn all_ok(conns: &Connections, replies: Vec<Reply>, ok: impl Fn(&Value) -> bool) -> Result<()> {
     for reply in replies {
-        match reply? {
-            Value::Okay => {}
-            Value::SimpleString(ok) if ok == "OK" => {}
-            other => return Err(refused(&conns, &other)),
+        let reply = reply?;
+        if !ok(&reply) {
+            return Err(refused(conns, &reply));
         }
     }
     Ok(())
+}
+
+/// Stores prepared `SET`s; the first failure is the batch's.
+pub(super) async fn set_many(conns: Arc<Connections>, sets: Vec<Request>) -> Result<()> {
+    let replies = conns.run(sets, false).await;
+    all_ok(&conns, replies, |reply| match reply {
+        Value::SimpleString(ok) => ok == "OK",
+        reply => matches!(reply, Value::Okay),
+    })
 }
 
 /// With `delta` 0 (every page's version read) a plain read first: only counters that are
@@ -235,21 +235,11 @@ pub(super) async fn incr_each(
     delta: u64,
     initial: u64,
 ) -> Vec<Result<u64>> {
-    let bump = script(
-        &INCR,
-        &[
-            delta.to_string().as_bytes(),
-            initial.to_string().as_bytes(),
-            COUNTER_TTL_SECS.to_string().as_bytes(),
-        ],
-    );
+    let bump = script(&INCR, decimal(&[delta, initial, COUNTER_TTL_SECS]));
     let mut out: Vec<Result<u64>> = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
     if delta == 0 {
         let mut reads = requests(keys.clone(), || Kind::Get);
-        // A read does not refresh a counter's time to live, and a hot record read for 30 days
-        // and never raised would expire (and cost a render that cannot store). One batch of
-        // reads in `REFRESH_EVERY` also refreshes what it reads, in the same pipelines.
         if READS
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             .is_multiple_of(REFRESH_EVERY)
@@ -259,17 +249,14 @@ pub(super) async fn incr_each(
                 kind: Kind::Cmd(redis::cmd("EXPIRE").arg(key).arg(COUNTER_TTL_SECS).clone()),
             }));
         }
-        let mut replies = Arc::clone(&conns).run(reads).await;
+        let mut replies = conns.run(reads, false).await;
         replies.truncate(keys.len());
         for (i, reply) in replies.into_iter().enumerate() {
-            out.push(match counter(&conns, &names[i], reply) {
-                Ok(Some(n)) => Ok(n),
-                Ok(None) => {
-                    missing.push(i);
-                    Ok(initial)
-                }
-                Err(error) => Err(error),
-            });
+            let found = counter(&conns, &names[i], reply);
+            if matches!(found, Ok(None)) {
+                missing.push(i);
+            }
+            out.push(found.map(|n| n.unwrap_or(initial)));
         }
     } else {
         out.extend((0..keys.len()).map(|_| Ok(initial)));
@@ -279,11 +266,9 @@ pub(super) async fn incr_each(
         return out;
     }
     let batch = missing.iter().map(|&i| keys[i].clone()).collect();
-    let replies = Arc::clone(&conns).run(requests(batch, bump)).await;
+    let replies = conns.run(requests(batch, bump), false).await;
     for (i, reply) in missing.into_iter().zip(replies) {
-        out[i] = counter(&conns, &names[i], reply).and_then(|n| {
-            n.ok_or_else(|| Error::backend_message(conns.name(), "a counter script answered nil"))
-        });
+        out[i] = scripted(&conns, &names[i], reply, "a counter script answered nil");
     }
     out
 }
@@ -295,25 +280,11 @@ pub(super) async fn raise_each(
     floor: u64,
 ) -> Vec<Result<u64>> {
     let floor = crate::versions::confirmed(floor);
-    let raise = script(
-        &RAISE,
-        &[
-            floor.to_string().as_bytes(),
-            (floor | 1).to_string().as_bytes(),
-            COUNTER_TTL_SECS.to_string().as_bytes(),
-        ],
-    );
-    let replies = Arc::clone(&conns)
-        .run_replicated(requests(keys, raise))
-        .await;
+    let raise = script(&RAISE, decimal(&[floor, floor | 1, COUNTER_TTL_SECS]));
+    let replies = conns.run(requests(keys, raise), true).await;
+    let replies = replies.into_iter().zip(&names);
     replies
-        .into_iter()
-        .zip(&names)
-        .map(|(reply, name)| {
-            counter(&conns, name, reply).and_then(|n| {
-                n.ok_or_else(|| Error::backend_message(conns.name(), "a raise script answered nil"))
-            })
-        })
+        .map(|(reply, name)| scripted(&conns, name, reply, "a raise script answered nil"))
         .collect()
 }
 
@@ -322,13 +293,7 @@ pub(super) async fn release_leases(
     keys: Vec<String>,
     placeholder: Arc<[u8]>,
 ) -> Result<()> {
-    let release = script(&RELEASE, &[&placeholder]);
-    let replies = Arc::clone(&conns).run(requests(keys, release)).await;
-    for reply in replies {
-        match reply? {
-            Value::Int(_) => {}
-            other => return Err(refused(&conns, &other)),
-        }
-    }
-    Ok(())
+    let release = script(&RELEASE, vec![placeholder.to_vec()]);
+    let replies = conns.run(requests(keys, release), false).await;
+    all_ok(&conns, replies, |reply| matches!(reply, Value::Int(_)))
 }
