@@ -3,9 +3,10 @@
 # processes, and a three-master Redis Cluster, that the tests start themselves on free loopback
 # ports), compile-fail (trybuild) and doc tests.
 #
-# memcached, redis-server, redis-cli and Chromium (the blog's browser test,
-# tests/blog_visibility.rs) must be on PATH (or named by $MEMCACHED, $REDIS_SERVER, $REDIS_CLI
-# and $CHROMIUM; Valkey's binaries work too). If one is missing this script installs it with
+# memcached, redis-server, redis-cli, Chromium (the blog's browser test,
+# tests/blog_visibility.rs) and sqlite3 (writes from outside the application, tests/changes.rs)
+# must be on PATH (or named by $MEMCACHED, $REDIS_SERVER, $REDIS_CLI, $CHROMIUM and $SQLITE3;
+# Valkey's binaries work too). If one is missing this script installs it with
 # apt-get when it can (root on Debian/Ubuntu); otherwise it says how and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,8 @@ need "${REDIS_CLI:-redis-cli}" redis-tools
 # openssl makes the certificates of the TLS test's server.
 need openssl openssl
 need "${CHROMIUM:-chromium}" chromium
+# sqlite3 writes to a database from outside the application (tests/changes.rs).
+need "${SQLITE3:-sqlite3}" sqlite3
 echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}" -V))" >&2
 echo "using $(command -v "${REDIS_SERVER:-redis-server}") ($("${REDIS_SERVER:-redis-server}" --version))" >&2
 # (Debian's Chromium launcher may complain on stderr about /dev/shm while it answers.)

@@ -19,6 +19,8 @@ pub const NAME: &str = "name";
 pub const COUNTER: &str = "counter";
 /// Struct option: the path of the `cachesweeper` crate.
 pub const CRATE: &str = "crate";
+/// Struct option: the database table the records live in.
+pub const TABLE: &str = "table";
 /// Field option: the record's key.
 pub const KEY: &str = "key";
 /// Field option: the version token comes from this field.
@@ -26,7 +28,7 @@ pub const VERSION: &str = "version";
 /// Field option: the field holds a parent's key.
 pub const TOUCHES: &str = "touches";
 
-const STRUCT_OPTIONS: &str = "`name = \"...\"`, `counter` and `crate = path`";
+const STRUCT_OPTIONS: &str = "`name = \"...\"`, `table = \"...\"`, `counter` and `crate = path`";
 const FIELD_OPTIONS: &str = "`key`, `version` and `touches = Type`";
 
 /// The struct's `#[sweeper(...)]` options.
@@ -38,6 +40,8 @@ pub struct Container {
     pub counter: bool,
     /// `crate = path`.
     pub crate_path: Option<Path>,
+    /// `table = "..."`, not empty.
+    pub table: Option<LitStr>,
 }
 
 /// A field's `#[sweeper(...)]` options.
@@ -96,6 +100,13 @@ impl Container {
                         && let Some(name) = name
                     {
                         out.name = Some(name);
+                    }
+                } else if path.is_ident(TABLE) {
+                    let table = table_name(cx, &meta)?;
+                    if seen.first(TABLE, span)
+                        && let Some(table) = table
+                    {
+                        out.table = Some(table);
                     }
                 } else if path.is_ident(COUNTER) {
                     no_value(cx, &meta, COUNTER)?;
@@ -164,7 +175,7 @@ impl Field {
                     }
                 } else {
                     let option = display(path);
-                    if let Some(usage) = usage(path, &[NAME, COUNTER, CRATE]) {
+                    if let Some(usage) = usage(path, &[NAME, TABLE, COUNTER, CRATE]) {
                         cx.error(
                             span,
                             format_args!(
@@ -200,6 +211,7 @@ fn usage(path: &Path, names: &[&str]) -> Option<&'static str> {
     let name = names.iter().find(|name| path.is_ident(name))?;
     Some(match *name {
         NAME => "name = \"...\"",
+        TABLE => "table = \"...\"",
         CRATE => "crate = path",
         TOUCHES => "touches = Type",
         KEY => KEY,
@@ -254,6 +266,24 @@ fn string_value(
             cx.error_spanned_by(
                 other,
                 format_args!("`{name}` must be a string literal, as in `#[sweeper({example})]`"),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `table = "comments"`. `Ok(None)` after a recorded error, so that the options after it are
+/// read.
+fn table_name(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<LitStr>> {
+    let expr: Expr = meta.value()?.parse()?;
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) if !lit.value().trim().is_empty() => Ok(Some(lit)),
+        other => {
+            cx.error_spanned_by(
+                other,
+                "`table` must name the table the records live in, as in `#[sweeper(table = \"comments\")]`",
             );
             Ok(None)
         }

@@ -87,6 +87,28 @@ pub fn expand(cont: &Container) -> TokenStream {
         }
     });
 
+    let tracked = cont.attrs.table.as_ref().map(|table| {
+        let key_column = key.ident.unraw().to_string();
+        let parents = cont.parent_fields().map(|(field, parent)| {
+            let column = field.ident.unraw().to_string();
+            quote_spanned!(parent.span()=> #private::Parent {
+                column: #column,
+                model: <#parent as #private::Sweepable>::sweeper_model,
+            })
+        });
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics #private::Tracked for #ident #ty_generics #where_clause {
+                const TABLE: #private::Table = #private::Table {
+                    name: #table,
+                    key_column: #key_column,
+                    model: <Self as #private::Sweepable>::sweeper_model,
+                    parents: &[#(#parents),*],
+                };
+            }
+        }
+    });
+
     quote! {
         const _: () = {
             #[automatically_derived]
@@ -110,6 +132,7 @@ pub fn expand(cont: &Container) -> TokenStream {
             }
 
             #touchable
+            #tracked
         };
     }
 }

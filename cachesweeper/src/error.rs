@@ -60,6 +60,20 @@ pub enum Error {
     /// no cache to read or to store in. It comes back as the render's error
     /// (`askama::Error::Custom`), and nothing is rendered.
     NoSweeper,
+    /// The database of a change log ([`changes`](crate::changes)) failed an operation; the
+    /// source is the database client's error.
+    Database {
+        /// The client's own error.
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A tracked model's table is not set up for the change log (no trigger, an outdated
+    /// trigger, a missing column or table): its changes would not reach the cache.
+    Untracked {
+        /// The table.
+        table: String,
+        /// What is wrong with it, and what to do.
+        problem: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -106,6 +120,11 @@ impl fmt::Display for Error {
                  `sweeper.scope().render(&page)` (or `render_async`), not Askama's own \
                  `render()`",
             ),
+            Error::Database { .. } => f.write_str("the change log's database failed"),
+            Error::Untracked { table, problem } => write!(
+                f,
+                "table `{table}` is not tracked by the change log: {problem}"
+            ),
         }
     }
 }
@@ -131,6 +150,7 @@ impl std::error::Error for Error {
             Error::Unavailable { source, .. } | Error::Backend { source, .. } => {
                 Some(source.as_deref()?)
             }
+            Error::Database { source } => Some(source.as_ref()),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@ mod axum;
 pub mod backend;
 mod by_fragment;
 mod cached;
+pub mod changes;
 mod clock;
 mod debug;
 mod digest;
@@ -72,6 +73,7 @@ pub mod __private {
     pub use std::string::String;
     pub use std::vec::Vec;
 
+    pub use crate::changes::{Parent, Table, Tracked};
     pub use crate::{
         KeyPart, ModelRef, ParentKey, Sweepable, TemplateDigest, Touchable, VersionField,
     };

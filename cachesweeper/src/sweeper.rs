@@ -331,7 +331,7 @@ impl Sweeper {
     }
 
     /// Raises the counters of one invalidation, counted as one.
-    async fn raise(&self, keys: Vec<String>) -> Result<()> {
+    pub(crate) async fn raise(&self, keys: Vec<String>) -> Result<()> {
         self.meter().invalidation();
         let meter = self.meter();
         self.inner
@@ -351,6 +351,12 @@ impl Sweeper {
         keys.push(self.counter_key(record));
         tracing::debug!(model = R::sweeper_model(), key = %record.sweeper_key(), parents = parents.len(), "cachesweeper invalidate");
         keys
+    }
+
+    /// The counter key of the record of `model` with key form `key`.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn record_counter_key(&self, model: &str, key: &str) -> String {
+        self.inner.keys.counter_key(model, key)
     }
 
     /// Invalidates a record known only by reference (model name and key), e.g. from a

@@ -1,0 +1,76 @@
+//! The database as the source of invalidations: what a tracked model's table is, and how the
+//! changes its triggers log are applied to the cache.
+//!
+//! A model derived with `#[sweeper(table = "...")]` is [`Tracked`]: the derive knows its table,
+//! its key column and the columns that hold the keys of the parents it touches. From that, a
+//! database's change log ([`sqlite::ChangeLog`] with feature `sqlite`) installs triggers that
+//! write every changed record's key, and its parents' keys from the old and the new row, into a
+//! log table inside the writing transaction; this module turns the rows of that log into one
+//! batched raise of their counters.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+#[cfg(feature = "sqlite")]
+use crate::{Result, Sweeper};
+
+/// A model whose records live in a database table, so that the database can say when one
+/// changed: `#[derive(Sweepable)]` with `#[sweeper(table = "comments")]` implements it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say which table its records live in",
+    label = "the change log needs a tracked model here",
+    note = "add `#[sweeper(table = \"...\")]` to `{Self}`'s `#[derive(Sweepable)]`"
+)]
+pub trait Tracked: crate::Sweepable {
+    /// The table, its key column and its parents' columns.
+    const TABLE: Table;
+}
+
+/// A tracked model's table, as the derive describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// The table's name (`#[sweeper(table = "...")]`).
+    pub name: &'static str,
+    /// The column that holds a record's key: the key field's name. Its text form must be the
+    /// key's [`KeyPart`](crate::KeyPart) form, as it is for integers and text.
+    pub key_column: &'static str,
+    /// The model's name in keys ([`Sweepable::sweeper_model`](crate::Sweepable::sweeper_model)).
+    pub model: fn() -> &'static str,
+    /// The parents a record touches (`#[sweeper(touches = T)]`), each by the column that holds
+    /// its key.
+    pub parents: &'static [Parent],
+}
+
+/// A parent a tracked record touches: the column that holds its key, and its model.
+#[derive(Debug, Clone, Copy)]
+pub struct Parent {
+    /// The column (the `touches` field's name).
+    pub column: &'static str,
+    /// The parent's model name in keys.
+    pub model: fn() -> &'static str,
+}
+
+#[cfg(feature = "sqlite")]
+/// How many counters one raise of applied changes carries: a statement that changed 10,000
+/// rows is a few batches, each a bounded request to the cache.
+const RAISE_BATCH: usize = 1_000;
+
+/// Raises the counters of the records `changes` names (model name, key), each once, in
+/// batches of [`RAISE_BATCH`]. A batch that fails goes to the sweeper's retry thread like any
+/// failed invalidation, and the first error is returned once every batch has been sent.
+#[cfg(feature = "sqlite")]
+pub(crate) fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Result<()> {
+    let mut seen = foldhash::HashSet::default();
+    let keys: Vec<String> = changes
+        .iter()
+        .filter(|change| seen.insert(*change))
+        .map(|(model, key)| sweeper.record_counter_key(model, key))
+        .collect();
+    let mut first_error = None;
+    for batch in keys.chunks(RAISE_BATCH) {
+        if let Err(error) = crate::io::block_on(sweeper.raise(batch.to_vec())) {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

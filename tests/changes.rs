@@ -1,0 +1,489 @@
+//! The database as the source of invalidations (SQLite): triggers log each change in the
+//! writing transaction, a connection of the log applies its own commits before they return,
+//! and the follower applies everyone else's (another connection, another process, `sqlite3` in
+//! a shell) within its poll interval.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cachesweeper::changes::sqlite::{ChangeLog, ChangeLogBuilder};
+use cachesweeper::{Error, Sweepable, Sweeper, Version};
+use cachesweeper_suite::memcached::MemcachedProcess;
+
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Article", table = "articles")]
+struct Article {
+    id: i64,
+}
+
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Comment", table = "comments")]
+struct Comment {
+    id: i64,
+    #[sweeper(touches = Article)]
+    article_id: i64,
+}
+
+/// The same table as `Comment`, but a model that touches nothing: its triggers differ.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Comment", table = "comments")]
+struct LoneComment {
+    id: i64,
+}
+
+/// A model whose table lacks the column its key field names.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Tag", table = "articles")]
+struct Tag {
+    #[sweeper(key)]
+    slug: String,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE articles (id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '');
+    CREATE TABLE comments (
+        id INTEGER PRIMARY KEY,
+        article_id INTEGER NOT NULL,
+        likes INTEGER NOT NULL DEFAULT 0
+    );
+";
+
+/// A database file of this test, with the schema, removed when dropped.
+struct Database(PathBuf);
+
+impl Database {
+    fn new() -> Database {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "cachesweeper-changes-{}-{}.sqlite",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let conn = rusqlite::Connection::open(&path).expect("create the database");
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .expect("WAL");
+        conn.execute_batch(SCHEMA).expect("schema");
+        Database(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A connection that is not the log's: what another program writes through.
+    fn foreign(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(&self.0).expect("open");
+        conn.busy_timeout(Duration::from_secs(10)).expect("timeout");
+        conn
+    }
+
+    fn log(&self) -> ChangeLogBuilder {
+        ChangeLog::builder(&self.0)
+            .track::<Article>()
+            .track::<Comment>()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn comment(id: i64, article_id: i64) -> Comment {
+    Comment { id, article_id }
+}
+
+fn version<R: Sweepable>(sweeper: &Sweeper, record: &R) -> Version {
+    sweeper.version(record).expect("version")
+}
+
+/// Waits until `record`'s version is no longer `before`, for at most 10 s (never: a lost
+/// invalidation); returns how long it took.
+fn changed<R: Sweepable>(sweeper: &Sweeper, record: &R, before: &Version) -> Duration {
+    let start = Instant::now();
+    while version(sweeper, record) == *before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the change was never applied"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    start.elapsed()
+}
+
+/// Article 1 with comments 1..=3, article 2 with comment 4, through `conn`.
+fn seed(conn: &rusqlite::Connection) {
+    conn.execute_batch(
+        "INSERT INTO articles (id) VALUES (1), (2);
+         INSERT INTO comments (id, article_id) VALUES (1, 1), (2, 1), (3, 1), (4, 2);",
+    )
+    .expect("seed");
+}
+
+/// No follower to speak of: anything applied in these tests was applied by the commit's hook or
+/// at open.
+const NEVER: Duration = Duration::from_secs(3_600);
+
+#[test]
+fn a_commit_through_the_log_invalidates_the_record_and_its_parents_before_it_returns() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let mut conn = log.connect().expect("connect");
+    seed(&conn);
+    let (c1, c2, c4) = (comment(1, 1), comment(2, 1), comment(4, 2));
+    let (a1, a2) = (Article { id: 1 }, Article { id: 2 });
+    let before = [&c1, &c2, &c4].map(|c| version(&sweeper, c));
+    let articles = [&a1, &a2].map(|a| version(&sweeper, a));
+
+    conn.execute("UPDATE comments SET likes = likes + 1 WHERE id = 1", [])
+        .expect("like");
+    assert_ne!(version(&sweeper, &c1), before[0], "the liked comment");
+    assert_ne!(version(&sweeper, &a1), articles[0], "its article");
+    assert_eq!(version(&sweeper, &c2), before[1], "another comment");
+    assert_eq!(version(&sweeper, &a2), articles[1], "another article");
+
+    // A comment moved to another article invalidates both articles, in one transaction.
+    let articles = [&a1, &a2].map(|a| version(&sweeper, a));
+    let tx = conn.transaction().expect("begin");
+    tx.execute("UPDATE comments SET article_id = 2 WHERE id = 2", [])
+        .expect("move");
+    tx.commit().expect("commit");
+    assert_ne!(version(&sweeper, &a1), articles[0], "the old article");
+    assert_ne!(version(&sweeper, &a2), articles[1], "the new article");
+
+    // A delete invalidates the deleted record and its parent.
+    let (c4_before, a2_before) = (version(&sweeper, &c4), version(&sweeper, &a2));
+    conn.execute("DELETE FROM comments WHERE id = 4", [])
+        .expect("delete");
+    assert_ne!(version(&sweeper, &c4), c4_before);
+    assert_ne!(version(&sweeper, &a2), a2_before);
+}
+
+#[test]
+fn a_commit_left_to_a_statements_reset_is_applied_by_the_follower() {
+    // `query_row` on an `INSERT … RETURNING` outside a transaction: the statement commits when
+    // rusqlite resets it, and SQLite calls no WAL hook for such a commit. The follower applies
+    // it (within its poll interval); a transaction, as the README says, applies it before the
+    // commit returns.
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db.log().install(&sweeper).expect("install");
+    let conn = log.connect().expect("connect");
+    seed(&conn);
+    let a1 = Article { id: 1 };
+    let before = version(&sweeper, &a1);
+    let id: i64 = conn
+        .query_row(
+            "INSERT INTO comments (article_id) VALUES (1) RETURNING id",
+            [],
+            |row| row.get(0),
+        )
+        .expect("insert");
+    assert_eq!(id, 5);
+    changed(&sweeper, &a1, &before);
+}
+
+#[test]
+fn a_rolled_back_transaction_raises_nothing() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let mut conn = log.connect().expect("connect");
+    seed(&conn);
+    let c1 = comment(1, 1);
+    let before = version(&sweeper, &c1);
+    let (stats, applied) = (sweeper.stats(), log.applied());
+
+    let tx = conn.transaction().expect("begin");
+    tx.execute(
+        "UPDATE comments SET likes = likes + 1 WHERE article_id = 1",
+        [],
+    )
+    .expect("like");
+    tx.rollback().expect("rollback");
+    assert_eq!(log.catch_up().expect("catch up"), 0);
+
+    let raised = sweeper.stats() - stats;
+    assert_eq!(raised.invalidations, 0, "no invalidation");
+    assert_eq!(raised.round_trips, 0, "no call to the cache");
+    assert_eq!(log.applied(), applied, "no log row applied");
+    assert_eq!(version(&sweeper, &c1), before);
+}
+
+#[test]
+fn a_foreign_write_is_applied_by_the_follower_and_its_lag_is_measured() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db.log().install(&sweeper).expect("install");
+    let foreign = db.foreign();
+    seed(&foreign);
+    let c1 = comment(1, 1);
+    let a1 = Article { id: 1 };
+    const WRITES: usize = 1_000;
+    let mut lags = Vec::with_capacity(WRITES);
+    for n in 0..WRITES {
+        // Alternately the comment alone and every comment of the article.
+        let (record_before, article_before) = (version(&sweeper, &c1), version(&sweeper, &a1));
+        let sql = if n % 2 == 0 {
+            "UPDATE comments SET likes = likes + 1 WHERE id = 1"
+        } else {
+            "UPDATE comments SET likes = likes + 1 WHERE article_id = 1"
+        };
+        foreign.execute(sql, []).expect("write");
+        let committed = Instant::now();
+        changed(&sweeper, &c1, &record_before);
+        changed(&sweeper, &a1, &article_before);
+        lags.push(committed.elapsed());
+    }
+    lags.sort();
+    let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    println!(
+        "foreign write lag (SQLite, poll 10 ms, {WRITES} writes): median {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        lags[lags.len() - 1]
+    );
+    assert!(log.applied() >= 2 * WRITES as u64);
+}
+
+#[test]
+fn a_table_without_its_triggers_is_an_error_naming_it() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let untracked = |result: cachesweeper::Result<ChangeLog>| match result {
+        Err(Error::Untracked { table, problem }) => (table, problem),
+        other => panic!("expected Untracked, got {other:?}"),
+    };
+
+    // Nothing installed at all.
+    let (table, problem) = untracked(db.log().open(&sweeper));
+    assert_eq!(table, "cachesweeper_changes");
+    assert!(problem.contains("install"), "{problem}");
+
+    // Only articles installed: comments has no trigger.
+    drop(
+        ChangeLog::builder(db.path())
+            .track::<Article>()
+            .install(&sweeper)
+            .expect("install articles"),
+    );
+    let error = db.log().open(&sweeper).expect_err("comments untracked");
+    assert_eq!(
+        error.to_string(),
+        "table `comments` is not tracked by the change log: it has no trigger \
+         `cachesweeper_comments_insert`, so its changes would not reach the cache: install it \
+         (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)"
+    );
+
+    // Installed, then one trigger dropped by hand.
+    drop(db.log().install(&sweeper).expect("install"));
+    db.foreign()
+        .execute_batch("DROP TRIGGER cachesweeper_comments_delete")
+        .expect("drop");
+    let (table, problem) = untracked(db.log().open(&sweeper));
+    assert_eq!(table, "comments");
+    assert!(
+        problem.contains("cachesweeper_comments_delete"),
+        "{problem}"
+    );
+
+    // Installed for a model that touches nothing, opened for one that touches its article.
+    drop(
+        ChangeLog::builder(db.path())
+            .track::<Article>()
+            .track::<LoneComment>()
+            .install(&sweeper)
+            .expect("install"),
+    );
+    let (table, problem) = untracked(db.log().open(&sweeper));
+    assert_eq!(table, "comments");
+    assert!(
+        problem.contains("not the one this model needs"),
+        "{problem}"
+    );
+
+    // A key column the table does not have: install refuses it too.
+    let (table, problem) = untracked(
+        ChangeLog::builder(db.path())
+            .track::<Tag>()
+            .install(&sweeper),
+    );
+    assert_eq!(table, "articles");
+    assert!(problem.contains("no column `slug`"), "{problem}");
+
+    // A table that does not exist.
+    let missing = ChangeLog::builder(db.path()).track::<Comment>();
+    drop(missing.clone().install(&sweeper).expect("install"));
+    db.foreign()
+        .execute_batch("DROP TABLE comments")
+        .expect("drop table");
+    let (table, problem) = untracked(missing.open(&sweeper));
+    assert_eq!(table, "comments");
+    assert_eq!(problem, "no such table");
+}
+
+#[test]
+fn an_in_memory_database_is_refused_clearly() {
+    let sweeper = Sweeper::embedded();
+    let error = ChangeLog::builder(":memory:")
+        .track::<Article>()
+        .install(&sweeper)
+        .expect_err("no WAL in memory");
+    assert!(error.to_string().contains("WAL mode"), "{error}");
+}
+
+#[test]
+fn changes_nobody_applied_are_applied_when_the_log_next_opens() {
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let db = Database::new();
+    let c1 = comment(1, 1);
+    let a1 = Article { id: 1 };
+    {
+        let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+        let log = db.log().install(&sweeper).expect("install");
+        seed(&log.connect().expect("connect"));
+        drop(log);
+    }
+    // Committed while no process follows the log, as when the only process died right after
+    // its commit: the next process to open it applies it.
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    let (c1_before, a1_before) = (version(&sweeper, &c1), version(&sweeper, &a1));
+    db.foreign()
+        .execute("UPDATE comments SET likes = likes + 1 WHERE id = 1", [])
+        .expect("write");
+    let log = db.log().poll_interval(NEVER).open(&sweeper).expect("open");
+    assert_ne!(version(&sweeper, &c1), c1_before);
+    assert_ne!(version(&sweeper, &a1), a1_before);
+    assert!(log.applied() >= 2);
+}
+
+#[test]
+fn a_writer_killed_right_after_its_commit_loses_no_invalidation() {
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let sqlite3 = std::env::var("SQLITE3").unwrap_or_else(|_| "sqlite3".to_owned());
+    if std::process::Command::new(&sqlite3)
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "sqlite3 is not installed");
+        return;
+    }
+    let db = Database::new();
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    let log = db.log().install(&sweeper).expect("install");
+    seed(&log.connect().expect("connect"));
+    let (c1, c2, a1) = (comment(1, 1), comment(2, 1), Article { id: 1 });
+    let before = [&c1, &c2].map(|c| version(&sweeper, c));
+    let article_before = version(&sweeper, &a1);
+
+    // sqlite3 commits a statement run from a shell, then is killed with SIGKILL before it
+    // could do anything else: another process (this one's follower) applies the change.
+    let status = std::process::Command::new(&sqlite3)
+        .arg(db.path())
+        .arg("UPDATE comments SET likes = likes + 1 WHERE article_id = 1")
+        .arg(".system kill -KILL $PPID")
+        .status()
+        .expect("run sqlite3");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9), "sqlite3 was killed: {status:?}");
+    changed(&sweeper, &c1, &before[0]);
+    changed(&sweeper, &c2, &before[1]);
+    changed(&sweeper, &a1, &article_before);
+
+    // And a DELETE from a shell.
+    let before = version(&sweeper, &c1);
+    let output = std::process::Command::new(&sqlite3)
+        .arg(db.path())
+        .arg("DELETE FROM comments WHERE id = 1")
+        .output()
+        .expect("run sqlite3");
+    assert!(output.status.success(), "{output:?}");
+    changed(&sweeper, &c1, &before);
+}
+
+#[test]
+fn a_bulk_update_of_10000_comments_invalidates_them_all_in_a_few_round_trips() {
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let db = Database::new();
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let mut conn = log.connect().expect("connect");
+    const ARTICLES: i64 = 10;
+    const COMMENTS: i64 = 10_000;
+    let tx = conn.transaction().expect("begin");
+    for article in 1..=ARTICLES {
+        tx.execute("INSERT INTO articles (id) VALUES (?1)", [article])
+            .expect("article");
+    }
+    for id in 1..=COMMENTS {
+        tx.execute(
+            "INSERT INTO comments (id, article_id) VALUES (?1, ?2)",
+            [id, 1 + id % ARTICLES],
+        )
+        .expect("comment");
+    }
+    tx.commit().expect("commit");
+
+    let comments: Vec<Comment> = (1..=COMMENTS)
+        .map(|id| comment(id, 1 + id % ARTICLES))
+        .collect();
+    let articles: Vec<Article> = (1..=ARTICLES).map(|id| Article { id }).collect();
+    let before: Vec<Version> = comments.iter().map(|c| version(&sweeper, c)).collect();
+    let articles_before: Vec<Version> = articles.iter().map(|a| version(&sweeper, a)).collect();
+
+    let stats = sweeper.stats();
+    let changed_rows = conn
+        .execute("UPDATE comments SET likes = likes + 1", [])
+        .expect("bulk update");
+    let raised = sweeper.stats() - stats;
+    assert_eq!(changed_rows, COMMENTS as usize);
+    println!(
+        "bulk update of {COMMENTS} comments on {ARTICLES} articles: {} cache round trips",
+        raised.round_trips
+    );
+    // 10,010 counters in batches of 1,000: eleven raises of two round trips each (the raise,
+    // and the confirmation of counters it had to create, which these had not: all were read).
+    assert!(raised.round_trips <= 22, "{raised:?}");
+    for (comment, before) in comments.iter().zip(&before) {
+        assert_ne!(
+            &version(&sweeper, comment),
+            before,
+            "comment {}",
+            comment.id
+        );
+    }
+    for (article, before) in articles.iter().zip(&articles_before) {
+        assert_ne!(
+            &version(&sweeper, article),
+            before,
+            "article {}",
+            article.id
+        );
+    }
+}
