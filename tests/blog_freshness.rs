@@ -10,11 +10,16 @@
 //!   random process; once the answer (303) has arrived, the like is *acknowledged*: the blog
 //!   committed it, then invalidated the comment, before answering. Every like adds exactly one,
 //!   so a per-comment atomic counts the acknowledged likes.
+//! - 2 **foreign writers**: each likes a random comment with an `UPDATE` of its own on the
+//!   database file (a connection that is not the blog's, as `sqlite3` in a shell is), every
+//!   20 ms. Its like is *acknowledged* [`FOREIGN_LAG`] after its commit: the change log's
+//!   follower in each process applies foreign writes within its poll interval (10 ms; see
+//!   `tests/changes.rs` for the measured lag), and the bound leaves room for a loaded machine.
 //! - 8 **readers**: each notes every comment's acknowledged count, then GETs `/articles/1`
 //!   through a random process and reads every comment's `data-likes`. A comment that shows fewer
 //!   than its initial count (read before the load) plus the likes acknowledged when the read
 //!   started is a **stale comment read**: the page shows its state from before a write whose
-//!   answer had arrived.
+//!   answer had arrived (or, for a foreign write, that committed longer than the bound ago).
 //!
 //! It prints `blog freshness: reads=N writes=N stale_comment_reads=N hits=H misses=M` (hits and
 //! misses from `/stats` of both processes, during the load) and a line of details (stale pages,
@@ -40,6 +45,9 @@ use common::random_below;
 const COMMENTS: usize = 30;
 const LIKERS: usize = 6;
 const READERS: usize = 8;
+const FOREIGN_WRITERS: usize = 2;
+/// How long after its commit a foreign write must show on every page that begins reading.
+const FOREIGN_LAG: Duration = Duration::from_millis(100);
 const PAGE: &str = "/articles/1";
 
 /// How long the load runs: `CACHESWEEPER_BLOG_FRESHNESS_SECS`, 8 s by default.
@@ -63,6 +71,9 @@ struct Shared {
     acked: Vec<AtomicU64>,
     /// Each comment's likes sent (answered or not): no page can show more.
     sent: Vec<AtomicU64>,
+    /// When each foreign like on each comment was committed.
+    foreign: Vec<Mutex<Vec<Instant>>>,
+    foreign_writes: AtomicU64,
     stop: AtomicBool,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -131,6 +142,8 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
         initial,
         acked: (0..COMMENTS).map(|_| AtomicU64::new(0)).collect(),
         sent: (0..COMMENTS).map(|_| AtomicU64::new(0)).collect(),
+        foreign: (0..COMMENTS).map(|_| Mutex::new(Vec::new())).collect(),
+        foreign_writes: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         reads: AtomicU64::new(0),
         writes: AtomicU64::new(0),
@@ -152,6 +165,9 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
         for _ in 0..READERS {
             threads.spawn(|| reader(&shared, &servers));
         }
+        for _ in 0..FOREIGN_WRITERS {
+            threads.spawn(|| foreign_writer(&shared, &db.0));
+        }
         std::thread::sleep(duration);
         shared.stop.store(true, Ordering::SeqCst);
     });
@@ -168,8 +184,9 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
     let reads = shared.reads.load(Ordering::SeqCst);
     let writes = shared.writes.load(Ordering::SeqCst);
     let stale = shared.stale_comment_reads.load(Ordering::SeqCst);
+    let foreign_writes = shared.foreign_writes.load(Ordering::SeqCst);
     eprintln!(
-        "blog freshness: reads={reads} writes={writes} stale_comment_reads={stale} hits={hits} misses={misses}"
+        "blog freshness: reads={reads} writes={writes} foreign_writes={foreign_writes} stale_comment_reads={stale} hits={hits} misses={misses}"
     );
     eprintln!(
         "blog freshness:   {:.1} s, stale_pages={} impossible_counts={} failures={} \
@@ -211,8 +228,8 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
         "pages showing likes never sent"
     );
     assert!(
-        reads > 0 && writes > 0,
-        "no load: reads={reads} writes={writes}"
+        reads > 0 && writes > 0 && foreign_writes > 0,
+        "no load: reads={reads} writes={writes} foreign_writes={foreign_writes}"
     );
     assert!(hits > 0, "the cache was never hit (misses={misses})");
     for server in &servers {
@@ -229,7 +246,9 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
         let page = probe.get(PAGE);
         assert_eq!(page.status, 200);
         for (i, &id) in shared.ids.iter().enumerate() {
-            let expected = shared.initial[i] + shared.acked[i].load(Ordering::SeqCst);
+            let expected = shared.initial[i]
+                + shared.acked[i].load(Ordering::SeqCst)
+                + shared.foreign[i].lock().unwrap().len() as u64;
             assert_eq!(
                 comment_counts(&page.body, id).0 as u64,
                 expected,
@@ -264,16 +283,52 @@ fn liker(shared: &Shared, servers: &[Server]) {
     }
 }
 
+/// Likes random comments with SQL of its own on the database file until told to stop: the
+/// writes no blog process makes, which only the database's change log tells them about.
+fn foreign_writer(shared: &Shared, db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).expect("open the blog's database");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    while !shared.stop.load(Ordering::SeqCst) {
+        let c = random_below(COMMENTS as u64) as usize;
+        shared.sent[c].fetch_add(1, Ordering::SeqCst);
+        match conn.execute(
+            "UPDATE comments SET likes = likes + 1 WHERE id = ?1",
+            [shared.ids[c]],
+        ) {
+            Ok(1) => {
+                shared.foreign[c].lock().unwrap().push(Instant::now());
+                shared.foreign_writes.fetch_add(1, Ordering::SeqCst);
+            }
+            other => shared.fail(format!(
+                "foreign like of comment {}: {other:?}",
+                shared.ids[c]
+            )),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads the article page through random processes until told to stop, checking every comment
 /// against the likes acknowledged when the read started.
 fn reader(shared: &Shared, servers: &[Server]) {
     let clients: Vec<Client> = servers.iter().map(Client::new).collect();
     while !shared.stop.load(Ordering::SeqCst) {
         let p = random_below(clients.len() as u64) as usize;
+        let starts = Instant::now();
         let acked: Vec<u64> = shared
             .acked
             .iter()
-            .map(|count| count.load(Ordering::SeqCst))
+            .zip(&shared.foreign)
+            .map(|(count, foreign)| {
+                let applied = foreign
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|committed| starts.duration_since(**committed) > FOREIGN_LAG)
+                    .count();
+                count.load(Ordering::SeqCst) + applied as u64
+            })
             .collect();
         let sent = Instant::now();
         let page = match clients[p].try_get(PAGE) {

@@ -1,12 +1,18 @@
-//! The blog's SQLite database: schema and every query the handlers run.
+//! The blog's SQLite database: its connection pool, schema and every query the handlers run.
 //!
-//! All functions here block (SQLite does file I/O under a lock), so they are only ever called
-//! from `spawn_blocking` (see `routes.rs`).
+//! Nothing here invalidates the cache: the database does. Triggers installed by cachesweeper's
+//! change log record every change to `articles` and `comments` in the writing transaction;
+//! each pooled connection applies its own commits before they return (so a response to a vote
+//! already shows it), and the log's follower applies everyone else's (another blog process,
+//! `sqlite3` in a shell) within its poll interval.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use cachesweeper::Sweeper;
+use cachesweeper::changes::sqlite::ChangeLog;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
@@ -31,33 +37,160 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS comments_by_article ON comments(article_id, id);
 ";
 
+/// How many connections (each on a thread of its own) the pool holds. SQLite in WAL mode
+/// reads concurrently and writes one at a time; on two cores four cover a reader blocked on
+/// the disk. A fixed number of threads also bounds memory: on tokio's blocking pool SQLite
+/// calls grew the process to dozens of threads, each keeping allocator memory of its own.
+pub const POOL_SIZE: usize = 4;
+
 /// How long a statement waits for another connection's lock (another blog process on the same
 /// file) before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens the database file at `path`, or a private in-memory database, with the schema in place.
+/// Work for a pooled connection.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A bounded pool of connections to the blog's database file, each owned by a thread of its
+/// own that runs the jobs sent to the pool, one at a time.
 ///
-/// A file may be shared by several blog processes (as a deployment behind a load balancer runs
-/// them): it is put in WAL mode, so readers never block the writer nor the writer the readers,
-/// and every connection waits up to [`BUSY_TIMEOUT`] for a lock another process holds rather
-/// than failing at once.
-pub fn open(path: Option<&Path>) -> rusqlite::Result<Connection> {
-    let conn = match path {
-        Some(path) => {
+/// Written here rather than taken from r2d2 or deadpool: those hand a connection to the
+/// caller's thread, and the point is that SQLite runs on these threads and no others.
+#[derive(Clone)]
+pub struct Db {
+    jobs: mpsc::Sender<Job>,
+    /// Kept for the life of the pool: its follower applies other processes' changes.
+    _log: Arc<ChangeLog>,
+}
+
+impl Db {
+    /// Opens the database file at `path` (created with the schema if new), installs the change
+    /// log's triggers on `articles` and `comments`, and starts [`POOL_SIZE`] connections.
+    ///
+    /// A file may be shared by several blog processes (as a deployment behind a load balancer
+    /// runs them): it is in WAL mode, so readers never block the writer nor the writer the
+    /// readers, and every connection waits up to [`BUSY_TIMEOUT`] for a lock another process
+    /// holds rather than failing at once.
+    pub fn open(path: &Path, sweeper: &Sweeper) -> Result<Db, Box<dyn std::error::Error>> {
+        {
             let conn = Connection::open(path)?;
             // First, so that switching to WAL also waits for a process that holds the file.
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                tracing::warn!(%mode, "SQLite refused WAL mode; concurrent processes may wait");
-            }
-            conn
+            conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+            conn.execute_batch(SCHEMA)?;
         }
-        None => Connection::open_in_memory()?,
-    };
-    conn.execute_batch("PRAGMA foreign_keys = ON;")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
+        let log = ChangeLog::builder(path)
+            .track::<Article>()
+            .track::<Comment>()
+            .install(sweeper)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..POOL_SIZE {
+            let mut conn = log.connect()?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+            count_statements(&conn);
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("blog-db-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(&mut conn),
+                            Err(mpsc::RecvError) => break,
+                        }
+                    }
+                })?;
+        }
+        Ok(Db {
+            jobs,
+            _log: Arc::new(log),
+        })
+    }
+
+    /// Runs `work` on a pooled connection and awaits its result.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> T {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.send(work, answer);
+        answered.await.expect("a pooled connection's thread ended")
+    }
+
+    /// Runs `work` on a pooled connection and blocks this thread until it is done (for code
+    /// that is not async: startup, and the data a template loads as it renders).
+    pub fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> T {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.send(work, answer);
+        answered
+            .blocking_recv()
+            .expect("a pooled connection's thread ended")
+    }
+
+    fn send<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+        answer: tokio::sync::oneshot::Sender<T>,
+    ) {
+        let job: Job = Box::new(move |conn| {
+            // A caller that went away no longer wants the answer.
+            let _ = answer.send(work(conn));
+        });
+        self.jobs
+            .send(job)
+            .expect("the pool's threads end only with the pool");
+    }
+}
+
+/// Where the blog keeps its database when no `--db` is given: a file of this process in the
+/// temporary directory (the change log needs a file: an in-memory database has no WAL),
+/// removed at exit by its `Drop`.
+pub struct TempDb(PathBuf);
+
+impl TempDb {
+    /// A new file name for this process, after removing the files of blog processes that
+    /// died without removing theirs.
+    pub fn new() -> TempDb {
+        let dir = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .and_then(|name| name.strip_prefix(TEMP_PREFIX))
+                    .and_then(|rest| rest.split('.').next())
+                else {
+                    continue;
+                };
+                if cfg!(target_os = "linux") && !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        TempDb(dir.join(format!("{TEMP_PREFIX}{}.sqlite", std::process::id())))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+const TEMP_PREFIX: &str = "cachesweeper-blog-";
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// SQL statements run on connections that [`count_statements`] was called on.
@@ -80,7 +213,7 @@ pub fn statements() -> u64 {
     STATEMENTS.load(Ordering::Relaxed)
 }
 
-/// Whether the database has no articles yet (a new file or memory): then it gets seeded.
+/// Whether the database has no articles yet (a new file): then it gets seeded.
 pub fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM articles)", [], |row| {
         row.get(0)
@@ -134,10 +267,10 @@ pub fn comments_of(conn: &Connection, article_id: i64) -> rusqlite::Result<Vec<C
 /// Counts a vote on a comment of an article, atomically in SQL, and returns the comment as it
 /// now is; `None` if there is no such comment on that article.
 ///
-/// The vote is committed when this returns `Ok`: the caller invalidates the comment next, and
-/// the never-stale guarantee holds only for writes committed before their invalidation. The
-/// statement runs in an explicit `BEGIN IMMEDIATE` transaction whose commit is checked (with an
-/// implicit one, a failed commit at statement reset would be lost).
+/// The vote is committed, and the comment and its article invalidated (by the change log's
+/// hook on this connection), when this returns `Ok`. The statement runs in an explicit `BEGIN
+/// IMMEDIATE` transaction whose commit is checked (with an implicit one, a failed commit at
+/// statement reset would be lost).
 pub fn vote(
     conn: &Connection,
     article_id: i64,
@@ -161,7 +294,13 @@ pub fn vote(
     Ok(comment)
 }
 
-/// Stores a new comment (already validated) and returns it.
+/// Stores a new comment (already validated) and returns it, committed and its article
+/// invalidated.
+///
+/// In a transaction of its own, like [`vote`]: in autocommit mode, an `INSERT … RETURNING`
+/// read with `query_row` commits only when its statement is reset, where a failed commit goes
+/// unreported and SQLite calls no WAL hook (so the change log would apply it only with the
+/// follower's lag, not before this returns).
 pub fn add_comment(
     conn: &Connection,
     article_id: i64,
@@ -169,14 +308,18 @@ pub fn add_comment(
     body: &str,
     created_at: DateTime<Utc>,
 ) -> rusqlite::Result<Comment> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO comments (article_id, author, body, created_at) VALUES (?1, ?2, ?3, ?4)
-         RETURNING {COMMENT_COLUMNS}"
-    ))?
-    .query_row(
-        params![article_id, author, body, time_to_sql(created_at)],
-        comment_from,
-    )
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let comment = tx
+        .prepare_cached(&format!(
+            "INSERT INTO comments (article_id, author, body, created_at) VALUES (?1, ?2, ?3, ?4)
+             RETURNING {COMMENT_COLUMNS}"
+        ))?
+        .query_row(
+            params![article_id, author, body, time_to_sql(created_at)],
+            comment_from,
+        )?;
+    tx.commit()?;
+    Ok(comment)
 }
 
 /// Stores a seeded article; see `seed.rs`.

@@ -1,8 +1,9 @@
 //! The cachesweeper demo blog: articles, comments and like/dislike votes, every comment a cached
-//! fragment, a vote invalidating that comment and the article page around it.
+//! fragment, a vote invalidating that comment and the article page around it (through the
+//! database's change log: no handler calls `invalidate`).
 //!
 //! ```text
-//! cargo run --example blog                  # embedded cache, in-memory SQLite
+//! cargo run --example blog                  # embedded cache, a temporary SQLite file
 //! cargo run --example blog -- --memcache memcache://127.0.0.1:11211
 //! cargo run --example blog -- --redis redis://127.0.0.1:6379
 //! cargo run --example blog -- --redis-cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001
@@ -15,7 +16,8 @@
 //! each fragment on it: green where the cache served it, red where it was rendered.
 //!
 //! - `models.rs`: the records, `#[derive(Sweepable)]`
-//! - `db.rs`: SQLite schema and queries; `seed.rs`: the demo content
+//! - `db.rs`: the SQLite connection pool, schema and queries (the database's change log, not
+//!   the handlers, invalidates the cache); `seed.rs`: the demo content
 //! - `views.rs`: the Askama templates (in `templates/blog/`); `markdown.rs`: bodies to HTML
 //! - `routes.rs`: the HTTP handlers
 
@@ -64,7 +66,8 @@ struct Args {
     #[arg(long)]
     no_cache: bool,
 
-    /// SQLite database file (created and seeded if empty). Default: in memory.
+    /// SQLite database file (created and seeded if empty). Default: a file of this process in
+    /// the temporary directory, removed at exit.
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
 
@@ -118,21 +121,23 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // Set up before the runtime starts, so that no blocking work ever runs on its threads.
-    let mut conn = db::open(args.db.as_deref())?;
-    if db::is_empty(&conn)? {
-        seed::seed(&mut conn, args.articles, args.comments)?;
-        tracing::info!(
-            articles = args.articles,
-            comments = args.comments,
-            "seeded the database"
-        );
-        // Seeding is a write like any other: invalidating what it wrote gives every record a
-        // version older than the first request, so the first page view already stores its
-        // fragments (a render that meets a version it created itself stores nothing).
-        seed::invalidate_seeded(&conn, &sweeper)?;
+    let temp_db = args.db.is_none().then(db::TempDb::new);
+    let path = args
+        .db
+        .as_deref()
+        .or(temp_db.as_ref().map(db::TempDb::path))
+        .expect("a file either way");
+    let db = db::Db::open(path, &sweeper)?;
+    if db.run_blocking(|conn| db::is_empty(conn))? {
+        let (articles, comments) = (args.articles, args.comments);
+        // Seeding is a write like any other: the change log invalidates what it wrote as it
+        // commits, which gives every record a version older than the first request, so the
+        // first page view already stores its fragments (a render that meets a version it
+        // created itself stores nothing).
+        db.run_blocking(move |conn| seed::seed(conn, articles, comments))?;
+        tracing::info!(articles, comments, "seeded the database");
     }
-    db::count_statements(&conn);
-    let app = routes::App::new(conn, sweeper.clone(), metrics.clone(), args.blocking_api);
+    let app = routes::App::new(db, sweeper.clone(), metrics.clone(), args.blocking_api);
 
     // Two cores: the default (one worker per core) is right. Pages render on the workers and
     // await the cache; only SQLite goes to the blocking pool (see `routes::App::query`).

@@ -1,7 +1,8 @@
-//! The blog's records, as loaded from SQLite: what templates render and what handlers invalidate.
+//! The blog's records, as loaded from SQLite: what templates render and what the change log invalidates.
 //!
-//! Both derive `Sweepable`, so a template can cache a fragment under a record's version, and a
-//! handler can invalidate a record after changing it in the database.
+//! Both derive `Sweepable` with the table they live in, so a template can cache a fragment
+//! under a record's version, and the database's change log invalidates a record whenever its
+//! row changes (see `db.rs`).
 
 use cachesweeper::Sweepable;
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 /// article itself is edited, the counter when something inside its page changes (a new comment,
 /// a vote on one), which is what lets comments touch it.
 #[derive(Debug, Clone, Sweepable)]
-#[sweeper(counter)]
+#[sweeper(counter, table = "articles")]
 pub struct Article {
     pub id: i64,
     pub title: String,
@@ -21,8 +22,9 @@ pub struct Article {
 }
 
 /// A comment. Versioned by a counter alone: a vote changes `likes` without any timestamp
-/// changing, so the handler bumps the counter, and through `touches` the article's too.
+/// changing, so the change log bumps the counter, and through `touches` the article's too.
 #[derive(Debug, Clone, Sweepable)]
+#[sweeper(table = "comments")]
 pub struct Comment {
     pub id: i64,
     #[sweeper(touches = Article)]

@@ -2,7 +2,6 @@
 //! the cache, and answered.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use askama::Template;
 use axum::Router;
@@ -29,16 +28,15 @@ const MAX_BODY_CHARS: usize = 10_000;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct App {
-    /// One connection, behind a mutex: SQLite serialises writers anyway, an in-memory database
-    /// exists only inside its connection, and a demo needs no pool.
-    db: Arc<Mutex<Connection>>,
+    /// The database's connection pool, whose connections apply their own commits to the cache.
+    db: db::Db,
     /// The sweeper; each request renders through a `Scope` of it (the handlers' extractor),
     /// taken when the request arrived, which also counts that request's hits and misses.
     sweeper: Sweeper,
     /// The metrics recorder's handle, which renders `GET /metrics`.
     metrics: PrometheusHandle,
-    /// Render and invalidate with the blocking API on tokio's blocking pool, as the blog did
-    /// before the async API existed (`--blocking-api`): the baseline of the throughput benchmark.
+    /// Render with the blocking API on tokio's blocking pool, as the blog did before the async
+    /// API existed (`--blocking-api`): the baseline of the throughput benchmark.
     blocking_api: bool,
 }
 
@@ -50,33 +48,12 @@ impl FromRef<App> for Sweeper {
 }
 
 impl App {
-    pub fn new(
-        conn: Connection,
-        sweeper: Sweeper,
-        metrics: PrometheusHandle,
-        blocking_api: bool,
-    ) -> App {
+    pub fn new(db: db::Db, sweeper: Sweeper, metrics: PrometheusHandle, blocking_api: bool) -> App {
         App {
-            db: Arc::new(Mutex::new(conn)),
+            db,
             sweeper,
             metrics,
             blocking_api,
-        }
-    }
-
-    /// Invalidates `record` (after the commit): awaited, or on the blocking pool with
-    /// `--blocking-api`.
-    async fn invalidate<R>(&self, record: R) -> cachesweeper::Result<()>
-    where
-        R: cachesweeper::Sweepable + Send + Sync + 'static,
-    {
-        if self.blocking_api {
-            let sweeper = self.sweeper.clone();
-            tokio::task::spawn_blocking(move || sweeper.invalidate(&record))
-                .await
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
-        } else {
-            self.sweeper.invalidate_async(&record).await
         }
     }
 
@@ -86,31 +63,17 @@ impl App {
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Lazy<'static, T> {
-        let db = Arc::clone(&self.db);
-        Lazy::new(move || {
-            tokio::task::block_in_place(|| {
-                let conn = db.lock().unwrap_or_else(PoisonError::into_inner);
-                query(&conn)
-            })
-        })
+        let db = self.db.clone();
+        Lazy::new(move || tokio::task::block_in_place(|| db.run_blocking(move |conn| query(conn))))
     }
 
-    /// Runs `query` on the connection, on tokio's blocking pool: SQLite blocks (file I/O under
-    /// a lock), and the runtime's worker threads must not.
+    /// Runs `query` on a pooled connection: SQLite blocks (file I/O under a lock), and the
+    /// runtime's worker threads must not.
     async fn query<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, Failure> {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            // A handler that panicked while holding the connection leaves SQLite consistent
-            // (each statement is atomic): a poisoned lock is taken over.
-            let conn: MutexGuard<'_, Connection> =
-                db.lock().unwrap_or_else(PoisonError::into_inner);
-            query(&conn)
-        })
-        .await
-        .map_err(|panic| Failure::Internal(format!("query panicked: {panic}")))?
+        self.db.run(move |conn| query(conn)).await
     }
 }
 
@@ -317,9 +280,10 @@ async fn dislike(
     vote(app, scope, ids, Vote::Dislike).await
 }
 
-/// Records a vote, then invalidates the comment: its `touches = Article` bumps the article too,
-/// so the comment's fragment and every fragment of the article around it are re-rendered, and
-/// nothing else.
+/// Records a vote. Its commit invalidates the comment before `db::vote` returns (the change
+/// log's trigger names the comment and, through `touches = Article`, its article), so the
+/// comment's fragment and every fragment of the article around it are re-rendered, and nothing
+/// else.
 async fn vote(
     app: App,
     scope: Scope,
@@ -343,14 +307,10 @@ async fn vote(
             .query(move |conn| Ok(db::vote(conn, article_id, comment_id, vote)?))
             .await?
             .ok_or(no_such_comment)?;
-        // After the commit, as the core asks: a render that starts from here sees the new
-        // versions. If the cache is unreachable the vote still counts; the error is logged and
-        // counted by the sweeper, which retries the invalidation in the background, and pages
-        // keep rendering (uncached while it is down).
+        // Committed and invalidated: a render that starts from here sees the new versions. If
+        // the cache is unreachable the vote still counts; the sweeper retries the invalidation
+        // in the background, and pages keep rendering (uncached while it is down).
         let comment_id = comment.id;
-        if let Err(error) = app.invalidate(comment).await {
-            tracing::warn!(%error, comment = comment_id, "could not invalidate the comment");
-        }
         Ok(Reply::SeeOther(format!(
             "/articles/{article_id}#comment-{comment_id}"
         )))
@@ -402,22 +362,24 @@ async fn add_comment(
     let request = format!("POST /articles/{article_id}/comments");
     respond(app, scope, request, false, async move |app, _| {
         let id = id(&article_id, "article")?;
-        let (article, comment) = app
+        let comment = app
             .query(move |conn| {
                 let article = db::article(conn, id)?
                     .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
                 let Form(form) =
                     form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
                 let (author, body) = form.validate()?;
-                let comment = db::add_comment(conn, id, author, body, chrono::Utc::now())?;
-                Ok((article, comment))
+                // Its commit invalidates the new comment's article (`touches`): the list
+                // fragment and the article's other fragments miss once, and show it.
+                Ok(db::add_comment(
+                    conn,
+                    article.id,
+                    author,
+                    body,
+                    chrono::Utc::now(),
+                )?)
             })
             .await?;
-        // The list fragment and the article's other fragments are keyed on the article: bumping
-        // it makes them miss once, and the page shows the new comment.
-        if let Err(error) = app.invalidate(article).await {
-            tracing::warn!(%error, article = id, "could not invalidate the article");
-        }
         Ok(Reply::SeeOther(format!(
             "/articles/{id}#comment-{}",
             comment.id

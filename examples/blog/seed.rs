@@ -197,24 +197,3 @@ impl SplitMix64 {
         items[self.below(items.len() as i64) as usize]
     }
 }
-
-/// Invalidates every article and comment in the database, after [`seed`] committed them. A
-/// cache that cannot be reached is logged (the sweeper retries), not fatal.
-pub fn invalidate_seeded(
-    conn: &Connection,
-    sweeper: &cachesweeper::Sweeper,
-) -> rusqlite::Result<()> {
-    for summary in crate::db::article_summaries(conn)? {
-        let result = sweeper.invalidate(&summary.article).and_then(|()| {
-            crate::db::comments_of(conn, summary.article.id)
-                .unwrap_or_default()
-                .iter()
-                .try_for_each(|comment| sweeper.invalidate(comment))
-        });
-        if let Err(error) = result {
-            tracing::warn!(%error, "could not invalidate the seeded records");
-            break;
-        }
-    }
-    Ok(())
-}
