@@ -4,7 +4,8 @@
 # 1. GET /articles/1 on memcached, pages rendered with the async API (the blog as it ships)
 #    against the same blog rendering on tokio's blocking pool with the blocking API
 #    (`--blocking-api`, how it ran before), and against `--no-cache`;
-# 2. the latency of a vote (POST .../like: commit, then invalidate) on memcached, both ways;
+# 2. the latency of a vote (POST .../like: its commit invalidates, through the change log) on
+#    memcached, both ways;
 # 3. the Django peer (../shared/peers/django-blog) under gunicorn on the same memcached: the same
 #    article page (article 1, 50 Markdown comments) uncached, with Django's {% cache %} and with
 #    django-cache-sweeper's algorithm. Its virtualenv is made in target/django-venv on first use
