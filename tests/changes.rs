@@ -4,11 +4,13 @@
 //! a shell) within its poll interval.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use cachesweeper::backend::{Backend, BoxFuture, Embedded, Leased, SetItem};
 use cachesweeper::changes::sqlite::{ChangeLog, ChangeLogBuilder};
-use cachesweeper::{Error, Sweepable, Sweeper, Version};
+use cachesweeper::{Error, Result, Sweepable, Sweeper, Version};
 use cachesweeper_suite::memcached::MemcachedProcess;
 
 #[derive(Debug, Clone, Sweepable)]
@@ -45,7 +47,8 @@ const SCHEMA: &str = "
     CREATE TABLE comments (
         id INTEGER PRIMARY KEY,
         article_id INTEGER NOT NULL,
-        likes INTEGER NOT NULL DEFAULT 0
+        likes INTEGER NOT NULL DEFAULT 0,
+        slug TEXT UNIQUE
     );
 ";
 
@@ -375,6 +378,39 @@ fn changes_nobody_applied_are_applied_when_the_log_next_opens() {
 }
 
 #[test]
+fn a_bulk_change_is_not_applied_again_by_the_next_process_to_open_the_log() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let mut conn = log.connect().expect("connect");
+    let tx = conn.transaction().expect("begin");
+    tx.execute("INSERT INTO articles (id) VALUES (1)", [])
+        .expect("article");
+    for id in 1..=150 {
+        tx.execute("INSERT INTO comments (id, article_id) VALUES (?1, 1)", [id])
+            .expect("comment");
+    }
+    tx.commit().expect("commit");
+    assert_eq!(
+        log.applied(),
+        301,
+        "the comments, their article, and the article"
+    );
+    // The process that committed it could be killed now: the next to open the log starts after
+    // it (its fragments would otherwise all miss once more), while a small change since...
+    conn.execute("UPDATE comments SET likes = 1 WHERE id = 1", [])
+        .expect("like");
+    let next = db.log().poll_interval(NEVER).open(&sweeper).expect("open");
+    // ...is applied again (2 rows: the comment and its article), as a change that might not
+    // have reached the cache.
+    assert!(next.applied() <= 2, "applied again: {}", next.applied());
+}
+
+#[test]
 fn a_writer_killed_right_after_its_commit_loses_no_invalidation() {
     let Some(memcached) = MemcachedProcess::start() else {
         return;
@@ -486,4 +522,270 @@ fn a_bulk_update_of_10000_comments_invalidates_them_all_in_a_few_round_trips() {
             article.id
         );
     }
+}
+
+/// An embedded cache that can be made unreachable: every call fails while `down`.
+#[derive(Debug, Clone)]
+struct Flaky {
+    inner: Embedded,
+    down: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn failing<T: Send + 'static>(&self, n: usize) -> Option<BoxFuture<'static, Vec<Result<T>>>> {
+        self.down.load(Ordering::SeqCst).then(|| {
+            let error = Error::Config("the cache is down".into());
+            Box::pin(async move { (0..n).map(|_| Err(error.clone())).collect() })
+                as BoxFuture<'static, Vec<Result<T>>>
+        })
+    }
+}
+
+impl Backend for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn get_leased<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        lease: Duration,
+    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        self.failing(keys.len())
+            .unwrap_or_else(|| self.inner.get_leased(keys, lease))
+    }
+    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(Error::Config("the cache is down".into())) });
+        }
+        self.inner.set_many(items)
+    }
+    fn incr_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        delta: u64,
+        initial: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        self.failing(keys.len())
+            .unwrap_or_else(|| self.inner.incr_each(keys, delta, initial))
+    }
+    fn raise_each<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        floor: u64,
+    ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        self.failing(keys.len())
+            .unwrap_or_else(|| self.inner.raise_each(keys, floor))
+    }
+    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
+        self.inner.release_leases(keys)
+    }
+    fn fresh_counter(&self, now: u64) -> u64 {
+        self.inner.fresh_counter(now)
+    }
+    fn max_value_len(&self) -> usize {
+        self.inner.max_value_len()
+    }
+    fn is_local(&self) -> bool {
+        false
+    }
+}
+
+/// A sweeper on a cache that `down` makes unreachable.
+fn flaky_sweeper() -> (Sweeper, Arc<AtomicBool>) {
+    let down = Arc::new(AtomicBool::new(false));
+    let flaky = Flaky {
+        inner: Embedded::new(64 << 20),
+        down: Arc::clone(&down),
+    };
+    let sweeper = Sweeper::builder()
+        .backend(flaky)
+        .l1(0)
+        .build()
+        .expect("sweeper");
+    (sweeper, down)
+}
+
+#[test]
+fn a_replaced_row_is_logged_with_its_parent() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let conn = log.connect().expect("connect");
+    seed(&conn);
+    conn.execute("UPDATE comments SET slug = 'c' WHERE id = 3", [])
+        .expect("slug");
+    let a1 = Article { id: 1 };
+    let c3 = comment(3, 1);
+
+    // By a foreign writer (no recursive triggers): comment 1 moves from article 1 to article 2
+    // through a REPLACE by key, which deletes the old row without a delete trigger.
+    let a1_before = version(&sweeper, &a1);
+    db.foreign()
+        .execute(
+            "INSERT OR REPLACE INTO comments (id, article_id) VALUES (1, 2)",
+            [],
+        )
+        .expect("replace");
+    log.catch_up().expect("catch up");
+    assert_ne!(
+        version(&sweeper, &a1),
+        a1_before,
+        "the article comment 1 left"
+    );
+
+    // Through the log's connection (recursive triggers on): a new comment takes comment 3's
+    // unique slug, and REPLACE deletes comment 3.
+    let (c3_before, a1_before) = (version(&sweeper, &c3), version(&sweeper, &a1));
+    conn.execute(
+        "INSERT OR REPLACE INTO comments (id, article_id, slug) VALUES (9, 2, 'c')",
+        [],
+    )
+    .expect("replace by a unique column");
+    assert_ne!(version(&sweeper, &c3), c3_before, "the replaced comment");
+    assert_ne!(version(&sweeper, &a1), a1_before, "its article");
+}
+
+#[test]
+fn a_value_that_is_not_text_neither_stops_the_log_nor_is_lost() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let conn = log.connect().expect("connect");
+    seed(&conn);
+    // A script writes a blob into a parent column.
+    db.foreign()
+        .execute("UPDATE comments SET article_id = x'01' WHERE id = 4", [])
+        .expect("blob write");
+    assert_eq!(
+        log.catch_up().expect("catch up"),
+        3,
+        "comment 4, article 2, article 01"
+    );
+    // Writes after it are applied, and the log opens.
+    let (c1, a1) = (comment(1, 1), Article { id: 1 });
+    let (c1_before, a1_before) = (version(&sweeper, &c1), version(&sweeper, &a1));
+    conn.execute("UPDATE comments SET likes = likes + 1 WHERE id = 1", [])
+        .expect("like");
+    assert_ne!(version(&sweeper, &c1), c1_before);
+    assert_ne!(version(&sweeper, &a1), a1_before);
+    db.log().poll_interval(NEVER).open(&sweeper).expect("open");
+}
+
+#[test]
+fn a_replaced_wal_hook_is_restored_before_the_next_statement() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let conn = log.connect().expect("connect");
+    seed(&conn);
+    // A common tuning pragma, which replaces the connection's WAL hook with SQLite's own.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+        .expect("pragma");
+    let c1 = comment(1, 1);
+    let before = version(&sweeper, &c1);
+    conn.execute("UPDATE comments SET likes = likes + 1 WHERE id = 1", [])
+        .expect("like");
+    assert_ne!(version(&sweeper, &c1), before);
+}
+
+#[test]
+fn writes_acknowledged_during_an_outage_are_not_read_old_once_the_cache_is_back() {
+    let db = Database::new();
+    let (sweeper, down) = flaky_sweeper();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .expect("install");
+    let mut conn = log.connect().expect("connect");
+    let tx = conn.transaction().expect("begin");
+    tx.execute("INSERT INTO articles (id) VALUES (1), (2)", [])
+        .expect("articles");
+    // More comments than one read of the log takes.
+    tx.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10001)
+         INSERT INTO comments (id, article_id) SELECT i, 1 FROM n",
+        [],
+    )
+    .expect("comments");
+    tx.execute(
+        "INSERT INTO comments (id, article_id) VALUES (20000, 2)",
+        [],
+    )
+    .expect("comment");
+    tx.commit().expect("commit");
+    let last = comment(20000, 2);
+    let before = version(&sweeper, &last);
+
+    down.store(true, Ordering::SeqCst);
+    conn.execute(
+        "UPDATE comments SET likes = likes + 1 WHERE id <= 10001",
+        [],
+    )
+    .expect("bulk");
+    conn.execute("UPDATE comments SET likes = likes + 1 WHERE id = 20000", [])
+        .expect("the acknowledged write");
+    down.store(false, Ordering::SeqCst);
+    // Read as a render would, at once: either still pending here, or raised.
+    match sweeper.version(&last) {
+        Ok(version) => assert_ne!(version, before, "read as before the write"),
+        Err(error) => assert!(
+            matches!(error, Error::InvalidationPending { .. }),
+            "{error:?}"
+        ),
+    }
+}
+
+#[test]
+fn the_log_opens_with_the_cache_down_and_a_backlog_and_applies_it_later() {
+    let db = Database::new();
+    let (sweeper, down) = flaky_sweeper();
+    drop(db.log().install(&sweeper).expect("install"));
+    seed(&db.foreign());
+    down.store(true, Ordering::SeqCst);
+    let log = db.log().poll_interval(NEVER).open(&sweeper).expect("open");
+    assert_eq!(
+        log.applied(),
+        10,
+        "two articles, four comments and their articles: to retry"
+    );
+    assert!(matches!(
+        sweeper.version(&comment(1, 1)),
+        Err(Error::InvalidationPending { .. })
+    ));
+    down.store(false, Ordering::SeqCst);
+    sweeper
+        .flush(Duration::from_secs(10))
+        .expect("the retry lands once the cache is back");
+}
+
+#[test]
+fn the_follower_runs_while_a_connection_does_though_the_log_is_dropped() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let conn = db
+        .log()
+        .install(&sweeper)
+        .expect("install")
+        .connect()
+        .expect("connect");
+    seed(&conn);
+    let c4 = comment(4, 2);
+    let before = version(&sweeper, &c4);
+    db.foreign()
+        .execute("UPDATE comments SET likes = likes + 1 WHERE id = 4", [])
+        .expect("write");
+    changed(&sweeper, &c4, &before);
 }

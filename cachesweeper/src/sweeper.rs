@@ -359,6 +359,12 @@ impl Sweeper {
         self.inner.keys.counter_key(model, key)
     }
 
+    /// Whether an invalidation that failed is still being retried.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn invalidations_pending(&self) -> bool {
+        self.inner.versions.pending()
+    }
+
     /// Invalidates a record known only by reference (model name and key), e.g. from a
     /// database trigger or a message queue. Its parents are not known here, so they are not
     /// raised; fragments that contain it still miss.

@@ -128,6 +128,12 @@ impl Versions {
         }
     }
 
+    /// Whether a failed invalidation is still being retried.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn pending(&self) -> bool {
+        self.retry.is_pending()
+    }
+
     /// Waits until every failed invalidation of this sweeper has landed, or `timeout` has
     /// passed; else the error naming a key still pending.
     pub(crate) async fn flush<I: Io>(&self, io: &I, timeout: std::time::Duration) -> Result<()> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use cachesweeper::Sweeper;
-use cachesweeper::changes::sqlite::ChangeLog;
+use cachesweeper::changes::sqlite::{self, ChangeLog};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
@@ -47,8 +47,12 @@ pub const POOL_SIZE: usize = 4;
 /// file) before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A pooled connection: a `rusqlite::Connection` (it dereferences to one) whose commits the
+/// change log applies before they return.
+pub type PooledConnection = sqlite::Connection;
+
 /// Work for a pooled connection.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&mut PooledConnection) + Send>;
 
 /// A bounded pool of connections to the blog's database file, each owned by a thread of its
 /// own that runs the jobs sent to the pool, one at a time.
@@ -112,7 +116,7 @@ impl Db {
     /// Runs `work` on a pooled connection and awaits its result.
     pub async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+        work: impl FnOnce(&mut PooledConnection) -> T + Send + 'static,
     ) -> T {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.send(work, answer);
@@ -123,7 +127,7 @@ impl Db {
     /// that is not async: startup, and the data a template loads as it renders).
     pub fn run_blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+        work: impl FnOnce(&mut PooledConnection) -> T + Send + 'static,
     ) -> T {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.send(work, answer);
@@ -134,7 +138,7 @@ impl Db {
 
     fn send<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection) -> T + Send + 'static,
+        work: impl FnOnce(&mut PooledConnection) -> T + Send + 'static,
         answer: tokio::sync::oneshot::Sender<T>,
     ) {
         let job: Job = Box::new(move |conn| {

@@ -1,15 +1,13 @@
 //! Demo content: the same articles and comments on every run, from a fixed pseudo-random seed,
 //! so that pages (and their cache figures) can be compared between runs and machines.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use rusqlite::Connection;
-
-use crate::db;
+use crate::db::{self, PooledConnection};
 use crate::models::Comment;
+use chrono::{DateTime, Duration, TimeZone, Utc};
 
 /// Fills an empty database with `articles` articles of `comments` comments each, in one
 /// transaction.
-pub fn seed(conn: &mut Connection, articles: u32, comments: u32) -> rusqlite::Result<()> {
+pub fn seed(conn: &mut PooledConnection, articles: u32, comments: u32) -> rusqlite::Result<()> {
     let mut rng = SplitMix64(0x5EED_B10C);
     let start = Utc
         .with_ymd_and_hms(2024, 3, 1, 9, 0, 0)

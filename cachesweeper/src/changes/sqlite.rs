@@ -13,14 +13,14 @@
 //!   and older than the retention are pruned.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, ffi};
 
 use super::{Table, Tracked, apply};
@@ -47,12 +47,23 @@ const READ_BATCH: i64 = 10_000;
 /// How long a connection of the log waits for another's lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long recording the progress waits for the write lock: briefly, so that a busy writer
+/// elsewhere never holds up the follower's applying (it is tried again at the next interval).
+const PROGRESS_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
+
 /// SQLite's default automatic checkpoint (pages of WAL), which a WAL hook of our own replaces
 /// and so must do itself.
 const AUTOCHECKPOINT_PAGES: c_int = 1_000;
 
-/// How often the follower records its progress and prunes.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the follower records how far the log is applied (and prunes): a process killed
+/// before it did applies the changes since again when it restarts, which costs their fragments
+/// one more miss each.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// A catch-up that applied at least this many rows records its progress at once: a bulk change
+/// (a seed, a migration, a 10,000-row `UPDATE`) is never applied again after a restart, which
+/// would make every fragment it touched miss a second time.
+const RECORD_AT_ONCE: usize = 100;
 
 /// The change log of one SQLite database file: it installs or checks the triggers, applies this
 /// process's commits before they return, and follows everyone else's.
@@ -79,9 +90,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// // The comment and its article are invalidated: the next page shows the edit.
 /// # Ok(()) }
 /// ```
+///
+/// The follower runs as long as the log or any of its connections does.
 pub struct ChangeLog {
     shared: Arc<Shared>,
-    follower: Option<Follower>,
 }
 
 /// Settings of a [`ChangeLog`]: the database, the tracked models and the follower's pace.
@@ -106,45 +118,32 @@ impl ChangeLog {
     }
 
     /// A new connection to the database whose commits are applied to the cache before the
-    /// commit returns (the statement's, in autocommit mode; the transaction's otherwise). It
-    /// dereferences to `rusqlite::Connection`. Do not replace its WAL hook (`wal_hook`,
-    /// `PRAGMA wal_autocheckpoint`): that hook is what applies the commits (and checkpoints).
+    /// commit returns (the transaction's, or an autocommit statement's that runs to its end).
+    /// It dereferences to `rusqlite::Connection`, and has the `&mut self` methods
+    /// (`transaction`, `savepoint`) itself. It runs with `PRAGMA recursive_triggers = ON`, so
+    /// that a row `REPLACE` deletes is logged too.
     pub fn connect(&self) -> Result<Connection> {
         let conn = open_wal(&self.shared.path)?;
+        conn.execute_batch("PRAGMA recursive_triggers = ON")
+            .map_err(database_error)?;
         let hook = Box::new(Hook {
             shared: Arc::clone(&self.shared),
+            replaced: AtomicBool::new(false),
         });
-        // SAFETY: `conn.handle()` is this connection's open handle; the hook's data is the boxed
-        // `Hook`, which `Connection` keeps until its `Drop` has unregistered the hook.
-        unsafe {
-            ffi::sqlite3_wal_hook(
-                conn.handle(),
-                Some(committed),
-                (&raw const *hook).cast_mut().cast::<c_void>(),
-            );
-        }
-        Ok(Connection { conn, hook })
+        let conn = Connection { conn, hook };
+        conn.register_hook();
+        Ok(conn)
     }
 
     /// Applies what has been committed and not yet applied by this process, now (the follower
     /// does it every poll interval); returns how many log rows it applied.
     pub fn catch_up(&self) -> Result<usize> {
-        self.shared.catch_up()
+        self.shared.catch_up_and_record()
     }
 
     /// How many log rows this process has applied since the log was opened.
     pub fn applied(&self) -> u64 {
         self.shared.applied.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for ChangeLog {
-    fn drop(&mut self) {
-        if let Some(follower) = self.follower.take() {
-            follower.stop.store(true, Ordering::Relaxed);
-            follower.thread.thread().unpark();
-            let _ = follower.thread.join();
-        }
     }
 }
 
@@ -235,21 +234,30 @@ impl ChangeLogBuilder {
             path: self.path,
             retention: self.retention,
             reader: Mutex::new(Reader { conn, through }),
+            progress: Mutex::new(Progress {
+                conn: None,
+                recorded: through,
+            }),
             applied: AtomicU64::new(0),
+            stop: Arc::new(AtomicBool::new(false)),
+            follower: std::sync::OnceLock::new(),
         });
-        shared.catch_up()?;
-        let stop = Arc::new(AtomicBool::new(false));
+        // What was committed and not applied before (a process that died after its commit):
+        // a cache that cannot take it now does not keep the application from starting; the
+        // keys are retried, and meanwhile not served from here.
+        if let Err(error) = shared.catch_up() {
+            report(&error);
+        }
+        shared.record_progress();
         let thread = {
-            let (shared, stop, poll) = (Arc::clone(&shared), Arc::clone(&stop), self.poll);
+            let (weak, stop, poll) = (Arc::downgrade(&shared), Arc::clone(&shared.stop), self.poll);
             std::thread::Builder::new()
                 .name("cachesweeper-sqlite-follower".into())
-                .spawn(move || follow(&shared, &stop, poll))
+                .spawn(move || follow(&weak, &stop, poll))
                 .map_err(|error| Error::Config(format!("cannot start the follower: {error}")))?
         };
-        Ok(ChangeLog {
-            shared,
-            follower: Some(Follower { stop, thread }),
-        })
+        let _ = shared.follower.set(thread.thread().clone());
+        Ok(ChangeLog { shared })
     }
 
     /// Whether the log and every tracked table's triggers are installed as this build would
@@ -316,22 +324,66 @@ impl ChangeLogBuilder {
 
 /// A connection to the log's database whose commits are applied before they return: see
 /// [`ChangeLog::connect`].
+///
+/// It dereferences to `rusqlite::Connection`, but not mutably: a `&mut` to the inner
+/// connection could swap the hooked handle out of this one. `transaction`,
+/// `transaction_with_behavior` and `savepoint` are here instead.
 pub struct Connection {
     conn: rusqlite::Connection,
     hook: Box<Hook>,
+}
+
+impl Connection {
+    /// `rusqlite::Connection::transaction`.
+    pub fn transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.restore_hook();
+        self.conn.transaction()
+    }
+
+    /// `rusqlite::Connection::transaction_with_behavior`.
+    pub fn transaction_with_behavior(
+        &mut self,
+        behavior: rusqlite::TransactionBehavior,
+    ) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.restore_hook();
+        self.conn.transaction_with_behavior(behavior)
+    }
+
+    /// `rusqlite::Connection::savepoint`.
+    pub fn savepoint(&mut self) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+        self.restore_hook();
+        self.conn.savepoint()
+    }
+
+    /// Registers the hook that applies this connection's commits; returns the hook data it
+    /// replaced.
+    fn register_hook(&self) -> *mut c_void {
+        let ours = (&raw const *self.hook).cast_mut().cast::<c_void>();
+        // SAFETY: `conn.handle()` is this connection's open handle (no `&mut` to `conn` is
+        // ever handed out, so it cannot be swapped for another); the hook's data is the boxed
+        // `Hook`, which lives until `Drop` has unregistered it.
+        unsafe { ffi::sqlite3_wal_hook(self.conn.handle(), Some(committed), ours) }
+    }
+
+    /// Registers the hook again, before each use, and says once if something had replaced it
+    /// (`PRAGMA wal_autocheckpoint` or `wal_hook` on this connection: the commits since were
+    /// applied by the follower, within its lag, not before they returned).
+    fn restore_hook(&self) {
+        let ours = (&raw const *self.hook).cast_mut().cast::<c_void>();
+        if self.register_hook() != ours && !self.hook.replaced.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cachesweeper: this connection's WAL hook was replaced (PRAGMA wal_autocheckpoint or wal_hook); restored: the commits in between were applied by the follower"
+            );
+        }
+    }
 }
 
 impl Deref for Connection {
     type Target = rusqlite::Connection;
 
     fn deref(&self) -> &rusqlite::Connection {
+        self.restore_hook();
         &self.conn
-    }
-}
-
-impl DerefMut for Connection {
-    fn deref_mut(&mut self) -> &mut rusqlite::Connection {
-        &mut self.conn
     }
 }
 
@@ -342,7 +394,6 @@ impl Drop for Connection {
         unsafe {
             ffi::sqlite3_wal_hook(self.conn.handle(), None, std::ptr::null_mut());
         }
-        let _ = &self.hook;
     }
 }
 
@@ -366,6 +417,8 @@ impl std::fmt::Debug for ChangeLog {
 /// What a connection's WAL hook reaches.
 struct Hook {
     shared: Arc<Shared>,
+    /// Whether a replaced hook has been reported for this connection.
+    replaced: AtomicBool,
 }
 
 /// SQLite's WAL hook: called on the committing thread once a commit is durable and its write
@@ -382,7 +435,7 @@ unsafe extern "C" fn committed(
     let hook = unsafe { &*hook.cast_const().cast::<Hook>() };
     // A failed raise is retried by the sweeper and, until it lands, nothing is served under the
     // record's version; the commit itself stands, so it is not reported as the commit's error.
-    let applied = std::panic::catch_unwind(AssertUnwindSafe(|| hook.shared.catch_up()));
+    let applied = std::panic::catch_unwind(AssertUnwindSafe(|| hook.shared.catch_up_and_record()));
     match applied {
         Ok(Err(error)) => {
             tracing::warn!(%error, "cachesweeper: applying this commit's changes failed; retrying")
@@ -405,23 +458,39 @@ struct Shared {
     /// One connection reads the log, for the hooks and the follower alike, so that the log is
     /// applied in order and each row once.
     reader: Mutex<Reader>,
+    progress: Mutex<Progress>,
     applied: AtomicU64,
+    /// Tells the follower thread to end; set when the last log or connection is gone.
+    stop: Arc<AtomicBool>,
+    follower: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.record_progress();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(follower) = self.follower.get() {
+            follower.unpark();
+        }
+    }
 }
 
 struct Reader {
     conn: rusqlite::Connection,
-    /// The last log row applied (each one up to it raised without error).
+    /// The last log row applied: raised, or, where the raise failed, handed to the sweeper's
+    /// retry thread (until which this process serves nothing under that record's version).
     through: i64,
 }
 
 impl Shared {
-    /// Applies every log row after the last one applied, in batches. On an error the position
-    /// stays where it was, so those rows are applied again next time (the sweeper also retries
-    /// the counters that failed); raising a counter twice costs a few misses, never a stale
-    /// page.
+    /// Applies every log row after the last one applied, in batches, and returns how many.
+    /// A batch whose raise fails is applied all the same: its keys are the sweeper's to retry
+    /// (and until then not served from this process), and the progress recorded for other
+    /// processes stays behind them (see [`record_progress`](Self::record_progress)). The first
+    /// error is returned once every row has been applied.
     fn catch_up(&self) -> Result<usize> {
         let mut reader = lock(&self.reader);
-        let mut total = 0;
+        let (mut total, mut first_error) = (0, None);
         loop {
             let rows = read_after(&reader.conn, reader.through)?;
             let Some(&(last, _)) = rows.last() else {
@@ -439,8 +508,10 @@ impl Shared {
             }
             let count = rows.len();
             let changes: Vec<(String, String)> =
-                rows.into_iter().map(|(_, change)| change).collect();
-            apply(&self.sweeper, &changes)?;
+                rows.into_iter().filter_map(|(_, change)| change).collect();
+            if let Err(error) = apply(&self.sweeper, &changes) {
+                first_error.get_or_insert(error);
+            }
             reader.through = last;
             self.applied.fetch_add(count as u64, Ordering::Relaxed);
             total += count;
@@ -448,37 +519,55 @@ impl Shared {
                 break;
             }
         }
-        Ok(total)
+        first_error.map_or(Ok(total), Err)
+    }
+
+    /// [`catch_up`](Self::catch_up), then records the progress of a bulk change at once.
+    fn catch_up_and_record(&self) -> Result<usize> {
+        let applied = self.catch_up()?;
+        if applied >= RECORD_AT_ONCE {
+            self.record_progress();
+        }
+        Ok(applied)
     }
 
     /// The last log row applied.
     fn through(&self) -> i64 {
         lock(&self.reader).through
     }
+
+    /// Records how far the log is applied (see [`Progress::record`]): not while a raise is
+    /// still being retried, since a process that opened the log after this one died would
+    /// start after rows whose invalidation never landed.
+    fn record_progress(&self) {
+        if self.sweeper.invalidations_pending() {
+            return;
+        }
+        let through = self.through();
+        lock(&self.progress).record(self, through);
+    }
 }
 
-/// The follower thread of a log.
-struct Follower {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-/// Applies what others committed, every `poll`, until `stop`; records its progress every
-/// [`PROGRESS_EVERY`].
-fn follow(shared: &Shared, stop: &AtomicBool, poll: Duration) {
-    let mut progress = Progress::new(shared);
-    let mut progress_at = Instant::now();
+/// Applies what others committed, every `poll`, and records its progress every
+/// [`PROGRESS_EVERY`], until the log and its connections are gone.
+fn follow(shared: &Weak<Shared>, stop: &AtomicBool, poll: Duration) {
+    let (mut caught_up_at, mut progress_at) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
-        std::thread::park_timeout(poll);
-        if let Err(error) = shared.catch_up() {
-            tracing::warn!(%error, "cachesweeper: applying the change log failed; retrying");
+        std::thread::park_timeout(poll.min(PROGRESS_EVERY));
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        if caught_up_at.elapsed() >= poll {
+            caught_up_at = Instant::now();
+            if let Err(error) = shared.catch_up_and_record() {
+                report(&error);
+            }
         }
         if progress_at.elapsed() >= PROGRESS_EVERY {
             progress_at = Instant::now();
-            progress.record(shared);
+            shared.record_progress();
         }
     }
-    progress.record(shared);
 }
 
 /// How far the log is applied, as last written to `cachesweeper_applied`, and the connection it
@@ -490,19 +579,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(shared: &Shared) -> Progress {
-        Progress {
-            conn: None,
-            recorded: shared.through(),
-        }
-    }
-
-    /// Records how far the log is applied, for a process that opens it next, and prunes the
-    /// rows applied longer ago than the retention. A failure is logged and tried again later:
-    /// it costs a restarted process some changes applied twice.
-    fn record(&mut self, shared: &Shared) {
-        let through = shared.through();
-        if through == self.recorded {
+    /// Records that the log is applied `through` a row, for a process that opens it next, and
+    /// prunes the rows applied longer ago than the retention. A failure is logged and tried
+    /// again later: it costs a restarted process some changes applied twice.
+    fn record(&mut self, shared: &Shared, through: i64) {
+        if through <= self.recorded {
             return;
         }
         let result = self.conn(&shared.path).and_then(|conn| {
@@ -514,7 +595,7 @@ impl Progress {
                 conn.execute(
                     "DELETE FROM cachesweeper_changes
                      WHERE id <= (SELECT through FROM cachesweeper_applied WHERE id = 1)
-                       AND at < CAST(strftime('%s', 'now') AS INTEGER) - ?1",
+                       AND at <= CAST(strftime('%s', 'now') AS INTEGER) - ?1",
                     [shared.retention.as_secs() as i64],
                 )
             })
@@ -522,33 +603,79 @@ impl Progress {
         });
         match result {
             Ok(_) => self.recorded = through,
+            // Busy (a writer elsewhere), or failing: tried again at the next interval.
             Err(error) => {
-                tracing::warn!(%error, "cachesweeper: recording the change log's progress failed");
+                tracing::debug!(%error, "cachesweeper: recording the change log's progress failed")
             }
         }
     }
 
     fn conn(&mut self, path: &Path) -> Result<&rusqlite::Connection> {
         if self.conn.is_none() {
-            self.conn = Some(open_wal(path)?);
+            let conn = open_wal(path)?;
+            conn.busy_timeout(PROGRESS_BUSY_TIMEOUT)
+                .map_err(database_error)?;
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_ref().expect("just opened"))
     }
 }
 
-/// The log rows after `through`, at most [`READ_BATCH`], in order: (id, (model, key)).
-fn read_after(conn: &rusqlite::Connection, through: i64) -> Result<Vec<(i64, (String, String))>> {
+/// The log rows after `through`, at most [`READ_BATCH`], in order: (id, (model, key)), or
+/// (id, `None`) for a row that names no record (a `NULL` or undecodable value, logged), which
+/// must not stop the log.
+#[allow(clippy::type_complexity)]
+fn read_after(
+    conn: &rusqlite::Connection,
+    through: i64,
+) -> Result<Vec<(i64, Option<(String, String)>)>> {
     conn.prepare_cached(
         "SELECT id, model, key FROM cachesweeper_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
     )
     .and_then(|mut statement| {
         statement
             .query_map([through, READ_BATCH], |row| {
-                Ok((row.get(0)?, (row.get(1)?, row.get(2)?)))
+                let id: i64 = row.get(0)?;
+                let change = match (text(row.get_ref(1)?), text(row.get_ref(2)?)) {
+                    (Some(model), Some(key)) => Some((model, key)),
+                    _ => {
+                        tracing::error!(
+                            id,
+                            "cachesweeper: a change log row names no record; skipped"
+                        );
+                        None
+                    }
+                };
+                Ok((id, change))
             })?
             .collect()
     })
     .map_err(database_error)
+}
+
+/// A logged value's text: what a key column holds, as its `KeyPart` form is for integers and
+/// text (a blob as lowercase hex, a real as Rust prints it); `None` for `NULL`.
+fn text(value: ValueRef<'_>) -> Option<String> {
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+        ValueRef::Text(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        ValueRef::Blob(bytes) => Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+    }
+}
+
+/// Logs an error of applying the log: a database's as a warning; a cache's is the sweeper's
+/// (counted, logged at most once a second, and retried).
+fn report(error: &Error) {
+    match error {
+        Error::Database { .. } => {
+            tracing::warn!(error = %crate::error::Chain(error), "cachesweeper: reading the change log failed");
+        }
+        _ => {
+            tracing::debug!(%error, "cachesweeper: applying the change log: the cache failed; retrying")
+        }
+    }
 }
 
 /// The statements a trigger is installed for.
@@ -557,16 +684,21 @@ enum Event {
     Insert,
     Update,
     Delete,
+    /// Before an insert: the row it replaces, if one has its key (`INSERT OR REPLACE`,
+    /// `REPLACE INTO` delete that row without a delete trigger unless `recursive_triggers` is
+    /// on, which a foreign writer's connection may not have).
+    Replace,
 }
 
 impl Event {
-    const ALL: [Event; 3] = [Event::Insert, Event::Update, Event::Delete];
+    const ALL: [Event; 4] = [Event::Insert, Event::Update, Event::Delete, Event::Replace];
 
     fn trigger(self, table: &Table) -> String {
         let event = match self {
             Event::Insert => "insert",
             Event::Update => "update",
             Event::Delete => "delete",
+            Event::Replace => "replace",
         };
         format!("cachesweeper_{}_{event}", table.name)
     }
@@ -575,32 +707,52 @@ impl Event {
     /// (the new row, the old, or both for an update: a comment moved to another article
     /// invalidates both), each once, skipping absent parents.
     fn create_trigger(self, table: &Table) -> String {
-        let (event, rows): (&str, &[&str]) = match self {
-            Event::Insert => ("INSERT", &["NEW"]),
-            Event::Update => ("UPDATE", &["OLD", "NEW"]),
-            Event::Delete => ("DELETE", &["OLD"]),
+        let records: Vec<(&str, &str)> = std::iter::once(((table.model)(), table.key_column))
+            .chain(
+                table
+                    .parents
+                    .iter()
+                    .map(|parent| ((parent.model)(), parent.column)),
+            )
+            .collect();
+        let name = quoted(&self.trigger(table));
+        let table_name = quoted(table.name);
+        let model = |model: &str| format!("'{}'", model.replace('\'', "''"));
+        let (timing, rows): (&str, &[&str]) = match self {
+            Event::Insert => ("AFTER INSERT", &["NEW"]),
+            Event::Update => ("AFTER UPDATE", &["OLD", "NEW"]),
+            Event::Delete => ("AFTER DELETE", &["OLD"]),
+            Event::Replace => {
+                let key = quoted(table.key_column);
+                let selects: Vec<String> = records
+                    .iter()
+                    .map(|(name, column)| {
+                        format!(
+                            "SELECT {}, \"{column}\" FROM \"{table_name}\" WHERE \"{key}\" = NEW.\"{key}\" AND \"{column}\" IS NOT NULL",
+                            model(name),
+                            column = quoted(column),
+                        )
+                    })
+                    .collect();
+                return format!(
+                    "CREATE TRIGGER \"{name}\" BEFORE INSERT ON \"{table_name}\" BEGIN INSERT INTO cachesweeper_changes (model, key) {}; END",
+                    selects.join(" UNION ")
+                );
+            }
         };
-        let records = std::iter::once(((table.model)(), table.key_column)).chain(
-            table
-                .parents
-                .iter()
-                .map(|parent| ((parent.model)(), parent.column)),
-        );
         let mut selects = Vec::new();
-        for (model, column) in records {
+        for (name, column) in &records {
             for row in rows {
                 selects.push(format!(
-                    "SELECT '{}', {row}.\"{column}\" WHERE {row}.\"{column}\" IS NOT NULL",
-                    model.replace('\'', "''"),
+                    "SELECT {}, {row}.\"{column}\" WHERE {row}.\"{column}\" IS NOT NULL",
+                    model(name),
                     column = quoted(column),
                 ));
             }
         }
         format!(
-            "CREATE TRIGGER \"{name}\" AFTER {event} ON \"{table}\" BEGIN INSERT INTO cachesweeper_changes (model, key) {selects}; END",
-            name = quoted(&self.trigger(table)),
-            table = quoted(table.name),
-            selects = selects.join(" UNION "),
+            "CREATE TRIGGER \"{name}\" {timing} ON \"{table_name}\" BEGIN INSERT INTO cachesweeper_changes (model, key) {}; END",
+            selects.join(" UNION "),
         )
     }
 }
