@@ -255,6 +255,35 @@ fn scenario(backend: &str, cache_args: &[&str]) {
         assert_eq!(blog.get(path).body, reference.get(path).body, "GET {path}");
     }
 
+    // Writes from outside the blog, `sqlite3` on its file: a like on every comment of the
+    // article and a comment deleted. The change log's follower applies them (within its lag):
+    // the article and the index, which counts comments, become what the uncached blog shows.
+    let sqlite3 = std::env::var("SQLITE3").unwrap_or_else(|_| "sqlite3".to_owned());
+    let output = std::process::Command::new(&sqlite3)
+        .args(["-cmd", ".timeout 10000", db_path])
+        .arg(
+            "UPDATE comments SET likes = likes + 1 WHERE article_id = 1;
+             DELETE FROM comments WHERE id = (SELECT max(id) FROM comments WHERE article_id = 1);",
+        )
+        .output()
+        .expect("run sqlite3 (scripts/test.sh installs it)");
+    assert!(output.status.success(), "sqlite3: {output:?}");
+    for path in ["/articles/1", "/"] {
+        let expected = reference.get(path).body;
+        let started = std::time::Instant::now();
+        while blog.get(path).body != expected {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{backend}: GET {path} never showed the writes made with sqlite3"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    assert_eq!(
+        comment_ids(&blog.get("/articles/1").body).len() as u64,
+        COMMENTS
+    );
+
     // /stats: the counters of every request together, matching the headers' sum.
     let stats = blog.stats();
     assert_eq!(

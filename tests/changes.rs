@@ -5,13 +5,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cachesweeper::backend::{Backend, BoxFuture, Embedded, Leased, SetItem};
-use cachesweeper::changes::sqlite::{ChangeLog, ChangeLogBuilder};
-use cachesweeper::{Error, Result, Sweepable, Sweeper, Version};
+mod common;
+
+use cachesweeper::backend::Embedded;
+use cachesweeper::changes::sqlite::{ChangeLog, ChangeLogBuilder, Connection};
+use cachesweeper::{Error, Sweepable, Sweeper, Version};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use common::forgetful::Forgetful;
 
 #[derive(Debug, Clone, Sweepable)]
 #[sweeper(name = "changes::Article", table = "articles")]
@@ -133,17 +136,44 @@ fn seed(conn: &rusqlite::Connection) {
 /// at open.
 const NEVER: Duration = Duration::from_secs(3_600);
 
-#[test]
-fn a_commit_through_the_log_invalidates_the_record_and_its_parents_before_it_returns() {
+/// The follower's default poll interval.
+const FOLLOWING: Duration = Duration::from_millis(10);
+
+/// A database with the log installed on the embedded cache (its follower polling every
+/// `poll`), and a connection of the log through which it was seeded.
+struct Setup {
+    sweeper: Sweeper,
+    log: ChangeLog,
+    conn: Connection,
+    db: Database,
+}
+
+fn seeded(poll: Duration) -> Setup {
     let db = Database::new();
     let sweeper = Sweeper::embedded();
     let log = db
         .log()
-        .poll_interval(NEVER)
+        .poll_interval(poll)
         .install(&sweeper)
         .expect("install");
-    let mut conn = log.connect().expect("connect");
+    let conn = log.connect().expect("connect");
     seed(&conn);
+    Setup {
+        sweeper,
+        log,
+        conn,
+        db,
+    }
+}
+
+#[test]
+fn a_commit_through_the_log_invalidates_the_record_and_its_parents_before_it_returns() {
+    let Setup {
+        db: _db,
+        sweeper,
+        log: _log,
+        mut conn,
+    } = seeded(NEVER);
     let (c1, c2, c4) = (comment(1, 1), comment(2, 1), comment(4, 2));
     let (a1, a2) = (Article { id: 1 }, Article { id: 2 });
     let before = [&c1, &c2, &c4].map(|c| version(&sweeper, c));
@@ -179,11 +209,12 @@ fn a_commit_left_to_a_statements_reset_is_applied_by_the_follower() {
     // rusqlite resets it, and SQLite calls no WAL hook for such a commit. The follower applies
     // it (within its poll interval); a transaction, as the README says, applies it before the
     // commit returns.
-    let db = Database::new();
-    let sweeper = Sweeper::embedded();
-    let log = db.log().install(&sweeper).expect("install");
-    let conn = log.connect().expect("connect");
-    seed(&conn);
+    let Setup {
+        db: _db,
+        sweeper,
+        log: _log,
+        conn,
+    } = seeded(FOLLOWING);
     let a1 = Article { id: 1 };
     let before = version(&sweeper, &a1);
     let id: i64 = conn
@@ -199,15 +230,12 @@ fn a_commit_left_to_a_statements_reset_is_applied_by_the_follower() {
 
 #[test]
 fn a_rolled_back_transaction_raises_nothing() {
-    let db = Database::new();
-    let sweeper = Sweeper::embedded();
-    let log = db
-        .log()
-        .poll_interval(NEVER)
-        .install(&sweeper)
-        .expect("install");
-    let mut conn = log.connect().expect("connect");
-    seed(&conn);
+    let Setup {
+        db: _db,
+        sweeper,
+        log,
+        mut conn,
+    } = seeded(NEVER);
     let c1 = comment(1, 1);
     let before = version(&sweeper, &c1);
     let (stats, applied) = (sweeper.stats(), log.applied());
@@ -524,98 +552,25 @@ fn a_bulk_update_of_10000_comments_invalidates_them_all_in_a_few_round_trips() {
     }
 }
 
-/// An embedded cache that can be made unreachable: every call fails while `down`.
-#[derive(Debug, Clone)]
-struct Flaky {
-    inner: Embedded,
-    down: Arc<AtomicBool>,
-}
-
-impl Flaky {
-    fn failing<T: Send + 'static>(&self, n: usize) -> Option<BoxFuture<'static, Vec<Result<T>>>> {
-        self.down.load(Ordering::SeqCst).then(|| {
-            let error = Error::Config("the cache is down".into());
-            Box::pin(async move { (0..n).map(|_| Err(error.clone())).collect() })
-                as BoxFuture<'static, Vec<Result<T>>>
-        })
-    }
-}
-
-impl Backend for Flaky {
-    fn name(&self) -> &str {
-        "flaky"
-    }
-    fn get_leased<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        lease: Duration,
-    ) -> BoxFuture<'a, Vec<Result<Leased>>> {
-        self.failing(keys.len())
-            .unwrap_or_else(|| self.inner.get_leased(keys, lease))
-    }
-    fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(Error::Config("the cache is down".into())) });
-        }
-        self.inner.set_many(items)
-    }
-    fn incr_each<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        delta: u64,
-        initial: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        self.failing(keys.len())
-            .unwrap_or_else(|| self.inner.incr_each(keys, delta, initial))
-    }
-    fn raise_each<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        floor: u64,
-    ) -> BoxFuture<'a, Vec<Result<u64>>> {
-        self.failing(keys.len())
-            .unwrap_or_else(|| self.inner.raise_each(keys, floor))
-    }
-    fn release_leases<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<()>> {
-        self.inner.release_leases(keys)
-    }
-    fn fresh_counter(&self, now: u64) -> u64 {
-        self.inner.fresh_counter(now)
-    }
-    fn max_value_len(&self) -> usize {
-        self.inner.max_value_len()
-    }
-    fn is_local(&self) -> bool {
-        false
-    }
-}
-
-/// A sweeper on a cache that `down` makes unreachable.
-fn flaky_sweeper() -> (Sweeper, Arc<AtomicBool>) {
-    let down = Arc::new(AtomicBool::new(false));
-    let flaky = Flaky {
-        inner: Embedded::new(64 << 20),
-        down: Arc::clone(&down),
-    };
+/// A sweeper on a cache that [`Forgetful::set_down`] makes unreachable.
+fn flaky_sweeper() -> (Sweeper, Arc<Forgetful>) {
+    let cache = Forgetful::new(Arc::new(Embedded::new(64 << 20)));
     let sweeper = Sweeper::builder()
-        .backend(flaky)
+        .backend(Arc::clone(&cache))
         .l1(0)
         .build()
         .expect("sweeper");
-    (sweeper, down)
+    (sweeper, cache)
 }
 
 #[test]
 fn a_replaced_row_is_logged_with_its_parent() {
-    let db = Database::new();
-    let sweeper = Sweeper::embedded();
-    let log = db
-        .log()
-        .poll_interval(NEVER)
-        .install(&sweeper)
-        .expect("install");
-    let conn = log.connect().expect("connect");
-    seed(&conn);
+    let Setup {
+        db,
+        sweeper,
+        log,
+        conn,
+    } = seeded(NEVER);
     conn.execute("UPDATE comments SET slug = 'c' WHERE id = 3", [])
         .expect("slug");
     let a1 = Article { id: 1 };
@@ -651,15 +606,12 @@ fn a_replaced_row_is_logged_with_its_parent() {
 
 #[test]
 fn a_value_that_is_not_text_neither_stops_the_log_nor_is_lost() {
-    let db = Database::new();
-    let sweeper = Sweeper::embedded();
-    let log = db
-        .log()
-        .poll_interval(NEVER)
-        .install(&sweeper)
-        .expect("install");
-    let conn = log.connect().expect("connect");
-    seed(&conn);
+    let Setup {
+        db,
+        sweeper,
+        log,
+        conn,
+    } = seeded(NEVER);
     // A script writes a blob into a parent column.
     db.foreign()
         .execute("UPDATE comments SET article_id = x'01' WHERE id = 4", [])
@@ -681,15 +633,12 @@ fn a_value_that_is_not_text_neither_stops_the_log_nor_is_lost() {
 
 #[test]
 fn a_replaced_wal_hook_is_restored_before_the_next_statement() {
-    let db = Database::new();
-    let sweeper = Sweeper::embedded();
-    let log = db
-        .log()
-        .poll_interval(NEVER)
-        .install(&sweeper)
-        .expect("install");
-    let conn = log.connect().expect("connect");
-    seed(&conn);
+    let Setup {
+        db: _db,
+        sweeper,
+        log: _log,
+        conn,
+    } = seeded(NEVER);
     // A common tuning pragma, which replaces the connection's WAL hook with SQLite's own.
     conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
         .expect("pragma");
@@ -703,7 +652,7 @@ fn a_replaced_wal_hook_is_restored_before_the_next_statement() {
 #[test]
 fn writes_acknowledged_during_an_outage_are_not_read_old_once_the_cache_is_back() {
     let db = Database::new();
-    let (sweeper, down) = flaky_sweeper();
+    let (sweeper, cache) = flaky_sweeper();
     let log = db
         .log()
         .poll_interval(NEVER)
@@ -729,7 +678,7 @@ fn writes_acknowledged_during_an_outage_are_not_read_old_once_the_cache_is_back(
     let last = comment(20000, 2);
     let before = version(&sweeper, &last);
 
-    down.store(true, Ordering::SeqCst);
+    cache.set_down(true);
     conn.execute(
         "UPDATE comments SET likes = likes + 1 WHERE id <= 10001",
         [],
@@ -737,7 +686,7 @@ fn writes_acknowledged_during_an_outage_are_not_read_old_once_the_cache_is_back(
     .expect("bulk");
     conn.execute("UPDATE comments SET likes = likes + 1 WHERE id = 20000", [])
         .expect("the acknowledged write");
-    down.store(false, Ordering::SeqCst);
+    cache.set_down(false);
     // Read as a render would, at once: either still pending here, or raised.
     match sweeper.version(&last) {
         Ok(version) => assert_ne!(version, before, "read as before the write"),
@@ -751,10 +700,10 @@ fn writes_acknowledged_during_an_outage_are_not_read_old_once_the_cache_is_back(
 #[test]
 fn the_log_opens_with_the_cache_down_and_a_backlog_and_applies_it_later() {
     let db = Database::new();
-    let (sweeper, down) = flaky_sweeper();
+    let (sweeper, cache) = flaky_sweeper();
     drop(db.log().install(&sweeper).expect("install"));
     seed(&db.foreign());
-    down.store(true, Ordering::SeqCst);
+    cache.set_down(true);
     let log = db.log().poll_interval(NEVER).open(&sweeper).expect("open");
     assert_eq!(
         log.applied(),
@@ -765,7 +714,7 @@ fn the_log_opens_with_the_cache_down_and_a_backlog_and_applies_it_later() {
         sweeper.version(&comment(1, 1)),
         Err(Error::InvalidationPending { .. })
     ));
-    down.store(false, Ordering::SeqCst);
+    cache.set_down(false);
     sweeper
         .flush(Duration::from_secs(10))
         .expect("the retry lands once the cache is back");

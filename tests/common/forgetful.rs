@@ -1,11 +1,13 @@
-//! A forwarding backend that can lose a key, as an eviction or a restarted server does.
+//! A forwarding backend that can lose a key, as an eviction or a restarted server does, or be
+//! unreachable, as a server that is down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cachesweeper::Result;
 use cachesweeper::backend::{Backend, BoxFuture, Leased, SetItem};
+use cachesweeper::{Error, Result};
 
 /// Forwards every operation to `inner`, under the same keys until one is forgotten: from then
 /// on that key is sent renamed (`key~1`, `key~2`, …), so that the store behind no longer finds
@@ -14,6 +16,8 @@ use cachesweeper::backend::{Backend, BoxFuture, Leased, SetItem};
 pub struct Forgetful {
     inner: Arc<dyn Backend>,
     generations: Mutex<HashMap<String, u32>>,
+    /// While set, every operation fails as an unreachable server's would.
+    down: AtomicBool,
 }
 
 impl Forgetful {
@@ -21,7 +25,32 @@ impl Forgetful {
         Arc::new(Forgetful {
             inner,
             generations: Mutex::default(),
+            down: AtomicBool::new(false),
         })
+    }
+
+    /// Makes every operation fail (`true`) or forward again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The error of an unreachable server, if this one is down.
+    fn unreachable(&self) -> Option<Error> {
+        self.down
+            .load(Ordering::SeqCst)
+            .then(|| Error::Unavailable {
+                backend: self.inner.name().to_owned(),
+                message: "down (Forgetful::set_down)".to_owned(),
+                source: None,
+            })
+    }
+
+    /// `n` answers of an unreachable server, if this one is down.
+    fn failed<T: Send + 'static>(&self, n: usize) -> Option<BoxFuture<'static, Vec<Result<T>>>> {
+        let error = self.unreachable()?;
+        Some(Box::pin(async move {
+            (0..n).map(|_| Err(error.clone())).collect()
+        }))
     }
 
     /// Loses whatever is under `key`.
@@ -58,10 +87,16 @@ impl Backend for Forgetful {
         keys: &'a [&'a str],
         lease: Duration,
     ) -> BoxFuture<'a, Vec<Result<Leased>>> {
+        if let Some(failed) = self.failed(keys.len()) {
+            return failed;
+        }
         let keys = self.renamed(keys);
         Box::pin(async move { self.inner.get_leased(&refs(&keys), lease).await })
     }
     fn set_many<'a>(&'a self, items: &'a [SetItem<'a>]) -> BoxFuture<'a, Result<()>> {
+        if let Some(error) = self.unreachable() {
+            return Box::pin(async move { Err(error) });
+        }
         let keys = self.renamed(&items.iter().map(|item| item.key).collect::<Vec<_>>());
         Box::pin(async move {
             let items: Vec<SetItem<'_>> = items
@@ -78,6 +113,9 @@ impl Backend for Forgetful {
         delta: u64,
         initial: u64,
     ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        if let Some(failed) = self.failed(keys.len()) {
+            return failed;
+        }
         let keys = self.renamed(keys);
         Box::pin(async move { self.inner.incr_each(&refs(&keys), delta, initial).await })
     }
@@ -86,6 +124,9 @@ impl Backend for Forgetful {
         keys: &'a [&'a str],
         floor: u64,
     ) -> BoxFuture<'a, Vec<Result<u64>>> {
+        if let Some(failed) = self.failed(keys.len()) {
+            return failed;
+        }
         let keys = self.renamed(keys);
         Box::pin(async move { self.inner.raise_each(&refs(&keys), floor).await })
     }

@@ -55,9 +55,10 @@ const PROGRESS_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
 /// and so must do itself.
 const AUTOCHECKPOINT_PAGES: c_int = 1_000;
 
-/// How often the follower records how far the log is applied (and prunes): a process killed
-/// before it did applies the changes since again when it restarts, which costs their fragments
-/// one more miss each.
+/// How often at most the progress is recorded (and the log pruned) after ordinary changes: the
+/// first change after a quiet spell is recorded as it is applied, the next ones at most this
+/// late. A process killed before its last record applies the changes since again when it
+/// restarts, which costs their fragments one more miss each.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// A catch-up that applied at least this many rows records its progress at once: a bulk change
@@ -237,6 +238,7 @@ impl ChangeLogBuilder {
             progress: Mutex::new(Progress {
                 conn: None,
                 recorded: through,
+                recorded_at: None,
             }),
             applied: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
@@ -248,7 +250,7 @@ impl ChangeLogBuilder {
         if let Err(error) = shared.catch_up() {
             report(&error);
         }
-        shared.record_progress();
+        shared.record_progress(Record::Now);
         let thread = {
             let (weak, stop, poll) = (Arc::downgrade(&shared), Arc::clone(&shared.stop), self.poll);
             std::thread::Builder::new()
@@ -467,7 +469,7 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.record_progress();
+        self.record_progress(Record::Now);
         self.stop.store(true, Ordering::Relaxed);
         if let Some(follower) = self.follower.get() {
             follower.unpark();
@@ -522,13 +524,16 @@ impl Shared {
         first_error.map_or(Ok(total), Err)
     }
 
-    /// [`catch_up`](Self::catch_up), then records the progress of a bulk change at once.
+    /// [`catch_up`](Self::catch_up), then records the progress: a bulk change's at once,
+    /// others' when due.
     fn catch_up_and_record(&self) -> Result<usize> {
-        let applied = self.catch_up()?;
-        if applied >= RECORD_AT_ONCE {
-            self.record_progress();
-        }
-        Ok(applied)
+        let applied = self.catch_up();
+        let when = match applied {
+            Ok(n) if n >= RECORD_AT_ONCE => Record::Now,
+            _ => Record::WhenDue,
+        };
+        self.record_progress(when);
+        applied
     }
 
     /// The last log row applied.
@@ -539,19 +544,39 @@ impl Shared {
     /// Records how far the log is applied (see [`Progress::record`]): not while a raise is
     /// still being retried, since a process that opened the log after this one died would
     /// start after rows whose invalidation never landed.
-    fn record_progress(&self) {
+    fn record_progress(&self, when: Record) {
         if self.sweeper.invalidations_pending() {
             return;
         }
         let through = self.through();
-        lock(&self.progress).record(self, through);
+        match when {
+            Record::Now => lock(&self.progress).record(self, through),
+            // Another thread recording it already will do.
+            Record::WhenDue => {
+                if let Ok(mut progress) = self.progress.try_lock()
+                    && progress
+                        .recorded_at
+                        .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
+                {
+                    progress.record(self, through);
+                }
+            }
+        }
     }
+}
+
+/// When to record the progress.
+#[derive(Debug, Clone, Copy)]
+enum Record {
+    Now,
+    /// Unless it was recorded less than [`PROGRESS_EVERY`] ago.
+    WhenDue,
 }
 
 /// Applies what others committed, every `poll`, and records its progress every
 /// [`PROGRESS_EVERY`], until the log and its connections are gone.
 fn follow(shared: &Weak<Shared>, stop: &AtomicBool, poll: Duration) {
-    let (mut caught_up_at, mut progress_at) = (Instant::now(), Instant::now());
+    let mut caught_up_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(poll.min(PROGRESS_EVERY));
         let Some(shared) = shared.upgrade() else {
@@ -562,10 +587,8 @@ fn follow(shared: &Weak<Shared>, stop: &AtomicBool, poll: Duration) {
             if let Err(error) = shared.catch_up_and_record() {
                 report(&error);
             }
-        }
-        if progress_at.elapsed() >= PROGRESS_EVERY {
-            progress_at = Instant::now();
-            shared.record_progress();
+        } else {
+            shared.record_progress(Record::WhenDue);
         }
     }
 }
@@ -576,6 +599,8 @@ fn follow(shared: &Weak<Shared>, stop: &AtomicBool, poll: Duration) {
 struct Progress {
     conn: Option<rusqlite::Connection>,
     recorded: i64,
+    /// When it was last written; `None` before the first time.
+    recorded_at: Option<Instant>,
 }
 
 impl Progress {
@@ -602,7 +627,10 @@ impl Progress {
             .map_err(database_error)
         });
         match result {
-            Ok(_) => self.recorded = through,
+            Ok(_) => {
+                self.recorded = through;
+                self.recorded_at = Some(Instant::now());
+            }
             // Busy (a writer elsewhere), or failing: tried again at the next interval.
             Err(error) => {
                 tracing::debug!(%error, "cachesweeper: recording the change log's progress failed")
