@@ -439,6 +439,42 @@ fn a_bulk_change_is_not_applied_again_by_the_next_process_to_open_the_log() {
 }
 
 #[test]
+fn applied_rows_are_pruned_after_the_retention() {
+    let db = Database::new();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .retention(Duration::ZERO)
+        .install(&sweeper)
+        .expect("install");
+    let conn = log.connect().expect("connect");
+    seed(&conn);
+    let logged = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM cachesweeper_changes", [], |row| {
+            row.get(0)
+        })
+        .expect("count")
+    };
+    // Two bulk changes (each recorded as it is applied): the second record prunes what the
+    // first one covered, and only that.
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 10 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+         INSERT INTO comments (id, article_id) SELECT i, 1 FROM n",
+        [],
+    )
+    .expect("comments");
+    conn.execute("UPDATE comments SET likes = likes + 1", [])
+        .expect("likes");
+    let remaining = logged(&conn);
+    assert!(
+        remaining > 0 && remaining < log.applied() as i64,
+        "{remaining} of {}",
+        log.applied()
+    );
+}
+
+#[test]
 fn a_writer_killed_right_after_its_commit_loses_no_invalidation() {
     let Some(memcached) = MemcachedProcess::start() else {
         return;

@@ -239,6 +239,7 @@ impl ChangeLogBuilder {
                 conn: None,
                 recorded: through,
                 recorded_at: None,
+                history: std::collections::VecDeque::new(),
             }),
             applied: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
@@ -601,6 +602,9 @@ struct Progress {
     recorded: i64,
     /// When it was last written; `None` before the first time.
     recorded_at: Option<Instant>,
+    /// What was recorded when, for the retention's time: the rows up to a record older than the
+    /// retention are pruned with a delete of a range of keys, without reading the rest.
+    history: std::collections::VecDeque<(Instant, i64)>,
 }
 
 impl Progress {
@@ -611,25 +615,33 @@ impl Progress {
         if through <= self.recorded {
             return;
         }
+        let mut prune_through = None;
+        while let Some(&(at, recorded)) = self.history.front()
+            && at.elapsed() >= shared.retention
+        {
+            prune_through = Some(recorded);
+            self.history.pop_front();
+        }
         let result = self.conn(&shared.path).and_then(|conn| {
             conn.execute(
                 "UPDATE cachesweeper_applied SET through = max(through, ?1) WHERE id = 1",
                 [through],
             )
-            .and_then(|_| {
-                conn.execute(
-                    "DELETE FROM cachesweeper_changes
-                     WHERE id <= (SELECT through FROM cachesweeper_applied WHERE id = 1)
-                       AND at <= CAST(strftime('%s', 'now') AS INTEGER) - ?1",
-                    [shared.retention.as_secs() as i64],
-                )
+            .and_then(|_| match prune_through {
+                Some(prune_through) => conn.execute(
+                    "DELETE FROM cachesweeper_changes WHERE id <= ?1",
+                    [prune_through],
+                ),
+                None => Ok(0),
             })
             .map_err(database_error)
         });
         match result {
             Ok(_) => {
                 self.recorded = through;
-                self.recorded_at = Some(Instant::now());
+                let now = Instant::now();
+                self.recorded_at = Some(now);
+                self.history.push_back((now, through));
             }
             // Busy (a writer elsewhere), or failing: tried again at the next interval.
             Err(error) => {
