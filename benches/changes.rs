@@ -134,8 +134,6 @@ fn bench_backend(c: &mut Criterion, backend: &str, sweeper: &Sweeper) {
     // The change log: a connection of the log, and no invalidate call.
     let log_db = Database::new(&format!("{backend}-log"));
     let log = ChangeLog::builder(&log_db.0)
-        .track::<Article>()
-        .track::<Comment>()
         .install(sweeper)
         .expect("install");
     let conn: Connection = log.connect().expect("connect");

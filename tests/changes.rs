@@ -30,19 +30,46 @@ struct Comment {
     article_id: i64,
 }
 
+/// `Article` alone, in a database of its own name: a log of it installs the articles' triggers
+/// and not the comments'.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(
+    name = "changes::Article",
+    table = "articles",
+    database = "articles only"
+)]
+struct ArticleOnly {
+    id: i64,
+}
+
 /// The same table as `Comment`, but a model that touches nothing: its triggers differ.
 #[derive(Debug, Clone, Sweepable)]
-#[sweeper(name = "changes::Comment", table = "comments")]
+#[sweeper(name = "changes::Comment", table = "comments", database = "lone")]
 struct LoneComment {
     id: i64,
 }
 
 /// A model whose table lacks the column its key field names.
 #[derive(Debug, Clone, Sweepable)]
-#[sweeper(name = "changes::Tag", table = "articles")]
+#[sweeper(name = "changes::Tag", table = "articles", database = "tags")]
 struct Tag {
     #[sweeper(key)]
     slug: String,
+}
+
+/// Two models of one table with different parents, in one database.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Note", table = "notes", database = "twice")]
+struct Note {
+    id: i64,
+}
+
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::NoteOfArticle", table = "notes", database = "twice")]
+struct NoteOfArticle {
+    id: i64,
+    #[sweeper(touches = Article)]
+    article_id: i64,
 }
 
 const SCHEMA: &str = "
@@ -84,10 +111,9 @@ impl Database {
         conn
     }
 
+    /// The log of every model of the default database: `Article` and `Comment`.
     fn log(&self) -> ChangeLogBuilder {
         ChangeLog::builder(&self.0)
-            .track::<Article>()
-            .track::<Comment>()
     }
 }
 
@@ -308,8 +334,8 @@ fn a_table_without_its_triggers_is_an_error_naming_it() {
 
     // Only articles installed: comments has no trigger.
     drop(
-        ChangeLog::builder(db.path())
-            .track::<Article>()
+        db.log()
+            .database("articles only")
             .install(&sweeper)
             .expect("install articles"),
     );
@@ -335,9 +361,8 @@ fn a_table_without_its_triggers_is_an_error_naming_it() {
 
     // Installed for a model that touches nothing, opened for one that touches its article.
     drop(
-        ChangeLog::builder(db.path())
-            .track::<Article>()
-            .track::<LoneComment>()
+        db.log()
+            .database("lone")
             .install(&sweeper)
             .expect("install"),
     );
@@ -349,16 +374,12 @@ fn a_table_without_its_triggers_is_an_error_naming_it() {
     );
 
     // A key column the table does not have: install refuses it too.
-    let (table, problem) = untracked(
-        ChangeLog::builder(db.path())
-            .track::<Tag>()
-            .install(&sweeper),
-    );
+    let (table, problem) = untracked(db.log().database("tags").install(&sweeper));
     assert_eq!(table, "articles");
     assert!(problem.contains("no column `slug`"), "{problem}");
 
     // A table that does not exist.
-    let missing = ChangeLog::builder(db.path()).track::<Comment>();
+    let missing = db.log();
     drop(missing.clone().install(&sweeper).expect("install"));
     db.foreign()
         .execute_batch("DROP TABLE comments")
@@ -369,10 +390,42 @@ fn a_table_without_its_triggers_is_an_error_naming_it() {
 }
 
 #[test]
+fn every_model_that_declares_its_table_is_tracked_and_two_of_one_table_are_an_error() {
+    // `db.log()` names no model: every test here relies on `Article` and `Comment` being
+    // tracked as their derives registered them. Two models of one table, though, are refused.
+    let db = Database::new();
+    let error = db
+        .log()
+        .database("twice")
+        .migration()
+        .expect_err("two models of one table");
+    let message = error.to_string();
+    assert!(
+        message.contains("table `notes` is declared by two models")
+            && message.contains("changes::Note")
+            && message.contains("changes::NoteOfArticle"),
+        "{message}"
+    );
+    let _ = (
+        Note { id: 1 },
+        NoteOfArticle {
+            id: 1,
+            article_id: 1,
+        },
+        ArticleOnly { id: 1 },
+    );
+    let _ = (
+        LoneComment { id: 1 },
+        Tag {
+            slug: String::new(),
+        },
+    );
+}
+
+#[test]
 fn an_in_memory_database_is_refused_clearly() {
     let sweeper = Sweeper::embedded();
     let error = ChangeLog::builder(":memory:")
-        .track::<Article>()
         .install(&sweeper)
         .expect_err("no WAL in memory");
     assert!(error.to_string().contains("WAL mode"), "{error}");

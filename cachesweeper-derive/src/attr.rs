@@ -21,6 +21,8 @@ pub const COUNTER: &str = "counter";
 pub const CRATE: &str = "crate";
 /// Struct option: the database table the records live in.
 pub const TABLE: &str = "table";
+/// Struct option: which database that table is in.
+pub const DATABASE: &str = "database";
 /// Field option: the record's key.
 pub const KEY: &str = "key";
 /// Field option: the version token comes from this field.
@@ -28,7 +30,8 @@ pub const VERSION: &str = "version";
 /// Field option: the field holds a parent's key.
 pub const TOUCHES: &str = "touches";
 
-const STRUCT_OPTIONS: &str = "`name = \"...\"`, `table = \"...\"`, `counter` and `crate = path`";
+const STRUCT_OPTIONS: &str =
+    "`name = \"...\"`, `table = \"...\"`, `database = \"...\"`, `counter` and `crate = path`";
 const FIELD_OPTIONS: &str = "`key`, `version` and `touches = Type`";
 
 /// The struct's `#[sweeper(...)]` options.
@@ -42,6 +45,8 @@ pub struct Container {
     pub crate_path: Option<Path>,
     /// `table = "..."`, not empty.
     pub table: Option<LitStr>,
+    /// `database = "..."`, not empty.
+    pub database: Option<LitStr>,
 }
 
 /// A field's `#[sweeper(...)]` options.
@@ -102,11 +107,18 @@ impl Container {
                         out.name = Some(name);
                     }
                 } else if path.is_ident(TABLE) {
-                    let table = table_name(cx, &meta)?;
+                    let table = table_name(cx, &meta, TABLE, "comments")?;
                     if seen.first(TABLE, span)
                         && let Some(table) = table
                     {
                         out.table = Some(table);
+                    }
+                } else if path.is_ident(DATABASE) {
+                    let database = table_name(cx, &meta, DATABASE, "analytics")?;
+                    if seen.first(DATABASE, span)
+                        && let Some(database) = database
+                    {
+                        out.database = Some(database);
                     }
                 } else if path.is_ident(COUNTER) {
                     no_value(cx, &meta, COUNTER)?;
@@ -175,7 +187,7 @@ impl Field {
                     }
                 } else {
                     let option = display(path);
-                    if let Some(usage) = usage(path, &[NAME, TABLE, COUNTER, CRATE]) {
+                    if let Some(usage) = usage(path, &[NAME, TABLE, DATABASE, COUNTER, CRATE]) {
                         cx.error(
                             span,
                             format_args!(
@@ -212,6 +224,7 @@ fn usage(path: &Path, names: &[&str]) -> Option<&'static str> {
     Some(match *name {
         NAME => "name = \"...\"",
         TABLE => "table = \"...\"",
+        DATABASE => "database = \"...\"",
         CRATE => "crate = path",
         TOUCHES => "touches = Type",
         KEY => KEY,
@@ -272,18 +285,30 @@ fn string_value(
     }
 }
 
-/// `table = "comments"`. `Ok(None)` after a recorded error, so that the options after it are
-/// read.
-fn table_name(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<LitStr>> {
+/// `table = "comments"` or `database = "analytics"`: a name, not empty. `Ok(None)` after a
+/// recorded error, so that the options after it are read.
+fn table_name(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    option: &str,
+    example: &str,
+) -> syn::Result<Option<LitStr>> {
     let expr: Expr = meta.value()?.parse()?;
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) if !lit.value().trim().is_empty() => Ok(Some(lit)),
         other => {
+            let what = if option == TABLE {
+                "the table the records live in"
+            } else {
+                "the database the table is in"
+            };
             cx.error_spanned_by(
                 other,
-                "`table` must name the table the records live in, as in `#[sweeper(table = \"comments\")]`",
+                format_args!(
+                    "`{option}` must name {what}, as in `#[sweeper({option} = \"{example}\")]`"
+                ),
             );
             Ok(None)
         }

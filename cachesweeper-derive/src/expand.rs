@@ -89,6 +89,11 @@ pub fn expand(cont: &Container) -> TokenStream {
 
     let tracked = cont.attrs.table.as_ref().map(|table| {
         let key_column = key.ident.unraw().to_string();
+        let database = cont
+            .attrs
+            .database
+            .as_ref()
+            .map_or_else(|| quote!(""), ToTokens::to_token_stream);
         let parents = cont.parent_fields().map(|(field, parent)| {
             let column = field.ident.unraw().to_string();
             quote_spanned!(parent.span()=> #private::Parent {
@@ -96,16 +101,28 @@ pub fn expand(cont: &Container) -> TokenStream {
                 model: <#parent as #private::Sweepable>::sweeper_model,
             })
         });
+        // A generic model has no one table entry to register: `ChangeLogBuilder::track` names
+        // each instantiation.
+        let registered = cont.generics.params.is_empty().then(|| {
+            quote! {
+                #private::inventory::submit! {
+                    #private::Registered(<#ident as #private::Tracked>::TABLE)
+                }
+            }
+        });
         quote! {
             #[automatically_derived]
             impl #impl_generics #private::Tracked for #ident #ty_generics #where_clause {
                 const TABLE: #private::Table = #private::Table {
+                    database: #database,
                     name: #table,
                     key_column: #key_column,
                     model: <Self as #private::Sweepable>::sweeper_model,
                     parents: &[#(#parents),*],
                 };
             }
+
+            #registered
         }
     });
 

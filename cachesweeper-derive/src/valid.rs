@@ -12,6 +12,16 @@ pub fn check(cx: &Ctxt, cont: &Container) {
         check_key(cx, cont);
         check_version(cx, cont);
     }
+    check_database(cx, cont);
+}
+
+fn check_database(cx: &Ctxt, cont: &Container) {
+    if let (Some(database), None) = (&cont.attrs.database, &cont.attrs.table) {
+        cx.error(
+            database.span(),
+            "`database` says which database the model's table is in: add `table = \"...\"` too",
+        );
+    }
 }
 
 fn check_key(cx: &Ctxt, cont: &Container) {

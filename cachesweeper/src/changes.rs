@@ -29,6 +29,9 @@ pub trait Tracked: crate::Sweepable {
 /// A tracked model's table, as the derive describes it.
 #[derive(Debug, Clone, Copy)]
 pub struct Table {
+    /// Which database it is in (`#[sweeper(database = "...")]`; `""` by default): a change log
+    /// tracks every model of its database.
+    pub database: &'static str,
     /// The table's name (`#[sweeper(table = "...")]`).
     pub name: &'static str,
     /// The column that holds a record's key: the key field's name. Its text form must be the
@@ -39,6 +42,23 @@ pub struct Table {
     /// The parents a record touches (`#[sweeper(touches = T)]`), each by the column that holds
     /// its key.
     pub parents: &'static [Parent],
+}
+
+/// A model that declares its table, registered by `#[derive(Sweepable)]` (for a struct without
+/// type parameters) so that a change log tracks it without being told.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Registered(pub Table);
+
+inventory::collect!(Registered);
+
+/// The tables of every registered model of `database`, in no particular order.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(crate) fn registered(database: &str) -> impl Iterator<Item = Table> + '_ {
+    inventory::iter::<Registered>
+        .into_iter()
+        .map(|registered| registered.0)
+        .filter(move |table| table.database == database)
 }
 
 /// A parent a tracked record touches: the column that holds its key, and its model.

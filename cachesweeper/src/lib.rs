@@ -73,10 +73,11 @@ pub mod __private {
     pub use std::string::String;
     pub use std::vec::Vec;
 
-    pub use crate::changes::{Parent, Table, Tracked};
+    pub use crate::changes::{Parent, Registered, Table, Tracked};
     pub use crate::{
         KeyPart, ModelRef, ParentKey, Sweepable, TemplateDigest, Touchable, VersionField,
     };
+    pub use inventory;
 
     /// Adds the parent of model `P` under `key` (if any) to `parents`.
     pub fn touch<P: Touchable + ?Sized>(

@@ -14,7 +14,8 @@ use crate::KeyPart;
 /// | `#[sweeper(version)]` | field | the version comes from this field (`DateTime`, `NaiveDateTime`, integer, string): no round trip to learn it |
 /// | `#[sweeper(touches = T)]` | field holding a parent's key (or `Option` of it) | invalidating this record also invalidates that parent; repeat for several parents |
 /// | `#[sweeper(name = "...")]` | struct | the model name in keys (default: module path and type name) |
-/// | `#[sweeper(table = "...")]` | struct | the database table the records live in: the model is [`Tracked`](crate::changes::Tracked), so the database's change log invalidates it (key column: the key field's name; parents' columns: the `touches` fields' names) |
+/// | `#[sweeper(table = "...")]` | struct | the database table the records live in: the model is [`Tracked`](crate::changes::Tracked), and every change log of its database tracks it, so the database invalidates it (key column: the key field's name; parents' columns: the `touches` fields' names) |
+/// | `#[sweeper(database = "...")]` | struct, with `table` | which database that table is in, for an application with several (default: `""`, the change log's default) |
 /// | `#[sweeper(counter)]` | struct | keep a counter even with a version field, so children can touch it |
 /// | `#[sweeper(crate = path)]` | struct | where the `cachesweeper` crate is, if renamed |
 ///

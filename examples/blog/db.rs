@@ -82,10 +82,8 @@ impl Db {
             conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
             conn.execute_batch(SCHEMA)?;
         }
-        let log = ChangeLog::builder(path)
-            .track::<Article>()
-            .track::<Comment>()
-            .install(sweeper)?;
+        // Every model that declares its table: `Article` and `Comment` (models.rs).
+        let log = ChangeLog::builder(path).install(sweeper)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..POOL_SIZE {

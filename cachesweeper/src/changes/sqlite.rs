@@ -81,10 +81,8 @@ const RECORD_AT_ONCE: usize = 100;
 ///
 /// # fn main() -> cachesweeper::Result<()> {
 /// let sweeper = Sweeper::embedded();
-/// let log = ChangeLog::builder("blog.sqlite")
-///     .track::<Article>()
-///     .track::<Comment>()
-///     .install(&sweeper)?; // or .open(&sweeper) where a migration installed the triggers
+/// // Tracks every model that declares its table: Article and Comment.
+/// let log = ChangeLog::builder("blog.sqlite").install(&sweeper)?; // or .open(&sweeper)
 /// let conn = log.connect()?; // a rusqlite::Connection that applies its own commits
 /// conn.execute("UPDATE comments SET body = 'edited' WHERE id = 1", [])
 ///     .map_err(cachesweeper::changes::sqlite::database_error)?;
@@ -101,6 +99,8 @@ pub struct ChangeLog {
 #[derive(Debug, Clone)]
 pub struct ChangeLogBuilder {
     path: PathBuf,
+    database: String,
+    /// Tracked besides the registered models of `database`: generic models.
     tables: Vec<Table>,
     poll: Duration,
     retention: Duration,
@@ -112,6 +112,7 @@ impl ChangeLog {
     pub fn builder(path: impl AsRef<Path>) -> ChangeLogBuilder {
         ChangeLogBuilder {
             path: path.as_ref().to_owned(),
+            database: String::new(),
             tables: Vec::new(),
             poll: Duration::from_millis(10),
             retention: Duration::from_secs(600),
@@ -149,11 +150,47 @@ impl ChangeLog {
 }
 
 impl ChangeLogBuilder {
-    /// Tracks model `T`: changes to its table (`#[sweeper(table = "...")]`) invalidate the
-    /// changed record and the parents it touches, in the old row and in the new.
+    /// The log tracks every model of this database (`#[sweeper(database = "...")]`; by
+    /// default `""`, the database of every model that names none): an application with two
+    /// databases gives the models of one of them a name, and its log this name.
+    pub fn database(mut self, database: impl Into<String>) -> Self {
+        self.database = database.into();
+        self
+    }
+
+    /// Tracks model `T` too. Every model of the log's database that declares its table is
+    /// tracked already (`#[derive(Sweepable)]` registers it): this is for a generic model,
+    /// which the derive cannot register, one instantiation at a time.
     pub fn track<T: Tracked>(mut self) -> Self {
         self.tables.push(T::TABLE);
         self
+    }
+
+    /// The tables the log tracks: those of the registered models of its database and of the
+    /// models given to [`track`](Self::track), each once, by name. Two models that declare the
+    /// same table (different keys or parents) are an error: their triggers would replace each
+    /// other's.
+    fn tables(&self) -> Result<Vec<Table>> {
+        let mut tables: Vec<Table> = Vec::new();
+        for table in super::registered(&self.database).chain(self.tables.iter().copied()) {
+            match tables.iter().find(|have| have.name == table.name) {
+                None => tables.push(table),
+                Some(have)
+                    if Event::ALL.iter().all(|event| {
+                        event.create_trigger(have) == event.create_trigger(&table)
+                    }) => {}
+                Some(have) => {
+                    return Err(Error::Config(format!(
+                        "table `{}` is declared by two models, `{}` and `{}`, with different keys or parents: declare it on one (or give the other `#[sweeper(database = \"...\")]`)",
+                        table.name,
+                        (have.model)(),
+                        (table.model)()
+                    )));
+                }
+            }
+        }
+        tables.sort_by_key(|table| table.name);
+        Ok(tables)
     }
 
     /// How often the follower looks for changes committed elsewhere (default 10 ms): the lag
@@ -172,9 +209,9 @@ impl ChangeLogBuilder {
 
     /// The SQL that installs the log and the triggers, for a migration tool: what
     /// [`install`](Self::install) runs. [`open`](Self::open) checks that it has been run.
-    pub fn migration(&self) -> String {
+    pub fn migration(&self) -> Result<String> {
         let mut sql = LOG_SCHEMA.to_owned();
-        for table in &self.tables {
+        for table in &self.tables()? {
             for event in Event::ALL {
                 sql.push_str(&format!(
                     "DROP TRIGGER IF EXISTS \"{}\";\n",
@@ -184,7 +221,7 @@ impl ChangeLogBuilder {
                 sql.push_str(";\n");
             }
         }
-        sql
+        Ok(sql)
     }
 
     /// Installs (or brings up to date) the log and the triggers, in one transaction, then
@@ -199,7 +236,7 @@ impl ChangeLogBuilder {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(database_error)?;
         tx.execute_batch(LOG_SCHEMA).map_err(database_error)?;
-        for table in &self.tables {
+        for table in &self.tables()? {
             for event in Event::ALL {
                 let name = event.trigger(table);
                 let wanted = event.create_trigger(table);
@@ -274,7 +311,7 @@ impl ChangeLogBuilder {
                 ));
             }
         }
-        for table in &self.tables {
+        for table in &self.tables()? {
             if !table_exists(conn, table.name)? {
                 return Err(untracked(table.name, "no such table"));
             }
