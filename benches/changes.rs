@@ -11,12 +11,12 @@
 //!
 //! `cargo bench --bench changes`; see BENCHMARKS.md.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cachesweeper::changes::sqlite::{ChangeLog, Connection};
 use cachesweeper::{Sweepable, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::temp_file::TempFile;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rusqlite::TransactionBehavior;
 
@@ -37,15 +37,12 @@ struct Comment {
 const COMMENTS: i64 = 1_000;
 
 /// A database file with one article of [`COMMENTS`] comments; removed when dropped.
-struct Database(PathBuf);
+struct Database(TempFile);
 
 impl Database {
-    fn new(name: &str) -> Database {
-        let path = std::env::temp_dir().join(format!(
-            "cachesweeper-bench-{name}-{}.sqlite",
-            std::process::id()
-        ));
-        let conn = rusqlite::Connection::open(&path).expect("create");
+    fn new() -> Database {
+        let file = TempFile::new("sqlite");
+        let conn = rusqlite::Connection::open(file.path()).expect("create");
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .expect("WAL");
         conn.execute_batch(
@@ -61,17 +58,7 @@ impl Database {
                 .expect("comment");
         }
         tx.commit().expect("commit");
-        Database(path)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        Database(file)
     }
 }
 
@@ -98,8 +85,8 @@ fn bench_backend(c: &mut Criterion, backend: &str, sweeper: &Sweeper) {
         .measurement_time(Duration::from_secs(3));
 
     // By hand: a plain connection, and the application's invalidate calls.
-    let plain_db = Database::new(&format!("{backend}-plain"));
-    let plain = rusqlite::Connection::open(&plain_db.0).expect("open");
+    let plain_db = Database::new();
+    let plain = rusqlite::Connection::open(plain_db.0.path()).expect("open");
     let mut n = 0;
     group.bench_function("vote/by_hand", |b| {
         b.iter(|| {
@@ -132,8 +119,8 @@ fn bench_backend(c: &mut Criterion, backend: &str, sweeper: &Sweeper) {
     });
 
     // The change log: a connection of the log, and no invalidate call.
-    let log_db = Database::new(&format!("{backend}-log"));
-    let log = ChangeLog::builder(&log_db.0)
+    let log_db = Database::new();
+    let log = ChangeLog::builder(log_db.0.path())
         .install(sweeper)
         .expect("install");
     let conn: Connection = log.connect().expect("connect");

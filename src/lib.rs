@@ -1,6 +1,6 @@
 //! The harness shared by cachesweeper's end-to-end tests, benchmarks and examples: real
 //! memcached and Redis processes (standalone, and a three-master Redis Cluster) on free
-//! loopback ports.
+//! loopback ports, and temporary database files.
 
 #![deny(missing_docs)]
 
@@ -9,3 +9,4 @@ mod process;
 pub mod redis;
 pub mod silent;
 pub mod slow_link;
+pub mod temp_file;

@@ -3,9 +3,8 @@
 //! and the follower applies everyone else's (another connection, another process, `sqlite3` in
 //! a shell) within its poll interval.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -14,6 +13,7 @@ use cachesweeper::backend::Embedded;
 use cachesweeper::changes::sqlite::{ChangeLog, ChangeLogBuilder, Connection};
 use cachesweeper::{Error, Sweepable, Sweeper, Version};
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::temp_file::TempFile;
 use common::forgetful::Forgetful;
 
 #[derive(Debug, Clone, Sweepable)]
@@ -83,47 +83,32 @@ const SCHEMA: &str = "
 ";
 
 /// A database file of this test, with the schema, removed when dropped.
-struct Database(PathBuf);
+struct Database(TempFile);
 
 impl Database {
     fn new() -> Database {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "cachesweeper-changes-{}-{}.sqlite",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let conn = rusqlite::Connection::open(&path).expect("create the database");
+        let file = TempFile::new("sqlite");
+        let conn = rusqlite::Connection::open(file.path()).expect("create the database");
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .expect("WAL");
         conn.execute_batch(SCHEMA).expect("schema");
-        Database(path)
+        Database(file)
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// A connection that is not the log's: what another program writes through.
     fn foreign(&self) -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open(&self.0).expect("open");
+        let conn = rusqlite::Connection::open(self.path()).expect("open");
         conn.busy_timeout(Duration::from_secs(10)).expect("timeout");
         conn
     }
 
     /// The log of every model of the default database: `Article` and `Comment`.
     fn log(&self) -> ChangeLogBuilder {
-        ChangeLog::builder(&self.0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        ChangeLog::builder(self.path())
     }
 }
 

@@ -100,7 +100,7 @@ impl Container {
                 let path = &meta.path;
                 let span = path.span();
                 if path.is_ident(NAME) {
-                    let name = string_value(cx, &meta, NAME, "name = \"blog::Comment\"")?;
+                    let name = model_name(cx, &meta)?;
                     if seen.first(NAME, span)
                         && let Some(name) = name
                     {
@@ -251,68 +251,61 @@ fn no_value(cx: &Ctxt, meta: &ParseNestedMeta, name: &str) -> syn::Result<()> {
     Ok(())
 }
 
-/// `name = "..."`. `Ok(None)` after a recorded error, so that the options after it are read.
+/// A string option's value, not empty: `empty` is the error for a blank string, `not_string`
+/// for anything but a string literal. `Ok(None)` after a recorded error, so that the options
+/// after it are read.
 fn string_value(
     cx: &Ctxt,
     meta: &ParseNestedMeta,
-    name: &str,
-    example: &str,
+    empty: &str,
+    not_string: &str,
 ) -> syn::Result<Option<LitStr>> {
     let expr: Expr = meta.value()?.parse()?;
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) if lit.value().trim().is_empty() => {
-            cx.error(
-                lit.span(),
-                format_args!(
-                    "the model name must not be empty: it keeps this model's keys apart from other models'; \
-                     remove `{name}` to use the module path and type name"
-                ),
-            );
+            cx.error(lit.span(), empty);
             Ok(None)
         }
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) => Ok(Some(lit)),
         other => {
-            cx.error_spanned_by(
-                other,
-                format_args!("`{name}` must be a string literal, as in `#[sweeper({example})]`"),
-            );
+            cx.error_spanned_by(other, not_string);
             Ok(None)
         }
     }
 }
 
-/// `table = "comments"` or `database = "analytics"`: a name, not empty. `Ok(None)` after a
-/// recorded error, so that the options after it are read.
+/// `name = "..."`.
+fn model_name(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<LitStr>> {
+    string_value(
+        cx,
+        meta,
+        &format!(
+            "the model name must not be empty: it keeps this model's keys apart from other models'; \
+             remove `{NAME}` to use the module path and type name"
+        ),
+        &format!("`{NAME}` must be a string literal, as in `#[sweeper(name = \"blog::Comment\")]`"),
+    )
+}
+
+/// `table = "comments"` or `database = "analytics"`: a name, not empty.
 fn table_name(
     cx: &Ctxt,
     meta: &ParseNestedMeta,
     option: &str,
     example: &str,
 ) -> syn::Result<Option<LitStr>> {
-    let expr: Expr = meta.value()?.parse()?;
-    match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(lit), ..
-        }) if !lit.value().trim().is_empty() => Ok(Some(lit)),
-        other => {
-            let what = if option == TABLE {
-                "the table the records live in"
-            } else {
-                "the database the table is in"
-            };
-            cx.error_spanned_by(
-                other,
-                format_args!(
-                    "`{option}` must name {what}, as in `#[sweeper({option} = \"{example}\")]`"
-                ),
-            );
-            Ok(None)
-        }
-    }
+    let what = if option == TABLE {
+        "the table the records live in"
+    } else {
+        "the database the table is in"
+    };
+    let message =
+        format!("`{option}` must name {what}, as in `#[sweeper({option} = \"{example}\")]`");
+    string_value(cx, meta, &message, &message)
 }
 
 /// `crate = path`, or `crate = "path"` as serde spells it.

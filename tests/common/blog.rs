@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -519,36 +518,4 @@ pub fn comment_counts(html: &str, id: i64) -> (i64, i64) {
     (attribute("data-likes"), attribute("data-dislikes"))
 }
 
-/// A file in the system's temp directory, removed (with SQLite's journal, or its WAL and
-/// shared-memory index) when dropped.
-pub struct TempFile(pub PathBuf);
-
-impl TempFile {
-    pub fn new(extension: &str) -> TempFile {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "cachesweeper-blog-test-{}-{}.{extension}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_file(&path);
-        TempFile(path)
-    }
-
-    /// The path as a command-line argument.
-    pub fn arg(&self) -> &str {
-        self.0.to_str().expect("temp dir path is UTF-8")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        for suffix in ["-journal", "-wal", "-shm"] {
-            let mut companion = self.0.clone().into_os_string();
-            companion.push(suffix);
-            let _ = std::fs::remove_file(companion);
-        }
-    }
-}
+pub use cachesweeper_suite::temp_file::TempFile;
