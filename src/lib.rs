@@ -1,10 +1,11 @@
 //! The harness shared by cachesweeper's end-to-end tests, benchmarks and examples: real
-//! memcached and Redis processes (standalone, and a three-master Redis Cluster) on free
-//! loopback ports, and temporary database files.
+//! memcached, Redis (standalone, and a three-master Redis Cluster) and PostgreSQL processes on
+//! free loopback ports, and temporary database files.
 
 #![deny(missing_docs)]
 
 pub mod memcached;
+pub mod postgres;
 mod process;
 pub mod redis;
 pub mod silent;
