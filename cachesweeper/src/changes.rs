@@ -8,10 +8,12 @@
 //! log table inside the writing transaction; this module turns the rows of that log into one
 //! batched raise of their counters.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::{Result, Sweeper};
 
 /// A model whose records live in a database table, so that the database can say when one
@@ -52,13 +54,47 @@ pub struct Registered(pub Table);
 
 inventory::collect!(Registered);
 
-/// The tables of every registered model of `database`, in no particular order.
-#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-pub(crate) fn registered(database: &str) -> impl Iterator<Item = Table> + '_ {
-    inventory::iter::<Registered>
+/// The tables a change log of `database` tracks: those of its registered models and of
+/// `tracked` (generic models), each once, by name, in name order. Two models that declare the
+/// same table with different keys or parents are an error: their triggers would replace each
+/// other's.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn tables(database: &str, tracked: &[Table]) -> Result<Vec<Table>> {
+    let registered = inventory::iter::<Registered>
         .into_iter()
         .map(|registered| registered.0)
-        .filter(move |table| table.database == database)
+        .filter(|table| table.database == database);
+    let mut tables: Vec<Table> = Vec::new();
+    for table in registered.chain(tracked.iter().copied()) {
+        match tables.iter().find(|have| have.name == table.name) {
+            None => tables.push(table),
+            Some(have) if have.records() == table.records() => {}
+            Some(have) => {
+                return Err(crate::Error::Config(format!(
+                    "table `{}` is declared by two models, `{}` and `{}`, with different keys or parents: declare it on one (or give the other `#[sweeper(database = \"...\")]`)",
+                    table.name,
+                    (have.model)(),
+                    (table.model)()
+                )));
+            }
+        }
+    }
+    tables.sort_by_key(|table| table.name);
+    Ok(tables)
+}
+
+impl Table {
+    /// What a change to one row invalidates: the record (its model, its key column), then each
+    /// parent it touches (the parent's model, the column holding its key).
+    pub(crate) fn records(&self) -> Vec<(&'static str, &'static str)> {
+        std::iter::once(((self.model)(), self.key_column))
+            .chain(
+                self.parents
+                    .iter()
+                    .map(|parent| ((parent.model)(), parent.column)),
+            )
+            .collect()
+    }
 }
 
 /// A parent a tracked record touches: the column that holds its key, and its model.
@@ -70,7 +106,7 @@ pub struct Parent {
     pub model: fn() -> &'static str,
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// How many counters one raise of applied changes carries: a statement that changed 10,000
 /// rows is a few batches, each a bounded request to the cache.
 const RAISE_BATCH: usize = 1_000;
@@ -78,8 +114,8 @@ const RAISE_BATCH: usize = 1_000;
 /// Raises the counters of the records `changes` names (model name, key), each once, in
 /// batches of [`RAISE_BATCH`]. A batch that fails goes to the sweeper's retry thread like any
 /// failed invalidation, and the first error is returned once every batch has been sent.
-#[cfg(feature = "sqlite")]
-pub(crate) fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Result<()> {
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) async fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Result<()> {
     let mut seen = foldhash::HashSet::default();
     let keys: Vec<String> = changes
         .iter()
@@ -88,7 +124,7 @@ pub(crate) fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Result<(
         .collect();
     let mut first_error = None;
     for batch in keys.chunks(RAISE_BATCH) {
-        if let Err(error) = crate::io::block_on(sweeper.raise(batch.to_vec())) {
+        if let Err(error) = sweeper.raise(batch.to_vec()).await {
             first_error.get_or_insert(error);
         }
     }

@@ -354,13 +354,13 @@ impl Sweeper {
     }
 
     /// The counter key of the record of `model` with key form `key`.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn record_counter_key(&self, model: &str, key: &str) -> String {
         self.inner.keys.counter_key(model, key)
     }
 
     /// Whether an invalidation that failed is still being retried.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn invalidations_pending(&self) -> bool {
         self.inner.versions.pending()
     }

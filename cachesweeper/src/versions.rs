@@ -129,7 +129,7 @@ impl Versions {
     }
 
     /// Whether a failed invalidation is still being retried.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn pending(&self) -> bool {
         self.retry.is_pending()
     }

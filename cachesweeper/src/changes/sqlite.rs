@@ -166,31 +166,9 @@ impl ChangeLogBuilder {
         self
     }
 
-    /// The tables the log tracks: those of the registered models of its database and of the
-    /// models given to [`track`](Self::track), each once, by name. Two models that declare the
-    /// same table (different keys or parents) are an error: their triggers would replace each
-    /// other's.
+    /// The tables the log tracks (see [`super::tables`]).
     fn tables(&self) -> Result<Vec<Table>> {
-        let mut tables: Vec<Table> = Vec::new();
-        for table in super::registered(&self.database).chain(self.tables.iter().copied()) {
-            match tables.iter().find(|have| have.name == table.name) {
-                None => tables.push(table),
-                Some(have)
-                    if Event::ALL.iter().all(|event| {
-                        event.create_trigger(have) == event.create_trigger(&table)
-                    }) => {}
-                Some(have) => {
-                    return Err(Error::Config(format!(
-                        "table `{}` is declared by two models, `{}` and `{}`, with different keys or parents: declare it on one (or give the other `#[sweeper(database = \"...\")]`)",
-                        table.name,
-                        (have.model)(),
-                        (table.model)()
-                    )));
-                }
-            }
-        }
-        tables.sort_by_key(|table| table.name);
-        Ok(tables)
+        super::tables(&self.database, &self.tables)
     }
 
     /// How often the follower looks for changes committed elsewhere (default 10 ms): the lag
@@ -549,7 +527,7 @@ impl Shared {
             let count = rows.len();
             let changes: Vec<(String, String)> =
                 rows.into_iter().filter_map(|(_, change)| change).collect();
-            if let Err(error) = apply(&self.sweeper, &changes) {
+            if let Err(error) = crate::io::block_on(apply(&self.sweeper, &changes)) {
                 first_error.get_or_insert(error);
             }
             reader.through = last;
@@ -784,14 +762,7 @@ impl Event {
     /// (the new row, the old, or both for an update: a comment moved to another article
     /// invalidates both), each once, skipping absent parents.
     fn create_trigger(self, table: &Table) -> String {
-        let records: Vec<(&str, &str)> = std::iter::once(((table.model)(), table.key_column))
-            .chain(
-                table
-                    .parents
-                    .iter()
-                    .map(|parent| ((parent.model)(), parent.column)),
-            )
-            .collect();
+        let records = table.records();
         let name = quoted(&self.trigger(table));
         let table_name = quoted(table.name);
         let model = |model: &str| format!("'{}'", model.replace('\'', "''"));

@@ -1,0 +1,688 @@
+//! The database as the source of invalidations (PostgreSQL, a real server started for each
+//! test): statement-level triggers log each change in the writing transaction, the writing
+//! process applies its own commits before its write returns, and every process's follower
+//! applies everyone else's (another client, `psql`, a process killed after its commit) when
+//! PostgreSQL notifies it, through a restart of the database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use cachesweeper::backend::Embedded;
+use cachesweeper::changes::postgres::{ChangeLog, ChangeLogBuilder};
+use cachesweeper::{Error, Sweepable, Sweeper, Version};
+use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::postgres::PostgresProcess;
+use common::forgetful::Forgetful;
+
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Article", table = "articles")]
+struct Article {
+    id: i64,
+}
+
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Comment", table = "comments")]
+struct Comment {
+    id: i64,
+    #[sweeper(touches = Article)]
+    article_id: i64,
+}
+
+/// The same table as `Comment`, but a model that touches nothing: its trigger function
+/// differs.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Comment", table = "comments", database = "lone")]
+struct LoneComment {
+    id: i64,
+}
+
+/// A model whose table lacks the column its key field names.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Tag", table = "articles", database = "tags")]
+struct Tag {
+    #[sweeper(key)]
+    slug: String,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE articles (id bigint PRIMARY KEY, title text NOT NULL DEFAULT '');
+    CREATE TABLE comments (
+        id bigint PRIMARY KEY,
+        article_id bigint NOT NULL,
+        likes int NOT NULL DEFAULT 0
+    );
+";
+
+/// Article 1 with comments 1..=3, article 2 with comment 4.
+const SEED: &str = "
+    INSERT INTO articles (id) VALUES (1), (2);
+    INSERT INTO comments (id, article_id) VALUES (1, 1), (2, 1), (3, 1), (4, 2);
+";
+
+/// No follower to speak of: anything applied was applied by a commit helper or at open.
+const NEVER: Duration = Duration::from_secs(3_600);
+
+/// A server of this test with the schema in database `blog`.
+struct Database {
+    server: PostgresProcess,
+}
+
+impl Database {
+    fn new() -> Option<Database> {
+        let server = PostgresProcess::start()?;
+        server.create_database("blog");
+        server.psql("blog", SCHEMA);
+        Some(Database { server })
+    }
+
+    fn url(&self) -> String {
+        self.server.url("blog")
+    }
+
+    /// The log of every model of the default database: `Article` and `Comment`.
+    fn log(&self) -> ChangeLogBuilder {
+        ChangeLog::builder(&self.url())
+    }
+
+    /// A client that is not the log's: what another program writes through.
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        self.server.psql("blog", sql)
+    }
+}
+
+fn comment(id: i64, article_id: i64) -> Comment {
+    Comment { id, article_id }
+}
+
+fn version<R: Sweepable>(sweeper: &Sweeper, record: &R) -> Version {
+    sweeper.version(record).expect("version")
+}
+
+/// Waits until `record`'s version is no longer `before`, for at most 15 s (never: a lost
+/// invalidation); returns how long it took.
+async fn changed<R: Sweepable>(sweeper: &Sweeper, record: &R, before: &Version) -> Duration {
+    let start = Instant::now();
+    while version(sweeper, record) == *before {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the change was never applied"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    start.elapsed()
+}
+
+/// A seeded database with the log installed on the embedded cache, its follower polling every
+/// `poll` (and woken by notifications).
+async fn seeded(poll: Duration) -> Option<(Database, Sweeper, ChangeLog)> {
+    let db = Database::new()?;
+    db.psql(SEED);
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(poll)
+        .install(&sweeper)
+        .await
+        .expect("install");
+    Some((db, sweeper, log))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_through_the_log_invalidates_the_record_and_its_parents_before_it_returns() {
+    let Some((db, sweeper, log)) = seeded(NEVER).await else {
+        return;
+    };
+    let mut client = db.client().await;
+    let (c1, c2, c4) = (comment(1, 1), comment(2, 1), comment(4, 2));
+    let (a1, a2) = (Article { id: 1 }, Article { id: 2 });
+    let before = [&c1, &c2, &c4].map(|c| version(&sweeper, c));
+    let articles = [&a1, &a2].map(|a| version(&sweeper, a));
+
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("UPDATE comments SET likes = likes + 1 WHERE id = 1", &[])
+        .await
+        .expect("like");
+    log.commit(tx).await.expect("commit");
+    assert_ne!(version(&sweeper, &c1), before[0], "the liked comment");
+    assert_ne!(version(&sweeper, &a1), articles[0], "its article");
+    assert_eq!(version(&sweeper, &c2), before[1], "another comment");
+    assert_eq!(version(&sweeper, &a2), articles[1], "another article");
+
+    // A comment moved to another article invalidates both articles.
+    let articles = [&a1, &a2].map(|a| version(&sweeper, a));
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("UPDATE comments SET article_id = 2 WHERE id = 2", &[])
+        .await
+        .expect("move");
+    log.commit(tx).await.expect("commit");
+    assert_ne!(version(&sweeper, &a1), articles[0], "the old article");
+    assert_ne!(version(&sweeper, &a2), articles[1], "the new article");
+
+    // Any client's autocommit statement, then `catch_up`: a delete invalidates the deleted
+    // record and its parent. (The follower, woken by the commit's notification, may have
+    // applied it first: `catch_up` returns once it is applied either way.)
+    let (c4_before, a2_before) = (version(&sweeper, &c4), version(&sweeper, &a2));
+    let applied = log.applied();
+    client
+        .execute("DELETE FROM comments WHERE id = 4", &[])
+        .await
+        .expect("delete");
+    log.catch_up().await.expect("catch up");
+    assert_eq!(log.applied() - applied, 2);
+    assert_ne!(version(&sweeper, &c4), c4_before);
+    assert_ne!(version(&sweeper, &a2), a2_before);
+
+    // TRUNCATE removes rows without a row to read afterwards: the trigger logs them before.
+    let before = [&c1, &c2, &c4].map(|c| version(&sweeper, c));
+    let applied = log.applied();
+    client
+        .batch_execute("TRUNCATE comments")
+        .await
+        .expect("truncate");
+    log.catch_up().await.expect("catch up");
+    assert_eq!(log.applied() - applied, 5, "3 comments, 2 articles");
+    assert_ne!(version(&sweeper, &c1), before[0]);
+    assert_ne!(version(&sweeper, &c2), before[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_transaction_or_savepoint_raises_nothing() {
+    let Some((db, sweeper, log)) = seeded(NEVER).await else {
+        return;
+    };
+    let mut client = db.client().await;
+    let (c1, c2) = (comment(1, 1), comment(2, 1));
+    let before = version(&sweeper, &c1);
+    let (stats, applied) = (sweeper.stats(), log.applied());
+
+    let tx = client.transaction().await.expect("begin");
+    tx.execute(
+        "UPDATE comments SET likes = likes + 1 WHERE article_id = 1",
+        &[],
+    )
+    .await
+    .expect("like");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(log.catch_up().await.expect("catch up"), 0);
+    let raised = sweeper.stats() - stats;
+    assert_eq!(raised.invalidations, 0, "no invalidation");
+    assert_eq!(raised.round_trips, 0, "no call to the cache");
+    assert_eq!(log.applied(), applied, "no log row applied");
+    assert_eq!(version(&sweeper, &c1), before);
+
+    // A savepoint rolled back inside a committed transaction: only what stayed is applied.
+    let c2_before = version(&sweeper, &c2);
+    let mut tx = client.transaction().await.expect("begin");
+    {
+        let savepoint = tx.savepoint("vote").await.expect("savepoint");
+        savepoint
+            .execute("UPDATE comments SET likes = 9 WHERE id = 1", &[])
+            .await
+            .expect("like");
+        savepoint.rollback().await.expect("rollback to savepoint");
+    }
+    tx.execute("UPDATE comments SET likes = 1 WHERE id = 2", &[])
+        .await
+        .expect("like");
+    log.commit(tx).await.expect("commit");
+    assert_eq!(log.applied(), applied + 2, "comment 2 and its article");
+    assert_eq!(
+        version(&sweeper, &c1),
+        before,
+        "rolled back to the savepoint"
+    );
+    assert_ne!(version(&sweeper, &c2), c2_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_commits_after_a_later_one_is_not_skipped() {
+    // Log ids are taken at insert: the first transaction takes the lower ids and commits last.
+    // A cursor by id would have passed them when the second one's rows were read.
+    let Some((db, sweeper, log)) = seeded(NEVER).await else {
+        return;
+    };
+    let (mut first, mut second) = (db.client().await, db.client().await);
+    let (c1, c3) = (comment(1, 1), comment(3, 1));
+    let (c1_before, c3_before) = (version(&sweeper, &c1), version(&sweeper, &c3));
+    let early = first.transaction().await.expect("begin");
+    early
+        .execute("UPDATE comments SET likes = 1 WHERE id = 1", &[])
+        .await
+        .expect("like");
+    let late = second.transaction().await.expect("begin");
+    late.execute("UPDATE comments SET likes = 1 WHERE id = 3", &[])
+        .await
+        .expect("like");
+    log.commit(late).await.expect("commit");
+    assert_ne!(version(&sweeper, &c3), c3_before);
+    assert_eq!(version(&sweeper, &c1), c1_before, "not committed yet");
+    log.commit(early).await.expect("commit");
+    assert_ne!(version(&sweeper, &c1), c1_before, "committed last, applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_write_is_applied_by_the_follower_and_its_lag_is_measured() {
+    let Some((db, sweeper, log)) = seeded(Duration::from_millis(500)).await else {
+        return;
+    };
+    let foreign = db.client().await;
+    let (c1, a1) = (comment(1, 1), Article { id: 1 });
+    const WRITES: usize = 1_000;
+    let mut lags = Vec::with_capacity(WRITES);
+    for n in 0..WRITES {
+        // Alternately the comment alone and every comment of the article.
+        let (record_before, article_before) = (version(&sweeper, &c1), version(&sweeper, &a1));
+        let sql = if n % 2 == 0 {
+            "UPDATE comments SET likes = likes + 1 WHERE id = 1"
+        } else {
+            "UPDATE comments SET likes = likes + 1 WHERE article_id = 1"
+        };
+        foreign.execute(sql, &[]).await.expect("write");
+        let committed = Instant::now();
+        changed(&sweeper, &c1, &record_before).await;
+        changed(&sweeper, &a1, &article_before).await;
+        lags.push(committed.elapsed());
+    }
+    lags.sort();
+    let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    println!(
+        "foreign write lag (PostgreSQL, LISTEN/NOTIFY, {WRITES} writes): median {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        lags[lags.len() - 1]
+    );
+    assert!(log.applied() >= 2 * WRITES as u64);
+
+    // And from psql: an UPDATE of every comment of an article, and a DELETE.
+    let (c2, c2_before, a1_before) = (
+        comment(2, 1),
+        version(&sweeper, &comment(2, 1)),
+        version(&sweeper, &a1),
+    );
+    db.psql("UPDATE comments SET likes = likes + 1 WHERE article_id = 1");
+    changed(&sweeper, &c2, &c2_before).await;
+    changed(&sweeper, &a1, &a1_before).await;
+    let c2_before = version(&sweeper, &c2);
+    db.psql("DELETE FROM comments WHERE id = 2");
+    changed(&sweeper, &c2, &c2_before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_its_triggers_is_an_error_naming_it() {
+    let Some(db) = Database::new() else {
+        return;
+    };
+    let sweeper = Sweeper::embedded();
+    let untracked = |result: cachesweeper::Result<ChangeLog>| match result {
+        Err(Error::Untracked { table, problem }) => (table, problem),
+        other => panic!("expected Untracked, got {other:?}"),
+    };
+
+    // Nothing installed at all.
+    let (table, problem) = untracked(db.log().open(&sweeper).await);
+    assert_eq!(table, "cachesweeper_changes");
+    assert!(problem.contains("install"), "{problem}");
+
+    // Installed by a migration (the SQL `migration` gives, run by psql), then one trigger
+    // dropped by hand.
+    db.psql(&db.log().migration().expect("migration"));
+    drop(
+        db.log()
+            .open(&sweeper)
+            .await
+            .expect("open after the migration"),
+    );
+    db.psql("DROP TRIGGER cachesweeper_comments_delete ON comments");
+    let error = db.log().open(&sweeper).await.expect_err("untracked");
+    assert_eq!(
+        error.to_string(),
+        "table `comments` is not tracked by the change log: it has no trigger \
+         `cachesweeper_comments_delete`, so its changes would not reach the cache: install it \
+         (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)"
+    );
+
+    // A disabled trigger is no trigger.
+    drop(db.log().install(&sweeper).await.expect("install"));
+    db.psql("ALTER TABLE comments DISABLE TRIGGER cachesweeper_comments_update");
+    let (table, problem) = untracked(db.log().open(&sweeper).await);
+    assert_eq!(table, "comments");
+    assert!(problem.contains("is disabled"), "{problem}");
+
+    // Installed for a model that touches nothing, opened for one that touches its article.
+    drop(
+        db.log()
+            .database("lone")
+            .install(&sweeper)
+            .await
+            .expect("install"),
+    );
+    let (table, problem) = untracked(db.log().open(&sweeper).await);
+    assert_eq!(table, "comments");
+    assert!(
+        problem.contains("not the one this model needs"),
+        "{problem}"
+    );
+
+    // A key column the table does not have: install refuses it too.
+    let (table, problem) = untracked(db.log().database("tags").install(&sweeper).await);
+    assert_eq!(table, "articles");
+    assert!(problem.contains("no column `slug`"), "{problem}");
+
+    // A table that does not exist.
+    drop(db.log().install(&sweeper).await.expect("install"));
+    db.psql("DROP TABLE comments");
+    let (table, problem) = untracked(db.log().open(&sweeper).await);
+    assert_eq!(table, "comments");
+    assert_eq!(problem, "no such table");
+    let _ = (
+        LoneComment { id: 1 },
+        Tag {
+            slug: String::new(),
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_nobody_applied_are_applied_when_the_log_next_opens() {
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let (c1, a1) = (comment(1, 1), Article { id: 1 });
+    drop(
+        db.log()
+            .install(&Sweeper::memcached(&memcached.url()).expect("sweeper"))
+            .await
+            .expect("install"),
+    );
+    // Committed while no process follows the log, as when the only process died right after
+    // its commit: the next process to open it applies it.
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    let (c1_before, a1_before) = (version(&sweeper, &c1), version(&sweeper, &a1));
+    db.psql("UPDATE comments SET likes = likes + 1 WHERE id = 1");
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .open(&sweeper)
+        .await
+        .expect("open");
+    assert_ne!(version(&sweeper, &c1), c1_before);
+    assert_ne!(version(&sweeper, &a1), a1_before);
+    assert_eq!(log.applied(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_right_after_its_commit_loses_no_invalidation() {
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    let _log = db.log().install(&sweeper).await.expect("install");
+    let (c1, c2, a1) = (comment(1, 1), comment(2, 1), Article { id: 1 });
+    let before = [&c1, &c2].map(|c| version(&sweeper, c));
+    let article_before = version(&sweeper, &a1);
+
+    // psql commits a statement, then is killed with SIGKILL before it could do anything else:
+    // another process (this one's follower) applies the change.
+    let status = db
+        .server
+        .psql_command("blog")
+        .args([
+            "-c",
+            "UPDATE comments SET likes = likes + 1 WHERE article_id = 1",
+            "-c",
+            "\\! kill -KILL $PPID",
+        ])
+        .status()
+        .expect("run psql");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9), "psql was killed: {status:?}");
+    changed(&sweeper, &c1, &before[0]).await;
+    changed(&sweeper, &c2, &before[1]).await;
+    changed(&sweeper, &a1, &article_before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_loses_no_invalidation() {
+    let Some(mut db) = Database::new() else {
+        return;
+    };
+    db.psql(
+        "INSERT INTO articles (id) VALUES (1);
+         INSERT INTO comments (id, article_id) SELECT i, 1 FROM generate_series(1, 300) AS i;",
+    );
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(Duration::from_millis(100))
+        .install(&sweeper)
+        .await
+        .expect("install");
+    // Writes from another client, each acknowledged before the next: comment n is liked by the
+    // n-th. The database restarts (a clean shutdown, then a crash) part way through; writes
+    // that fail while it is down are made again.
+    let url = db.url();
+    let writes = 300;
+    let mut acknowledged: Vec<(Comment, Version)> = Vec::new();
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut n = 1;
+    while n <= writes {
+        if n == 100 {
+            db.server.restart();
+        }
+        if n == 200 {
+            db.server.crash_restart();
+        }
+        let c = comment(n, 1);
+        let before = version(&sweeper, &c);
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok((new, connection)) => {
+                    tokio::spawn(connection);
+                    client = Some(new);
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            }
+        }
+        let written = client
+            .as_ref()
+            .expect("connected")
+            .execute("UPDATE comments SET likes = likes + 1 WHERE id = $1", &[&n])
+            .await;
+        if written.is_ok() {
+            acknowledged.push((c, before));
+            n += 1;
+        }
+    }
+    for (comment, before) in &acknowledged {
+        changed(&sweeper, comment, before).await;
+    }
+    // The log's own commits go on after the restarts too.
+    let mut client = client.expect("connected");
+    let c1 = comment(1, 1);
+    let before = version(&sweeper, &c1);
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("UPDATE comments SET likes = 0 WHERE id = 1", &[])
+        .await
+        .expect("like");
+    log.commit(tx).await.expect("commit");
+    assert_ne!(version(&sweeper, &c1), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_update_of_10000_comments_invalidates_them_all_in_a_few_round_trips() {
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let Some(db) = Database::new() else {
+        return;
+    };
+    const ARTICLES: i64 = 10;
+    const COMMENTS: i64 = 10_000;
+    db.psql(&format!(
+        "INSERT INTO articles (id) SELECT i FROM generate_series(1, {ARTICLES}) AS i;
+         INSERT INTO comments (id, article_id)
+             SELECT i, 1 + i % {ARTICLES} FROM generate_series(1, {COMMENTS}) AS i;"
+    ));
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .await
+        .expect("install");
+    let comments: Vec<Comment> = (1..=COMMENTS)
+        .map(|id| comment(id, 1 + id % ARTICLES))
+        .collect();
+    let articles: Vec<Article> = (1..=ARTICLES).map(|id| Article { id }).collect();
+    let before: Vec<Version> = comments.iter().map(|c| version(&sweeper, c)).collect();
+    let articles_before: Vec<Version> = articles.iter().map(|a| version(&sweeper, a)).collect();
+
+    let mut client = db.client().await;
+    let stats = sweeper.stats();
+    let tx = client.transaction().await.expect("begin");
+    let changed_rows = tx
+        .execute("UPDATE comments SET likes = likes + 1", &[])
+        .await
+        .expect("bulk update");
+    log.commit(tx).await.expect("commit");
+    let raised = sweeper.stats() - stats;
+    assert_eq!(changed_rows, COMMENTS as u64);
+    println!(
+        "bulk update of {COMMENTS} comments on {ARTICLES} articles (PostgreSQL): {} cache round trips",
+        raised.round_trips
+    );
+    // 10,010 counters in batches of 1,000: eleven raises of at most two round trips each.
+    assert!(raised.round_trips <= 22, "{raised:?}");
+    let logged: i64 = db
+        .psql("SELECT count(*) FROM cachesweeper_changes")
+        .parse()
+        .expect("count");
+    assert_eq!(
+        logged,
+        COMMENTS + ARTICLES,
+        "one statement, each record once"
+    );
+    for (comment, before) in comments.iter().zip(&before) {
+        assert_ne!(
+            &version(&sweeper, comment),
+            before,
+            "comment {}",
+            comment.id
+        );
+    }
+    for (article, before) in articles.iter().zip(&articles_before) {
+        assert_ne!(
+            &version(&sweeper, article),
+            before,
+            "article {}",
+            article.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_rows_are_pruned_after_the_retention_and_progress_is_kept() {
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .retention(Duration::ZERO)
+        .install(&sweeper)
+        .await
+        .expect("install");
+    let client = db.client().await;
+    // Two bulk changes (each recorded as it is applied): the second record prunes what the
+    // first one covered, and only that.
+    client
+        .batch_execute(
+            "INSERT INTO comments (id, article_id) SELECT i, 1 FROM generate_series(10, 200) AS i",
+        )
+        .await
+        .expect("comments");
+    log.catch_up().await.expect("catch up");
+    client
+        .batch_execute("UPDATE comments SET likes = likes + 1")
+        .await
+        .expect("likes");
+    log.catch_up().await.expect("catch up");
+    let remaining: i64 = db
+        .psql("SELECT count(*) FROM cachesweeper_changes")
+        .parse()
+        .expect("count");
+    assert!(
+        remaining > 0 && remaining < log.applied() as i64,
+        "{remaining} of {}",
+        log.applied()
+    );
+    // The next process starts where this one recorded: nothing to apply again.
+    let next = db
+        .log()
+        .poll_interval(NEVER)
+        .open(&sweeper)
+        .await
+        .expect("open");
+    assert_eq!(next.applied(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_cache_outage_are_not_read_old_once_the_cache_is_back() {
+    let Some((db, _, _)) = seeded(NEVER).await else {
+        return;
+    };
+    let cache = Forgetful::new(Arc::new(Embedded::new(64 << 20)));
+    let sweeper = Sweeper::builder()
+        .backend(Arc::clone(&cache))
+        .l1(0)
+        .build()
+        .expect("sweeper");
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .open(&sweeper)
+        .await
+        .expect("open");
+    let c1 = comment(1, 1);
+    let before = version(&sweeper, &c1);
+    cache.set_down(true);
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("UPDATE comments SET likes = 5 WHERE id = 1", &[])
+        .await
+        .expect("like");
+    // The commit stands though the cache is down; its raise is retried.
+    log.commit(tx).await.expect("commit");
+    cache.set_down(false);
+    let start = Instant::now();
+    while sweeper.version(&c1).ok().as_ref() == Some(&before) {
+        assert!(start.elapsed() < Duration::from_secs(15), "never raised");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
