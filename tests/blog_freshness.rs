@@ -2,19 +2,22 @@
 //! been answered, no article page requested from then on, through either of two processes,
 //! shows that comment without it.
 //!
-//! Deployed as production runs it: two blog processes (`--db` on the same SQLite file,
-//! `--memcache` on the same memcached), one hot article of 30 comments, and, for
-//! `CACHESWEEPER_BLOG_FRESHNESS_SECS` seconds (default 8; the run is 20):
+//! Deployed as production runs it: two blog processes on one database (`--db` on the same
+//! SQLite file; and again with `--postgres` on the same PostgreSQL database) and one memcached
+//! (`--memcache`), one hot article of 30 comments, and, for `CACHESWEEPER_BLOG_FRESHNESS_SECS`
+//! seconds (default 8; the run is 20):
 //!
 //! - 6 **likers**: each POSTs `/articles/1/comments/{cid}/like` for a random comment through a
 //!   random process; once the answer (303) has arrived, the like is *acknowledged*: the blog
 //!   committed it, then invalidated the comment, before answering. Every like adds exactly one,
 //!   so a per-comment atomic counts the acknowledged likes.
 //! - 2 **foreign writers**: each likes a random comment with an `UPDATE` of its own on the
-//!   database file (a connection that is not the blog's, as `sqlite3` in a shell is), every
-//!   20 ms. Its like is *acknowledged* [`FOREIGN_LAG`] after its commit: the change log's
-//!   follower in each process applies foreign writes within its poll interval (10 ms; see
-//!   `tests/changes.rs` for the measured lag), and the bound leaves room for a loaded machine.
+//!   database (a connection that is not the blog's, as `sqlite3` or `psql` in a shell is),
+//!   every 20 ms. Its like is *acknowledged* [`FOREIGN_LAG`] after its commit: the change log's
+//!   follower in each process applies foreign writes within its lag (SQLite: its 10 ms poll
+//!   interval; PostgreSQL: a notification; see `tests/changes.rs` and
+//!   `tests/changes_postgres.rs` for the measured lags), and the bound leaves room for a
+//!   loaded machine.
 //! - 8 **readers**: each notes every comment's acknowledged count, then GETs `/articles/1`
 //!   through a random process and reads every comment's `data-likes`. A comment that shows fewer
 //!   than its initial count (read before the load) plus the likes acknowledged when the read
@@ -39,6 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachesweeper_suite::memcached::MemcachedProcess;
+use cachesweeper_suite::postgres::PostgresProcess;
 use common::blog::{Client, Server, Stats, TempFile, comment_counts, comment_ids};
 use common::random_below;
 
@@ -96,20 +100,90 @@ impl Shared {
     }
 }
 
+/// The database both blog processes and the foreign writers share.
+enum Database {
+    Sqlite(TempFile),
+    Postgres(PostgresProcess),
+}
+
+impl Database {
+    /// The blog's command-line arguments for it.
+    fn args(&self) -> [String; 2] {
+        match self {
+            Database::Sqlite(file) => ["--db".to_owned(), file.arg().to_owned()],
+            Database::Postgres(server) => ["--postgres".to_owned(), server.url("blog")],
+        }
+    }
+
+    /// Runs `UPDATE comments SET likes = likes + 1 WHERE id = $1` for each id `likes` yields,
+    /// on a connection of its own, and reports each result.
+    fn foreign_writer(&self, mut likes: impl FnMut(Result<u64, String>) -> Option<i64>) {
+        const LIKE: &str = "UPDATE comments SET likes = likes + 1 WHERE id = ";
+        match self {
+            Database::Sqlite(file) => {
+                let conn =
+                    rusqlite::Connection::open(file.path()).expect("open the blog's database");
+                conn.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                let mut result = Ok(0);
+                while let Some(id) = likes(result) {
+                    result = conn
+                        .execute(&format!("{LIKE}?1"), [id])
+                        .map(|n| n as u64)
+                        .map_err(|error| error.to_string());
+                }
+            }
+            Database::Postgres(server) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let (client, connection) =
+                        tokio_postgres::connect(&server.url("blog"), tokio_postgres::NoTls)
+                            .await
+                            .expect("connect to the blog's database");
+                    tokio::spawn(connection);
+                    let mut result = Ok(0);
+                    while let Some(id) = likes(result) {
+                        result = client
+                            .execute(&format!("{LIKE}$1"), &[&id])
+                            .await
+                            .map_err(|error| error.to_string());
+                    }
+                });
+            }
+        }
+    }
+}
+
 #[test]
 fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_like_missing() {
+    freshness(Database::Sqlite(TempFile::new("sqlite3")));
+}
+
+#[test]
+fn two_blog_processes_on_one_postgres_database_never_show_an_answered_like_missing() {
+    let Some(server) = PostgresProcess::start() else {
+        return;
+    };
+    server.create_database("blog");
+    freshness(Database::Postgres(server));
+}
+
+fn freshness(db: Database) {
     let Some(memcached) = MemcachedProcess::start() else {
         eprintln!("memcached is not installed: skipping the blog freshness test");
         return;
     };
-    let db = TempFile::new("sqlite3");
     let url = memcached.url();
     let comments = COMMENTS.to_string();
+    let [db_flag, db_arg] = db.args();
     let args = [
         "--addr",
         "127.0.0.1:0",
-        "--db",
-        db.arg(),
+        &db_flag,
+        &db_arg,
         "--memcache",
         &url,
         "--articles",
@@ -117,7 +191,7 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
         "--comments",
         &comments,
     ];
-    // One after the other: the first seeds the empty file before it listens (`start` returns
+    // One after the other: the first seeds the empty database before it listens (`start` returns
     // once it does); the second finds the data there and does not seed.
     let mut servers = [Server::start(&args), Server::start(&args)];
 
@@ -166,7 +240,7 @@ fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_l
             threads.spawn(|| reader(&shared, &servers));
         }
         for _ in 0..FOREIGN_WRITERS {
-            threads.spawn(|| foreign_writer(&shared, &db.0));
+            threads.spawn(|| foreign_writer(&shared, &db));
         }
         std::thread::sleep(duration);
         shared.stop.store(true, Ordering::SeqCst);
@@ -283,30 +357,32 @@ fn liker(shared: &Shared, servers: &[Server]) {
     }
 }
 
-/// Likes random comments with SQL of its own on the database file until told to stop: the
-/// writes no blog process makes, which only the database's change log tells them about.
-fn foreign_writer(shared: &Shared, db: &std::path::Path) {
-    let conn = rusqlite::Connection::open(db).expect("open the blog's database");
-    conn.busy_timeout(Duration::from_secs(10))
-        .expect("busy timeout");
-    while !shared.stop.load(Ordering::SeqCst) {
+/// Likes random comments with SQL of its own on the database until told to stop: the writes
+/// no blog process makes, which only the database's change log tells them about.
+fn foreign_writer(shared: &Shared, db: &Database) {
+    let mut liked: Option<usize> = None;
+    db.foreign_writer(|result| {
+        if let Some(c) = liked {
+            match result {
+                Ok(1) => {
+                    shared.foreign[c].lock().unwrap().push(Instant::now());
+                    shared.foreign_writes.fetch_add(1, Ordering::SeqCst);
+                }
+                other => shared.fail(format!(
+                    "foreign like of comment {}: {other:?}",
+                    shared.ids[c]
+                )),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return None;
+        }
         let c = random_below(COMMENTS as u64) as usize;
         shared.sent[c].fetch_add(1, Ordering::SeqCst);
-        match conn.execute(
-            "UPDATE comments SET likes = likes + 1 WHERE id = ?1",
-            [shared.ids[c]],
-        ) {
-            Ok(1) => {
-                shared.foreign[c].lock().unwrap().push(Instant::now());
-                shared.foreign_writes.fetch_add(1, Ordering::SeqCst);
-            }
-            other => shared.fail(format!(
-                "foreign like of comment {}: {other:?}",
-                shared.ids[c]
-            )),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        liked = Some(c);
+        Some(shared.ids[c])
+    });
 }
 
 /// Reads the article page through random processes until told to stop, checking every comment

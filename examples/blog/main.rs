@@ -8,6 +8,7 @@
 //! cargo run --example blog -- --redis redis://127.0.0.1:6379
 //! cargo run --example blog -- --redis-cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001
 //! cargo run --example blog -- --no-cache    # the uncached reference render
+//! cargo run --example blog -- --postgres postgresql://blog@localhost/blog
 //! ```
 //!
 //! Each HTML response says what the cache did for it in `X-Fragment-Cache: hits=H misses=M`, and
@@ -16,8 +17,9 @@
 //! each fragment on it: green where the cache served it, red where it was rendered.
 //!
 //! - `models.rs`: the records, `#[derive(Sweepable)]`
-//! - `db.rs`: the SQLite connection pool, schema and queries (the database's change log, not
-//!   the handlers, invalidates the cache); `seed.rs`: the demo content
+//! - `db/`: the connection pool, schema and queries, on SQLite (`db/sqlite.rs`) or PostgreSQL
+//!   (`db/postgres.rs`); the database's change log, not the handlers, invalidates the cache;
+//!   `seed.rs`: the demo content
 //! - `views.rs`: the Askama templates (in `templates/blog/`); `markdown.rs`: bodies to HTML
 //! - `routes.rs`: the HTTP handlers
 
@@ -68,8 +70,14 @@ struct Args {
 
     /// SQLite database file (created and seeded if empty). Default: a file of this process in
     /// the temporary directory, removed at exit.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "postgres")]
     db: Option<PathBuf>,
+
+    /// Keep the blog in PostgreSQL instead: a connection string
+    /// (postgresql://USER@HOST:PORT/DATABASE, or host=... user=... dbname=...). The schema is
+    /// created and seeded if missing; several blog processes may share the database.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
 
     /// How many articles to seed an empty database with.
     #[arg(long, default_value_t = 20)]
@@ -104,7 +112,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Before the sweeper is built: it registers its metrics then, with the recorder installed
     // at that moment; built first, it would count into none.
     let metrics = install_metrics()?;
@@ -120,31 +128,32 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Sweeper::embedded()
     };
 
-    // Set up before the runtime starts, so that no blocking work ever runs on its threads.
-    let temp_db = args.db.is_none().then(db::TempDb::new);
-    let path = args
-        .db
-        .as_deref()
-        .or(temp_db.as_ref().map(db::TempDb::path))
-        .expect("a file either way");
-    let db = db::Db::open(path, &sweeper)?;
-    if db.run_blocking(|conn| db::is_empty(conn))? {
-        let (articles, comments) = (args.articles, args.comments);
-        // Seeding is a write like any other: the change log invalidates what it wrote as it
-        // commits, which gives every record a version older than the first request, so the
-        // first page view already stores its fragments (a render that meets a version it
-        // created itself stores nothing).
-        db.run_blocking(move |conn| seed::seed(conn, articles, comments))?;
-        tracing::info!(articles, comments, "seeded the database");
-    }
-    let app = routes::App::new(db, sweeper.clone(), metrics.clone(), args.blocking_api);
-
     // Two cores: the default (one worker per core) is right. Pages render on the workers and
-    // await the cache; only SQLite goes to the blocking pool (see `routes::App::query`).
+    // await the cache and the database; SQLite runs on its pool's own threads (db/sqlite.rs).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()
         .enable_time()
         .build()?;
+    let temp_db = (args.db.is_none() && args.postgres.is_none()).then(db::TempDb::new);
+    let db = match (&args.postgres, args.db.as_deref()) {
+        (Some(url), _) => runtime.block_on(db::Db::postgres(url, &sweeper))?,
+        (None, path) => {
+            let path = path
+                .or(temp_db.as_ref().map(db::TempDb::path))
+                .expect("a file either way");
+            db::Db::sqlite(path, &sweeper)?
+        }
+    };
+    // Seeding is a write like any other: the change log invalidates what it wrote as it
+    // commits, which gives every record a version older than the first request, so the first
+    // page view already stores its fragments (a render that meets a version it created itself
+    // stores nothing).
+    let (articles, comments) = (args.articles, args.comments);
+    if runtime.block_on(db.seed_if_empty(articles, comments))? {
+        tracing::info!(articles, comments, "seeded the database");
+    }
+    let app = routes::App::new(db, sweeper.clone(), metrics.clone(), args.blocking_api);
+
     runtime.block_on(async {
         // Without the exporter's own listener nothing drains its histograms between scrapes,
         // and a blog nobody scrapes would grow them without bound.
@@ -179,7 +188,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// The metrics crate's own Prometheus exporter: the library counts through the `metrics`
 /// facade, and this is the recorder its authors keep in step with it. Only its recorder is
 /// used (no listener or push gateway of its own): the blog's router serves the text.
-fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error + Send + Sync>> {
     let handle = PrometheusBuilder::new()
         // Buckets rather than the default summary: histograms from several blog processes add
         // up in Prometheus, quantiles do not. From an embedded lookup (microseconds) to

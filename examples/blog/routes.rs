@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use cachesweeper::{Lazy, Scope, StatsSnapshot, Sweeper, TemplateDigest};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Vote};
+use crate::models::Comment;
 use crate::views::{ArticlePage, ErrorPage, IndexPage};
 
 /// The per-request cache figures header: `hits=H misses=M`.
@@ -57,23 +57,16 @@ impl App {
         }
     }
 
-    /// `query` as data a template loads when it reads it ([`Lazy`]): inside the render, on the
-    /// thread rendering, which it tells the runtime it blocks (`block_in_place`).
-    fn lazy_query<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Lazy<'static, T> {
+    /// The comments of an article as data a template loads when it reads it ([`Lazy`]):
+    /// inside the render, on the thread rendering, which it tells the runtime it blocks
+    /// (`block_in_place`).
+    fn lazy_comments(&self, article_id: i64) -> Lazy<'static, Vec<Comment>> {
         let db = self.db.clone();
-        Lazy::new(move || tokio::task::block_in_place(|| db.run_blocking(move |conn| query(conn))))
-    }
-
-    /// Runs `query` on a pooled connection: SQLite blocks (file I/O under a lock), and the
-    /// runtime's worker threads must not.
-    async fn query<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
-    ) -> Result<T, Failure> {
-        self.db.run(move |conn| query(conn)).await
+        Lazy::new(move || {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(db.comments_of(article_id))
+            })
+        })
     }
 }
 
@@ -106,8 +99,8 @@ enum Failure {
     Internal(String),
 }
 
-impl From<rusqlite::Error> for Failure {
-    fn from(error: rusqlite::Error) -> Failure {
+impl From<db::Error> for Failure {
+    fn from(error: db::Error) -> Failure {
         Failure::Internal(format!("database: {error}"))
     }
 }
@@ -230,7 +223,7 @@ async fn index(State(app): State<App>, scope: Scope, uri: Uri) -> Response {
     let cache_debug = cache_debug(&uri);
     let request = format!("GET {uri}");
     respond(app, scope, request, cache_debug, async |app, scope| {
-        let articles = app.query(|conn| Ok(db::article_summaries(conn)?)).await?;
+        let articles = app.db.article_summaries().await?;
         let page = IndexPage {
             articles,
             cache_debug,
@@ -251,13 +244,12 @@ async fn article(
     respond(app, scope, request, cache_debug, async move |app, scope| {
         let id = id(&article_id, "article")?;
         let article = app
-            .query(move |conn| {
-                db::article(conn, id)?
-                    .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))
-            })
-            .await?;
+            .db
+            .article(id)
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
         // Run inside the render, only if the comment list misses (and at most once).
-        let comments = app.lazy_query(move |conn| db::comments_of(conn, id));
+        let comments = app.lazy_comments(id);
         let page = ArticlePage {
             article,
             comments,
@@ -304,7 +296,8 @@ async fn vote(
             return Err(no_such_comment);
         };
         let comment = app
-            .query(move |conn| Ok(db::vote(conn, article_id, comment_id, vote)?))
+            .db
+            .vote(article_id, comment_id, vote)
             .await?
             .ok_or(no_such_comment)?;
         // Committed and invalidated: a render that starts from here sees the new versions. If
@@ -362,23 +355,23 @@ async fn add_comment(
     let request = format!("POST /articles/{article_id}/comments");
     respond(app, scope, request, false, async move |app, _| {
         let id = id(&article_id, "article")?;
+        let article = app
+            .db
+            .article(id)
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
+        let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+        let (author, body) = form.validate()?;
+        // Its commit invalidates the new comment's article (`touches`): the list fragment and
+        // the article's other fragments miss once, and show it.
         let comment = app
-            .query(move |conn| {
-                let article = db::article(conn, id)?
-                    .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
-                let Form(form) =
-                    form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-                let (author, body) = form.validate()?;
-                // Its commit invalidates the new comment's article (`touches`): the list
-                // fragment and the article's other fragments miss once, and show it.
-                Ok(db::add_comment(
-                    conn,
-                    article.id,
-                    author,
-                    body,
-                    chrono::Utc::now(),
-                )?)
-            })
+            .db
+            .add_comment(
+                article.id,
+                author.to_owned(),
+                body.to_owned(),
+                chrono::Utc::now(),
+            )
             .await?;
         Ok(Reply::SeeOther(format!(
             "/articles/{id}#comment-{}",

@@ -1,29 +1,44 @@
 //! Demo content: the same articles and comments on every run, from a fixed pseudo-random seed,
 //! so that pages (and their cache figures) can be compared between runs and machines.
 
-use crate::db::{self, PooledConnection};
 use crate::models::Comment;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-/// Fills an empty database with `articles` articles of `comments` comments each, in one
-/// transaction.
-pub fn seed(conn: &mut PooledConnection, articles: u32, comments: u32) -> rusqlite::Result<()> {
+/// A seeded article and its comments (their ids, and the comments' `article_id`, are the
+/// database's to give).
+pub struct SeedArticle {
+    pub title: String,
+    pub body: String,
+    pub updated_at: DateTime<Utc>,
+    pub comments: Vec<Comment>,
+}
+
+/// `articles` articles of `comments` comments each, the same on every run.
+pub fn content(articles: u32, comments: u32) -> Vec<SeedArticle> {
     let mut rng = SplitMix64(0x5EED_B10C);
     let start = Utc
         .with_ymd_and_hms(2024, 3, 1, 9, 0, 0)
         .single()
         .expect("a valid date");
-    let tx = conn.transaction()?;
-    for a in 0..articles {
-        let updated_at = start + Duration::days(a.into()) + Duration::minutes(rng.below(600));
-        let id = db::insert_article(&tx, &title(a), &article_body(&mut rng), updated_at)?;
-        let mut created_at = updated_at;
-        for c in 0..comments {
-            created_at += Duration::minutes(5 + rng.below(180));
-            db::insert_comment(&tx, &comment(&mut rng, id, c, created_at))?;
-        }
-    }
-    tx.commit()
+    (0..articles)
+        .map(|a| {
+            let updated_at = start + Duration::days(a.into()) + Duration::minutes(rng.below(600));
+            let body = article_body(&mut rng);
+            let mut created_at = updated_at;
+            let comments = (0..comments)
+                .map(|c| {
+                    created_at += Duration::minutes(5 + rng.below(180));
+                    comment(&mut rng, c, created_at)
+                })
+                .collect();
+            SeedArticle {
+                title: title(a),
+                body,
+                updated_at,
+                comments,
+            }
+        })
+        .collect()
 }
 
 const TOPICS: &[&str] = &[
@@ -151,20 +166,16 @@ fn comment_body(rng: &mut SplitMix64) -> String {
     blocks.join("\n\n")
 }
 
-fn comment(
-    rng: &mut SplitMix64,
-    article_id: i64,
-    index: u32,
-    created_at: DateTime<Utc>,
-) -> Comment {
+fn comment(rng: &mut SplitMix64, index: u32, created_at: DateTime<Utc>) -> Comment {
     let mut body = comment_body(rng);
     // Now and then a commenter pastes HTML: it must come out as text, never as markup.
     if index % 25 == 7 {
         body.push_str("\n\nDoes this work? <script>alert('hi')</script> <b>bold?</b>");
     }
     Comment {
-        id: 0, // assigned by SQLite
-        article_id,
+        // Assigned by the database.
+        id: 0,
+        article_id: 0,
         author: rng.pick(AUTHORS).to_owned(),
         body,
         likes: rng.below(30),

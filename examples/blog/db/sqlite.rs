@@ -1,13 +1,9 @@
-//! The blog's SQLite database: its connection pool, schema and every query the handlers run.
-//!
-//! Nothing here invalidates the cache: the database does. Triggers installed by cachesweeper's
-//! change log record every change to `articles` and `comments` in the writing transaction;
-//! each pooled connection applies its own commits before they return (so a response to a vote
-//! already shows it), and the log's follower applies everyone else's (another blog process,
-//! `sqlite3` in a shell) within its poll interval.
+//! The blog on SQLite: its connection pool, schema and queries. Each pooled connection applies
+//! its own commits to the cache before they return (the change log's WAL hook), and the log's
+//! follower applies everyone else's (another blog process, `sqlite3` in a shell) within its
+//! poll interval.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -16,7 +12,9 @@ use cachesweeper::changes::sqlite::{self, ChangeLog};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use super::{Error, Vote};
 use crate::models::{Article, ArticleSummary, Comment};
+use crate::seed::SeedArticle;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS articles (
@@ -60,13 +58,13 @@ type Job = Box<dyn FnOnce(&mut PooledConnection) + Send>;
 /// Written here rather than taken from r2d2 or deadpool: those hand a connection to the
 /// caller's thread, and the point is that SQLite runs on these threads and no others.
 #[derive(Clone)]
-pub struct Db {
+pub struct Pool {
     jobs: mpsc::Sender<Job>,
     /// Kept for the life of the pool: its follower applies other processes' changes.
     _log: Arc<ChangeLog>,
 }
 
-impl Db {
+impl Pool {
     /// Opens the database file at `path` (created with the schema if new), installs the change
     /// log's triggers on `articles` and `comments`, and starts [`POOL_SIZE`] connections.
     ///
@@ -74,7 +72,7 @@ impl Db {
     /// runs them): it is in WAL mode, so readers never block the writer nor the writer the
     /// readers, and every connection waits up to [`BUSY_TIMEOUT`] for a lock another process
     /// holds rather than failing at once.
-    pub fn open(path: &Path, sweeper: &Sweeper) -> Result<Db, Box<dyn std::error::Error>> {
+    pub fn open(path: &Path, sweeper: &Sweeper) -> Result<Pool, Error> {
         {
             let conn = Connection::open(path)?;
             // First, so that switching to WAL also waits for a process that holds the file.
@@ -105,7 +103,7 @@ impl Db {
                     }
                 })?;
         }
-        Ok(Db {
+        Ok(Pool {
             jobs,
             _log: Arc::new(log),
         })
@@ -114,24 +112,13 @@ impl Db {
     /// Runs `work` on a pooled connection and awaits its result.
     pub async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut PooledConnection) -> T + Send + 'static,
-    ) -> T {
+        work: impl FnOnce(&mut PooledConnection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.send(work, answer);
-        answered.await.expect("a pooled connection's thread ended")
-    }
-
-    /// Runs `work` on a pooled connection and blocks this thread until it is done (for code
-    /// that is not async: startup, and the data a template loads as it renders).
-    pub fn run_blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut PooledConnection) -> T + Send + 'static,
-    ) -> T {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        self.send(work, answer);
-        answered
-            .blocking_recv()
-            .expect("a pooled connection's thread ended")
+        Ok(answered
+            .await
+            .expect("a pooled connection's thread ended")?)
     }
 
     fn send<T: Send + 'static>(
@@ -195,14 +182,11 @@ impl Drop for TempDb {
     }
 }
 
-/// SQL statements run on connections that [`count_statements`] was called on.
-static STATEMENTS: AtomicU64 = AtomicU64::new(0);
-
 /// Counts every statement `conn` runs from now on (SQLite's trace hook, once per statement
 /// when it finishes), for `/stats`.
-pub fn count_statements(conn: &Connection) {
+fn count_statements(conn: &Connection) {
     fn counted(_event: rusqlite::trace::TraceEvent<'_>) {
-        STATEMENTS.fetch_add(1, Ordering::Relaxed);
+        super::count_statements(1);
     }
     conn.trace_v2(
         rusqlite::trace::TraceEventCodes::SQLITE_TRACE_PROFILE,
@@ -210,23 +194,26 @@ pub fn count_statements(conn: &Connection) {
     );
 }
 
-/// How many statements have run since [`count_statements`].
-pub fn statements() -> u64 {
-    STATEMENTS.load(Ordering::Relaxed)
-}
-
-/// Whether the database has no articles yet (a new file): then it gets seeded.
-pub fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM articles)", [], |row| {
+/// Seeds the database with `content` if it has no article yet, in one `BEGIN IMMEDIATE`
+/// transaction: of two processes starting on a new file, the second finds it seeded.
+pub fn seed_if_empty(
+    conn: &mut PooledConnection,
+    content: &[SeedArticle],
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM articles)", [], |row| {
         row.get(0)
-    })
-}
-
-/// Which way a vote goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vote {
-    Like,
-    Dislike,
+    })?;
+    if empty {
+        for article in content {
+            let id = insert_article(&tx, &article.title, &article.body, article.updated_at)?;
+            for comment in &article.comments {
+                insert_comment(&tx, id, comment)?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(empty)
 }
 
 const ARTICLE_COLUMNS: &str = "id, title, body, updated_at";
@@ -324,8 +311,8 @@ pub fn add_comment(
     Ok(comment)
 }
 
-/// Stores a seeded article; see `seed.rs`.
-pub fn insert_article(
+/// Stores a seeded article.
+fn insert_article(
     conn: &Connection,
     title: &str,
     body: &str,
@@ -336,14 +323,14 @@ pub fn insert_article(
     Ok(conn.last_insert_rowid())
 }
 
-/// Stores a seeded comment, votes included; see `seed.rs`.
-pub fn insert_comment(conn: &Connection, comment: &Comment) -> rusqlite::Result<()> {
+/// Stores a seeded comment of article `article_id`, votes included.
+fn insert_comment(conn: &Connection, article_id: i64, comment: &Comment) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO comments (article_id, author, body, likes, dislikes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        comment.article_id,
+        article_id,
         comment.author,
         comment.body,
         comment.likes,
