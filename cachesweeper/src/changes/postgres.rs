@@ -263,7 +263,7 @@ impl ChangeLogBuilder {
         let config = self.config()?;
         let tables = self.tables()?;
         let wake = Arc::new(Notify::new());
-        let client = connect_listening(&config, &wake).await?;
+        let (client, read_new) = connect_reader(&config, &wake).await?;
         check(&client, &tables).await?;
         let snapshot: String = client
             .query_one(
@@ -279,7 +279,7 @@ impl ChangeLogBuilder {
             retention: self.retention,
             wake: Arc::clone(&wake),
             reader: Mutex::new(Reader {
-                client: Some(client),
+                client: Some((client, read_new)),
                 snapshot,
                 progress: Progress::default(),
             }),
@@ -319,6 +319,16 @@ impl ChangeLogBuilder {
         });
         Ok((client, connection))
     }
+}
+
+/// The log's reading connection (see [`connect_listening`]) and its prepared [`READ_NEW`].
+async fn connect_reader(
+    config: &tokio_postgres::Config,
+    wake: &Arc<Notify>,
+) -> Result<(Client, tokio_postgres::Statement)> {
+    let client = connect_listening(config, wake).await?;
+    let read_new = client.prepare(READ_NEW).await.map_err(database_error)?;
+    Ok((client, read_new))
 }
 
 /// Connects, driving the connection on a task that wakes the follower on each notification,
@@ -419,8 +429,9 @@ struct Shared {
 }
 
 struct Reader {
-    /// `None` after the connection failed: the next read connects again.
-    client: Option<Client>,
+    /// The log's connection and its prepared [`READ_NEW`] (one round trip a read, planned
+    /// once); `None` after the connection failed: the next read connects again.
+    client: Option<(Client, tokio_postgres::Statement)>,
     /// A snapshot in which every visible log row has been applied by this process: raised, or,
     /// where the raise failed, handed to the sweeper's retry thread.
     snapshot: String,
@@ -459,7 +470,13 @@ impl Shared {
             return Ok(0);
         }
         let read = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let result = reader.read(self).await;
+        let mut result = reader.read(self).await;
+        if let Err(Error::Database { .. }) = result {
+            // Once more, on a new connection: the log's may have died while idle (a database
+            // restart, an idle timeout, `pg_terminate_backend`) though the database is up,
+            // as the application's commit just showed.
+            result = reader.read(self).await;
+        }
         if result.is_ok() {
             self.finished.store(read, Ordering::SeqCst);
         }
@@ -503,7 +520,7 @@ impl Shared {
         {
             return;
         }
-        let Some(client) = reader.client.as_ref() else {
+        let Some((client, _)) = reader.client.as_ref() else {
             return;
         };
         let mut prune_before = None;
@@ -552,14 +569,18 @@ impl Shared {
 impl Reader {
     /// One read of the log: see [`Shared::catch_up`].
     async fn read(&mut self, shared: &Shared) -> Result<usize> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+        if self
+            .client
+            .as_ref()
+            .is_none_or(|(client, _)| client.is_closed())
+        {
             self.client = None;
-            self.client = Some(connect_listening(&shared.config, &shared.wake).await?);
+            self.client = Some(connect_reader(&shared.config, &shared.wake).await?);
         }
-        let client = self.client.as_ref().expect("connected above");
+        let (client, read_new) = self.client.as_ref().expect("connected above");
         let read = async {
             let rows = client
-                .query_raw(READ_NEW, [&self.snapshot])
+                .query_raw(read_new, [&self.snapshot])
                 .await
                 .map_err(database_error)?;
             futures_util::pin_mut!(rows);
@@ -609,20 +630,27 @@ impl Reader {
 
 /// Reads the log when a notification wakes it, and every `poll` otherwise (a notification
 /// can be lost while the connection is down); while the database is unreachable, at most
-/// every [`MAX_BACKOFF`]. Ends when the log is dropped.
+/// every [`MAX_BACKOFF`]. Records the progress when due in between. Ends when the log is
+/// dropped.
 async fn follow(shared: Weak<Shared>, wake: Arc<Notify>, poll: Duration) {
     let mut backoff = Duration::ZERO;
+    let mut read_at = Instant::now();
     loop {
-        tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(poll.min(PROGRESS_EVERY)) => {}
-        }
+        let notified = tokio::select! {
+            () = wake.notified() => true,
+            () = tokio::time::sleep(poll.min(PROGRESS_EVERY)) => false,
+        };
         if !backoff.is_zero() {
             tokio::time::sleep(backoff).await;
         }
         let Some(shared) = shared.upgrade() else {
             break;
         };
+        if !notified && backoff.is_zero() && read_at.elapsed() < poll {
+            shared.record_progress(Record::WhenDue).await;
+            continue;
+        }
+        read_at = Instant::now();
         match shared.catch_up_and_record().await {
             Ok(_) => backoff = Duration::ZERO,
             Err(error) => {
