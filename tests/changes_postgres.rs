@@ -686,3 +686,68 @@ async fn writes_during_a_cache_outage_are_not_read_old_once_the_cache_is_back() 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Adversarial probes.
+// ---------------------------------------------------------------------------------------------
+
+/// A transaction id, as a number.
+async fn xid(client: &tokio_postgres::Client, sql: &str) -> u64 {
+    let text: String = client
+        .query_one(&format!("SELECT ({sql})::text"), &[])
+        .await
+        .expect("xid")
+        .get(0);
+    text.parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_id_reused_after_a_crash_is_not_taken_for_one_already_read() {
+    // PostgreSQL hands out an id again after a crash if nothing durable was written by it (a
+    // rolled-back transaction, say, whose abort record was still in the WAL buffers). The log
+    // read a snapshot in which that id was finished: a committed change under the reused id
+    // must not count as visible in it.
+    let Some(mut db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    // Keep the WAL writer from flushing the abort record before the crash.
+    db.psql("ALTER SYSTEM SET wal_writer_delay = '10s'");
+    db.server.restart();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .await
+        .expect("install");
+    let client = db.client().await;
+    // Records the progress (a synchronous commit: everything before it is flushed), so that the
+    // next read within 250 ms does not.
+    client
+        .execute("UPDATE comments SET likes = 1 WHERE id = 4", &[])
+        .await
+        .expect("write");
+    log.catch_up().await.expect("catch up");
+    let burned = {
+        let mut client = db.client().await;
+        let tx = client.transaction().await.expect("begin");
+        let id = xid(tx.client(), "pg_current_xact_id()").await;
+        tx.rollback().await.expect("rollback");
+        id
+    };
+    log.catch_up().await.expect("catch up past the rolled-back id");
+    db.server.crash_restart();
+
+    let c1 = comment(1, 1);
+    let before = version(&sweeper, &c1);
+    let client = db.client().await;
+    let next = xid(&client, "pg_snapshot_xmax(pg_current_snapshot())").await;
+    println!("rolled-back id {burned}, next id after the crash {next}");
+    client
+        .execute("UPDATE comments SET likes = 2 WHERE id = 1", &[])
+        .await
+        .expect("write after the crash");
+    let _ = log.catch_up().await;
+    changed(&sweeper, &c1, &before).await;
+}
