@@ -751,3 +751,119 @@ async fn a_transaction_id_reused_after_a_crash_is_not_taken_for_one_already_read
     let _ = log.catch_up().await;
     changed(&sweeper, &c1, &before).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_is_applied_when_it_is_committed() {
+    // Two-phase commit: a write to a tracked table can be prepared (PostgreSQL refuses to
+    // prepare a transaction that sent a NOTIFY), and is applied once COMMIT PREPARED, even
+    // across a crash in between.
+    let Some(mut db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    db.psql("ALTER SYSTEM SET max_prepared_transactions = 10");
+    db.server.restart();
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .poll_interval(Duration::from_millis(100))
+        .install(&sweeper)
+        .await
+        .expect("install");
+    let (c1, c2) = (comment(1, 1), comment(2, 1));
+    let (c1_before, c2_before) = (version(&sweeper, &c1), version(&sweeper, &c2));
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "BEGIN; UPDATE comments SET likes = 7 WHERE id = 1; PREPARE TRANSACTION 'one'",
+        )
+        .await
+        .expect("prepare a write to a tracked table");
+    client
+        .batch_execute(
+            "BEGIN; UPDATE comments SET likes = 7 WHERE id = 2; PREPARE TRANSACTION 'two'",
+        )
+        .await
+        .expect("prepare");
+    log.catch_up().await.expect("catch up");
+    assert_eq!(version(&sweeper, &c1), c1_before, "prepared, not committed");
+    client
+        .batch_execute("COMMIT PREPARED 'one'")
+        .await
+        .expect("commit prepared");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(version(&sweeper, &c1), c1_before);
+    // The other survives a crash, and is committed after it, from psql.
+    db.server.crash_restart();
+    db.psql("COMMIT PREPARED 'two'");
+    changed(&sweeper, &c2, &c2_before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_with_another_search_path_is_logged() {
+    // The triggers run in the writer's session: one whose search_path does not name the log's
+    // schema (a migration tool's, a SECURITY DEFINER function's `SET search_path = ''`) writes
+    // all the same, and is applied.
+    let Some((db, sweeper, log)) = seeded(NEVER).await else {
+        return;
+    };
+    db.psql("CREATE SCHEMA app");
+    let client = db.client().await;
+    client
+        .batch_execute("SET search_path = app")
+        .await
+        .expect("search_path");
+    let (c1, c2) = (comment(1, 1), comment(2, 1));
+    let before = version(&sweeper, &c1);
+    client
+        .execute("UPDATE public.comments SET likes = 1 WHERE id = 1", &[])
+        .await
+        .expect("a write under another search_path");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(version(&sweeper, &c1), before);
+    let before = version(&sweeper, &c2);
+    client
+        .batch_execute("SET search_path = ''; TRUNCATE public.comments")
+        .await
+        .expect("a truncate under an empty search_path");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(version(&sweeper, &c2), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_of_the_database_does_not_stall_a_large_read() {
+    // `ALTER DATABASE … SET statement_timeout` applies to the log's connection too; its read
+    // streams rows while it raises them in the cache, so a large backlog outlasts a short
+    // timeout. It must still be applied.
+    let Some(memcached) = MemcachedProcess::start() else {
+        return;
+    };
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let sweeper = Sweeper::memcached(&memcached.url()).expect("sweeper");
+    drop(db.log().install(&sweeper).await.expect("install"));
+    const COMMENTS: i64 = 100_000;
+    db.psql(&format!(
+        "INSERT INTO comments (id, article_id) SELECT i, 1 FROM generate_series(10, {COMMENTS}) AS i"
+    ));
+    db.psql("ALTER DATABASE blog SET statement_timeout = '20ms'");
+    // A sample: asking memcached for 100,000 versions takes a minute.
+    let comments: Vec<Comment> = (10..=COMMENTS)
+        .filter(|id| id % 97 == 0 || *id == COMMENTS)
+        .map(|id| comment(id, 1))
+        .collect();
+    let before: Vec<Version> = comments.iter().map(|c| version(&sweeper, c)).collect();
+    db.psql("SET statement_timeout = 0; UPDATE comments SET likes = likes + 1");
+    let log = db
+        .log()
+        .poll_interval(Duration::from_millis(100))
+        .open(&sweeper)
+        .await
+        .expect("open");
+    for (comment, before) in comments.iter().zip(&before).rev() {
+        changed(&sweeper, comment, before).await;
+    }
+    drop(log);
+}
