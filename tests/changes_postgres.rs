@@ -46,6 +46,16 @@ struct Tag {
     slug: String,
 }
 
+/// A table whose name needs quoting, keyed by text.
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(name = "changes::Odd", table = "Odd \"Table\" ü", database = "odd")]
+struct Odd {
+    #[sweeper(key)]
+    name: String,
+    #[sweeper(touches = Article)]
+    article_id: i64,
+}
+
 const SCHEMA: &str = "
     CREATE TABLE articles (id bigint PRIMARY KEY, title text NOT NULL DEFAULT '');
     CREATE TABLE comments (
@@ -866,4 +876,262 @@ async fn a_statement_timeout_of_the_database_does_not_stall_a_large_read() {
         changed(&sweeper, comment, before).await;
     }
     drop(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writers_with_long_transactions_and_pruning_lose_nothing() {
+    // Writers on clients of their own, each inserting comments no one else touches (so a
+    // lost invalidation cannot hide behind another's), committing through the log, or
+    // committing and catching up, or leaving it to the follower, or rolling back; long
+    // transactions stay open across many of their commits; the log prunes as it goes, and a
+    // second log (another process on the same cache) reads and records too.
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let sweeper = Sweeper::embedded();
+    let log = Arc::new(
+        db.log()
+            .poll_interval(Duration::from_millis(50))
+            .retention(Duration::ZERO)
+            .install(&sweeper)
+            .await
+            .expect("install"),
+    );
+    let other = db
+        .log()
+        .poll_interval(Duration::from_millis(70))
+        .retention(Duration::from_millis(100))
+        .open(&sweeper)
+        .await
+        .expect("open");
+    const WRITERS: i64 = 6;
+    const EACH: i64 = 80;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (mut client, sweeper, log) = (db.client().await, sweeper.clone(), Arc::clone(&log));
+        tasks.push(tokio::spawn(async move {
+            let mut seed = 0x9e37_79b9_u64.wrapping_mul(writer as u64 + 1);
+            let mut random = move |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            let (mut committed, mut rolled_back) = (Vec::new(), Vec::new());
+            for i in 0..EACH {
+                let id = 1_000 + writer * 1_000 + i;
+                let c = comment(id, 1 + id % 2);
+                let before = version(&sweeper, &c);
+                let tx = client.transaction().await.expect("begin");
+                tx.execute(
+                    "INSERT INTO comments (id, article_id) VALUES ($1, $2)",
+                    &[&id, &(1 + id % 2)],
+                )
+                .await
+                .expect("insert");
+                tokio::time::sleep(Duration::from_millis(random(15))).await;
+                match random(4) {
+                    0 => {
+                        log.commit(tx).await.expect("commit");
+                        assert_ne!(version(&sweeper, &c), before, "comment {id} (commit)");
+                    }
+                    1 => {
+                        tx.commit().await.expect("commit");
+                        log.catch_up().await.expect("catch up");
+                        assert_ne!(version(&sweeper, &c), before, "comment {id} (catch_up)");
+                    }
+                    2 => tx.commit().await.expect("commit"),
+                    _ => {
+                        tx.rollback().await.expect("rollback");
+                        rolled_back.push((c, before));
+                        continue;
+                    }
+                }
+                committed.push((c, before));
+            }
+            (committed, rolled_back)
+        }));
+    }
+    // Long transactions: each open across many of the writers' commits.
+    let mut long = db.client().await;
+    let long_task = {
+        let sweeper = sweeper.clone();
+        tokio::spawn(async move {
+            let mut committed = Vec::new();
+            for round in 0..6_i64 {
+                let tx = long.transaction().await.expect("begin");
+                for k in 0..5 {
+                    let id = 900_000 + round * 10 + k;
+                    let c = comment(id, 2);
+                    committed.push((c.clone(), version(&sweeper, &c)));
+                    tx.execute(
+                        "INSERT INTO comments (id, article_id) VALUES ($1, 2)",
+                        &[&id],
+                    )
+                    .await
+                    .expect("insert");
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                }
+                tx.commit().await.expect("commit");
+            }
+            committed
+        })
+    };
+    let mut committed = long_task.await.expect("long transactions");
+    let mut rolled_back = Vec::new();
+    for task in tasks {
+        let (c, r) = task.await.expect("writer");
+        committed.extend(c);
+        rolled_back.extend(r);
+    }
+    for (c, before) in &committed {
+        changed(&sweeper, c, before).await;
+    }
+    for (c, before) in &rolled_back {
+        assert_eq!(&version(&sweeper, c), before, "rolled back: comment {}", c.id);
+    }
+    println!(
+        "{} committed, {} rolled back; applied {} + {}",
+        committed.len(),
+        rolled_back.len(),
+        log.applied(),
+        other.applied()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_sql_changes_rows_is_logged() {
+    // ON CONFLICT DO UPDATE, MERGE, COPY, cascades from a parent, an update of the key itself,
+    // a NULL parent, a plpgsql exception block, and a table whose name needs quoting keyed by
+    // text with quotes and non-ASCII characters.
+    let Some((db, sweeper, log)) = seeded(NEVER).await else {
+        return;
+    };
+    let client = db.client().await;
+    let v = |c: &Comment| version(&sweeper, c);
+    let (a1, a2) = (Article { id: 1 }, Article { id: 2 });
+
+    let (c1, a1_before) = (v(&comment(1, 1)), version(&sweeper, &a1));
+    client
+        .batch_execute(
+            "INSERT INTO comments (id, article_id) VALUES (1, 1)
+                 ON CONFLICT (id) DO UPDATE SET likes = comments.likes + 1",
+        )
+        .await
+        .expect("upsert");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(1, 1)), c1, "upsert");
+    assert_ne!(version(&sweeper, &a1), a1_before, "upsert's parent");
+
+    let (c2, c50) = (v(&comment(2, 1)), v(&comment(50, 2)));
+    client
+        .batch_execute(
+            "MERGE INTO comments c USING (VALUES (2::bigint, 1::bigint), (50, 2)) AS s (id, article_id)
+                 ON c.id = s.id
+               WHEN MATCHED THEN UPDATE SET likes = c.likes + 1
+               WHEN NOT MATCHED THEN INSERT (id, article_id) VALUES (s.id, s.article_id)",
+        )
+        .await
+        .expect("merge");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(2, 1)), c2, "merge update");
+    assert_ne!(v(&comment(50, 2)), c50, "merge insert");
+
+    let c60 = v(&comment(60, 2));
+    db.psql("COPY comments (id, article_id) FROM STDIN;\n60\t2\n\\.\n");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(60, 2)), c60, "copy");
+
+    // The key column itself: the old key and the new.
+    let (c3, c70) = (v(&comment(3, 1)), v(&comment(70, 1)));
+    client
+        .batch_execute("UPDATE comments SET id = 70 WHERE id = 3")
+        .await
+        .expect("rekey");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(3, 1)), c3, "old key");
+    assert_ne!(v(&comment(70, 1)), c70, "new key");
+
+    // A plpgsql exception block: the failed part rolls back, the rest commits.
+    let (c4, c2) = (v(&comment(4, 2)), v(&comment(2, 1)));
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+                 UPDATE comments SET likes = 100 WHERE id = 2;
+                 BEGIN
+                     UPDATE comments SET likes = 100 WHERE id = 4;
+                     RAISE EXCEPTION 'undo';
+                 EXCEPTION WHEN OTHERS THEN NULL;
+                 END;
+             END $$",
+        )
+        .await
+        .expect("exception block");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(2, 1)), c2, "kept");
+    assert_eq!(v(&comment(4, 2)), c4, "rolled back inside the block");
+
+    // Cascades from a parent table, on delete and on update.
+    db.psql(
+        "ALTER TABLE comments ADD FOREIGN KEY (article_id) REFERENCES articles (id)
+             ON DELETE CASCADE ON UPDATE CASCADE",
+    );
+    let (c4, a2_before) = (v(&comment(4, 2)), version(&sweeper, &a2));
+    client
+        .batch_execute("UPDATE articles SET id = 3 WHERE id = 2")
+        .await
+        .expect("cascade update");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(4, 2)), c4, "cascaded update");
+    assert_ne!(version(&sweeper, &a2), a2_before, "the old parent");
+    let c4 = v(&comment(4, 3));
+    client
+        .batch_execute("DELETE FROM articles WHERE id = 3")
+        .await
+        .expect("cascade delete");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(4, 3)), c4, "cascaded delete");
+
+    // A NULL parent is skipped, the record is not.
+    db.psql("ALTER TABLE comments ALTER article_id DROP NOT NULL");
+    let c80 = v(&comment(80, 0));
+    let applied = log.applied();
+    client
+        .batch_execute("INSERT INTO comments (id, article_id) VALUES (80, NULL)")
+        .await
+        .expect("null parent");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(v(&comment(80, 0)), c80);
+    assert_eq!(log.applied() - applied, 1);
+
+    // Quoted names, text keys.
+    db.psql("CREATE TABLE \"Odd \"\"Table\"\" ü\" (name text PRIMARY KEY, article_id bigint)");
+    let odd_sweeper = Sweeper::embedded();
+    let odd_log = db
+        .log()
+        .database("odd")
+        .poll_interval(NEVER)
+        .install(&odd_sweeper)
+        .await
+        .expect("install odd");
+    let name = "it's \"ü\" \\ 🦀 %s";
+    let odd = Odd {
+        name: name.to_owned(),
+        article_id: 1,
+    };
+    let (before, a1_before) = (
+        version(&odd_sweeper, &odd),
+        version(&odd_sweeper, &Article { id: 1 }),
+    );
+    client
+        .execute(
+            "INSERT INTO \"Odd \"\"Table\"\" ü\" (name, article_id) VALUES ($1, 1)",
+            &[&name],
+        )
+        .await
+        .expect("odd insert");
+    odd_log.catch_up().await.expect("catch up");
+    assert_ne!(version(&odd_sweeper, &odd), before, "text key");
+    assert_ne!(version(&odd_sweeper, &Article { id: 1 }), a1_before);
 }
