@@ -56,6 +56,17 @@ struct Odd {
     article_id: i64,
 }
 
+/// A table whose name is as long as PostgreSQL allows (63 bytes).
+#[derive(Debug, Clone, Sweepable)]
+#[sweeper(
+    name = "changes::Long",
+    table = "subscription_billing_adjustment_line_items_by_customer_account",
+    database = "long"
+)]
+struct Long {
+    id: i64,
+}
+
 const SCHEMA: &str = "
     CREATE TABLE articles (id bigint PRIMARY KEY, title text NOT NULL DEFAULT '');
     CREATE TABLE comments (
@@ -1134,4 +1145,132 @@ async fn every_way_sql_changes_rows_is_logged() {
     odd_log.catch_up().await.expect("catch up");
     assert_ne!(version(&odd_sweeper, &odd), before, "text key");
     assert_ne!(version(&odd_sweeper, &Article { id: 1 }), a1_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_a_long_name_is_tracked() {
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(
+        "CREATE TABLE subscription_billing_adjustment_line_items_by_customer_account (id bigint PRIMARY KEY)",
+    );
+    let sweeper = Sweeper::embedded();
+    let log = db
+        .log()
+        .database("long")
+        .poll_interval(NEVER)
+        .install(&sweeper)
+        .await
+        .expect("install");
+    let record = Long { id: 1 };
+    let before = version(&sweeper, &record);
+    db.psql("INSERT INTO subscription_billing_adjustment_line_items_by_customer_account VALUES (1)");
+    log.catch_up().await.expect("catch up");
+    assert_ne!(version(&sweeper, &record), before);
+}
+
+#[test]
+fn a_current_thread_runtime_commits_and_follows() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let Some((db, sweeper, log)) = seeded(Duration::from_millis(50)).await else {
+            return;
+        };
+        let mut client = db.client().await;
+        let c1 = comment(1, 1);
+        let before = version(&sweeper, &c1);
+        let tx = client.transaction().await.expect("begin");
+        tx.execute("UPDATE comments SET likes = 3 WHERE id = 1", &[])
+            .await
+            .expect("like");
+        log.commit(tx).await.expect("commit");
+        assert_ne!(version(&sweeper, &c1), before);
+        let before = version(&sweeper, &c1);
+        db.psql("UPDATE comments SET likes = 4 WHERE id = 1");
+        changed(&sweeper, &c1, &before).await;
+    });
+    drop(runtime);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_right_after_the_logs_connection_is_killed_is_applied_before_it_returns() {
+    let Some((db, sweeper, log)) = seeded(NEVER).await else {
+        return;
+    };
+    let mut client = db.client().await;
+    for round in 0..20 {
+        // Kill the log's backend (the one listening), then commit at once.
+        client
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE query LIKE '%cachesweeper_changes%' AND pid <> pg_backend_pid()
+                    AND backend_type = 'client backend'",
+            )
+            .await
+            .expect("terminate");
+        let c1 = comment(1, 1);
+        let before = version(&sweeper, &c1);
+        let tx = client.transaction().await.expect("begin");
+        tx.execute("UPDATE comments SET likes = $1 WHERE id = 1", &[&round])
+            .await
+            .expect("like");
+        log.commit(tx).await.expect("commit");
+        assert_ne!(version(&sweeper, &c1), before, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_installing_at_once_take_turns_and_a_dropped_log_leaves_no_connection() {
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let sweeper = Sweeper::embedded();
+    let installs: Vec<_> = (0..6)
+        .map(|_| {
+            let (builder, sweeper) = (db.log().poll_interval(Duration::from_millis(20)), sweeper.clone());
+            tokio::spawn(async move { builder.install(&sweeper).await })
+        })
+        .collect();
+    let mut logs = Vec::new();
+    for install in installs {
+        logs.push(install.await.expect("task").expect("install"));
+    }
+    let connections = || -> i64 {
+        db.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'blog' AND pid <> pg_backend_pid()")
+            .parse()
+            .expect("count")
+    };
+    assert_eq!(connections(), 6);
+    drop(logs);
+    let start = Instant::now();
+    while connections() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "{} connections left", connections());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_begun_before_the_log_opens_and_committed_after_is_applied() {
+    let Some(db) = Database::new() else {
+        return;
+    };
+    db.psql(SEED);
+    let sweeper = Sweeper::embedded();
+    drop(db.log().install(&sweeper).await.expect("install"));
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("UPDATE comments SET likes = 1 WHERE id = 1", &[])
+        .await
+        .expect("like");
+    let c1 = comment(1, 1);
+    let before = version(&sweeper, &c1);
+    let log = db.log().poll_interval(NEVER).open(&sweeper).await.expect("open");
+    tokio::time::sleep(Duration::from_millis(600)).await; // a progress record in between
+    log.commit(tx).await.expect("commit");
+    assert_ne!(version(&sweeper, &c1), before);
 }
