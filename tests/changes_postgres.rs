@@ -757,7 +757,9 @@ async fn a_transaction_id_reused_after_a_crash_is_not_taken_for_one_already_read
         tx.rollback().await.expect("rollback");
         id
     };
-    log.catch_up().await.expect("catch up past the rolled-back id");
+    log.catch_up()
+        .await
+        .expect("catch up past the rolled-back id");
     db.server.crash_restart();
 
     let c1 = comment(1, 1);
@@ -1000,7 +1002,12 @@ async fn many_writers_with_long_transactions_and_pruning_lose_nothing() {
         changed(&sweeper, c, before).await;
     }
     for (c, before) in &rolled_back {
-        assert_eq!(&version(&sweeper, c), before, "rolled back: comment {}", c.id);
+        assert_eq!(
+            &version(&sweeper, c),
+            before,
+            "rolled back: comment {}",
+            c.id
+        );
     }
     println!(
         "{} committed, {} rolled back; applied {} + {}",
@@ -1165,7 +1172,9 @@ async fn a_table_with_a_long_name_is_tracked() {
         .expect("install");
     let record = Long { id: 1 };
     let before = version(&sweeper, &record);
-    db.psql("INSERT INTO subscription_billing_adjustment_line_items_by_customer_account VALUES (1)");
+    db.psql(
+        "INSERT INTO subscription_billing_adjustment_line_items_by_customer_account VALUES (1)",
+    );
     log.catch_up().await.expect("catch up");
     assert_ne!(version(&sweeper, &record), before);
 }
@@ -1232,7 +1241,10 @@ async fn processes_installing_at_once_take_turns_and_a_dropped_log_leaves_no_con
     let sweeper = Sweeper::embedded();
     let installs: Vec<_> = (0..6)
         .map(|_| {
-            let (builder, sweeper) = (db.log().poll_interval(Duration::from_millis(20)), sweeper.clone());
+            let (builder, sweeper) = (
+                db.log().poll_interval(Duration::from_millis(20)),
+                sweeper.clone(),
+            );
             tokio::spawn(async move { builder.install(&sweeper).await })
         })
         .collect();
@@ -1249,7 +1261,11 @@ async fn processes_installing_at_once_take_turns_and_a_dropped_log_leaves_no_con
     drop(logs);
     let start = Instant::now();
     while connections() > 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "{} connections left", connections());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} connections left",
+            connections()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -1269,7 +1285,12 @@ async fn a_transaction_begun_before_the_log_opens_and_committed_after_is_applied
         .expect("like");
     let c1 = comment(1, 1);
     let before = version(&sweeper, &c1);
-    let log = db.log().poll_interval(NEVER).open(&sweeper).await.expect("open");
+    let log = db
+        .log()
+        .poll_interval(NEVER)
+        .open(&sweeper)
+        .await
+        .expect("open");
     tokio::time::sleep(Duration::from_millis(600)).await; // a progress record in between
     log.commit(tx).await.expect("commit");
     assert_ne!(version(&sweeper, &c1), before);

@@ -419,7 +419,8 @@ struct Shared {
 }
 
 struct Reader {
-    /// `None` after the connection failed: the next read connects again.
+    /// `None` after the connection failed: the next read connects again, and rewinds the
+    /// snapshot (see [`rewound`]).
     client: Option<Client>,
     /// A snapshot in which every visible log row has been applied by this process: raised, or,
     /// where the raise failed, handed to the sweeper's retry thread.
@@ -554,7 +555,10 @@ impl Reader {
     async fn read(&mut self, shared: &Shared) -> Result<usize> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            self.client = Some(connect_listening(&shared.config, &shared.wake).await?);
+            // The log was opened on a connection: this is a reconnection.
+            let client = connect_listening(&shared.config, &shared.wake).await?;
+            self.snapshot = rewound(&client, &self.snapshot).await?;
+            self.client = Some(client);
         }
         let client = self.client.as_ref().expect("connected above");
         let read = async {
@@ -605,6 +609,35 @@ impl Reader {
             }
         }
     }
+}
+
+/// The snapshot to read from after connecting again: one in which nothing from the lower
+/// `xmin` of `snapshot` (this process's) and of the snapshot recorded in
+/// `cachesweeper_applied` on is visible, so that the rows since are read (again).
+///
+/// Why: the server may have crashed and restarted while the connection was down, and after a
+/// crash PostgreSQL hands out again the transaction ids whose end never reached the disk (a
+/// rolled-back transaction's, one that only took an id): an id finished in `snapshot` may now
+/// be a new transaction's, whose committed rows `snapshot` would count as seen. The recorded
+/// snapshot is safe from that: it was written by a commit, which flushes the log of every
+/// transaction that had ended when it was taken, so its ids below its `xmin` are never handed
+/// out again; nor are this process's below the lower of the two. Reading the rows since again
+/// costs one more miss each for their records, once per reconnection.
+async fn rewound(client: &Client, snapshot: &str) -> Result<String> {
+    let recorded: String = client
+        .query_one(
+            "SELECT snapshot::text FROM cachesweeper_applied WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(database_error)?
+        .get(0);
+    let xmin = [snapshot_xmin(snapshot), snapshot_xmin(&recorded)]
+        .into_iter()
+        .flatten()
+        .min()
+        .ok_or_else(|| Error::Config(format!("not a snapshot: {recorded}")))?;
+    Ok(format!("{xmin}:{xmin}:"))
 }
 
 /// Reads the log when a notification wakes it, and every `poll` otherwise (a notification
