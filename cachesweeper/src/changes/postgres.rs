@@ -460,7 +460,18 @@ impl Shared {
             return Ok(0);
         }
         let read = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let result = reader.read(self).await;
+        let connected = reader
+            .client
+            .as_ref()
+            .is_some_and(|client| !client.is_closed());
+        let mut result = reader.read(self).await;
+        // A connection that died since the last read (its backend terminated, a restart the
+        // client has not noticed yet) fails the first statement sent on it: read once more on
+        // a new one, so that the caller's commit is still applied before it returns. A failure
+        // to connect is not retried: the database is down.
+        if connected && matches!(result, Err(Error::Database { .. })) {
+            result = reader.read(self).await;
+        }
         if result.is_ok() {
             self.finished.store(read, Ordering::SeqCst);
         }
