@@ -352,8 +352,10 @@ async fn connect_listening(config: &tokio_postgres::Config, wake: &Arc<Notify>) 
             "the change log needs PostgreSQL 13 or later (pg_current_xact_id, pg_visible_in_snapshot); the server is version {version}"
         )));
     }
+    // A statement_timeout set for the database or the role would cancel a read that streams a
+    // large backlog into a slow cache, every time, so that its later rows are never reached.
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("SET statement_timeout = 0; LISTEN {CHANNEL}"))
         .await
         .map_err(database_error)?;
     Ok(client)
