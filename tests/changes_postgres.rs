@@ -851,6 +851,15 @@ async fn a_writer_with_another_search_path_is_logged() {
         .expect("a truncate under an empty search_path");
     log.catch_up().await.expect("catch up");
     assert_ne!(version(&sweeper, &c2), before);
+    // A function installed without its search_path (by an earlier version) is outdated.
+    db.psql("ALTER FUNCTION cachesweeper_log_comments() RESET search_path");
+    match db.log().open(&sweeper).await {
+        Err(Error::Untracked { table, problem }) => {
+            assert_eq!(table, "comments");
+            assert!(problem.contains("search_path"), "{problem}");
+        }
+        other => panic!("expected Untracked, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

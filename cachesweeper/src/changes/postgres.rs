@@ -763,12 +763,16 @@ END
         )
     }
 
-    /// The SQL that creates (or replaces) the function and the triggers.
+    /// The SQL that creates (or replaces) the function and the triggers. The function runs
+    /// with the installer's search_path, where the log and the table are (its body names them
+    /// unqualified): a trigger runs in the writer's session, whose search_path may not name
+    /// them (`SET search_path = ''` in a SECURITY DEFINER function, a migration tool's), or
+    /// may name another schema's table of the same name first.
     fn install(&self) -> String {
         let table = identifier(self.table.name);
         let function = identifier(&self.function());
         let mut sql = format!(
-            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $cachesweeper${}$cachesweeper$;\n",
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $cachesweeper${}$cachesweeper$;\n",
             self.body()
         );
         for (event, timing) in EVENTS {
@@ -787,23 +791,29 @@ END
         let install =
             "install it (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)";
         let function = self.function();
-        let body: Option<String> = client
+        let found: Option<(String, Vec<String>)> = client
             .query_opt(
-                "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(quote_ident($1))",
+                "SELECT prosrc, coalesce(proconfig, '{}') FROM pg_proc
+                  WHERE oid = to_regproc(quote_ident($1))",
                 &[&function],
             )
             .await
             .map_err(database_error)?
-            .map(|row| row.get(0));
-        match body {
+            .map(|row| (row.get(0), row.get(1)));
+        match found {
             None => {
                 return Ok(Some(format!(
                     "it has no trigger function `{function}`, so its changes would not reach the cache: {install}"
                 )));
             }
-            Some(body) if body != self.body() => {
+            Some((body, _)) if body != self.body() => {
                 return Ok(Some(format!(
                     "its trigger function `{function}` is not the one this model needs (its model name, key or parents changed): {install}"
+                )));
+            }
+            Some((_, config)) if !config.iter().any(|set| set.starts_with("search_path=")) => {
+                return Ok(Some(format!(
+                    "its trigger function `{function}` runs with the writer's search_path (installed by an earlier version): {install}"
                 )));
             }
             Some(_) => {}
