@@ -778,8 +778,8 @@ async fn a_transaction_id_reused_after_a_crash_is_not_taken_for_one_already_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_transaction_is_applied_when_it_is_committed() {
     // Two-phase commit: a write to a tracked table can be prepared (PostgreSQL refuses to
-    // prepare a transaction that sent a NOTIFY), and is applied once COMMIT PREPARED, even
-    // across a crash in between.
+    // prepare a transaction that sent a NOTIFY: it says so first), and is applied once
+    // COMMIT PREPARED, even across a crash in between.
     let Some(mut db) = Database::new() else {
         return;
     };
@@ -798,13 +798,15 @@ async fn a_prepared_transaction_is_applied_when_it_is_committed() {
     let client = db.client().await;
     client
         .batch_execute(
-            "BEGIN; UPDATE comments SET likes = 7 WHERE id = 1; PREPARE TRANSACTION 'one'",
+            "BEGIN; SET LOCAL cachesweeper.notify = off;
+             UPDATE comments SET likes = 7 WHERE id = 1; PREPARE TRANSACTION 'one'",
         )
         .await
         .expect("prepare a write to a tracked table");
     client
         .batch_execute(
-            "BEGIN; UPDATE comments SET likes = 7 WHERE id = 2; PREPARE TRANSACTION 'two'",
+            "BEGIN; SET LOCAL cachesweeper.notify = off;
+             UPDATE comments SET likes = 7 WHERE id = 2; PREPARE TRANSACTION 'two'",
         )
         .await
         .expect("prepare");

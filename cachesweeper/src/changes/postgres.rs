@@ -16,6 +16,19 @@
 //!   the log applies what a process that died after its commit had not, and rows applied and
 //!   older than the retention are pruned.
 //!
+//! Two-phase commit: PostgreSQL refuses to `PREPARE TRANSACTION` a transaction that sent a
+//! notification, so one that will be prepared says first `SET LOCAL cachesweeper.notify = off`;
+//! its changes are logged all the same, and applied after `COMMIT PREPARED` by the next
+//! [`ChangeLog::catch_up`] or the follower's next poll.
+//!
+//! What the triggers cannot see: writes made with `session_replication_role = replica` (a
+//! logical replication subscriber's apply worker, `pg_restore --disable-triggers`) or with the
+//! triggers disabled, and writes to a partition or an inheritance child straight rather than
+//! through the tracked table (statement triggers fire on the table a statement names). The
+//! log's progress (`cachesweeper_applied`) is shared by every log of the database, as if they
+//! applied to one cache: a log opened on a cache that outlived its processes and that the
+//! others do not apply to starts where they left off, missing what it did not see.
+//!
 //! Why snapshots rather than the log's ids: ids are taken when a row is inserted, and a
 //! transaction that took a lower id can commit later than one that took a higher, so a cursor
 //! by id would step over rows that are not yet visible and never come back for them. The
@@ -37,6 +50,10 @@ use crate::{Error, Result, Sweeper};
 
 /// The channel the triggers notify and the followers listen on.
 const CHANNEL: &str = "cachesweeper_changes";
+
+/// The setting that, `off`, keeps the triggers from notifying in the transaction that sets it:
+/// PostgreSQL refuses to `PREPARE TRANSACTION` one that sent a notification.
+const NOTIFY_SETTING: &str = "cachesweeper.notify";
 
 /// The log, and a snapshot in which every visible logged row has been applied (by some
 /// process: the cache is shared).
@@ -750,7 +767,7 @@ BEGIN
     ELSE
         {}
     END IF;
-    IF FOUND THEN
+    IF FOUND AND current_setting('{NOTIFY_SETTING}', true) IS DISTINCT FROM 'off' THEN
         PERFORM pg_notify('{CHANNEL}', '');
     END IF;
     RETURN NULL;
