@@ -727,11 +727,11 @@ impl<'a> Triggers<'a> {
     }
 
     fn function(&self) -> String {
-        format!("cachesweeper_log_{}", self.table.name)
+        object_name("cachesweeper_log_", self.table.name, "")
     }
 
     fn trigger(&self, event: &str) -> String {
-        format!("cachesweeper_{}_{event}", self.table.name)
+        object_name("cachesweeper_", self.table.name, &format!("_{event}"))
     }
 
     /// The function's body: one `INSERT … SELECT` of the record and each parent it touches
@@ -872,6 +872,26 @@ async fn table_exists(client: &impl tokio_postgres::GenericClient, name: &str) -
         .get(0))
 }
 
+/// The name of one of a table's objects: `prefix`, the table's name, `suffix`. PostgreSQL
+/// cuts names at 63 bytes (and refuses longer ones as parameters), so a table name too long
+/// for that is cut short and followed by a hash of the whole: two long names that begin alike
+/// still name different functions and triggers.
+fn object_name(prefix: &str, table: &str, suffix: &str) -> String {
+    const MAX: usize = 63;
+    let name = format!("{prefix}{table}{suffix}");
+    if name.len() <= MAX {
+        return name;
+    }
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(table.as_bytes());
+    let hash: String = hash[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut cut = MAX - prefix.len() - suffix.len() - 1 - hash.len();
+    while !table.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{prefix}{}_{hash}{suffix}", &table[..cut])
+}
+
 /// A snapshot's `xmin` (its text form is `xmin:xmax:xip,…`).
 fn snapshot_xmin(snapshot: &str) -> Option<u64> {
     snapshot.split(':').next()?.parse().ok()
@@ -910,5 +930,29 @@ fn untracked(table: &str, problem: &str) -> Error {
 fn database_error(error: tokio_postgres::Error) -> Error {
     Error::Database {
         source: Arc::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_name;
+
+    #[test]
+    fn object_names_fit_postgresql_and_long_ones_stay_distinct() {
+        assert_eq!(
+            object_name("cachesweeper_", "comments", "_insert"),
+            "cachesweeper_comments_insert"
+        );
+        let long = |end: &str| format!("{}{end}", "ü".repeat(30));
+        let (a, b) = (
+            object_name("cachesweeper_", &long("a"), "_truncate"),
+            object_name("cachesweeper_", &long("b"), "_truncate"),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("cachesweeper_ü") && a.ends_with("_truncate"),
+            "{a}"
+        );
     }
 }
