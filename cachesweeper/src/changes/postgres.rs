@@ -16,6 +16,19 @@
 //!   the log applies what a process that died after its commit had not, and rows applied and
 //!   older than the retention are pruned.
 //!
+//! Two-phase commit: PostgreSQL refuses to `PREPARE TRANSACTION` a transaction that sent a
+//! notification, so one that will be prepared says first `SET LOCAL cachesweeper.notify = off`;
+//! its changes are logged all the same, and applied after `COMMIT PREPARED` by the next
+//! [`ChangeLog::catch_up`] or the follower's next poll.
+//!
+//! What the triggers cannot see: writes made with `session_replication_role = replica` (a
+//! logical replication subscriber's apply worker, `pg_restore --disable-triggers`) or with the
+//! triggers disabled, and writes to a partition or an inheritance child straight rather than
+//! through the tracked table (statement triggers fire on the table a statement names). The
+//! log's progress (`cachesweeper_applied`) is shared by every log of the database, as if they
+//! applied to one cache: a log opened on a cache that outlived its processes and that the
+//! others do not apply to starts where they left off, missing what it did not see.
+//!
 //! Why snapshots rather than the log's ids: ids are taken when a row is inserted, and a
 //! transaction that took a lower id can commit later than one that took a higher, so a cursor
 //! by id would step over rows that are not yet visible and never come back for them. The
@@ -37,6 +50,10 @@ use crate::{Error, Result, Sweeper};
 
 /// The channel the triggers notify and the followers listen on.
 const CHANNEL: &str = "cachesweeper_changes";
+
+/// The setting that, `off`, keeps the triggers from notifying in the transaction that sets it:
+/// PostgreSQL refuses to `PREPARE TRANSACTION` one that sent a notification.
+const NOTIFY_SETTING: &str = "cachesweeper.notify";
 
 /// The log, and a snapshot in which every visible logged row has been applied (by some
 /// process: the cache is shared).
@@ -263,8 +280,9 @@ impl ChangeLogBuilder {
         let config = self.config()?;
         let tables = self.tables()?;
         let wake = Arc::new(Notify::new());
-        let (client, read_new) = connect_reader(&config, &wake).await?;
+        let client = connect_listening(&config, &wake).await?;
         check(&client, &tables).await?;
+        let read_new = client.prepare(READ_NEW).await.map_err(database_error)?;
         let snapshot: String = client
             .query_one(
                 "SELECT snapshot::text FROM cachesweeper_applied WHERE id = 1",
@@ -362,8 +380,10 @@ async fn connect_listening(config: &tokio_postgres::Config, wake: &Arc<Notify>) 
             "the change log needs PostgreSQL 13 or later (pg_current_xact_id, pg_visible_in_snapshot); the server is version {version}"
         )));
     }
+    // A statement_timeout set for the database or the role would cancel a read that streams a
+    // large backlog into a slow cache, every time, so that its later rows are never reached.
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("SET statement_timeout = 0; LISTEN {CHANNEL}"))
         .await
         .map_err(database_error)?;
     Ok(client)
@@ -430,7 +450,8 @@ struct Shared {
 
 struct Reader {
     /// The log's connection and its prepared [`READ_NEW`] (one round trip a read, planned
-    /// once); `None` after the connection failed: the next read connects again.
+    /// once); `None` after the connection failed: the next read connects again, and rewinds
+    /// the snapshot (see [`rewound`]).
     client: Option<(Client, tokio_postgres::Statement)>,
     /// A snapshot in which every visible log row has been applied by this process: raised, or,
     /// where the raise failed, handed to the sweeper's retry thread.
@@ -470,11 +491,16 @@ impl Shared {
             return Ok(0);
         }
         let read = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let connected = reader
+            .client
+            .as_ref()
+            .is_some_and(|(client, _)| !client.is_closed());
         let mut result = reader.read(self).await;
-        if let Err(Error::Database { .. }) = result {
-            // Once more, on a new connection: the log's may have died while idle (a database
-            // restart, an idle timeout, `pg_terminate_backend`) though the database is up,
-            // as the application's commit just showed.
+        // A connection that died since the last read (its backend terminated, a restart the
+        // client has not noticed yet) fails the first statement sent on it: read once more on
+        // a new one, so that the caller's commit is still applied before it returns. A failure
+        // to connect is not retried: the database is down.
+        if connected && matches!(result, Err(Error::Database { .. })) {
             result = reader.read(self).await;
         }
         if result.is_ok() {
@@ -575,7 +601,10 @@ impl Reader {
             .is_none_or(|(client, _)| client.is_closed())
         {
             self.client = None;
-            self.client = Some(connect_reader(&shared.config, &shared.wake).await?);
+            // The log was opened on a connection: this is a reconnection.
+            let (client, read_new) = connect_reader(&shared.config, &shared.wake).await?;
+            self.snapshot = rewound(&client, &self.snapshot).await?;
+            self.client = Some((client, read_new));
         }
         let (client, read_new) = self.client.as_ref().expect("connected above");
         let read = async {
@@ -626,6 +655,35 @@ impl Reader {
             }
         }
     }
+}
+
+/// The snapshot to read from after connecting again: one in which nothing from the lower
+/// `xmin` of `snapshot` (this process's) and of the snapshot recorded in
+/// `cachesweeper_applied` on is visible, so that the rows since are read (again).
+///
+/// Why: the server may have crashed and restarted while the connection was down, and after a
+/// crash PostgreSQL hands out again the transaction ids whose end never reached the disk (a
+/// rolled-back transaction's, one that only took an id): an id finished in `snapshot` may now
+/// be a new transaction's, whose committed rows `snapshot` would count as seen. The recorded
+/// snapshot is safe from that: it was written by a commit, which flushes the log of every
+/// transaction that had ended when it was taken, so its ids below its `xmin` are never handed
+/// out again; nor are this process's below the lower of the two. Reading the rows since again
+/// costs one more miss each for their records, once per reconnection.
+async fn rewound(client: &Client, snapshot: &str) -> Result<String> {
+    let recorded: String = client
+        .query_one(
+            "SELECT snapshot::text FROM cachesweeper_applied WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(database_error)?
+        .get(0);
+    let xmin = [snapshot_xmin(snapshot), snapshot_xmin(&recorded)]
+        .into_iter()
+        .flatten()
+        .min()
+        .ok_or_else(|| Error::Config(format!("not a snapshot: {recorded}")))?;
+    Ok(format!("{xmin}:{xmin}:"))
 }
 
 /// Reads the log when a notification wakes it, and every `poll` otherwise (a notification
@@ -692,11 +750,11 @@ impl<'a> Triggers<'a> {
     }
 
     fn function(&self) -> String {
-        format!("cachesweeper_log_{}", self.table.name)
+        object_name("cachesweeper_log_", self.table.name, "")
     }
 
     fn trigger(&self, event: &str) -> String {
-        format!("cachesweeper_{}_{event}", self.table.name)
+        object_name("cachesweeper_", self.table.name, &format!("_{event}"))
     }
 
     /// The function's body: one `INSERT … SELECT` of the record and each parent it touches
@@ -732,7 +790,7 @@ BEGIN
     ELSE
         {}
     END IF;
-    IF FOUND THEN
+    IF FOUND AND current_setting('{NOTIFY_SETTING}', true) IS DISTINCT FROM 'off' THEN
         PERFORM pg_notify('{CHANNEL}', '');
     END IF;
     RETURN NULL;
@@ -745,12 +803,16 @@ END
         )
     }
 
-    /// The SQL that creates (or replaces) the function and the triggers.
+    /// The SQL that creates (or replaces) the function and the triggers. The function runs
+    /// with the installer's search_path, where the log and the table are (its body names them
+    /// unqualified): a trigger runs in the writer's session, whose search_path may not name
+    /// them (`SET search_path = ''` in a SECURITY DEFINER function, a migration tool's), or
+    /// may name another schema's table of the same name first.
     fn install(&self) -> String {
         let table = identifier(self.table.name);
         let function = identifier(&self.function());
         let mut sql = format!(
-            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $cachesweeper${}$cachesweeper$;\n",
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $cachesweeper${}$cachesweeper$;\n",
             self.body()
         );
         for (event, timing) in EVENTS {
@@ -769,23 +831,29 @@ END
         let install =
             "install it (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)";
         let function = self.function();
-        let body: Option<String> = client
+        let found: Option<(String, Vec<String>)> = client
             .query_opt(
-                "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(quote_ident($1))",
+                "SELECT prosrc, coalesce(proconfig, '{}') FROM pg_proc
+                  WHERE oid = to_regproc(quote_ident($1))",
                 &[&function],
             )
             .await
             .map_err(database_error)?
-            .map(|row| row.get(0));
-        match body {
+            .map(|row| (row.get(0), row.get(1)));
+        match found {
             None => {
                 return Ok(Some(format!(
                     "it has no trigger function `{function}`, so its changes would not reach the cache: {install}"
                 )));
             }
-            Some(body) if body != self.body() => {
+            Some((body, _)) if body != self.body() => {
                 return Ok(Some(format!(
                     "its trigger function `{function}` is not the one this model needs (its model name, key or parents changed): {install}"
+                )));
+            }
+            Some((_, config)) if !config.iter().any(|set| set.starts_with("search_path=")) => {
+                return Ok(Some(format!(
+                    "its trigger function `{function}` runs with the writer's search_path (installed by an earlier version): {install}"
                 )));
             }
             Some(_) => {}
@@ -827,6 +895,26 @@ async fn table_exists(client: &impl tokio_postgres::GenericClient, name: &str) -
         .get(0))
 }
 
+/// The name of one of a table's objects: `prefix`, the table's name, `suffix`. PostgreSQL
+/// cuts names at 63 bytes (and refuses longer ones as parameters), so a table name too long
+/// for that is cut short and followed by a hash of the whole: two long names that begin alike
+/// still name different functions and triggers.
+fn object_name(prefix: &str, table: &str, suffix: &str) -> String {
+    const MAX: usize = 63;
+    let name = format!("{prefix}{table}{suffix}");
+    if name.len() <= MAX {
+        return name;
+    }
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(table.as_bytes());
+    let hash: String = hash[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut cut = MAX - prefix.len() - suffix.len() - 1 - hash.len();
+    while !table.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{prefix}{}_{hash}{suffix}", &table[..cut])
+}
+
 /// A snapshot's `xmin` (its text form is `xmin:xmax:xip,…`).
 fn snapshot_xmin(snapshot: &str) -> Option<u64> {
     snapshot.split(':').next()?.parse().ok()
@@ -865,5 +953,29 @@ fn untracked(table: &str, problem: &str) -> Error {
 fn database_error(error: tokio_postgres::Error) -> Error {
     Error::Database {
         source: Arc::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_name;
+
+    #[test]
+    fn object_names_fit_postgresql_and_long_ones_stay_distinct() {
+        assert_eq!(
+            object_name("cachesweeper_", "comments", "_insert"),
+            "cachesweeper_comments_insert"
+        );
+        let long = |end: &str| format!("{}{end}", "ü".repeat(30));
+        let (a, b) = (
+            object_name("cachesweeper_", &long("a"), "_truncate"),
+            object_name("cachesweeper_", &long("b"), "_truncate"),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("cachesweeper_ü") && a.ends_with("_truncate"),
+            "{a}"
+        );
     }
 }
