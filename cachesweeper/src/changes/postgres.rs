@@ -33,8 +33,8 @@
 //! transaction that took a lower id can commit later than one that took a higher, so a cursor
 //! by id would step over rows that are not yet visible and never come back for them. The
 //! follower instead remembers the snapshot it last read in: a row is new exactly when its
-//! transaction is visible now and was not in that snapshot (`pg_visible_in_snapshot`), and
-//! visibility never goes back, so each committed row is read once, whatever order
+//! transaction is visible now and was not in that snapshot (it began at or after the
+//! snapshot's `xmax`, or was in progress then: in its `xip`), and visibility never goes back, so each committed row is read once, whatever order
 //! transactions commit in, and a rolled-back one is never read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,13 +74,17 @@ INSERT INTO cachesweeper_applied (id, snapshot) VALUES (1, pg_current_snapshot()
     ON CONFLICT (id) DO NOTHING;
 ";
 
-/// The rows committed since snapshot `$1` (visible now, not then; their transactions are at
-/// or after its `xmin`, which the index finds), and, in the last column of a row of its own,
-/// the snapshot this statement reads in: one statement, so both are the same snapshot.
+/// The rows committed since snapshot `$1` (visible now, not then: their transactions were at
+/// or after its `xmax`, or in progress then, in its `xip`; each part an index scan, so a long
+/// transaction holding `xmin` back does not make every read scan the rows since), and, in the
+/// last column of a row of its own, the snapshot this statement reads in: one statement, so
+/// both are the same snapshot.
 const READ_NEW: &str = "
 SELECT model, key, NULL FROM cachesweeper_changes
- WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot)
-   AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)
+ WHERE xid >= pg_snapshot_xmax($1::text::pg_snapshot)
+UNION ALL
+SELECT model, key, NULL FROM cachesweeper_changes
+ WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::text::pg_snapshot)))
 UNION ALL
 SELECT NULL, NULL, pg_current_snapshot()::text";
 
@@ -377,7 +381,7 @@ async fn connect_listening(config: &tokio_postgres::Config, wake: &Arc<Notify>) 
         .get(0);
     if version < 130_000 {
         return Err(Error::Config(format!(
-            "the change log needs PostgreSQL 13 or later (pg_current_xact_id, pg_visible_in_snapshot); the server is version {version}"
+            "the change log needs PostgreSQL 13 or later (pg_current_xact_id, pg_snapshot); the server is version {version}"
         )));
     }
     // A statement_timeout set for the database or the role would cancel a read that streams a
