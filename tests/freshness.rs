@@ -138,6 +138,7 @@ struct ArticleRows {
 )]
 struct BlogPage {
     blog: Blog,
+    #[sweeper(belongs_to = blog)]
     articles: Vec<ArticleRows>,
 }
 
@@ -187,6 +188,7 @@ struct SectionRows {
 )]
 struct FieldPage {
     site: Site,
+    #[sweeper(belongs_to = site)]
     sections: Vec<SectionRows>,
 }
 

@@ -56,7 +56,10 @@ fn note(id: i64, likes: u32) -> Note {
 )]
 struct BlogPage<'a> {
     blog: &'a Blog,
+    /// Shown inside each note too (the byline): the same post whoever looks.
+    #[sweeper(same_for_everyone)]
     post: &'a Post,
+    #[sweeper(belongs_to = post)]
     notes: &'a [Note],
 }
 
@@ -298,6 +301,7 @@ fn a_body_that_fails_gives_its_lease_back() {
         ext = "html",
         source = r#"{% filter cachesweeper::filters::cachesweeper(note, 60, "failing") %}{{ self.fail()? }}{% endfilter %}"#
     )]
+    #[sweeper(same_for_everyone(fail))]
     struct Failing<'a> {
         note: &'a Note,
     }
@@ -518,6 +522,8 @@ struct Wiki {
 struct ByAuthor<'a> {
     post: &'a Post,
     wiki: &'a Wiki,
+    /// The same author whoever looks: the post's and the wiki page's blocks show it.
+    #[sweeper(same_for_everyone)]
     author: &'a Author,
 }
 

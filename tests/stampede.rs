@@ -45,6 +45,7 @@ fn sixty_four_threads_missing_one_fragment_render_it_once() {
     ext = "html",
     source = "{% filter cachesweeper::filters::cachesweeper(comment, 600, \"comment\") %}{{ self.expensive()|safe }}{% endfilter %}"
 )]
+#[sweeper(same_for_everyone(expensive))]
 struct Page<'a> {
     comment: &'a Comment,
     renders: &'a AtomicUsize,

@@ -63,6 +63,33 @@ pub fn derive_sweepable(input: TokenStream) -> TokenStream {
 /// this derive, the filter still requires the name, but two blocks with the same name go
 /// unnoticed.
 ///
+/// And it checks what each block reads (issue 23): a block's HTML is served to every request
+/// with its key, so everything the block and what it includes read must be the same for all
+/// of them. A block may read its record's variable (and what is reached through it), its key
+/// parts after the name (`viewer.id` lets it read `viewer.id`, not `viewer.name`), names bound
+/// inside it, and the fields declared on the template struct:
+///
+/// ```text
+/// #[derive(askama::Template, cachesweeper::TemplateDigest)]
+/// #[template(path = "blog/article.html")]
+/// #[sweeper(same_for_everyone(site_name))]      // a method (or field) of the template
+/// struct ArticlePage<'a> {
+///     article: &'a Article,
+///     #[sweeper(belongs_to = article)]          // data of the article: in its blocks
+///     comments: Lazy<'a, Vec<Comment>>,
+///     #[sweeper(same_for_everyone)]             // site settings: in any block
+///     site: &'a Site,
+///     viewer: &'a Viewer,                       // in no block, unless a block keys on it
+/// }
+/// ```
+///
+/// A block that reads anything else (the viewer, a CSRF token, an `is_admin` flag, a variable
+/// bound outside it) is a compile error naming the block's `file:line`, the value, and the
+/// fixes. A nested block's reads count for every block around it, whose HTML contains it.
+/// `belongs_to` chains: a field that belongs to a field that belongs to the record may be
+/// read. Reads inside a Rust macro call (`format!("{x}")`) are found by name; macro bodies
+/// (`{% macro %}`) are not looked into.
+///
 /// Every file read is `include_bytes!`'d, so cargo rebuilds (and the digest is computed again)
 /// when one changes. Like Askama, a build does not notice a *new* file that would now be found
 /// first (a template added beside the one that includes it, shadowing one in the template

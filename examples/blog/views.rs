@@ -32,6 +32,9 @@ pub struct IndexPage {
 #[template(path = "blog/article.html")]
 pub struct ArticlePage {
     pub article: Article,
+    /// The article's comments: data of the article, so its blocks may read them (the
+    /// derive checks that a cached block reads nothing that differs between viewers).
+    #[sweeper(belongs_to = article)]
     pub comments: Lazy<'static, Vec<Comment>>,
     pub cache_debug: bool,
 }

@@ -18,7 +18,9 @@ mod filters {
 #[template(path = "article.html")]
 struct ArticlePage<'a> {
     article: &'a Article,
+    #[sweeper(belongs_to = article)]
     comments: &'a [Comment],
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 

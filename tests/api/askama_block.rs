@@ -16,6 +16,7 @@ use common::{Comment, Renders, cases, comment, known};
 )]
 struct PathQualified<'a> {
     comment: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -88,6 +89,7 @@ mod short_name {
         pub comment: &'a Comment,
         pub ttl: Duration,
         pub lang: &'a str,
+        #[sweeper(same_for_everyone)]
         pub renders: &'a Renders,
     }
 }
@@ -119,6 +121,7 @@ fn short_name_duration_ttl_and_key_parts() {
 )]
 struct CommentView<'a> {
     comment: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -129,6 +132,7 @@ struct CommentView<'a> {
 )]
 struct WithWrapper<'a> {
     comments: &'a [Comment],
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -190,8 +194,10 @@ fn scopes_count_per_request() {
     ext = "html",
     source = "{% filter cachesweeper::filters::cachesweeper(comment, 500, \"comment\") %}{{ renders.tick(\"body\") }}{{ self.broken()? }}{% endfilter %}"
 )]
+#[sweeper(same_for_everyone(broken))]
 struct Broken<'a> {
     comment: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -237,6 +243,7 @@ struct Note {
 )]
 struct ZeroTtl<'a> {
     note: &'a Note,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 

@@ -31,6 +31,7 @@ struct Post {
 )]
 struct PostPage<'a> {
     post: &'a Post,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 

@@ -16,6 +16,7 @@ use common::{Comment, Renders, comment};
 )]
 struct PageV1<'a> {
     c: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -26,6 +27,7 @@ struct PageV1<'a> {
 )]
 struct PageV2<'a> {
     c: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -37,6 +39,7 @@ struct PageV2<'a> {
 )]
 struct StableV1<'a> {
     c: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -47,6 +50,7 @@ struct StableV1<'a> {
 )]
 struct StableV2<'a> {
     c: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 

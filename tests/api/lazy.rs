@@ -29,6 +29,7 @@ mod filters {
 )]
 struct ArticlePage<'a> {
     article: &'a Article,
+    #[sweeper(belongs_to = article)]
     comments: Lazy<'a, Vec<Comment>>,
 }
 

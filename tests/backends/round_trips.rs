@@ -100,6 +100,7 @@ impl Backend for Counting {
 )]
 struct Flat<'a> {
     comments: &'a [Comment],
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -115,7 +116,9 @@ struct Flat<'a> {
 )]
 struct Nested<'a> {
     article: &'a Article,
+    #[sweeper(belongs_to = article)]
     comments: &'a [Comment],
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 

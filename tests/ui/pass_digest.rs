@@ -37,7 +37,9 @@ impl Renders {
 #[template(path = "article.html")]
 struct ArticlePage<'a> {
     article: &'a Article,
+    #[sweeper(belongs_to = article)]
     comments: &'a [Comment],
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 
@@ -45,6 +47,7 @@ struct ArticlePage<'a> {
 #[template(path = "comment.html")]
 struct CommentPart<'a> {
     comment: &'a Comment,
+    #[sweeper(same_for_everyone)]
     renders: &'a Renders,
 }
 

@@ -4,6 +4,7 @@
 use syn::{Attribute, Data, DeriveInput, Generics, Ident, Path};
 
 use super::attr::{self, Template};
+use super::reads::Declared;
 use crate::ctxt::Ctxt;
 
 /// The type being derived.
@@ -20,6 +21,8 @@ pub struct Container<'a> {
     pub union_token: Option<syn::token::Union>,
     /// `#[sweeper(crate = path)]`.
     pub crate_path: Option<Path>,
+    /// What the fields' `#[sweeper(...)]` declare, for the check of what blocks read.
+    pub declared: Declared,
 }
 
 impl<'a> Container<'a> {
@@ -44,6 +47,7 @@ impl<'a> Container<'a> {
                 Data::Struct(_) | Data::Enum(_) => None,
             },
             crate_path: attr::crate_path(cx, &input.attrs),
+            declared: attr::declared(cx, &input.attrs, &input.data),
         }
     }
 }

@@ -223,6 +223,79 @@ pub fn crate_path(cx: &Ctxt, attrs: &[Attribute]) -> Option<Path> {
     out
 }
 
+/// `#[sweeper(belongs_to = record)]`: the field is data of the record (loaded for it), and
+/// may be read in blocks whose record is that variable.
+const BELONGS_TO: &str = "belongs_to";
+/// `#[sweeper(same_for_everyone)]`: the field is the same for every viewer (site settings),
+/// and may be read in any block.
+const SAME_FOR_EVERYONE: &str = "same_for_everyone";
+
+/// What the fields' `#[sweeper(...)]` declare about them, and the type's
+/// `#[sweeper(same_for_everyone(name, ...))]` about its methods (or fields), for the check of
+/// what blocks read.
+pub fn declared(cx: &Ctxt, attrs: &[Attribute], data: &syn::Data) -> super::reads::Declared {
+    let mut declared = super::reads::Declared::default();
+    for attr in attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident(crate::attr::SWEEPER))
+    {
+        let result = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident(SAME_FOR_EVERYONE) {
+                meta.parse_nested_meta(|name| {
+                    let ident = name.path.require_ident()?;
+                    declared.same_for_everyone.push(ident.to_string());
+                    Ok(())
+                })
+            } else {
+                crate::attr::skip_value(&meta).map(drop)
+            }
+        });
+        if let Err(err) = result {
+            cx.push(err);
+        }
+    }
+    let fields = match data {
+        syn::Data::Struct(data) => &data.fields,
+        syn::Data::Enum(_) | syn::Data::Union(_) => return declared,
+    };
+    for field in fields {
+        for attr in field
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident(crate::attr::SWEEPER))
+        {
+            let Some(name) = &field.ident else {
+                cx.error_spanned_by(
+                    attr,
+                    "`#[sweeper(...)]` declares a named field, and this field has no name",
+                );
+                continue;
+            };
+            let name = name.to_string();
+            let result = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident(BELONGS_TO) {
+                    let record: syn::Ident = meta.value()?.parse()?;
+                    declared.belongs_to.push((name.clone(), record.to_string()));
+                } else if meta.path.is_ident(SAME_FOR_EVERYONE) {
+                    declared.same_for_everyone.push(name.clone());
+                } else {
+                    return Err(meta.error(
+                        "unknown sweeper option for a template's field: \
+                         `#[sweeper(belongs_to = record)]` (the field is data of the record, \
+                         readable in its blocks) or `#[sweeper(same_for_everyone)]` (readable in \
+                         any block)",
+                    ));
+                }
+                Ok(())
+            });
+            if let Err(err) = result {
+                cx.push(err);
+            }
+        }
+    }
+    declared
+}
+
 #[cfg(test)]
 mod tests {
     use syn::parse_quote;

@@ -23,7 +23,7 @@ use askama_parser::{Expr, Filter, Node, Num, PathOrIdentifier, WithSpan};
 use super::syntax::{Syntax, line_of, walk};
 
 /// The filter's name, as written in templates (last component of a path).
-const FILTER: &str = "cachesweeper";
+pub const FILTER: &str = "cachesweeper";
 
 /// One template of the family.
 #[derive(Debug, Clone)]
@@ -36,9 +36,9 @@ pub struct Template {
 
 /// Where a block is, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Place {
-    template: Option<String>,
-    line: usize,
+pub struct Place {
+    pub template: Option<String>,
+    pub line: usize,
 }
 
 impl Display for Place {
@@ -119,6 +119,24 @@ fn blocks<'n, 'a>(
     out
 }
 
+/// Whether `filter` is the `cachesweeper` filter.
+pub fn is_cachesweeper_filter(filter: &Filter<'_>) -> bool {
+    is_cachesweeper(&filter.name)
+}
+
+/// A `cachesweeper` filter's positional arguments: the record, the time to live, the name, the
+/// key parts. The first argument, the block's body, and named arguments (`digest=false`, last)
+/// are left out.
+pub fn block_args<'f, 'a>(filter: &'f Filter<'a>) -> Vec<&'f Expr<'a>> {
+    filter
+        .arguments
+        .iter()
+        .skip(1)
+        .map(|arg| &***arg)
+        .filter(|arg| !matches!(arg, Expr::NamedArgument(..)))
+        .collect()
+}
+
 fn is_cachesweeper(name: &PathOrIdentifier<'_>) -> bool {
     match name {
         PathOrIdentifier::Identifier(name) => **name == FILTER,
@@ -129,14 +147,7 @@ fn is_cachesweeper(name: &PathOrIdentifier<'_>) -> bool {
 /// Checks one block's arguments, recording what is wrong in `errors`; the block's key if it has
 /// a record and a literal name.
 fn check_block(filter: &Filter<'_>, place: Place, errors: &mut Vec<String>) -> Option<Keyed> {
-    // The first argument is the block's body; named arguments (`digest=false`) come last.
-    let args: Vec<&Expr<'_>> = filter
-        .arguments
-        .iter()
-        .skip(1)
-        .map(|arg| &***arg)
-        .filter(|arg| !matches!(arg, Expr::NamedArgument(..)))
-        .collect();
+    let args = block_args(filter);
     let call = format!("{}({})", show_name(&filter.name), show_list(&args));
     let (record, ttl, name, rest) = match args.as_slice() {
         [] => {
@@ -266,7 +277,7 @@ fn show_boxed(exprs: &[WithSpan<Box<Expr<'_>>>]) -> String {
 }
 
 /// An expression as it would be written, for messages (`…` for the rare kinds left out).
-fn show(expr: &Expr<'_>) -> String {
+pub fn show(expr: &Expr<'_>) -> String {
     let mut out = String::new();
     let _ = match expr {
         Expr::BoolLit(value) => write!(out, "{value}"),

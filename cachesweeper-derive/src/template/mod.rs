@@ -5,7 +5,9 @@
 //! `#[sweeper(crate = ...)]`, `ast` models the input, `valid` checks it; then `config` reads
 //! askama.toml, `deps` finds the templates a template names, `digest` finds them where Askama
 //! does and hashes them, `blocks` checks the `cachesweeper` blocks of the whole family (each has
-//! a record, a time to live and a literal name, and no two share a key), and `expand` generates
+//! a record, a time to live and a literal name, and no two share a key), `reads` checks what
+//! each block reads (only its record, its key and what is declared the same for everyone), and
+//! `expand` generates
 //! the impl. `deps` and `blocks` read templates with askama_parser, Askama's own parser, through
 //! `syntax` (the delimiters of askama.toml, and a walk over every node of a parsed template).
 
@@ -16,6 +18,7 @@ mod config;
 mod deps;
 mod digest;
 mod expand;
+mod reads;
 mod syntax;
 mod valid;
 
@@ -88,7 +91,14 @@ fn digest_of(cx: &Ctxt, cont: &ast::Container) -> Option<digest::Digest> {
     };
     match digest::digest(&config, root, &options) {
         Ok(digest) => {
-            for error in blocks::check(&config.syntax, &digest.templates) {
+            for error in blocks::check(&config.syntax, &digest.templates)
+                .into_iter()
+                .chain(reads::check(
+                    &config.syntax,
+                    &digest.templates,
+                    &cont.declared,
+                ))
+            {
                 cx.error(source.lit().span(), error);
             }
             Some(digest)
