@@ -83,6 +83,7 @@ pub(crate) fn tables(database: &str, tracked: &[Table]) -> Result<Vec<Table>> {
     Ok(tables)
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Table {
     /// What a change to one row invalidates: the record (its model, its key column), then each
     /// parent it touches (the parent's model, the column holding its key).

@@ -46,6 +46,11 @@
 //! `{% filter cachesweeper(comment, 500, "comment", digest=false) %}`. Every key also names the
 //! block's template by its Rust type, so that two templates' blocks never share an entry.
 //!
+//! `cache=false` as a named argument renders the block without the cache for this render:
+//! nothing looked up, nothing stored (`{% filter cachesweeper(post, 300, "body",
+//! cache=!preview) %}`); [`Scope::uncached`](crate::Scope::uncached) does it for every block of
+//! a render.
+//!
 //! The filter is written by hand rather than with `#[askama::filter_fn]` because it takes a
 //! variable number of key parts; it follows the same builder protocol that Askama's generated
 //! code calls (`default()`, `with_N(arg)`, `execute(input, values)`). The builder's type
@@ -71,6 +76,8 @@ pub struct cachesweeper<R = (), T = (), N = Unnamed> {
     record: R,
     ttl: T,
     parts: KeyParts,
+    /// `cache=false`: this render of the block neither looks up nor stores.
+    cache: bool,
     named: PhantomData<N>,
 }
 
@@ -100,6 +107,7 @@ impl Default for cachesweeper {
             record: (),
             ttl: (),
             parts: KeyParts::new(),
+            cache: true,
             named: PhantomData,
         }
     }
@@ -113,6 +121,7 @@ impl cachesweeper {
             record,
             ttl: (),
             parts: self.parts,
+            cache: self.cache,
             named: PhantomData,
         }
     }
@@ -126,6 +135,7 @@ impl<R: Sweepable> cachesweeper<R, ()> {
             record: self.record,
             ttl,
             parts: self.parts,
+            cache: self.cache,
             named: PhantomData,
         }
     }
@@ -139,6 +149,7 @@ impl<R: Sweepable, T: Ttl> cachesweeper<R, T, Unnamed> {
             record: self.record,
             ttl: self.ttl,
             parts: self.parts.part(name),
+            cache: self.cache,
             named: PhantomData,
         }
     }
@@ -152,6 +163,16 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
         if !digest {
             self.parts = self.parts.without_template_digest();
         }
+        self
+    }
+
+    /// `cache=false`: renders the block without the cache this time (nothing looked up,
+    /// nothing stored), for a request that must not share it: `cache=!preview`.
+    #[doc(hidden)]
+    pub fn with_cache(mut self, cache: impl std::borrow::Borrow<bool>) -> Self {
+        // By reference when Askama passes an expression (`cache=!preview`), by value for a
+        // literal.
+        self.cache = *cache.borrow();
         self
     }
 }
@@ -200,7 +221,8 @@ impl<R: Sweepable, T: Ttl, N> cachesweeper<R, T, N> {
         // Every key carries it (see `KeyParts::in_template`).
         let parts = self.parts.in_template(std::any::type_name_of_val(&body));
         with_render(values, |sweeper| {
-            let rendered = in_render::fragment(sweeper, &self.record, &self.ttl, &parts, || {
+            let ttl = self.cache.then_some(&self.ttl);
+            let rendered = in_render::fragment(sweeper, &self.record, ttl, &parts, || {
                 let mut out = String::new();
                 write!(out, "{body}").map(|()| out)
             });

@@ -6,6 +6,7 @@ use std::any::Any;
 
 use crate::keys::Version;
 use crate::store::thread_leases;
+use crate::sweeper::Mode;
 use crate::value::Html;
 use crate::{Error, KeyParts, Sweepable, Sweeper, session};
 
@@ -64,7 +65,11 @@ pub(crate) fn fragment<R, E>(
 where
     R: Sweepable + ?Sized,
 {
-    let Some(ttl) = ttl.ttl() else {
+    let ttl = match handle.mode {
+        Mode::Uncached => None,
+        Mode::Cached | Mode::Debug => ttl.ttl(),
+    };
+    let Some(ttl) = ttl else {
         // Not cached: rendered on every pass (a record pass looks inside it for the blocks
         // it holds), and counted as a miss once, in the pass that writes the page.
         if !handle.session.as_ref().is_some_and(|s| s.recording()) {
@@ -83,7 +88,7 @@ where
         Some(session) => session::fragment(handle, session, record, ttl, parts, render),
         None => session::lone(handle, thread_leases(), record, ttl, parts, render),
     }?;
-    if !handle.debug {
+    if handle.mode != Mode::Debug {
         return Ok(html);
     }
     let model = R::sweeper_model();

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::keys::KeyParts;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::sweeper::Mode;
 use crate::value::Html;
 use crate::{Sweepable, Sweeper, TemplateDigest, clock, io, session};
 
@@ -56,7 +57,7 @@ impl Sweeper {
                 session: None,
                 digest: "",
                 began: Some(clock::now()),
-                debug: self.debug,
+                mode: self.mode,
             },
         }
     }
@@ -173,9 +174,40 @@ impl Scope {
     /// # Ok::<(), askama::Error>(())
     /// ```
     pub fn debug(&self) -> Scope {
+        self.with_mode(Mode::Debug)
+    }
+
+    /// This scope, rendering every block without the cache: nothing is looked up and nothing
+    /// stored (each block counts a miss). For a request that must not see or leave cached
+    /// HTML: a preview of a draft, an administrator's page with controls in it. A single
+    /// block can be rendered so too, in the template: `cache=false` as a named argument
+    /// (`cachesweeper(post, 300, "body", cache=!preview)`).
+    ///
+    /// ```
+    /// # use askama::Template;
+    /// # #[derive(cachesweeper::Sweepable)] struct Post { id: i64 }
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"body\") %}<p>x</p>{% endfilter %}")]
+    /// struct Page { post: Post }
+    ///
+    /// let sweeper = cachesweeper::Sweeper::embedded();
+    /// let page = Page { post: Post { id: 1 } };
+    /// let preview = sweeper.scope().uncached();
+    /// assert_eq!(preview.render(&page)?, "<p>x</p>");
+    /// assert_eq!((preview.stats().hits, preview.stats().misses), (0, 1));
+    /// let next = sweeper.scope();
+    /// next.render(&page)?;
+    /// assert_eq!(next.stats().hits, 0, "the preview stored nothing");
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn uncached(&self) -> Scope {
+        self.with_mode(Mode::Uncached)
+    }
+
+    fn with_mode(&self, mode: Mode) -> Scope {
         Scope {
             handle: Sweeper {
-                debug: true,
+                mode,
                 ..self.handle.clone()
             },
         }

@@ -14,6 +14,7 @@ use crate::in_render::InRender;
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
 use crate::store::{FragmentStore, Hints, Leases, Miss, Own, ReadFrom, VersionMap, Write};
+use crate::sweeper::Mode;
 use crate::value::{Dep, Html, Stored};
 use crate::{KeyParts, Sweepable, Sweeper, TemplateDigest, frames};
 
@@ -195,6 +196,10 @@ pub(crate) async fn render<I: Io, T>(
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
+    if sweeper.mode == Mode::Uncached {
+        // Nothing to look up or store: one pass, every block rendered as it is met.
+        return page.render_with_values(&InRender::page(sweeper));
+    }
     let caller = if I::BLOCKS {
         Caller::BlockingPage
     } else {

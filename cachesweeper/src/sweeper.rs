@@ -36,8 +36,20 @@ pub struct Sweeper {
     pub(crate) digest: &'static str,
     /// When this handle's data began to be read (see [`Sweeper::scope`]), on [`clock`].
     pub(crate) began: Option<u64>,
-    /// Whether this handle marks the fragments it serves (see [`Scope::debug`](crate::Scope)).
-    pub(crate) debug: bool,
+    /// How this handle's renders use the cache (see [`Scope::debug`](crate::Scope::debug) and
+    /// [`Scope::uncached`](crate::Scope::uncached)).
+    pub(crate) mode: Mode,
+}
+
+/// How a render uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Serves what the cache holds and stores what it renders.
+    Cached,
+    /// Serves what the cache holds, marked, and stores nothing.
+    Debug,
+    /// Neither looks anything up nor stores anything: every block is rendered.
+    Uncached,
 }
 
 #[derive(Debug)]
@@ -131,7 +143,7 @@ impl SweeperBuilder {
             session: None,
             digest: "",
             began: None,
-            debug: false,
+            mode: Mode::Cached,
         })
     }
 }
@@ -214,13 +226,12 @@ impl Sweeper {
         self.inner.by_fragment.snapshot()
     }
 
-    /// When this handle's data began to be read, for the store rule. A debug handle stores
-    /// nothing.
+    /// When this handle's data began to be read, for the store rule. A debug or uncached
+    /// handle stores nothing.
     pub(crate) fn stamp(&self) -> ReadFrom {
-        if self.debug {
-            ReadFrom::StoresNothing
-        } else {
-            ReadFrom::At(self.began.unwrap_or_else(clock::now))
+        match self.mode {
+            Mode::Cached => ReadFrom::At(self.began.unwrap_or_else(clock::now)),
+            Mode::Debug | Mode::Uncached => ReadFrom::StoresNothing,
         }
     }
 
@@ -253,7 +264,7 @@ impl Sweeper {
                 ReadFrom::At(at) => Some(at),
                 ReadFrom::StoresNothing => self.began,
             },
-            debug: self.debug,
+            mode: self.mode,
         }
     }
 

@@ -24,6 +24,13 @@ impl<T: Ttl + ?Sized> Ttl for &T {
     }
 }
 
+/// `None` (`cache=false`) is not stored.
+impl<T: Ttl> Ttl for Option<T> {
+    fn ttl(&self) -> Option<Duration> {
+        self.as_ref()?.ttl()
+    }
+}
+
 impl Ttl for Duration {
     fn ttl(&self) -> Option<Duration> {
         (!self.is_zero()).then_some(*self)

@@ -310,3 +310,77 @@ fn a_page_rendered_without_a_sweeper_is_a_clear_error() {
     sweeper.scope().render(&sub_template).unwrap();
     assert_eq!(sweeper.stats().misses, 2);
 }
+
+/// A block rendered without the cache for some requests: `cache=false` in the template, or
+/// the whole render through `Scope::uncached`.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(comment, 500, "comment", cache=!preview) %}<p>{{ renders.tick("body") }}{{ comment.body }}</p>{% endfilter %}"#
+)]
+struct Previewable<'a> {
+    comment: &'a Comment,
+    preview: bool,
+    #[sweeper(same_for_everyone)]
+    renders: &'a Renders,
+}
+
+#[test]
+fn a_block_or_a_render_without_the_cache_neither_looks_up_nor_stores() {
+    for case in cases() {
+        let renders = Renders::default();
+        let c = comment(3, 1);
+        known(&case.sweeper, [&c]);
+        let page = |preview| Previewable {
+            comment: &c,
+            preview,
+            renders: &renders,
+        };
+        let writes = case.sweeper.stats().bytes_written;
+        // Previews render every time and leave nothing behind.
+        for _ in 0..2 {
+            let scope = case.sweeper.scope();
+            assert_eq!(
+                scope.render(&page(true)).unwrap(),
+                "<p>comment &#60;b&#62;3&#60;/b&#62; &#38; more</p>",
+                "{}",
+                case.name
+            );
+            assert_eq!(
+                (scope.stats().hits, scope.stats().misses),
+                (0, 1),
+                "{}",
+                case.name
+            );
+        }
+        // (A block without the cache is rendered in each pass of its page: twice.)
+        assert_eq!(renders.take().get("body"), Some(&4), "{}", case.name);
+        assert_eq!(
+            case.sweeper.stats().bytes_written,
+            writes,
+            "{}: stored",
+            case.name
+        );
+        // So does a render through an uncached scope, of a block that caches otherwise.
+        let scope = case.sweeper.scope().uncached();
+        scope.render(&page(false)).unwrap();
+        assert_eq!(
+            (scope.stats().hits, scope.stats().misses),
+            (0, 1),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            case.sweeper.stats().bytes_written,
+            writes,
+            "{}: stored",
+            case.name
+        );
+        // The ordinary render stores it, the next one is served.
+        case.sweeper.scope().render(&page(false)).unwrap();
+        let scope = case.sweeper.scope();
+        scope.render(&page(false)).unwrap();
+        assert_eq!(scope.stats().hits, 1, "{}", case.name);
+        assert_eq!(renders.take().get("body"), Some(&2), "{}", case.name);
+    }
+}
