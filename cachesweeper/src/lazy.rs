@@ -33,6 +33,7 @@ type Loader<'a, T> = Box<dyn FnOnce() -> Result<T, Box<dyn StdError + Send + Syn
 ///     {% endfilter %}")]
 /// struct ArticlePage<'a> {
 ///     article: Article,
+///     #[sweeper(belongs_to = article)] // the article's data: its blocks may read it
 ///     comments: Lazy<'a, Vec<String>>,
 /// }
 ///
