@@ -131,3 +131,63 @@ pub(crate) async fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Re
     }
     first_error.map_or(Ok(()), Err)
 }
+
+/// How often at most a log records how far it is applied (and prunes) after ordinary changes:
+/// the first change after a quiet spell is recorded as it is applied, the next ones at most
+/// this late. A process killed before its last record applies the changes since again when it
+/// restarts, which costs their fragments one more miss each.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A catch-up that applied at least this many rows records its progress at once: a bulk change
+/// (a seed, a migration, a 10,000-row `UPDATE`) is never applied again after a restart, which
+/// would make every fragment it touched miss a second time.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const RECORD_AT_ONCE: usize = 100;
+
+/// When a log records its progress.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+enum Record {
+    Now,
+    /// Unless it was recorded less than [`PROGRESS_EVERY`] ago.
+    WhenDue,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl Record {
+    /// After a catch-up that `applied` rows: a bulk change's at once, others' when due.
+    fn after(applied: &Result<usize>) -> Record {
+        match applied {
+            Ok(n) if *n >= RECORD_AT_ONCE => Record::Now,
+            _ => Record::WhenDue,
+        }
+    }
+}
+
+/// What `open` says when the log's own tables are not there.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const LOG_TABLE_MISSING: &str = "the change log's table is missing: install the log (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)";
+
+/// Logs an error of applying the log: a database's as a warning; a cache's is the sweeper's
+/// (counted, logged at most once a second, and retried).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn report(error: &crate::Error) {
+    match error {
+        crate::Error::Database { .. } => {
+            tracing::warn!(error = %crate::error::Chain(error), "cachesweeper: reading the change log failed");
+        }
+        _ => {
+            tracing::debug!(%error, "cachesweeper: applying the change log: the cache failed; retrying")
+        }
+    }
+}
+
+/// The error for a tracked table that is not set up for the log.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn untracked(table: &str, problem: &str) -> crate::Error {
+    crate::Error::Untracked {
+        table: table.to_owned(),
+        problem: problem.to_owned(),
+    }
+}

@@ -45,7 +45,10 @@ use futures_util::TryStreamExt;
 use tokio::sync::{Mutex, Notify};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use super::{RAISE_BATCH, Table, Tracked, apply};
+use super::{
+    LOG_TABLE_MISSING, PROGRESS_EVERY, RAISE_BATCH, Record, Table, Tracked, apply, report,
+    untracked,
+};
 use crate::{Error, Result, Sweeper};
 
 /// The channel the triggers notify and the followers listen on.
@@ -87,15 +90,6 @@ SELECT model, key, NULL FROM cachesweeper_changes
  WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::text::pg_snapshot)))
 UNION ALL
 SELECT NULL, NULL, pg_current_snapshot()::text";
-
-/// How often at most the progress is recorded (and the log pruned) after ordinary changes:
-/// a process killed before its last record applies the changes since again when it restarts,
-/// which costs their fragments one more miss each.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// A catch-up that applied at least this many rows records its progress at once: a bulk
-/// change is never applied twice.
-const RECORD_AT_ONCE: usize = 100;
 
 /// How long connecting to the database may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -255,7 +249,9 @@ impl ChangeLogBuilder {
     /// installing at once take turns.
     pub async fn install(self, sweeper: &Sweeper) -> Result<ChangeLog> {
         let tables = self.tables()?;
-        let (mut client, connection) = self.connect().await?;
+        let (config, wake) = (self.config()?, Arc::new(Notify::new()));
+        // The log's own connection: installed through it, then read through it.
+        let mut client = connect_listening(&config, &wake).await?;
         let tx = client.transaction().await.map_err(database_error)?;
         tx.batch_execute(&format!(
             "SELECT pg_advisory_xact_lock(hashtext('cachesweeper install')); {LOG_SCHEMA}"
@@ -271,9 +267,7 @@ impl ChangeLogBuilder {
             }
         }
         tx.commit().await.map_err(database_error)?;
-        drop(client);
-        let _ = connection.await;
-        self.open(sweeper).await
+        self.open_on(sweeper, config, client, wake).await
     }
 
     /// Opens the log on the current tokio runtime: checks that every tracked table has its
@@ -281,11 +275,21 @@ impl ChangeLogBuilder {
     /// committed and not yet applied by any process (one that died after its commit, say),
     /// and starts the follower.
     pub async fn open(self, sweeper: &Sweeper) -> Result<ChangeLog> {
-        let config = self.config()?;
-        let tables = self.tables()?;
-        let wake = Arc::new(Notify::new());
+        let (config, wake) = (self.config()?, Arc::new(Notify::new()));
         let client = connect_listening(&config, &wake).await?;
-        check(&client, &tables).await?;
+        self.open_on(sweeper, config, client, wake).await
+    }
+
+    /// [`open`](Self::open) on `client`, a connection from [`connect_listening`] whose
+    /// notifications wake `wake`.
+    async fn open_on(
+        self,
+        sweeper: &Sweeper,
+        config: tokio_postgres::Config,
+        client: Client,
+        wake: Arc<Notify>,
+    ) -> Result<ChangeLog> {
+        check(&client, &self.tables()?).await?;
         let read_new = client.prepare(READ_NEW).await.map_err(database_error)?;
         let snapshot: String = client
             .query_one(
@@ -325,21 +329,6 @@ impl ChangeLogBuilder {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         Ok(config)
-    }
-
-    /// A plain connection, and the task that drives it.
-    async fn connect(&self) -> Result<(Client, tokio::task::JoinHandle<()>)> {
-        let (client, connection) = self
-            .config()?
-            .connect(NoTls)
-            .await
-            .map_err(database_error)?;
-        let connection = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "cachesweeper: a change log connection ended");
-            }
-        });
-        Ok((client, connection))
     }
 }
 
@@ -398,10 +387,7 @@ async fn connect_listening(config: &tokio_postgres::Config, wake: &Arc<Notify>) 
 async fn check(client: &Client, tables: &[Table]) -> Result<()> {
     for log_table in ["cachesweeper_changes", "cachesweeper_applied"] {
         if !table_exists(client, log_table).await? {
-            return Err(untracked(
-                log_table,
-                "the change log's table is missing: install the log (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)",
-            ));
+            return Err(untracked(log_table, LOG_TABLE_MISSING));
         }
     }
     for table in tables {
@@ -473,14 +459,6 @@ struct Progress {
     history: std::collections::VecDeque<(Instant, u64)>,
 }
 
-/// When to record the progress.
-#[derive(Debug, Clone, Copy)]
-enum Record {
-    Now,
-    /// Unless it was recorded less than [`PROGRESS_EVERY`] ago.
-    WhenDue,
-}
-
 impl Shared {
     /// Reads and applies every row committed since the last read (see the module's docs for
     /// why by snapshot), raising their counters in batches as they stream in, and returns how
@@ -517,11 +495,7 @@ impl Shared {
     /// others' when due.
     async fn catch_up_and_record(&self) -> Result<usize> {
         let applied = self.catch_up().await;
-        let when = match applied {
-            Ok(n) if n >= RECORD_AT_ONCE => Record::Now,
-            _ => Record::WhenDue,
-        };
-        self.record_progress(when).await;
+        self.record_progress(Record::after(&applied)).await;
         applied
     }
 
@@ -932,26 +906,6 @@ fn identifier(name: &str) -> String {
 /// A string literal.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-/// Logs an error of applying the log: a database's as a warning; a cache's is the sweeper's
-/// (counted, logged at most once a second, and retried).
-fn report(error: &Error) {
-    match error {
-        Error::Database { .. } => {
-            tracing::warn!(error = %crate::error::Chain(error), "cachesweeper: reading the change log failed");
-        }
-        _ => {
-            tracing::debug!(%error, "cachesweeper: applying the change log: the cache failed; retrying")
-        }
-    }
-}
-
-fn untracked(table: &str, problem: &str) -> Error {
-    Error::Untracked {
-        table: table.to_owned(),
-        problem: problem.to_owned(),
-    }
 }
 
 fn database_error(error: tokio_postgres::Error) -> Error {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, ffi};
 
-use super::{Table, Tracked, apply};
+use super::{LOG_TABLE_MISSING, PROGRESS_EVERY, Record, Table, Tracked, apply, report, untracked};
 use crate::{Error, Result, Sweeper, lock};
 
 /// The log, and how far it has been applied (by any process: the cache is shared).
@@ -54,17 +54,6 @@ const PROGRESS_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
 /// SQLite's default automatic checkpoint (pages of WAL), which a WAL hook of our own replaces
 /// and so must do itself.
 const AUTOCHECKPOINT_PAGES: c_int = 1_000;
-
-/// How often at most the progress is recorded (and the log pruned) after ordinary changes: the
-/// first change after a quiet spell is recorded as it is applied, the next ones at most this
-/// late. A process killed before its last record applies the changes since again when it
-/// restarts, which costs their fragments one more miss each.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// A catch-up that applied at least this many rows records its progress at once: a bulk change
-/// (a seed, a migration, a 10,000-row `UPDATE`) is never applied again after a restart, which
-/// would make every fragment it touched miss a second time.
-const RECORD_AT_ONCE: usize = 100;
 
 /// The change log of one SQLite database file: it installs or checks the triggers, applies this
 /// process's commits before they return, and follows everyone else's.
@@ -283,10 +272,7 @@ impl ChangeLogBuilder {
     fn check(&self, conn: &rusqlite::Connection) -> Result<()> {
         for log_table in ["cachesweeper_changes", "cachesweeper_applied"] {
             if !table_exists(conn, log_table)? {
-                return Err(untracked(
-                    log_table,
-                    "the change log's table is missing: install the log (ChangeLogBuilder::install, or the SQL of ChangeLogBuilder::migration)",
-                ));
+                return Err(untracked(log_table, LOG_TABLE_MISSING));
             }
         }
         for table in &self.tables()? {
@@ -544,11 +530,7 @@ impl Shared {
     /// others' when due.
     fn catch_up_and_record(&self) -> Result<usize> {
         let applied = self.catch_up();
-        let when = match applied {
-            Ok(n) if n >= RECORD_AT_ONCE => Record::Now,
-            _ => Record::WhenDue,
-        };
-        self.record_progress(when);
+        self.record_progress(Record::after(&applied));
         applied
     }
 
@@ -579,14 +561,6 @@ impl Shared {
             }
         }
     }
-}
-
-/// When to record the progress.
-#[derive(Debug, Clone, Copy)]
-enum Record {
-    Now,
-    /// Unless it was recorded less than [`PROGRESS_EVERY`] ago.
-    WhenDue,
 }
 
 /// Applies what others committed, every `poll`, and records its progress every
@@ -720,19 +694,6 @@ fn text(value: ValueRef<'_>) -> Option<String> {
     }
 }
 
-/// Logs an error of applying the log: a database's as a warning; a cache's is the sweeper's
-/// (counted, logged at most once a second, and retried).
-fn report(error: &Error) {
-    match error {
-        Error::Database { .. } => {
-            tracing::warn!(error = %crate::error::Chain(error), "cachesweeper: reading the change log failed");
-        }
-        _ => {
-            tracing::debug!(%error, "cachesweeper: applying the change log: the cache failed; retrying")
-        }
-    }
-}
-
 /// The statements a trigger is installed for.
 #[derive(Debug, Clone, Copy)]
 enum Event {
@@ -844,13 +805,6 @@ fn open_wal(path: &Path) -> Result<rusqlite::Connection> {
         )));
     }
     Ok(conn)
-}
-
-fn untracked(table: &str, problem: &str) -> Error {
-    Error::Untracked {
-        table: table.to_owned(),
-        problem: problem.to_owned(),
-    }
 }
 
 /// A rusqlite error as the crate's [`Error::Database`].
