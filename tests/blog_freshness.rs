@@ -115,9 +115,9 @@ impl Database {
         }
     }
 
-    /// Runs `UPDATE comments SET likes = likes + 1 WHERE id = $1` for each id `likes` yields,
-    /// on a connection of its own, and reports each result.
-    fn foreign_writer(&self, mut likes: impl FnMut(Result<u64, String>) -> Option<i64>) {
+    /// A connection of its own that likes a comment (`UPDATE comments SET likes = likes + 1
+    /// WHERE id = …`) and says how many rows it changed.
+    fn liker(&self) -> Box<dyn FnMut(i64) -> Result<u64, String> + '_> {
         const LIKE: &str = "UPDATE comments SET likes = likes + 1 WHERE id = ";
         match self {
             Database::Sqlite(file) => {
@@ -125,33 +125,30 @@ impl Database {
                     rusqlite::Connection::open(file.path()).expect("open the blog's database");
                 conn.busy_timeout(Duration::from_secs(10))
                     .expect("busy timeout");
-                let mut result = Ok(0);
-                while let Some(id) = likes(result) {
-                    result = conn
-                        .execute(&format!("{LIKE}?1"), [id])
+                Box::new(move |id| {
+                    conn.execute(&format!("{LIKE}?1"), [id])
                         .map(|n| n as u64)
-                        .map_err(|error| error.to_string());
-                }
+                        .map_err(|error| error.to_string())
+                })
             }
             Database::Postgres(server) => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("runtime");
-                runtime.block_on(async {
+                let client = runtime.block_on(async {
                     let (client, connection) =
                         tokio_postgres::connect(&server.url("blog"), tokio_postgres::NoTls)
                             .await
                             .expect("connect to the blog's database");
                     tokio::spawn(connection);
-                    let mut result = Ok(0);
-                    while let Some(id) = likes(result) {
-                        result = client
-                            .execute(&format!("{LIKE}$1"), &[&id])
-                            .await
-                            .map_err(|error| error.to_string());
-                    }
+                    client
                 });
+                Box::new(move |id| {
+                    runtime
+                        .block_on(client.execute(&format!("{LIKE}$1"), &[&id]))
+                        .map_err(|error| error.to_string())
+                })
             }
         }
     }
@@ -360,29 +357,22 @@ fn liker(shared: &Shared, servers: &[Server]) {
 /// Likes random comments with SQL of its own on the database until told to stop: the writes
 /// no blog process makes, which only the database's change log tells them about.
 fn foreign_writer(shared: &Shared, db: &Database) {
-    let mut liked: Option<usize> = None;
-    db.foreign_writer(|result| {
-        if let Some(c) = liked {
-            match result {
-                Ok(1) => {
-                    shared.foreign[c].lock().unwrap().push(Instant::now());
-                    shared.foreign_writes.fetch_add(1, Ordering::SeqCst);
-                }
-                other => shared.fail(format!(
-                    "foreign like of comment {}: {other:?}",
-                    shared.ids[c]
-                )),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            return None;
-        }
+    let mut like = db.liker();
+    while !shared.stop.load(Ordering::SeqCst) {
         let c = random_below(COMMENTS as u64) as usize;
         shared.sent[c].fetch_add(1, Ordering::SeqCst);
-        liked = Some(c);
-        Some(shared.ids[c])
-    });
+        match like(shared.ids[c]) {
+            Ok(1) => {
+                shared.foreign[c].lock().unwrap().push(Instant::now());
+                shared.foreign_writes.fetch_add(1, Ordering::SeqCst);
+            }
+            other => shared.fail(format!(
+                "foreign like of comment {}: {other:?}",
+                shared.ids[c]
+            )),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Reads the article page through random processes until told to stop, checking every comment
