@@ -46,8 +46,19 @@
 pub trait TemplateDigest {
     /// 16 hex characters naming the template sources, computed at compile time.
     const TEMPLATE_DIGEST: &'static str;
+
+    /// The page as the filler of its holes: the derive returns it for a page whose templates
+    /// use the [`hole`](crate::filters::hole) filter (which then must implement
+    /// [`Holes`](crate::Holes)), and `None` for any other.
+    fn holes(&self) -> Option<&dyn crate::Holes> {
+        None
+    }
 }
 
 impl<T: TemplateDigest + ?Sized> TemplateDigest for &T {
     const TEMPLATE_DIGEST: &'static str = T::TEMPLATE_DIGEST;
+
+    fn holes(&self) -> Option<&dyn crate::Holes> {
+        (**self).holes()
+    }
 }

@@ -60,6 +60,14 @@ pub enum Error {
     /// no cache to read or to store in. It comes back as the render's error
     /// (`askama::Error::Custom`), and nothing is rendered.
     NoSweeper,
+    /// A hole of a page ([`Holes`](crate::Holes)) could not be filled: the page does not fill
+    /// holes, or its fill refused this one (an argument missing or of the wrong type).
+    Hole {
+        /// The hole's name.
+        name: String,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
     /// The database of a change log ([`changes`](crate::changes)) failed an operation; the
     /// source is the database client's error.
     Database {
@@ -120,6 +128,7 @@ impl fmt::Display for Error {
                  `sweeper.scope().render(&page)` (or `render_async`), not Askama's own \
                  `render()`",
             ),
+            Error::Hole { name, problem } => write!(f, "hole `{name}`: {problem}"),
             Error::Database { .. } => f.write_str("the change log's database failed"),
             Error::Untracked { table, problem } => write!(
                 f,

@@ -246,3 +246,87 @@ impl fmt::Display for Fragment {
 }
 
 impl HtmlSafe for Fragment {}
+
+/// The `hole` filter: a part of a cached block rendered for each request and never stored (see
+/// [`Holes`](crate::Holes)).
+///
+/// ```text
+/// {% filter cachesweeper(comment, 500, "comment") %}
+///   <p>{{ comment.body }}</p>
+///   {{ "like"|cachesweeper::filters::hole(comment.id) }}
+/// {% endfilter %}
+/// ```
+///
+/// The input is the hole's name; the arguments (up to eight, each written out with `Display`)
+/// are what the page's [`Holes::fill`](crate::Holes::fill) is given. They are stored with the
+/// block, so they are the block's data: [`TemplateDigest`](crate::TemplateDigest) checks them
+/// like every read of the block. The page fills the hole when the render ends, from anything
+/// it holds (the viewer, a CSRF token), every time, hit or miss.
+#[must_use]
+#[derive(Debug, Default)]
+pub struct hole {
+    args: Vec<String>,
+}
+
+macro_rules! hole_args {
+    ($($setter:ident),*) => {
+        impl hole {$(
+            /// An argument of the hole.
+            #[doc(hidden)]
+            pub fn $setter(mut self, arg: impl fmt::Display) -> Self {
+                self.args.push(arg.to_string());
+                self
+            }
+        )*}
+    };
+}
+
+hole_args!(
+    with_0, with_1, with_2, with_3, with_4, with_5, with_6, with_7
+);
+
+macro_rules! hole_arg_indices {
+    ($($idx:literal),*) => {$(
+        impl askama::filters::ValidArgIdx<$idx> for hole {}
+    )*};
+}
+
+hole_arg_indices!(0, 1, 2, 3, 4, 5, 6, 7);
+
+impl askama::filters::ValidFilterInvocation for hole {}
+
+impl hole {
+    /// Registers the hole with the page's render and writes its marker.
+    #[doc(hidden)]
+    pub fn execute(
+        self,
+        name: impl fmt::Display,
+        values: &dyn askama::Values,
+    ) -> askama::Result<HoleMark> {
+        let hole = crate::Hole::new(name.to_string(), self.args);
+        with_render(values, |sweeper| {
+            let Some(table) = &sweeper.holes else {
+                return Err(hole.error(
+                    "holes are filled by a page: render it with `Scope::render` (or \
+                     `render_async`); `Scope::fragment` has no page to fill them",
+                ));
+            };
+            let mut mark = String::new();
+            table.mark(std::sync::Arc::new(hole), &mut mark);
+            Ok(HoleMark(mark))
+        })
+    }
+}
+
+/// The output of the [`hole`] filter: a marker that the page's render replaces with the hole's
+/// fill when it ends.
+#[derive(Debug)]
+pub struct HoleMark(String);
+
+impl fmt::Display for HoleMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl HtmlSafe for HoleMark {}

@@ -51,6 +51,17 @@ pub(crate) fn with_render<T>(
     f(askama::get_value(values, KEY).map_err(|_| askama::Error::custom(Error::NoSweeper))?)
 }
 
+/// A fragment kept with holes (stored, or fit to be), written out with this render's markers
+/// where its holes are (see [`crate::holes`]); any other as it is.
+fn with_holes(handle: &Sweeper, html: Html) -> Html {
+    match (&html, &handle.holes) {
+        (Html::Hit(stored) | Html::Rendered(stored), Some(table)) if !stored.holes.is_empty() => {
+            Html::from(table.reinsert(&stored.html, &stored.holes))
+        }
+        _ => html,
+    }
+}
+
 /// What a block does with its render's handle: the fragment of `record` identified by `parts`
 /// (see [`Scope::fragment`](crate::Scope)), keyed with the template's digest, from the page's
 /// session or on its own, marked on a debug scope; the HTML left where the cache holds it (the
@@ -88,6 +99,8 @@ where
         Some(session) => session::fragment(handle, session, record, ttl, parts, render),
         None => session::lone(handle, thread_leases(), record, ttl, parts, render),
     }?;
+    let hit = html.is_hit();
+    let html = with_holes(handle, html);
     if handle.mode != Mode::Debug {
         return Ok(html);
     }
@@ -109,7 +122,7 @@ where
     Ok(crate::debug::mark(
         &html,
         &crate::debug::Mark {
-            hit: html.is_hit(),
+            hit,
             name: parts.name().unwrap_or(model),
             model,
             record_key: &record.sweeper_key(),

@@ -16,6 +16,7 @@ mod error;
 pub mod filters;
 mod flight;
 mod frames;
+mod holes;
 mod in_render;
 mod io;
 mod key_part;
@@ -40,6 +41,7 @@ pub use by_fragment::FragmentStats;
 pub use cached::{Cached, cached};
 pub use digest::TemplateDigest;
 pub use error::{Error, Result};
+pub use holes::{Hole, Holes};
 pub use key_part::KeyPart;
 pub use keys::{KeyParts, Version};
 pub use lazy::Lazy;
@@ -75,7 +77,7 @@ pub mod __private {
 
     pub use crate::changes::{Parent, Registered, Table, Tracked};
     pub use crate::{
-        KeyPart, ModelRef, ParentKey, Sweepable, TemplateDigest, Touchable, VersionField,
+        Holes, KeyPart, ModelRef, ParentKey, Sweepable, TemplateDigest, Touchable, VersionField,
     };
     pub use inventory;
 

@@ -58,6 +58,7 @@ impl Sweeper {
                 digest: "",
                 began: Some(clock::now()),
                 mode: self.mode,
+                holes: None,
             },
         }
     }

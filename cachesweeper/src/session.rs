@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
 
+use crate::holes::HoleTable;
 use crate::in_render::InRender;
 use crate::io::{self, Blocking, Io};
 use crate::keys::Version;
@@ -196,20 +197,28 @@ pub(crate) async fn render<I: Io, T>(
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
-    if sweeper.mode == Mode::Uncached {
+    let holes = Arc::new(HoleTable::new());
+    let html = if sweeper.mode == Mode::Uncached {
         // Nothing to look up or store: one pass, every block rendered as it is met.
-        return page.render_with_values(&InRender::page(sweeper));
-    }
-    let caller = if I::BLOCKS {
-        Caller::BlockingPage
+        page.render_with_values(&InRender::page(&sweeper.with_holes(Arc::clone(&holes))))
     } else {
-        Caller::AsyncPage
+        let caller = if I::BLOCKS {
+            Caller::BlockingPage
+        } else {
+            Caller::AsyncPage
+        };
+        let session = Arc::new(Session::new(began, Arc::default(), caller));
+        let run = sweeper.for_session(
+            Arc::clone(&session),
+            T::TEMPLATE_DIGEST,
+            began,
+            Arc::clone(&holes),
+        );
+        let html = render_passes(io, &run, &session, page).await;
+        store_rendered(&run, &session).await;
+        html
     };
-    let session = Arc::new(Session::new(began, Arc::default(), caller));
-    let run = sweeper.for_session(Arc::clone(&session), T::TEMPLATE_DIGEST, began);
-    let html = render_passes(io, &run, &session, page).await;
-    store_rendered(&run, &session).await;
-    html
+    holes.fill(html?, page.holes(), std::any::type_name::<T>())
 }
 
 /// Stores what the session rendered, in one batch, and releases the leases it will not store.
@@ -508,7 +517,7 @@ where
             let finished = store.finish(
                 &meter,
                 &key,
-                html,
+                sweeper.cut_holes(html),
                 ttl,
                 &own,
                 (deps, storable),

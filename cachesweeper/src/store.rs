@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{Leased, SetItem};
 use crate::flight::{Claim, Flights, Leader};
 use crate::frames;
+use crate::holes::Placed;
 use crate::io::Io;
 use crate::l1::{L1, now_ms};
 use crate::meter::Meter;
@@ -334,7 +335,7 @@ impl FragmentStore {
             match embedded.fragment(keys[i]) {
                 None => {}
                 Some(Some(stored)) if stored.expires_ms > now_ms() => {
-                    meter.read(value::encoded_len(stored.html.len(), &stored.deps));
+                    meter.read(value::encoded_len(&stored));
                     found[i] = Some(stored);
                 }
                 Some(Some(_)) => {}
@@ -445,7 +446,7 @@ impl FragmentStore {
         &self,
         meter: &Meter<'_>,
         key: &str,
-        html: String,
+        (html, holes): (String, Arc<[Placed]>),
         ttl: Duration,
         own: &Own,
         (deps, inner_storable): (Arc<[Dep]>, bool),
@@ -462,6 +463,7 @@ impl FragmentStore {
             html,
             expires_ms: now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             deps,
+            holes,
         });
         let write = if !storable {
             meter.count(|s| &s.unstored);
@@ -474,7 +476,7 @@ impl FragmentStore {
             if let Some(leader) = leader {
                 leader.publish(Arc::clone(&stored));
             }
-            if value::encoded_len(stored.html.len(), &stored.deps) > meter.backend.max_value_len() {
+            if value::encoded_len(&stored) > meter.backend.max_value_len() {
                 meter.count(|s| &s.oversized);
                 tracing::debug!(
                     key,
@@ -525,10 +527,7 @@ impl FragmentStore {
         if writes.is_empty() {
             return;
         }
-        let bytes: usize = writes
-            .iter()
-            .map(|w| value::encoded_len(w.stored.html.len(), &w.stored.deps))
-            .sum();
+        let bytes: usize = writes.iter().map(|w| value::encoded_len(&w.stored)).sum();
         let started = Instant::now();
         let stored = if let Some(embedded) = meter.embedded {
             for w in &writes {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, Embedded};
 use crate::by_fragment::{ByFragment, FragmentStats};
+use crate::holes::HoleTable;
 use crate::io::{self, Blocking};
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::meter::{Meter, Metrics, Warnings};
@@ -39,6 +40,8 @@ pub struct Sweeper {
     /// How this handle's renders use the cache (see [`Scope::debug`](crate::Scope::debug) and
     /// [`Scope::uncached`](crate::Scope::uncached)).
     pub(crate) mode: Mode,
+    /// The holes of the page render this handle belongs to, if any (see [`crate::Holes`]).
+    pub(crate) holes: Option<Arc<HoleTable>>,
 }
 
 /// How a render uses the cache.
@@ -144,6 +147,7 @@ impl SweeperBuilder {
             digest: "",
             began: None,
             mode: Mode::Cached,
+            holes: None,
         })
     }
 }
@@ -254,6 +258,7 @@ impl Sweeper {
         session: Arc<Session>,
         digest: &'static str,
         began: ReadFrom,
+        holes: Arc<HoleTable>,
     ) -> Sweeper {
         Sweeper {
             inner: Arc::clone(&self.inner),
@@ -265,6 +270,24 @@ impl Sweeper {
                 ReadFrom::StoresNothing => self.began,
             },
             mode: self.mode,
+            holes: Some(holes),
+        }
+    }
+
+    /// A fragment's HTML on its way into the store, with this render's hole markers cut out
+    /// (see [`HoleTable::cut`]).
+    pub(crate) fn cut_holes(&self, html: String) -> (String, Arc<[crate::holes::Placed]>) {
+        match &self.holes {
+            Some(holes) => holes.cut(html),
+            None => (html, Arc::new([])),
+        }
+    }
+
+    /// This handle with a page render's holes, for an uncached page (which has no session).
+    pub(crate) fn with_holes(&self, holes: Arc<HoleTable>) -> Sweeper {
+        Sweeper {
+            holes: Some(holes),
+            ..self.clone()
         }
     }
 

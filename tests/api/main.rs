@@ -11,6 +11,7 @@ mod askama_block;
 mod bad_values;
 mod block_keys;
 mod derive;
+mod holes;
 mod digests;
 mod invalidation;
 mod lazy;

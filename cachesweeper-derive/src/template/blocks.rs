@@ -138,9 +138,14 @@ pub fn block_args<'f, 'a>(filter: &'f Filter<'a>) -> Vec<&'f Expr<'a>> {
 }
 
 fn is_cachesweeper(name: &PathOrIdentifier<'_>) -> bool {
+    filter_named(name, FILTER)
+}
+
+/// Whether a filter's name (`hole`, `cachesweeper::filters::hole`) ends in `wanted`.
+pub fn filter_named(name: &PathOrIdentifier<'_>, wanted: &str) -> bool {
     match name {
-        PathOrIdentifier::Identifier(name) => **name == FILTER,
-        PathOrIdentifier::Path(path) => path.last().is_some_and(|last| *last.name == FILTER),
+        PathOrIdentifier::Identifier(name) => **name == wanted,
+        PathOrIdentifier::Path(path) => path.last().is_some_and(|last| *last.name == wanted),
     }
 }
 

@@ -14,13 +14,13 @@ use super::ast::Container;
 /// The `TemplateDigest` impl with the digest `hex`, and an `include_bytes!` of each file it
 /// covers: the compiler then knows the crate depends on them, and cargo rebuilds it (computing
 /// the digest again) when one changes.
-pub fn expand(cont: &Container, hex: &str, files: &[PathBuf]) -> TokenStream {
+pub fn expand(cont: &Container, hex: &str, files: &[PathBuf], holes: bool) -> TokenStream {
     let files = files.iter().filter_map(|file| file.to_str()).map(|file| {
         quote!(
             const _: &[::core::primitive::u8] = ::core::include_bytes!(#file);
         )
     });
-    let imp = imp(cont, hex);
+    let imp = imp(cont, hex, holes);
     quote! {
         const _: () = {
             #imp
@@ -32,7 +32,7 @@ pub fn expand(cont: &Container, hex: &str, files: &[PathBuf]) -> TokenStream {
 /// An impl that compiles whatever the input, emitted beside the errors of a rejected input so
 /// that its uses (rendering the page) do not add errors of their own.
 pub fn stub(cont: &Container) -> TokenStream {
-    let imp = imp(cont, "");
+    let imp = imp(cont, "", false);
     quote! {
         const _: () = {
             #imp
@@ -40,14 +40,24 @@ pub fn stub(cont: &Container) -> TokenStream {
     }
 }
 
-fn imp(cont: &Container, hex: &str) -> TokenStream {
+/// The impl; for a page whose templates use holes, `holes()` returns the page, which then
+/// must implement `Holes` (the compiler says so, with the trait's own message).
+fn imp(cont: &Container, hex: &str, holes: bool) -> TokenStream {
     let private = private(cont.crate_path.as_ref());
     let ident = cont.ident;
     let (impl_generics, ty_generics, where_clause) = cont.generics.split_for_impl();
+    let holes = holes.then(|| {
+        quote! {
+            fn holes(&self) -> #private::Option<&dyn #private::Holes> {
+                #private::Option::Some(self)
+            }
+        }
+    });
     quote! {
         #[automatically_derived]
         impl #impl_generics #private::TemplateDigest for #ident #ty_generics #where_clause {
             const TEMPLATE_DIGEST: &'static ::core::primitive::str = #hex;
+            #holes
         }
     }
 }
@@ -80,7 +90,13 @@ mod tests {
         );
         let cx = Ctxt::new();
         let cont = Container::from_ast(&cx, &input);
-        let code = expand(&cont, "0123456789abcdef", &[PathBuf::from("/t/a.html")]).to_string();
+        let code = expand(
+            &cont,
+            "0123456789abcdef",
+            &[PathBuf::from("/t/a.html")],
+            true,
+        )
+        .to_string();
         assert_eq!(
             code,
             quote! {
@@ -88,16 +104,17 @@ mod tests {
                     #[automatically_derived]
                     impl<'a, T: Clone> krate::__private::TemplateDigest for Page<'a, T> where T: Send, {
                         const TEMPLATE_DIGEST: &'static ::core::primitive::str = "0123456789abcdef";
+                        fn holes(&self) -> krate::__private::Option<&dyn krate::__private::Holes> {
+                            krate::__private::Option::Some(self)
+                        }
                     }
                     const _: &[::core::primitive::u8] = ::core::include_bytes!("/t/a.html");
                 };
             }
             .to_string()
         );
-        assert!(
-            stub(&cont)
-                .to_string()
-                .contains("TEMPLATE_DIGEST : & 'static :: core :: primitive :: str = \"\"")
-        );
+        let stub = stub(&cont).to_string();
+        assert!(stub.contains("TEMPLATE_DIGEST : & 'static :: core :: primitive :: str = \"\""));
+        assert!(!stub.contains("fn holes"), "a stub fills no holes");
     }
 }

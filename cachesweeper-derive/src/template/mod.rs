@@ -39,7 +39,7 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
     valid::check(&cx, &cont);
     let digest = digest_of(&cx, &cont);
     match (cx.check(), digest) {
-        (Ok(()), Some(digest)) => expand::expand(&cont, &digest.hex, &digest.files),
+        (Ok(()), Some((digest, holes))) => expand::expand(&cont, &digest.hex, &digest.files, holes),
         (Err(errors), _) => {
             let mut out = errors.to_compile_error();
             out.extend(expand::stub(&cont));
@@ -49,9 +49,10 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
     }
 }
 
-/// The digest of the input's template, if it names one; every file error is recorded in `cx`,
+/// The digest of the input's template, if it names one, and whether its family uses holes;
+/// every file error is recorded in `cx`,
 /// at the string that names the template.
-fn digest_of(cx: &Ctxt, cont: &ast::Container) -> Option<digest::Digest> {
+fn digest_of(cx: &Ctxt, cont: &ast::Container) -> Option<(digest::Digest, bool)> {
     let template = cont.template.as_ref()?;
     if template.in_doc.is_some() || cont.union_token.is_some() {
         return None;
@@ -91,17 +92,14 @@ fn digest_of(cx: &Ctxt, cont: &ast::Container) -> Option<digest::Digest> {
     };
     match digest::digest(&config, root, &options) {
         Ok(digest) => {
+            let reads = reads::check(&config.syntax, &digest.templates, &cont.declared);
             for error in blocks::check(&config.syntax, &digest.templates)
                 .into_iter()
-                .chain(reads::check(
-                    &config.syntax,
-                    &digest.templates,
-                    &cont.declared,
-                ))
+                .chain(reads.errors)
             {
                 cx.error(source.lit().span(), error);
             }
-            Some(digest)
+            Some((digest, reads.holes))
         }
         Err(errors) => {
             for error in errors {

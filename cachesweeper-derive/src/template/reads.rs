@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use askama_parser::node::{FilterBlock, Loop};
 use askama_parser::{Expr, Filter, LetValueOrBlock, Node, Target, WithSpan};
 
-use super::blocks::{FILTER, Place, Template, block_args, is_cachesweeper_filter, show};
+use super::blocks::{
+    FILTER, Place, Template, block_args, filter_named, is_cachesweeper_filter, show,
+};
 use super::syntax::{Syntax, line_of};
 
 /// How the template's fields are declared (`#[sweeper(...)]` on a field).
@@ -57,8 +59,20 @@ impl Declared {
     }
 }
 
-/// Every read that breaks the rule in `templates` (the root first), one message each.
-pub fn check(syntax: &Syntax, templates: &[Template], declared: &Declared) -> Vec<String> {
+/// What the walk found in a template family.
+#[derive(Debug, Default)]
+pub struct Reads {
+    /// Every read that breaks the rule, one message each.
+    pub errors: Vec<String>,
+    /// Whether the family uses the `hole` filter: the page must then fill holes.
+    pub holes: bool,
+}
+
+/// The name of the filter that makes a hole.
+const HOLE: &str = "hole";
+
+/// What the blocks of `templates` (the root first) read.
+pub fn check(syntax: &Syntax, templates: &[Template], declared: &Declared) -> Reads {
     let parsed: Vec<_> = templates
         .iter()
         .map(|template| (template, syntax.parse(&template.text)))
@@ -76,13 +90,17 @@ pub fn check(syntax: &Syntax, templates: &[Template], declared: &Declared) -> Ve
         blocks: Vec::new(),
         including: Vec::new(),
         errors: Vec::new(),
+        holes: false,
     };
     // The root: the other templates are read where it includes them (an included template
     // read on its own would not know the variables its includer binds around it).
     if let Some((template, Some(ast))) = parsed.first() {
         checker.nodes(template, ast.nodes());
     }
-    checker.errors
+    Reads {
+        errors: checker.errors,
+        holes: checker.holes,
+    }
 }
 
 /// A block being walked: where it is and what it may read.
@@ -107,6 +125,8 @@ struct Checker<'t, 'a> {
     /// The templates being included, to stop at a cycle.
     including: Vec<usize>,
     errors: Vec<String>,
+    /// Whether a `hole` filter was met.
+    holes: bool,
 }
 
 impl<'t, 'a> Checker<'t, 'a> {
@@ -300,6 +320,11 @@ impl<'t, 'a> Checker<'t, 'a> {
 
     /// Checks every variable `expr` reads.
     fn expr(&mut self, expr: &Expr<'_>) {
+        if let Expr::Filter(filter) = expr
+            && filter_named(&filter.name, HOLE)
+        {
+            self.holes = true;
+        }
         if self.blocks.is_empty() {
             return;
         }
@@ -436,7 +461,9 @@ impl<'t, 'a> Checker<'t, 'a> {
             "the `{FILTER}` block at {} reads {what}, which is neither its record `{record}` nor \
              part of its key: the HTML cached for the first request would be served to every \
              other, whoever is looking. Make it part of the key (add `{shown}` after the block's \
-             name), or render it outside the block{declare}",
+             name), move it into a hole that the page fills for each request \
+             (`{{{{ \"name\"|cachesweeper::filters::hole(args) }}}}` and `impl cachesweeper::Holes`), \
+             or render it outside the block{declare}",
             block.place
         )
     }
@@ -552,11 +579,38 @@ mod tests {
     }
 
     fn errors_with(declared: &Declared, templates: &[Template]) -> Vec<String> {
-        check(&Syntax::default(), templates, declared)
+        check(&Syntax::default(), templates, declared).errors
     }
 
     fn errors(text: &str) -> Vec<String> {
         errors_with(&Declared::default(), &[file("page.html", text)])
+    }
+
+    #[test]
+    fn holes_are_found_and_their_arguments_are_reads() {
+        let holes = |text: &str| {
+            check(
+                &Syntax::default(),
+                &[file("page.html", text)],
+                &Declared::default(),
+            )
+        };
+        let page = r#"{% filter cachesweeper(c, 300, "c") %}{{ c.body }}{{ "like"|cachesweeper::filters::hole(c.id) }}{% endfilter %}"#;
+        let reads = holes(page);
+        assert!(reads.holes && reads.errors.is_empty(), "{:?}", reads.errors);
+        assert!(holes(r#"<form>{{ "csrf"|hole }}</form>"#).holes);
+        assert!(!holes(r#"{{ "x"|upper }}"#).holes);
+        // The arguments are stored with the block: the viewer may not be one.
+        let page =
+            r#"{% filter cachesweeper(c, 300, "c") %}{{ "edit"|hole(viewer.id) }}{% endfilter %}"#;
+        let reads = holes(page);
+        assert!(reads.holes);
+        assert_eq!(reads.errors.len(), 1, "{:?}", reads.errors);
+        assert!(
+            reads.errors[0].contains("`viewer.id`"),
+            "{}",
+            reads.errors[0]
+        );
     }
 
     #[test]
@@ -584,7 +638,9 @@ mod tests {
                 "the `cachesweeper` block at `page.html:2` reads `viewer.name`, which is neither its \
               record `comment` nor part of its key: the HTML cached for the first request would \
               be served to every other, whoever is looking. Make it part of the key (add \
-              `viewer.name` after the block's name), or render it outside the block; or, if the \
+              `viewer.name` after the block's name), move it into a hole that the page fills for \
+              each request (`{{ \"name\"|cachesweeper::filters::hole(args) }}` and `impl \
+              cachesweeper::Holes`), or render it outside the block; or, if the \
               field `viewer` is the same for every viewer or is data of `comment`, declare it: \
               `#[sweeper(same_for_everyone)]` or `#[sweeper(belongs_to = comment)]` on the field"
             ]

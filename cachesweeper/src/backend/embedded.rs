@@ -23,7 +23,7 @@ impl Value {
     fn len(&self) -> usize {
         match self {
             Value::Bytes(bytes) => bytes.len(),
-            Value::Fragment(stored) => value::encoded_len(stored.html.len(), &stored.deps),
+            Value::Fragment(stored) => value::encoded_len(stored),
         }
     }
 
