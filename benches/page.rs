@@ -47,7 +47,8 @@ use criterion::{
 };
 use memcache::exp::{Get, MetaClient, Set, Ttl};
 
-use common::{cached::CommentsPage, plain};
+use common::cached::{CommentsPage, CommentsPageWithoutHoles};
+use common::plain;
 use models::Comment;
 
 const SIZES: [usize; 3] = [10, 100, 1000];
@@ -523,6 +524,64 @@ fn page(c: &mut Criterion) {
     }
 }
 
+/// What holes cost (issue 23): a warm page of 50 of the blog's comments, each with its three
+/// holes (the CSRF token of its two vote forms, the author's controls) filled for the viewer,
+/// against the same page with the comment fragment as it was before holes, in one run. Both
+/// are all hits; the holes' page also cuts nothing, puts the markers back into every fragment
+/// it serves and scans the page once.
+fn holes(c: &mut Criterion) {
+    const N: usize = 50;
+    let server = Server::start();
+    let comments = common::comments(1, N);
+    let with = CommentsPage {
+        comments: &comments,
+    };
+    let without = CommentsPageWithoutHoles {
+        comments: &comments,
+    };
+    let mut group = c.benchmark_group("holes");
+    let configs = [Config::Embedded, Config::Memcached];
+    for config in configs {
+        let server = match config {
+            Config::Embedded => None,
+            _ => match &server {
+                Some(server) => Some(server),
+                None => continue,
+            },
+        };
+        let name = config.name();
+        let warm = known_sweeper(config, server, &comments);
+        let null = Sweeper::builder().backend(Null).build().expect("sweeper");
+        type Render<'a> = &'a dyn Fn(&Sweeper) -> askama::Result<String>;
+        let pages: [(&str, Render<'_>); 2] = [
+            ("with_holes", &|s| s.scope().render(&with)),
+            ("without_holes", &|s| s.scope().render(&without)),
+        ];
+        for (label, html) in pages {
+            let expected = html(&null).expect("renders");
+            assert_eq!(html(&warm).expect("renders"), expected, "{name} {label}");
+            let before = warm.stats();
+            assert_eq!(html(&warm).expect("renders"), expected, "{name} {label}");
+            let delta = warm.stats() - before;
+            assert_eq!((delta.hits, delta.misses), (N as u64, 0), "{name} {label}");
+            report(&format!("holes/{name}/{label}"), N, delta);
+            group.bench_function(format!("{name}/{label}/{N}"), |b| {
+                b.iter(|| html(black_box(&warm)).expect("renders"))
+            });
+        }
+        assert_eq!(
+            null.scope()
+                .render(&with)
+                .expect("renders")
+                .matches(common::TOKEN)
+                .count(),
+            2 * N,
+            "a token in every vote form"
+        );
+    }
+    group.finish();
+}
+
 /// What one round trip costs on this machine, to read the page numbers by: the warm page's own
 /// batches (its 100 version counters, its 100 fragments) through cachesweeper's memcached
 /// backend, one fragment through the same backend, and one `get` of each baseline client.
@@ -613,6 +672,6 @@ fn round_trip(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = page, round_trip
+    targets = page, holes, round_trip
 }
 criterion_main!(benches);

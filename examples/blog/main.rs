@@ -29,6 +29,7 @@ mod models;
 mod routes;
 mod seed;
 mod views;
+mod visitor;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -86,6 +87,12 @@ struct Args {
     /// How many comments to seed each article with.
     #[arg(long, default_value_t = 50)]
     comments: u32,
+
+    /// The secret that signs visitors' cookies and CSRF tokens. Give several blog processes
+    /// serving one site the same one. Default: one drawn at start (a restart signs everyone
+    /// out).
+    #[arg(long, value_name = "SECRET")]
+    session_secret: Option<String>,
 
     /// Render and invalidate with the blocking API on tokio's blocking pool, as before the
     /// async API: the baseline of the throughput benchmark (BENCHMARKS.md).
@@ -152,7 +159,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if runtime.block_on(db.seed_if_empty(articles, comments))? {
         tracing::info!(articles, comments, "seeded the database");
     }
-    let app = routes::App::new(db, sweeper.clone(), metrics.clone(), args.blocking_api);
+    let keys = visitor::Keys::new(args.session_secret.as_deref());
+    let app = routes::App::new(
+        db,
+        sweeper.clone(),
+        metrics.clone(),
+        args.blocking_api,
+        keys,
+    );
 
     runtime.block_on(async {
         // Without the exporter's own listener nothing drains its histograms between scrapes,

@@ -6,7 +6,7 @@ use std::future::Future;
 use askama::Template;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, FromRef, Path, State};
+use axum::extract::{Extension, Form, FromRef, Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -14,15 +14,15 @@ use cachesweeper::{Lazy, Scope, StatsSnapshot, Sweeper, TemplateDigest};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, Vote};
+use crate::db::{self, OwnChange, Vote};
 use crate::models::Comment;
-use crate::views::{ArticlePage, ErrorPage, IndexPage};
+use crate::views::{ArticlePage, EditPage, ErrorPage, IndexPage, Visit};
+use crate::visitor::{self, Keys, Visitor};
 
 /// The per-request cache figures header: `hits=H misses=M`.
 pub const CACHE_HEADER: &str = "x-fragment-cache";
 
-/// The longest author name and comment body accepted, in characters.
-const MAX_AUTHOR_CHARS: usize = 100;
+/// The longest comment body accepted, in characters.
 const MAX_BODY_CHARS: usize = 10_000;
 
 /// What every handler shares.
@@ -38,6 +38,8 @@ pub struct App {
     /// Render with the blocking API on tokio's blocking pool, as the blog did before the async
     /// API existed (`--blocking-api`): the baseline of the throughput benchmark.
     blocking_api: bool,
+    /// What signs the visitors' cookies and CSRF tokens.
+    keys: Keys,
 }
 
 /// What the `Scope` extractor takes its scope from.
@@ -48,12 +50,42 @@ impl FromRef<App> for Sweeper {
 }
 
 impl App {
-    pub fn new(db: db::Db, sweeper: Sweeper, metrics: PrometheusHandle, blocking_api: bool) -> App {
+    pub fn new(
+        db: db::Db,
+        sweeper: Sweeper,
+        metrics: PrometheusHandle,
+        blocking_api: bool,
+        keys: Keys,
+    ) -> App {
         App {
             db,
             sweeper,
             metrics,
             blocking_api,
+            keys,
+        }
+    }
+
+    /// What a page shows `visitor` of themselves, on the page at `here`.
+    fn visit(&self, visitor: &Visitor, here: &Uri) -> Visit {
+        Visit {
+            name: visitor.name.clone(),
+            csrf: self.keys.csrf(visitor),
+            here: here.path().to_owned(),
+        }
+    }
+
+    /// Refuses a form whose token is not `visitor`'s: another site's page posting here, or a
+    /// form from before the visitor signed in or out.
+    fn check_csrf(&self, visitor: &Visitor, token: &str) -> Result<(), Failure> {
+        if self.keys.csrf_ok(visitor, token) {
+            Ok(())
+        } else {
+            Err(Failure::Forbidden(
+                "This form's security token is missing or is not yours. Reload the page and \
+                 try again."
+                    .to_owned(),
+            ))
         }
     }
 
@@ -71,15 +103,24 @@ impl App {
 }
 
 pub fn router(app: App) -> Router {
+    let keys = app.keys.clone();
     Router::new()
         .route("/", get(index))
         .route("/articles/{id}", get(article))
         .route("/articles/{id}/comments", post(add_comment))
         .route("/articles/{id}/comments/{cid}/like", post(like))
         .route("/articles/{id}/comments/{cid}/dislike", post(dislike))
+        .route(
+            "/articles/{id}/comments/{cid}/edit",
+            get(edit_form).post(edit_comment),
+        )
+        .route("/articles/{id}/comments/{cid}/delete", post(delete_comment))
+        .route("/signin", post(sign_in))
+        .route("/signout", post(sign_out))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(keys, visitor::layer))
         .with_state(app)
 }
 
@@ -88,14 +129,16 @@ enum Reply {
     /// An HTML page, already rendered.
     Html(StatusCode, String),
     /// 303 See Other, after a POST: the browser GETs the page again, so reloading it does not
-    /// vote twice.
-    SeeOther(String),
+    /// vote twice. With the visitor's new cookie after signing in or out.
+    SeeOther(String, Option<HeaderValue>),
 }
 
 /// Why a request failed; each becomes an error page.
 enum Failure {
     NotFound(String),
     BadRequest(String),
+    /// A form without the visitor's CSRF token, or a change to someone else's comment.
+    Forbidden(String),
     Internal(String),
 }
 
@@ -144,7 +187,13 @@ fn cache_debug(uri: &Uri) -> bool {
 /// `X-Fragment-Cache` header and in the log. The request's scope was taken when it arrived
 /// (the handler's extractor), before the work reads anything from the database; with `debug`
 /// it marks every fragment it serves (`Scope::debug`), and stores none.
-async fn respond<F, W>(app: App, scope: Scope, request: String, debug: bool, work: W) -> Response
+async fn respond<F, W>(
+    app: App,
+    scope: Scope,
+    (request, visit): (String, Visit),
+    debug: bool,
+    work: W,
+) -> Response
 where
     W: FnOnce(App, Scope) -> F,
     F: Future<Output = Result<Reply, Failure>>,
@@ -152,7 +201,7 @@ where
     let scope = if debug { scope.debug() } else { scope };
     let reply = match work(app.clone(), scope.clone()).await {
         Ok(reply) => Ok(reply),
-        Err(failure) => error_page(failure, &scope, debug).await,
+        Err(failure) => error_page(failure, &scope, visit, debug).await,
     };
     let cache = scope.stats();
     let figures = cache_figures(&cache);
@@ -163,7 +212,13 @@ where
             body,
         )
             .into_response(),
-        Ok(Reply::SeeOther(location)) => axum::response::Redirect::to(&location).into_response(),
+        Ok(Reply::SeeOther(location, cookie)) => {
+            let mut response = axum::response::Redirect::to(&location).into_response();
+            if let Some(cookie) = cookie {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
         // Even the error page failed to render: plain text.
         Err(message) => (StatusCode::INTERNAL_SERVER_ERROR, message).into_response(),
     };
@@ -188,10 +243,16 @@ fn cache_figures(stats: &StatsSnapshot) -> String {
 }
 
 /// The error page for `failure`, or, if even that cannot be rendered, the reason as text.
-async fn error_page(failure: Failure, scope: &Scope, cache_debug: bool) -> Result<Reply, String> {
+async fn error_page(
+    failure: Failure,
+    scope: &Scope,
+    visit: Visit,
+    cache_debug: bool,
+) -> Result<Reply, String> {
     let (status, message) = match failure {
         Failure::NotFound(message) => (StatusCode::NOT_FOUND, message),
         Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+        Failure::Forbidden(message) => (StatusCode::FORBIDDEN, message),
         Failure::Internal(message) => {
             tracing::error!(%message, "request failed");
             (
@@ -201,6 +262,7 @@ async fn error_page(failure: Failure, scope: &Scope, cache_debug: bool) -> Resul
         }
     };
     let page = ErrorPage {
+        visit,
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message,
         cache_debug,
@@ -219,12 +281,19 @@ fn id(segment: &str, what: &str) -> Result<i64, Failure> {
         .map_err(|_| Failure::NotFound(format!("There is no {what} {segment:?}.")))
 }
 
-async fn index(State(app): State<App>, scope: Scope, uri: Uri) -> Response {
+async fn index(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    uri: Uri,
+) -> Response {
     let cache_debug = cache_debug(&uri);
-    let request = format!("GET {uri}");
+    let visit = app.visit(&visitor, &uri);
+    let request = (format!("GET {uri}"), visit.clone());
     respond(app, scope, request, cache_debug, async |app, scope| {
         let articles = app.db.article_summaries().await?;
         let page = IndexPage {
+            visit,
             articles,
             cache_debug,
         };
@@ -236,11 +305,13 @@ async fn index(State(app): State<App>, scope: Scope, uri: Uri) -> Response {
 async fn article(
     State(app): State<App>,
     scope: Scope,
+    Extension(visitor): Extension<Visitor>,
     Path(article_id): Path<String>,
     uri: Uri,
 ) -> Response {
     let cache_debug = cache_debug(&uri);
-    let request = format!("GET {uri}");
+    let visit = app.visit(&visitor, &uri);
+    let request = (format!("GET {uri}"), visit.clone());
     respond(app, scope, request, cache_debug, async move |app, scope| {
         let id = id(&article_id, "article")?;
         let article = app
@@ -251,6 +322,7 @@ async fn article(
         // Run inside the render, only if the comment list misses (and at most once).
         let comments = app.lazy_comments(id);
         let page = ArticlePage {
+            visit,
             article,
             comments,
             cache_debug,
@@ -260,34 +332,62 @@ async fn article(
     .await
 }
 
-async fn like(State(app): State<App>, scope: Scope, Path(ids): Path<(String, String)>) -> Response {
-    vote(app, scope, ids, Vote::Like).await
+/// A form that carries nothing but its CSRF token. A missing token is an empty one (refused
+/// with 403, not 400).
+#[derive(Deserialize)]
+struct TokenOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The token of a form that may have failed to parse (then none: 403).
+fn token<T>(form: &Result<Form<T>, FormRejection>, csrf: impl Fn(&T) -> &str) -> &str {
+    form.as_ref().map_or("", |Form(form)| csrf(form))
+}
+
+/// A POST's request line and the visit it renders an error page for.
+fn posted(app: &App, visitor: &Visitor, uri: &Uri) -> (String, Visit) {
+    (format!("POST {uri}"), app.visit(visitor, uri))
+}
+
+async fn like(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    Path(ids): Path<(String, String)>,
+    uri: Uri,
+    form: Result<Form<TokenOnly>, FormRejection>,
+) -> Response {
+    let token = token(&form, |f| &f.csrf).to_owned();
+    vote(app, scope, (visitor, uri, token), ids, Vote::Like).await
 }
 
 async fn dislike(
     State(app): State<App>,
     scope: Scope,
+    Extension(visitor): Extension<Visitor>,
     Path(ids): Path<(String, String)>,
+    uri: Uri,
+    form: Result<Form<TokenOnly>, FormRejection>,
 ) -> Response {
-    vote(app, scope, ids, Vote::Dislike).await
+    let token = token(&form, |f| &f.csrf).to_owned();
+    vote(app, scope, (visitor, uri, token), ids, Vote::Dislike).await
 }
 
-/// Records a vote. Its commit invalidates the comment before `db::vote` returns (the change
-/// log's trigger names the comment and, through `touches = Article`, its article), so the
-/// comment's fragment and every fragment of the article around it are re-rendered, and nothing
-/// else.
+/// Records a vote, from any visitor whose form carries their token. Its commit invalidates
+/// the comment before `db::vote` returns (the change log's trigger names the comment and,
+/// through `touches = Article`, its article), so the comment's fragment and every fragment of
+/// the article around it are re-rendered, and nothing else.
 async fn vote(
     app: App,
     scope: Scope,
+    (visitor, uri, token): (Visitor, Uri, String),
     (article_id, comment_id): (String, String),
     vote: Vote,
 ) -> Response {
-    let action = match vote {
-        Vote::Like => "like",
-        Vote::Dislike => "dislike",
-    };
-    let request = format!("POST /articles/{article_id}/comments/{comment_id}/{action}");
+    let request = posted(&app, &visitor, &uri);
     respond(app, scope, request, false, async move |app, _| {
+        app.check_csrf(&visitor, &token)?;
         let no_such_comment = Failure::NotFound(format!(
             "There is no comment {comment_id} on article {article_id}."
         ));
@@ -304,30 +404,22 @@ async fn vote(
         // the cache is unreachable the vote still counts; the sweeper retries the invalidation
         // in the background, and pages keep rendering (uncached while it is down).
         let comment_id = comment.id;
-        Ok(Reply::SeeOther(format!(
-            "/articles/{article_id}#comment-{comment_id}"
-        )))
+        Ok(Reply::SeeOther(
+            format!("/articles/{article_id}#comment-{comment_id}"),
+            None,
+        ))
     })
     .await
 }
 
-/// The add-comment form. Missing fields count as empty, so they get the same 400 message.
+/// The add-comment and edit forms. A missing body counts as empty, so it gets the same 400
+/// message; a missing token, 403.
 #[derive(Deserialize)]
-struct NewComment {
+struct CommentForm {
     #[serde(default)]
-    author: String,
+    csrf: String,
     #[serde(default)]
     body: String,
-}
-
-impl NewComment {
-    /// The trimmed author and body, or why they cannot be stored.
-    fn validate(&self) -> Result<(&str, &str), Failure> {
-        Ok((
-            field(&self.author, "author's name", MAX_AUTHOR_CHARS)?,
-            field(&self.body, "comment", MAX_BODY_CHARS)?,
-        ))
-    }
 }
 
 /// A form field trimmed, if it is neither empty nor longer than `max` characters.
@@ -346,14 +438,26 @@ fn field<'a>(value: &'a str, name: &str, max: usize) -> Result<&'a str, Failure>
     }
 }
 
+/// The signed-in name of the visitor, who must be signed in to write comments.
+fn signed_in(visitor: &Visitor) -> Result<String, Failure> {
+    visitor
+        .name
+        .clone()
+        .ok_or_else(|| Failure::Forbidden("Sign in to write comments.".to_owned()))
+}
+
 async fn add_comment(
     State(app): State<App>,
     scope: Scope,
+    Extension(visitor): Extension<Visitor>,
     Path(article_id): Path<String>,
-    form: Result<Form<NewComment>, FormRejection>,
+    uri: Uri,
+    form: Result<Form<CommentForm>, FormRejection>,
 ) -> Response {
-    let request = format!("POST /articles/{article_id}/comments");
+    let request = posted(&app, &visitor, &uri);
     respond(app, scope, request, false, async move |app, _| {
+        app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
+        let author = signed_in(&visitor)?;
         let id = id(&article_id, "article")?;
         let article = app
             .db
@@ -361,28 +465,196 @@ async fn add_comment(
             .await?
             .ok_or_else(|| Failure::NotFound(format!("There is no article {id}.")))?;
         let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-        let (author, body) = form.validate()?;
+        let body = field(&form.body, "comment", MAX_BODY_CHARS)?;
         // Its commit invalidates the new comment's article (`touches`): the list fragment and
         // the article's other fragments miss once, and show it.
         let comment = app
             .db
-            .add_comment(
-                article.id,
-                author.to_owned(),
-                body.to_owned(),
-                chrono::Utc::now(),
-            )
+            .add_comment(article.id, author, body.to_owned(), chrono::Utc::now())
             .await?;
-        Ok(Reply::SeeOther(format!(
-            "/articles/{id}#comment-{}",
-            comment.id
-        )))
+        Ok(Reply::SeeOther(
+            format!("/articles/{id}#comment-{}", comment.id),
+            None,
+        ))
     })
     .await
 }
 
-async fn not_found(State(app): State<App>, scope: Scope, method: Method, uri: Uri) -> Response {
-    let request = format!("{method} {uri}");
+/// The ids of a comment's path, or 404.
+fn comment_ids((article_id, comment_id): &(String, String)) -> Result<(i64, i64), Failure> {
+    Ok((id(article_id, "article")?, id(comment_id, "comment")?))
+}
+
+/// Neither the visitor's comment nor anyone's: the same answer, so that it tells nothing.
+fn not_yours(article_id: i64, comment_id: i64) -> Failure {
+    Failure::Forbidden(format!(
+        "Comment {comment_id} on article {article_id} is not yours to change."
+    ))
+}
+
+/// `GET .../edit`: the author's form; anyone else gets 403.
+async fn edit_form(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    Path(ids): Path<(String, String)>,
+    uri: Uri,
+) -> Response {
+    let visit = app.visit(&visitor, &uri);
+    let request = (format!("GET {uri}"), visit.clone());
+    respond(app, scope, request, false, async move |app, scope| {
+        let (article_id, comment_id) = comment_ids(&ids)?;
+        let author = signed_in(&visitor)?;
+        let comment = app
+            .db
+            .comments_of(article_id)
+            .await?
+            .into_iter()
+            .find(|c| c.id == comment_id && c.author == author)
+            .ok_or_else(|| not_yours(article_id, comment_id))?;
+        let page = EditPage {
+            visit,
+            comment,
+            cache_debug: false,
+        };
+        html(StatusCode::OK, page, &app, &scope).await
+    })
+    .await
+}
+
+async fn edit_comment(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    Path(ids): Path<(String, String)>,
+    uri: Uri,
+    form: Result<Form<CommentForm>, FormRejection>,
+) -> Response {
+    let request = posted(&app, &visitor, &uri);
+    respond(app, scope, request, false, async move |app, _| {
+        app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
+        let author = signed_in(&visitor)?;
+        let (article_id, comment_id) = comment_ids(&ids)?;
+        let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+        let body = field(&form.body, "comment", MAX_BODY_CHARS)?.to_owned();
+        app.db
+            .change_own_comment(article_id, comment_id, author, OwnChange::Edit(body))
+            .await?
+            .ok_or_else(|| not_yours(article_id, comment_id))?;
+        Ok(Reply::SeeOther(
+            format!("/articles/{article_id}#comment-{comment_id}"),
+            None,
+        ))
+    })
+    .await
+}
+
+async fn delete_comment(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    Path(ids): Path<(String, String)>,
+    uri: Uri,
+    form: Result<Form<TokenOnly>, FormRejection>,
+) -> Response {
+    let request = posted(&app, &visitor, &uri);
+    respond(app, scope, request, false, async move |app, _| {
+        app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
+        let author = signed_in(&visitor)?;
+        let (article_id, comment_id) = comment_ids(&ids)?;
+        app.db
+            .change_own_comment(article_id, comment_id, author, OwnChange::Delete)
+            .await?
+            .ok_or_else(|| not_yours(article_id, comment_id))?;
+        Ok(Reply::SeeOther(
+            format!("/articles/{article_id}#comments"),
+            None,
+        ))
+    })
+    .await
+}
+
+/// The sign-in and sign-out forms.
+#[derive(Deserialize)]
+struct SignForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    /// The page to come back to.
+    #[serde(default)]
+    next: String,
+}
+
+/// A path of this site to come back to: anything else (another site, `//host`) is the index.
+fn back_to(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
+
+/// `POST /signin`: a name is all it takes. A new id, so the token of the page signed in from
+/// is no longer good.
+async fn sign_in(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    uri: Uri,
+    form: Result<Form<SignForm>, FormRejection>,
+) -> Response {
+    sign(app, scope, (visitor, uri), form, true).await
+}
+
+/// `POST /signout`.
+async fn sign_out(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    uri: Uri,
+    form: Result<Form<SignForm>, FormRejection>,
+) -> Response {
+    sign(app, scope, (visitor, uri), form, false).await
+}
+
+async fn sign(
+    app: App,
+    scope: Scope,
+    (visitor, uri): (Visitor, Uri),
+    form: Result<Form<SignForm>, FormRejection>,
+    signing_in: bool,
+) -> Response {
+    let request = posted(&app, &visitor, &uri);
+    respond(app, scope, request, false, async move |app, _| {
+        app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
+        let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+        let name = if signing_in {
+            let name = form.name.trim();
+            if !visitor::valid_name(name) {
+                return Err(Failure::BadRequest(format!(
+                    "A name is 1 to {} letters, digits, '-' or '_'.",
+                    visitor::MAX_NAME_CHARS
+                )));
+            }
+            Some(name.to_owned())
+        } else {
+            None
+        };
+        let cookie = app.keys.cookie(&app.keys.visitor(name));
+        Ok(Reply::SeeOther(back_to(&form.next), Some(cookie)))
+    })
+    .await
+}
+
+async fn not_found(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let request = (format!("{method} {uri}"), app.visit(&visitor, &uri));
     respond(app, scope, request, cache_debug(&uri), async move |_, _| {
         Err(Failure::NotFound(format!("There is no page at {uri}.")))
     })

@@ -3,23 +3,40 @@
 //! Templates are rendered with a per-request sweeper scope (`scope.render(&page)`, in
 //! `routes.rs`), taken before the page's data is read, so the cache figures of each response
 //! are its own and what it stores is never older than an invalidation.
+//!
+//! Every page has a [`Visit`]: who is looking and their CSRF token. Only the layout, outside
+//! every cached block, and the holes of the article page's comments read it; the derive
+//! refuses a block that would.
 
 use askama::Template;
-use cachesweeper::Lazy;
+use cachesweeper::{Hole, Holes, Lazy};
 
 use crate::models::{Article, ArticleSummary, Comment};
 
-/// The short name `cachesweeper(...)` in this module's templates: Askama looks for custom
-/// filters in the `filters` module beside the template struct. `index.html` shows the other
-/// style, the full path, which needs no such module.
+/// The short names `cachesweeper(...)` and `hole` in this module's templates: Askama looks for
+/// custom filters in the `filters` module beside the template struct. `index.html` shows the
+/// other style, the full path, which needs no such module.
 mod filters {
-    pub use cachesweeper::filters::cachesweeper;
+    pub use ::cachesweeper::filters::{cachesweeper, hole};
+}
+
+/// Who is looking at a page, for the parts of it that differ between viewers.
+#[derive(Debug, Clone)]
+pub struct Visit {
+    /// The name they signed in with, if they did: "Signed in as …", and their comments'
+    /// edit and delete controls.
+    pub name: Option<String>,
+    /// The token every form of the page sends back (hex digits).
+    pub csrf: String,
+    /// The page's path, where signing in or out comes back to.
+    pub here: String,
 }
 
 /// `GET /`: every article, one cached row each.
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/index.html")]
 pub struct IndexPage {
+    pub visit: Visit,
     pub articles: Vec<ArticleSummary>,
     /// `?cache_debug=1`: the layout draws the fragments' debug marks.
     pub cache_debug: bool,
@@ -31,6 +48,7 @@ pub struct IndexPage {
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/article.html")]
 pub struct ArticlePage {
+    pub visit: Visit,
     pub article: Article,
     /// The article's comments: data of the article, so its blocks may read them (the
     /// derive checks that a cached block reads nothing that differs between viewers).
@@ -39,10 +57,57 @@ pub struct ArticlePage {
     pub cache_debug: bool,
 }
 
+/// The holes of each cached comment (`comment.html`), filled for this visitor on every
+/// render: the CSRF token of its Like and Dislike forms, and the edit and delete controls,
+/// for its author only.
+impl Holes for ArticlePage {
+    fn fill(&self, hole: &Hole, out: &mut String) -> askama::Result<()> {
+        match hole.name() {
+            // Hex digits: nothing to escape.
+            "csrf" => out.push_str(&self.visit.csrf),
+            "own" => {
+                let author: String = hole.arg(2)?;
+                if self.visit.name.as_deref() == Some(author.as_str()) {
+                    OwnControls {
+                        article_id: hole.arg(0)?,
+                        comment_id: hole.arg(1)?,
+                        csrf: &self.visit.csrf,
+                    }
+                    .render_into(out)?;
+                }
+            }
+            _ => return Err(hole.error("the article page has no such hole")),
+        }
+        Ok(())
+    }
+}
+
+/// A comment's edit link and delete button, shown to its author.
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<div class="own"><a href="/articles/{{ article_id }}/comments/{{ comment_id }}/edit">edit</a><form method="post" action="/articles/{{ article_id }}/comments/{{ comment_id }}/delete"><input type="hidden" name="csrf" value="{{ csrf }}"><button type="submit">delete</button></form></div>"#
+)]
+struct OwnControls<'a> {
+    article_id: i64,
+    comment_id: i64,
+    csrf: &'a str,
+}
+
+/// `GET /articles/{id}/comments/{cid}/edit`: the author's form to change their comment.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(path = "blog/edit.html")]
+pub struct EditPage {
+    pub visit: Visit,
+    pub comment: Comment,
+    pub cache_debug: bool,
+}
+
 /// Any page that is an error: 404, 400, 500.
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/error.html")]
 pub struct ErrorPage {
+    pub visit: Visit,
     /// The status line's text, e.g. "Not Found".
     pub title: String,
     /// What went wrong, for the reader.

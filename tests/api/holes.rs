@@ -107,7 +107,12 @@ fn each_viewer_gets_their_own_holes_and_the_blocks_stay_hits() {
                     csrf,
                 };
                 let html = case.sweeper.scope().render(&page).unwrap();
-                assert_eq!(html, uncached(&page), "{} {viewer} round {round}", case.name);
+                assert_eq!(
+                    html,
+                    uncached(&page),
+                    "{} {viewer} round {round}",
+                    case.name
+                );
                 let other = viewers.iter().find(|(v, _)| *v != viewer).unwrap();
                 assert!(
                     !html.contains(&format!("value=\"{}", &other.1[..7])),
@@ -158,8 +163,18 @@ fn every_way_to_render_fills_the_holes_and_nothing_forges_them() {
         let expected = uncached(&page);
         assert!(expected.contains("\u{2}0000:0\u{3}"), "{expected}");
         let sweeper = &case.sweeper;
-        assert_eq!(sweeper.scope().render(&page).unwrap(), expected, "{}", case.name);
-        assert_eq!(sweeper.scope().render(&page).unwrap(), expected, "{}: hit", case.name);
+        assert_eq!(
+            sweeper.scope().render(&page).unwrap(),
+            expected,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            sweeper.scope().render(&page).unwrap(),
+            expected,
+            "{}: hit",
+            case.name
+        );
         assert_eq!(
             sweeper.scope().uncached().render(&page).unwrap(),
             expected,
@@ -167,8 +182,18 @@ fn every_way_to_render_fills_the_holes_and_nothing_forges_them() {
             case.name
         );
         let debug = sweeper.scope().debug().render(&page).unwrap();
-        assert_eq!(debug.matches("value=\"tok-bob\"").count(), 3, "{}: debug", case.name);
-        assert_eq!(debug.matches('\u{2}').count(), 1, "{}: only the comment's", case.name);
+        assert_eq!(
+            debug.matches("value=\"tok-bob\"").count(),
+            3,
+            "{}: debug",
+            case.name
+        );
+        assert_eq!(
+            debug.matches('\u{2}').count(),
+            1,
+            "{}: only the comment's",
+            case.name
+        );
         // Askama's own render has no page render to fill the holes: an error, as for blocks.
         assert!(page.render().is_err(), "{}", case.name);
     }

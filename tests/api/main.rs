@@ -11,7 +11,7 @@ mod askama_block;
 mod bad_values;
 mod block_keys;
 mod derive;
-mod holes;
 mod digests;
+mod holes;
 mod invalidation;
 mod lazy;

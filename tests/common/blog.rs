@@ -8,6 +8,11 @@
 //! [`Chromium`]).
 
 use std::io::{BufRead, BufReader, Read};
+
+/// The blog's own signing of visitors: a test client signs in with it (the harness gives the
+/// blog [`SESSION_SECRET`]) rather than scraping a page for its token.
+#[path = "../../examples/blog/visitor.rs"]
+pub mod visitor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -88,6 +93,7 @@ impl Server {
     pub fn start_binary(binary: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(binary)
             .args(args)
+            .args(["--session-secret", SESSION_SECRET])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -163,12 +169,29 @@ impl Drop for Server {
     }
 }
 
+/// A new visitor's `Cookie` header value and CSRF token, signed in as `name` or not.
+fn visitor_cookie(name: Option<&str>) -> (String, String) {
+    let keys = visitor::Keys::new(Some(SESSION_SECRET));
+    let visitor = keys.visitor(name.map(str::to_owned));
+    let cookie = keys.cookie(&visitor);
+    let cookie = cookie.to_str().expect("ASCII").split(';').next();
+    (cookie.expect("name=value").to_owned(), keys.csrf(&visitor))
+}
+
+/// The secret every blog the harness starts signs its visitors with.
+pub const SESSION_SECRET: &str = "the tests' session secret";
+
 /// An HTTP client of one server, which follows no redirects and adds up the cache figures of
-/// every response.
+/// every response. It is one visitor (anonymous unless [`signed_in`](Self::signed_in)): it
+/// sends the visitor's cookie with every request and the visitor's CSRF token with every form
+/// ([`post`](Self::post)), as a browser on the blog's pages does.
 pub struct Client {
     agent: ureq::Agent,
     url: String,
     totals: Mutex<(u64, u64)>,
+    /// `blog_visitor=...`.
+    cookie: String,
+    csrf: String,
 }
 
 /// A response, read whole.
@@ -228,11 +251,46 @@ impl Client {
             .max_redirects(0)
             .timeout_global(Some(timeout))
             .build();
+        // One anonymous visitor for every client of the process: pages of two servers, or of
+        // two clients, can then be compared byte for byte (tokens included).
+        static ANONYMOUS: OnceLock<(String, String)> = OnceLock::new();
+        let (cookie, csrf) = ANONYMOUS.get_or_init(|| visitor_cookie(None)).clone();
         Client {
             agent: config.into(),
             url: server.url.clone(),
             totals: Mutex::new((0, 0)),
+            cookie,
+            csrf,
         }
+    }
+
+    /// A client of the same server, another visitor: one signed in as `name`.
+    pub fn signed_in(&self, name: &str) -> Client {
+        let (cookie, csrf) = visitor_cookie(Some(name));
+        Client {
+            agent: self.agent.clone(),
+            url: self.url.clone(),
+            totals: Mutex::new((0, 0)),
+            cookie,
+            csrf,
+        }
+    }
+
+    /// A client of `server`, the same visitor as this one (the harness gives every blog one
+    /// secret): its pages are this client's pages, tokens included.
+    pub fn on(&self, server: &Server) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            url: server.url.clone(),
+            totals: Mutex::new((0, 0)),
+            cookie: self.cookie.clone(),
+            csrf: self.csrf.clone(),
+        }
+    }
+
+    /// The visitor's CSRF token.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
     }
 
     pub fn get(&self, path: &str) -> Page {
@@ -249,17 +307,28 @@ impl Client {
     /// Like [`get`](Self::get), with a transport error (refused, reset, timed out) or an
     /// unreadable answer as an `Err` rather than a panic.
     pub fn try_get(&self, path: &str) -> Result<Page, String> {
-        let response = self.agent.get(format!("{}{path}", self.url)).call();
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .call();
         self.read(response.map_err(|e| e.to_string())?)
     }
 
     /// Like [`post`](Self::post), with errors as [`try_get`](Self::try_get) has them.
     pub fn try_post(&self, path: &str, form: Option<&[(&str, &str)]>) -> Result<Page, String> {
-        let request = self.agent.post(format!("{}{path}", self.url));
-        let response = match form {
-            Some(form) => request.send_form(form.iter().copied()),
-            None => request.send_empty(),
-        };
+        let mut fields = vec![("csrf", self.csrf.as_str())];
+        fields.extend(form.unwrap_or_default().iter().copied());
+        self.try_post_as_is(path, &fields)
+    }
+
+    /// POSTs `form` as it is, with no token added (a forged or a missing one).
+    pub fn try_post_as_is(&self, path: &str, form: &[(&str, &str)]) -> Result<Page, String> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .send_form(form.iter().copied());
         self.read(response.map_err(|e| e.to_string())?)
     }
 

@@ -29,6 +29,29 @@ pub enum Db {
     Postgres(postgres::Pool),
 }
 
+/// What the author of a comment does to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnChange {
+    /// Replaces its body (already validated).
+    Edit(String),
+    Delete,
+}
+
+impl OwnChange {
+    /// The statement, with the comment's id, article and author as `?1`/`$1` to `?3`/`$3` and
+    /// the new body, if any, as the fourth. Fixed texts: nothing from the request becomes SQL.
+    fn sql(&self, columns: &str, placeholder: char) -> String {
+        let p = placeholder;
+        let change = match self {
+            OwnChange::Edit(_) => format!("UPDATE comments SET body = {p}4"),
+            OwnChange::Delete => "DELETE FROM comments".to_owned(),
+        };
+        format!(
+            "{change} WHERE id = {p}1 AND article_id = {p}2 AND author = {p}3 RETURNING {columns}"
+        )
+    }
+}
+
 /// Which way a vote goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vote {
@@ -104,6 +127,31 @@ impl Db {
                     .await
             }
             Db::Postgres(pool) => pool.vote(article_id, comment_id, vote).await,
+        }
+    }
+
+    /// Edits or deletes a comment of an article if `author` wrote it, and returns it as it
+    /// now is (as it was, if deleted); `None` if there is no such comment of theirs. Ownership
+    /// is part of the statement, so no check can be raced. Committed and invalidated when this
+    /// returns, as a vote is.
+    pub async fn change_own_comment(
+        &self,
+        article_id: i64,
+        comment_id: i64,
+        author: String,
+        change: OwnChange,
+    ) -> Result<Option<Comment>, Error> {
+        match self {
+            Db::Sqlite(pool) => {
+                pool.run(move |conn| {
+                    sqlite::change_own_comment(conn, article_id, comment_id, &author, &change)
+                })
+                .await
+            }
+            Db::Postgres(pool) => {
+                pool.change_own_comment(article_id, comment_id, &author, &change)
+                    .await
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
-use super::{Error, Vote, count_statements};
+use super::{Error, OwnChange, Vote, count_statements};
 use crate::models::{Article, ArticleSummary, Comment};
 use crate::seed::SeedArticle;
 
@@ -216,6 +216,35 @@ impl Pool {
             .as_ref()
             .map(comment_from)
             .transpose()?;
+        self.log.commit(tx).await?;
+        count_statements(1);
+        Ok(comment)
+    }
+
+    /// See `Db::change_own_comment`: committed through the change log, as a vote is.
+    pub async fn change_own_comment(
+        &self,
+        article_id: i64,
+        comment_id: i64,
+        author: &str,
+        change: &OwnChange,
+    ) -> Result<Option<Comment>, Error> {
+        let mut client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&change.sql(COMMENT_COLUMNS, '$'))
+            .await?;
+        let tx = client.deref_mut().deref_mut().transaction().await?;
+        let row = match change {
+            OwnChange::Edit(body) => {
+                tx.query_opt(&statement, &[&comment_id, &article_id, &author, body])
+                    .await?
+            }
+            OwnChange::Delete => {
+                tx.query_opt(&statement, &[&comment_id, &article_id, &author])
+                    .await?
+            }
+        };
+        let comment = row.as_ref().map(comment_from).transpose()?;
         self.log.commit(tx).await?;
         count_statements(1);
         Ok(comment)

@@ -12,7 +12,7 @@ use cachesweeper::changes::sqlite::{self, ChangeLog};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use super::{Error, Vote};
+use super::{Error, OwnChange, Vote};
 use crate::models::{Article, ArticleSummary, Comment};
 use crate::seed::SeedArticle;
 
@@ -279,6 +279,31 @@ pub fn vote(
         ))?
         .query_row([comment_id, article_id], comment_from)
         .optional()?;
+    tx.commit()?;
+    Ok(comment)
+}
+
+/// See `Db::change_own_comment`; in a transaction of its own, like [`vote`].
+pub fn change_own_comment(
+    conn: &Connection,
+    article_id: i64,
+    comment_id: i64,
+    author: &str,
+    change: &OwnChange,
+) -> rusqlite::Result<Option<Comment>> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let comment = {
+        let mut statement = tx.prepare_cached(&change.sql(COMMENT_COLUMNS, '?'))?;
+        match change {
+            OwnChange::Edit(body) => {
+                statement.query_row(params![comment_id, article_id, author, body], comment_from)
+            }
+            OwnChange::Delete => {
+                statement.query_row(params![comment_id, article_id, author], comment_from)
+            }
+        }
+        .optional()?
+    };
     tx.commit()?;
     Ok(comment)
 }
