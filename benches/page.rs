@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use askama::Template;
 use cachesweeper::backend::{Backend, Embedded, Leased, Memcached, Null, Redis, SetItem, block_on};
-use cachesweeper::{KeyParts, StatsSnapshot, Sweeper};
+use cachesweeper::{StatsSnapshot, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::RedisProcess;
 use criterion::measurement::WallTime;
@@ -524,6 +524,21 @@ fn page(c: &mut Criterion) {
     }
 }
 
+/// `text` with its `%XX` escapes (those of a debug mark) decoded.
+fn percent_decoded(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+            out.push(u8::from_str_radix(&hex, 16).expect("two hex digits"));
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
+}
+
 /// What holes cost (issue 23): a warm page of 50 of the blog's comments, each with its three
 /// holes (the CSRF token of its two vote forms, the author's controls) filled for the viewer,
 /// against the same page with the comment fragment as it was before holes, in one run. Both
@@ -608,14 +623,22 @@ fn round_trip(c: &mut Criterion) {
             comments: &comments,
         })
         .expect("renders");
-    // The page's fragments are keyed with the page's template digest, as `render` does.
-    let parts = KeyParts::new()
-        .part("blog/comment.html")
-        .template_digest(<CommentsPage<'_> as cachesweeper::TemplateDigest>::TEMPLATE_DIGEST);
-    let fragment_keys: Vec<String> = comments
-        .iter()
-        .map(|comment| sweeper.fragment_key(comment, &parts).expect("key"))
+    // The page's fragment keys, as a debug render of it marks them (a key also names its
+    // block's template by the Rust type of the template's render code, which only the render
+    // knows).
+    let marked = sweeper
+        .scope()
+        .debug()
+        .render(&CommentsPage {
+            comments: &comments,
+        })
+        .expect("renders");
+    let fragment_keys: Vec<String> = marked
+        .split(" key=\"")
+        .skip(1)
+        .map(|rest| percent_decoded(&rest[..rest.find('"').expect("a closing quote")]))
         .collect();
+    assert_eq!(fragment_keys.len(), comments.len());
     let fragment_keys: Vec<&str> = fragment_keys.iter().map(String::as_str).collect();
     let counter_keys: Vec<String> = comments.iter().map(|c| sweeper.counter_key(c)).collect();
     let counter_keys: Vec<&str> = counter_keys.iter().map(String::as_str).collect();

@@ -487,6 +487,11 @@ impl Chromium {
         }
     }
 
+    /// The browser's program.
+    pub fn binary(&self) -> &str {
+        &self.binary
+    }
+
     /// The DOM of `url` once loaded and its scripts have run (`--dump-dom`), as HTML. Gives up
     /// after 60 s.
     pub fn dump_dom(&self, url: &str) -> String {

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses part of this
 
 pub mod blog;
+pub mod browser;
 pub mod forgetful;
 
 use chrono::{DateTime, Utc};
