@@ -322,3 +322,101 @@ fn two_viewers_never_see_each_others_page() {
         "{views} views, {warm_views} warm"
     );
 }
+
+/// The README's picture: ann and bob on the same article of a small blog, side by side, each
+/// signed in, each with the edit and delete controls on their own comment and their own token
+/// in every form, the comments served from the cache. Written to `target/two-viewers.png`, and
+/// to the path in `BLOG_VIEWERS_SCREENSHOT` if set (`docs/two-viewers.png`).
+#[test]
+fn a_picture_of_two_viewers() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
+    let server = Server::start(&["--addr", "127.0.0.1:0", "--articles", "1", "--comments", "2"]);
+    let url = |path: &str| format!("{}{path}", server.url);
+    let mut browser = Browser::start(&chromium);
+    let mut viewers = Vec::new();
+    for name in ["ann", "bob"] {
+        let tab = browser.visitor();
+        browser.set_viewport(&tab, 620, 1060);
+        browser.goto(&tab, &url("/articles/1"));
+        browser.navigate_by(
+            &tab,
+            &format!(
+                "const f = document.querySelector('form[action=\"/signin\"]'); \
+                 f.elements.name.value = '{name}'; f.requestSubmit()"
+            ),
+        );
+        browser.navigate_by(
+            &tab,
+            &format!(
+                "const f = document.querySelector('form.new-comment'); \
+                 f.elements.body.value = 'Hello from {name}.'; f.requestSubmit()"
+            ),
+        );
+        viewers.push((tab, name));
+    }
+    let mut shots = Vec::new();
+    for (tab, name) in &viewers {
+        // Twice: the second view is all hits, as the picture should be.
+        browser.goto(tab, &url("/articles/1"));
+        browser.goto(tab, &url("/articles/1"));
+        let page = seen(&mut browser, tab);
+        assert_eq!(page.signed_in_as, Value::from(*name));
+        assert_eq!(page.controlled, [name.to_string()]);
+        // The header, and the page from the comment before theirs to the comment form.
+        let bounds = browser.eval(
+            tab,
+            "const y = e => document.querySelector(e).getBoundingClientRect().top + scrollY; \
+             [document.querySelector('header.site').getBoundingClientRect().bottom + scrollY + 8, \
+              y('.comment:nth-last-child(3)') - 8, y('form.new-comment') - 4]",
+        );
+        let at = |i: usize| bounds[i].as_f64().expect("a number");
+        shots.push((
+            name,
+            browser.screenshot(tab, 0.0, at(0)),
+            browser.screenshot(tab, at(1), at(2)),
+        ));
+    }
+    let figures: String = shots
+        .iter()
+        .map(|(name, header, comments)| {
+            format!(
+                "<figure><img src=\"data:image/png;base64,{header}\"><div>⋮</div>\
+                 <img src=\"data:image/png;base64,{comments}\"><figcaption>{name}'s \
+                 browser</figcaption></figure>"
+            )
+        })
+        .collect();
+    let page = common::blog::TempFile::new("html");
+    std::fs::write(
+        page.path(),
+        format!(
+            "<!DOCTYPE html><style>body{{margin:0;display:flex;gap:16px;padding:16px;\
+             background:#e8ecee;font:15px system-ui}}figure{{margin:0;background:#fbfcfc;\
+             border:1px solid #b9c2c7}}img{{display:block}}figure div{{text-align:center;\
+             color:#667279}}figcaption{{text-align:center;padding:6px;background:#e8ecee}}</style>\
+             {figures}"
+        ),
+    )
+    .expect("write the page");
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("two-viewers.png");
+    let status = std::process::Command::new(chromium.binary())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1290,765",
+            &format!("--screenshot={}", target.display()),
+            &format!("file://{}", page.arg()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run chromium");
+    assert!(status.success() && target.exists(), "chromium --screenshot: {status}");
+    if let Some(docs) = std::env::var_os("BLOG_VIEWERS_SCREENSHOT") {
+        std::fs::copy(&target, docs).expect("copy the picture");
+    }
+}

@@ -194,6 +194,31 @@ impl Browser {
         }
     }
 
+    /// Gives the tab's page a viewport of `width` × `height` CSS pixels.
+    pub fn set_viewport(&mut self, tab: &Tab, width: u32, height: u32) {
+        self.call(
+            Some(&tab.session),
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        );
+    }
+
+    /// A PNG, in base64, of the part of the tab's page from `top` to `bottom` (CSS pixels
+    /// from the top of the page), across the viewport's width.
+    pub fn screenshot(&mut self, tab: &Tab, top: f64, bottom: f64) -> String {
+        let width = self.eval(tab, "document.documentElement.clientWidth");
+        let shot = self.call(
+            Some(&tab.session),
+            "Page.captureScreenshot",
+            json!({
+                "format": "png",
+                "captureBeyondViewport": true,
+                "clip": { "x": 0, "y": top, "width": width, "height": bottom - top, "scale": 1 },
+            }),
+        );
+        shot["data"].as_str().expect("base64 data").to_owned()
+    }
+
     /// The tab's page: its URL and its whole HTML.
     pub fn page(&mut self, tab: &Tab) -> (String, String) {
         let value = self.eval(tab, "[location.href, document.documentElement.outerHTML]");
