@@ -332,7 +332,14 @@ fn a_picture_of_two_viewers() {
     let Some(chromium) = Chromium::find() else {
         return;
     };
-    let server = Server::start(&["--addr", "127.0.0.1:0", "--articles", "1", "--comments", "2"]);
+    let server = Server::start(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--articles",
+        "1",
+        "--comments",
+        "2",
+    ]);
     let url = |path: &str| format!("{}{path}", server.url);
     let mut browser = Browser::start(&chromium);
     let mut viewers = Vec::new();
@@ -415,7 +422,10 @@ fn a_picture_of_two_viewers() {
         .stderr(std::process::Stdio::null())
         .status()
         .expect("run chromium");
-    assert!(status.success() && target.exists(), "chromium --screenshot: {status}");
+    assert!(
+        status.success() && target.exists(),
+        "chromium --screenshot: {status}"
+    );
     if let Some(docs) = std::env::var_os("BLOG_VIEWERS_SCREENSHOT") {
         std::fs::copy(&target, docs).expect("copy the picture");
     }

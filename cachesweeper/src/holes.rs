@@ -15,6 +15,7 @@
 //! value can forge a marker; a fragment without holes costs nothing more, and only a page that
 //! met a hole is scanned.
 
+use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -156,7 +157,13 @@ fn markers<'h>(
     let mut from = 0;
     std::iter::from_fn(move || {
         loop {
-            let start = from + html[from..].find(prefix)?;
+            // The start byte first (a single byte: `find` takes memchr's path), then the rest
+            // of the prefix: several times faster than searching for the prefix itself.
+            let start = from + html[from..].find(START)?;
+            from = start + START.len_utf8();
+            if !html[start..].starts_with(prefix) {
+                continue;
+            }
             let digits = start + prefix.len();
             from = digits;
             let Some(len) = html[digits..].find(END) else {
@@ -196,20 +203,22 @@ impl HoleTable {
 
     /// Registers `hole` and writes its marker into `out`.
     pub(crate) fn mark(&self, hole: Arc<Hole>, out: &mut String) {
-        let index = {
-            let mut holes = crate::lock(&self.holes);
-            holes.push(hole);
-            holes.len() - 1
-        };
+        let mut holes = crate::lock(&self.holes);
+        self.push_marker(&mut holes, hole, out);
+    }
+
+    fn push_marker(&self, holes: &mut Vec<Arc<Hole>>, hole: Arc<Hole>, out: &mut String) {
+        holes.push(hole);
         out.push_str(&self.prefix);
-        out.push_str(&index.to_string());
+        // Into the string as it is (`to_string` would allocate one more).
+        let _ = write!(out, "{}", holes.len() - 1);
         out.push(END);
     }
 
     /// Cuts this render's markers out of a fragment on its way into the store: its HTML
     /// without them, and where they were.
     pub(crate) fn cut(&self, html: String) -> (String, Arc<[Placed]>) {
-        if !html.contains(&self.prefix) {
+        if !html.contains(START) {
             return (html, Arc::new([]));
         }
         let mut clean = String::with_capacity(html.len());
@@ -232,10 +241,11 @@ impl HoleTable {
     pub(crate) fn reinsert(&self, html: &str, placed: &[Placed]) -> String {
         let mut out = String::with_capacity(html.len() + placed.len() * (self.prefix.len() + 4));
         let mut copied = 0;
+        let mut holes = crate::lock(&self.holes);
         for p in placed {
             out.push_str(&html[copied..p.offset]);
             copied = p.offset;
-            self.mark(Arc::clone(&p.hole), &mut out);
+            self.push_marker(&mut holes, Arc::clone(&p.hole), &mut out);
         }
         out.push_str(&html[copied..]);
         out
@@ -250,7 +260,7 @@ impl HoleTable {
         page_type: &str,
     ) -> askama::Result<String> {
         let holes = crate::lock(&self.holes);
-        if holes.is_empty() || !html.contains(&self.prefix) {
+        if holes.is_empty() {
             return Ok(html);
         }
         let Some(page) = page else {
