@@ -79,6 +79,15 @@ impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> Cached<R, L, T> {
 
 impl<R: Sweepable, L: Ttl, T: Template + TemplateDigest> FastWritable for Cached<R, L, T> {
     fn write_into(&self, dest: &mut dyn fmt::Write, values: &dyn Values) -> askama::Result<()> {
+        if self.template.holes().is_some() {
+            // Its holes would be filled by the page around it, which knows nothing of them.
+            return Err(askama::Error::custom(crate::Error::Hole {
+                name: std::any::type_name::<T>().to_owned(),
+                problem: "a `cached` sub-template cannot have holes: write its part of the page \
+                          in a `cachesweeper` block of the page, whose holes the page fills"
+                    .to_owned(),
+            }));
+        }
         let html = with_render(values, |sweeper| {
             // The sub-template's own digest keys this fragment and the fragments inside it, and
             // its type names it (as the filter names a block's template).

@@ -588,7 +588,12 @@ struct SignForm {
 
 /// A path of this site to come back to: anything else (another site, `//host`) is the index.
 fn back_to(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    // Visible ASCII only: a browser drops tabs and newlines, which would make `/\t/host`
+    // another site's `//host`.
+    if next.starts_with('/')
+        && !next.starts_with("//")
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    {
         next.to_owned()
     } else {
         "/".to_owned()

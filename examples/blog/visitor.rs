@@ -3,8 +3,9 @@
 //! what a cache must never mix up between viewers ("Signed in as …", edit links on your own
 //! comments, a CSRF token in every form).
 //!
-//! The cookie is `id.name.signature`, the signature an HMAC-SHA256 of `id.name` under the
-//! blog's secret; the CSRF token is an HMAC of the id (a signed double submit: nothing is kept
+//! The cookie is `id.name.signature`, the signature an HMAC-SHA256 of `blog_visitor.id.name`
+//! under the blog's secret; the CSRF token is an HMAC of `csrf.id` (each tagged with what it
+//! is, so that neither can stand for the other) (a signed double submit: nothing is kept
 //! on the server, and several blog processes given one `--session-secret` accept each other's
 //! visitors). Signing in or out draws a new id, so a token from before does not outlive it.
 
@@ -20,6 +21,9 @@ use sha2::Sha256;
 
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "blog_visitor";
+
+/// How many hex digits a visitor's id has.
+const ID_LEN: usize = 32;
 
 /// The longest name one may sign in with.
 pub const MAX_NAME_CHARS: usize = 40;
@@ -74,7 +78,7 @@ impl Keys {
     /// A new visitor, signed in as `name` or not.
     pub fn visitor(&self, name: Option<String>) -> Visitor {
         Visitor {
-            id: random_hex(32),
+            id: random_hex(ID_LEN),
             name,
         }
     }
@@ -90,7 +94,10 @@ impl Keys {
             .find_map(|value| {
                 let mut parts = value.splitn(3, '.');
                 let (id, name, signature) = (parts.next()?, parts.next()?, parts.next()?);
-                self.verify(&[id, name], signature).then(|| Visitor {
+                let well_formed = id.len() == ID_LEN
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    && (name.is_empty() || valid_name(name));
+                (well_formed && self.verify(&[COOKIE_NAME, id, name], signature)).then(|| Visitor {
                     id: id.to_owned(),
                     name: (!name.is_empty()).then(|| name.to_owned()),
                 })
@@ -100,7 +107,7 @@ impl Keys {
     /// The `Set-Cookie` value that gives the browser `visitor`.
     pub fn cookie(&self, visitor: &Visitor) -> HeaderValue {
         let name = visitor.name.as_deref().unwrap_or("");
-        let signature = self.sign(&[&visitor.id, name]);
+        let signature = self.sign(&[COOKIE_NAME, &visitor.id, name]);
         HeaderValue::from_str(&format!(
             "{COOKIE_NAME}={}.{name}.{signature}; Path=/; HttpOnly; SameSite=Lax",
             visitor.id

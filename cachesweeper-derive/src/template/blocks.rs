@@ -262,7 +262,8 @@ fn duplicates(keyed: &[Keyed], errors: &mut Vec<String>) {
     }
 }
 
-fn show_name(name: &PathOrIdentifier<'_>) -> String {
+/// A filter's name as written (`upper`, `cachesweeper::filters::hole`).
+pub fn show_name(name: &PathOrIdentifier<'_>) -> String {
     match name {
         PathOrIdentifier::Identifier(name) => (**name).to_owned(),
         PathOrIdentifier::Path(path) => path

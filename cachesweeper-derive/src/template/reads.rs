@@ -23,7 +23,7 @@ use askama_parser::node::{FilterBlock, Loop};
 use askama_parser::{Expr, Filter, LetValueOrBlock, Node, Target, WithSpan};
 
 use super::blocks::{
-    FILTER, Place, Template, block_args, filter_named, is_cachesweeper_filter, show,
+    FILTER, Place, Template, block_args, filter_named, is_cachesweeper_filter, show, show_name,
 };
 use super::syntax::{Syntax, line_of};
 
@@ -112,6 +112,8 @@ struct Block {
     keys: Vec<Vec<String>>,
     /// How many names were bound when it began: those after were bound inside it.
     bound_before: usize,
+    /// `digest=false`: its key stays the same across template edits.
+    keeps_key: bool,
 }
 
 struct Checker<'t, 'a> {
@@ -201,14 +203,14 @@ impl<'t, 'a> Checker<'t, 'a> {
             Node::Include(node) => self.include(node.path),
             Node::Extends(node) => self.include(node.path),
             // A macro's body runs where it is called, with its arguments: the call's arguments
-            // are what is read here.
-            Node::Macro(_)
-            | Node::Lit(_)
-            | Node::Comment(_)
-            | Node::Import(_)
-            | Node::Raw(_)
-            | Node::Break(_)
-            | Node::Continue(_) => {}
+            // are what is read here. Its body and an imported template's macros are walked
+            // outside every block, only to find their holes.
+            Node::Macro(node) => {
+                self.outside_blocks(|checker| checker.nodes(template, &node.nodes))
+            }
+            Node::Import(node) => self.outside_blocks(|checker| checker.include(node.path)),
+            Node::Lit(_) | Node::Comment(_) | Node::Raw(_) | Node::Break(_) | Node::Continue(_) => {
+            }
         }
     }
 
@@ -238,6 +240,9 @@ impl<'t, 'a> Checker<'t, 'a> {
             if is_cachesweeper_filter(filter) {
                 cached.push(filter);
             }
+            if filter_named(&filter.name, HOLE) {
+                self.hole();
+            }
             match filter.arguments.first().map(|arg| &***arg) {
                 Some(Expr::Filter(inner)) => filter = inner,
                 _ => break,
@@ -261,6 +266,10 @@ impl<'t, 'a> Checker<'t, 'a> {
         let args = block_args(filter);
         Block {
             place,
+            keeps_key: filter.arguments.iter().any(|arg| {
+                matches!(&***arg, Expr::NamedArgument(name, value)
+                    if **name == "digest" && matches!(&***value, Expr::BoolLit(false)))
+            }),
             record: args
                 .first()
                 .and_then(|record| path(record)?.into_iter().next()),
@@ -319,14 +328,10 @@ impl<'t, 'a> Checker<'t, 'a> {
     }
 
     /// Checks every variable `expr` reads.
+    /// Checks every variable `expr` reads (outside every block, only finds its holes).
     fn expr(&mut self, expr: &Expr<'_>) {
-        if let Expr::Filter(filter) = expr
-            && filter_named(&filter.name, HOLE)
-        {
-            self.holes = true;
-        }
-        if self.blocks.is_empty() {
-            return;
+        if let Expr::Filter(filter) = expr {
+            self.filter(filter);
         }
         match expr {
             Expr::Var(_) | Expr::AssociatedItem(..) => {
@@ -408,6 +413,62 @@ impl<'t, 'a> Checker<'t, 'a> {
             | Expr::FilterSource
             | Expr::ArgumentPlaceholder => {}
         }
+    }
+
+    /// A filter: a hole, or a filter whose input is one (which would break its marker).
+    fn filter(&mut self, filter: &Filter<'_>) {
+        if filter_named(&filter.name, HOLE) {
+            self.hole();
+            return;
+        }
+        let input = filter.arguments.first().map(|arg| &***arg);
+        if let Some(Expr::Filter(inner)) = input
+            && filter_named(&inner.name, HOLE)
+            && !filter_named(&filter.name, "safe")
+        {
+            let name = show_name(&filter.name);
+            self.error(format!(
+                "the output of a `{HOLE}` goes through the `{name}` filter: a hole's output is a \
+                 marker that the page's fill replaces when the render ends, and `{name}` would \
+                 change it before. Apply `{name}` in the fill (`Holes::fill`) instead"
+            ));
+        }
+    }
+
+    /// A `hole` filter where the walk is: the page must fill holes, and no block around it may
+    /// keep its key across template edits.
+    fn hole(&mut self) {
+        self.holes = true;
+        let errors: Vec<String> = self
+            .blocks
+            .iter()
+            .filter(|block| block.keeps_key)
+            .map(|block| {
+                format!(
+                    "the `{FILTER}` block at {} has a hole and `digest=false`: its stored \
+                     fragments would keep their holes across a deploy that renames, removes or \
+                     changes them, and the page could not fill them. Drop `digest=false`",
+                    block.place
+                )
+            })
+            .collect();
+        for error in errors {
+            self.error(error);
+        }
+    }
+
+    fn error(&mut self, error: String) {
+        if !self.errors.contains(&error) {
+            self.errors.push(error);
+        }
+    }
+
+    /// Runs `walk` as if outside every block (a macro's body, an imported template), where
+    /// nothing is read-checked and only holes are found.
+    fn outside_blocks(&mut self, walk: impl FnOnce(&mut Self)) {
+        let blocks = std::mem::take(&mut self.blocks);
+        walk(self);
+        self.blocks = blocks;
     }
 
     /// Checks one read, an access path from a variable, against every block around it.
@@ -600,6 +661,53 @@ mod tests {
         assert!(reads.holes && reads.errors.is_empty(), "{:?}", reads.errors);
         assert!(holes(r#"<form>{{ "csrf"|hole }}</form>"#).holes);
         assert!(!holes(r#"{{ "x"|upper }}"#).holes);
+        // Wherever it is: nested in an expression, a filter block, a macro's body.
+        for text in [
+            r#"{{ f("csrf"|hole) }}"#,
+            r#"{{ "csrf"|hole|safe }}"#,
+            r#"{% filter hole(1) %}x{% endfilter %}"#,
+            r#"{% macro vote(c) %}{{ "csrf"|hole }}{% endmacro %}{% call vote(1) %}{% endcall %}"#,
+        ] {
+            let reads = holes(text);
+            assert!(
+                reads.holes && reads.errors.is_empty(),
+                "{text}: {:?}",
+                reads.errors
+            );
+        }
+        // In a template imported for its macros.
+        let imported = check(
+            &Syntax::default(),
+            &[
+                file(
+                    "page.html",
+                    r#"{% import "m.html" as m %}{% call m::vote() %}{% endcall %}"#,
+                ),
+                file(
+                    "m.html",
+                    r#"{% macro vote() %}{{ "csrf"|hole }}{% endmacro %}"#,
+                ),
+            ],
+            &Declared::default(),
+        );
+        assert!(imported.holes);
+        // A filter that would change the marker, and a block that keeps its key.
+        let reads = holes(r#"{{ "csrf"|hole|urlencode }}"#);
+        assert_eq!(reads.errors.len(), 1, "{:?}", reads.errors);
+        assert!(
+            reads.errors[0].contains("through the `urlencode` filter"),
+            "{:?}",
+            reads.errors
+        );
+        let reads = holes(
+            r#"{% filter cachesweeper(c, 300, "c", digest=false) %}{{ "x"|hole(c.id) }}{% endfilter %}"#,
+        );
+        assert_eq!(reads.errors.len(), 1, "{:?}", reads.errors);
+        assert!(
+            reads.errors[0].contains("has a hole and `digest=false`"),
+            "{:?}",
+            reads.errors
+        );
         // The arguments are stored with the block: the viewer may not be one.
         let page =
             r#"{% filter cachesweeper(c, 300, "c") %}{{ "edit"|hole(viewer.id) }}{% endfilter %}"#;
