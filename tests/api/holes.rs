@@ -219,3 +219,39 @@ async fn an_async_render_fills_them_too() {
         }
     }
 }
+
+/// A sub-template with a hole, cached with `cached()`.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"<p>{{ comment.body }}{{ "like"|cachesweeper::filters::hole(comment.id) }}</p>"#
+)]
+struct CommentWithHole<'a> {
+    comment: &'a Comment,
+}
+
+impl Holes for CommentWithHole<'_> {
+    fn fill(&self, _: &Hole, _: &mut String) -> askama::Result<()> {
+        unreachable!("a cached sub-template's holes are never filled")
+    }
+}
+
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = "{{ cachesweeper::cached(comment, 60, CommentWithHole { comment: self.comment }) }}"
+)]
+struct PageOfSubTemplate<'a> {
+    comment: &'a Comment,
+}
+
+#[test]
+fn a_cached_sub_template_cannot_have_holes() {
+    let c = comment(9, 1);
+    let error = Sweeper::embedded()
+        .scope()
+        .render(&PageOfSubTemplate { comment: &c })
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cannot have holes"), "{error}");
+}
