@@ -10,6 +10,7 @@ mod by_fragment;
 mod cached;
 pub mod changes;
 mod clock;
+mod conditional;
 mod debug;
 mod digest;
 mod error;
@@ -39,6 +40,7 @@ mod versions;
 
 pub use by_fragment::FragmentStats;
 pub use cached::{Cached, cached};
+pub use conditional::Conditional;
 pub use digest::TemplateDigest;
 pub use error::{Error, Result};
 pub use holes::{Hole, Holes};

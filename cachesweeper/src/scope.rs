@@ -6,7 +6,7 @@ use crate::keys::KeyParts;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::sweeper::Mode;
 use crate::value::Html;
-use crate::{Sweepable, Sweeper, TemplateDigest, clock, io, session};
+use crate::{Conditional, Sweepable, Sweeper, TemplateDigest, clock, io, session};
 
 /// One request's view of a [`Sweeper`], taken with [`Sweeper::scope`] **before** the request
 /// reads its data, and the one way to render through the cache. It notes when the request
@@ -112,6 +112,81 @@ impl Scope {
         T: askama::Template + TemplateDigest + Sync + ?Sized,
     {
         session::render(&io::Async, &self.handle, page, self.handle.stamp()).await
+    }
+
+    /// [`render`](Self::render) for a conditional GET: the page with its validator (an
+    /// `ETag`), or, when `if_none_match` (the request's `If-None-Match` header) names the
+    /// page's current validator, [`Conditional::NotModified`] without rendering any fragment.
+    ///
+    /// The validator covers everything the page shows: its templates, what it writes outside
+    /// its blocks (taken from the first, cheap pass), every fragment's key (which names its
+    /// record's version), the versions of the records inside each, and its holes as filled
+    /// for this request. It changes as soon as any of them does, and never otherwise. A
+    /// revalidation costs the first pass and the page's first batch of versions: one round
+    /// trip on memcached with the L1, as a warm page does, and no body rendered.
+    ///
+    /// ```
+    /// use askama::Template;
+    /// use cachesweeper::{Conditional, Sweepable, Sweeper};
+    ///
+    /// #[derive(Sweepable)]
+    /// struct Post { id: i64, title: String }
+    ///
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"post\") %}<h1>{{ post.title }}</h1>{% endfilter %}")]
+    /// struct PostPage<'a> { post: &'a Post }
+    ///
+    /// let sweeper = Sweeper::embedded();
+    /// let mut post = Post { id: 1, title: "Hello".into() };
+    /// let Conditional::Page { etag: Some(etag), .. } =
+    ///     sweeper.scope().render_conditional(&PostPage { post: &post }, None)?
+    /// else { unreachable!() };
+    /// // The browser asks again with the validator it has: nothing changed.
+    /// let again = sweeper.scope().render_conditional(&PostPage { post: &post }, Some(&etag))?;
+    /// assert_eq!(again, Conditional::NotModified { etag: etag.clone() });
+    ///
+    /// post.title = "Hello again".into();
+    /// sweeper.invalidate(&post).unwrap();
+    /// let changed = sweeper.scope().render_conditional(&PostPage { post: &post }, Some(&etag))?;
+    /// assert!(matches!(changed, Conditional::Page { etag: Some(new), .. } if new != etag));
+    /// # Ok::<(), askama::Error>(())
+    /// ```
+    pub fn render_conditional<T>(
+        &self,
+        page: &T,
+        if_none_match: Option<&str>,
+    ) -> askama::Result<Conditional>
+    where
+        T: askama::Template + TemplateDigest + ?Sized,
+    {
+        io::block_on(session::render_conditional(
+            &io::Blocking,
+            &self.handle,
+            page,
+            self.handle.stamp(),
+            Some(if_none_match),
+        ))
+    }
+
+    /// [`render_conditional`](Self::render_conditional) for async handlers (feature `tokio`),
+    /// as [`render_async`](Self::render_async) is to [`render`](Self::render).
+    #[cfg(feature = "tokio")]
+    pub async fn render_conditional_async<T>(
+        &self,
+        page: &T,
+        if_none_match: Option<&str>,
+    ) -> askama::Result<Conditional>
+    where
+        T: askama::Template + TemplateDigest + Sync + ?Sized,
+    {
+        session::render_conditional(
+            &io::Async,
+            &self.handle,
+            page,
+            self.handle.stamp(),
+            Some(if_none_match),
+        )
+        .await
     }
 
     /// One fragment of `record` identified by `parts`, outside any template: from the cache

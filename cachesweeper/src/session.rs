@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
 
+use crate::conditional::{self, Conditional};
 use crate::holes::HoleTable;
 use crate::in_render::InRender;
 use crate::io::{self, Blocking, Io};
@@ -40,6 +41,8 @@ struct Wanted {
     field: Option<String>,
     parts: KeyParts,
     hint_key: u64,
+    /// Met outside every fragment's body: the page shows it itself (see [`State::shown`]).
+    shown: bool,
 }
 
 /// Which pass of the page is rendering.
@@ -134,6 +137,12 @@ struct State {
     writes: Vec<Write>,
     /// Keys whose lease this render took and will not store: released in one batch at the end.
     releases: Vec<String>,
+    /// Whether the final pass met a fragment no record pass announced (rendered outside the
+    /// session's slots, so the page's validator cannot cover it).
+    unannounced: bool,
+    /// The keys of the fragments the page shows itself, outside every other fragment: what
+    /// its validator covers (with what is inside each). A warm page meets no other.
+    shown: HashSet<String>,
 }
 
 /// The state of one page render, shared by the clones of its sweeper handle.
@@ -197,10 +206,30 @@ pub(crate) async fn render<I: Io, T>(
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
+    match render_conditional(io, sweeper, page, began, None).await? {
+        Conditional::Page { html, .. } => Ok(html),
+        Conditional::NotModified { .. } => unreachable!("no validator was asked for"),
+    }
+}
+
+/// [`render`], and the page's validator if `condition` asks for it: with the request's
+/// `If-None-Match` (`Some(Some(..))`) a page that has not changed is not rendered at all.
+pub(crate) async fn render_conditional<I: Io, T>(
+    io: &I,
+    sweeper: &Sweeper,
+    page: &T,
+    began: ReadFrom,
+    condition: Option<Option<&str>>,
+) -> askama::Result<Conditional>
+where
+    T: askama::Template + TemplateDigest + ?Sized,
+{
     let holes = Arc::new(HoleTable::new());
-    let html = if sweeper.mode == Mode::Uncached {
+    let (html, etag) = if sweeper.mode == Mode::Uncached {
         // Nothing to look up or store: one pass, every block rendered as it is met.
-        page.render_with_values(&InRender::page(&sweeper.with_holes(Arc::clone(&holes))))
+        let html =
+            page.render_with_values(&InRender::page(&sweeper.with_holes(Arc::clone(&holes))));
+        (html, None)
     } else {
         let caller = if I::BLOCKS {
             Caller::BlockingPage
@@ -214,11 +243,67 @@ where
             began,
             Arc::clone(&holes),
         );
-        let html = render_passes(io, &run, &session, page).await;
+        let passes = render_passes(io, &run, &session, page).await;
         store_rendered(&run, &session).await;
-        html
+        let (outside, html) = passes?;
+        let validate = |condition: Option<&str>| {
+            let etag = validated(&session, T::TEMPLATE_DIGEST, &outside, &holes, page)?;
+            Some((
+                condition.is_some_and(|c| conditional::matches(c, &etag)),
+                etag,
+            ))
+        };
+        match html {
+            FinalPass::Skipped => match condition.and_then(validate) {
+                Some((true, etag)) => return Ok(Conditional::NotModified { etag }),
+                // Not the page the request has: render it after all.
+                _ => {
+                    let html = final_pass(&run, &session, page);
+                    store_rendered(&run, &session).await;
+                    let etag = condition.and_then(|_| validate(None)).map(|(_, e)| e);
+                    (html, etag)
+                }
+            },
+            FinalPass::Written(html) => {
+                let etag = condition.and_then(|_| validate(None)).map(|(_, e)| e);
+                (Ok(html), etag)
+            }
+        }
     };
-    holes.fill(html?, page.holes(), std::any::type_name::<T>())
+    let html = holes.fill(html?, page.holes(), std::any::type_name::<T>())?;
+    Ok(Conditional::Page { html, etag })
+}
+
+/// The page's validator from what the session knows (see [`conditional`]), if it covers the
+/// whole page: every fragment the page shows is known, with its version.
+fn validated<T>(
+    session: &Session,
+    digest: &str,
+    outside: &str,
+    holes: &HoleTable,
+    page: &T,
+) -> Option<String>
+where
+    T: TemplateDigest + ?Sized,
+{
+    let state = session.state();
+    if state.unannounced
+        || !state.failed_counters.is_empty()
+        || session.began == ReadFrom::StoresNothing
+    {
+        return None;
+    }
+    let mut fragments = Vec::with_capacity(state.shown.len());
+    for key in &state.shown {
+        match state.slots.get(key)? {
+            Slot::Cached { stored, .. } | Slot::Rendered { stored, .. } => {
+                fragments.push((key.as_str(), &**stored));
+            }
+            Slot::Missed { .. } => return None,
+        }
+    }
+    fragments.sort_unstable_by_key(|(key, _)| *key);
+    conditional::validator(digest, outside, fragments.into_iter(), holes, page.holes())
 }
 
 /// Stores what the session rendered, in one batch, and releases the leases it will not store.
@@ -265,29 +350,57 @@ where
     html
 }
 
-/// The record passes, then the final one.
+/// What the record passes leave of the final one.
+enum FinalPass {
+    /// Not rendered yet: the last batch found every fragment it looked for, so a revalidation
+    /// may not need it (if no body is left to render: see [`validated`]).
+    Skipped,
+    /// Rendered: the page's HTML (its holes not filled yet).
+    Written(String),
+}
+
+/// The record passes, then the final one unless every fragment hit (then the caller renders
+/// it, or answers that the page has not changed). Returns the first pass's output too, the
+/// page outside its blocks.
 async fn render_passes<I: Io, T>(
     io: &I,
     run: &Sweeper,
     session: &Session,
     page: &T,
-) -> askama::Result<String>
+) -> askama::Result<(String, FinalPass)>
 where
     T: askama::Template + ?Sized,
 {
+    let mut first = None;
+    let mut missed = false;
     for _ in 0..MAX_RECORD_PASSES {
         {
             let mut state = session.state();
             state.pass = Pass::default();
         }
-        page.render_with_values(&InRender::page(run))?;
+        let out = page.render_with_values(&InRender::page(run))?;
+        first.get_or_insert(out);
         let (wanted, counters) = session.take_wanted();
-        if (wanted.is_empty() && counters.is_empty())
-            || !prefetch(io, run, session, wanted, counters).await
-        {
+        if wanted.is_empty() && counters.is_empty() {
+            break;
+        }
+        missed = prefetch(io, run, session, wanted, counters).await;
+        if !missed {
             break;
         }
     }
+    let first = first.unwrap_or_default();
+    if !missed {
+        return Ok((first, FinalPass::Skipped));
+    }
+    Ok((first, FinalPass::Written(final_pass(run, session, page)?)))
+}
+
+/// The pass that writes the page.
+fn final_pass<T>(run: &Sweeper, session: &Session, page: &T) -> askama::Result<String>
+where
+    T: askama::Template + ?Sized,
+{
     session.state().pass = Pass::Final;
     page.render_with_values(&InRender::page(run))
 }
@@ -310,6 +423,7 @@ fn unannounced<R, E>(
 where
     R: Sweepable + ?Sized,
 {
+    session.state().unannounced = true;
     if session.caller == Caller::BlockingPage {
         lone(
             sweeper,
@@ -345,7 +459,9 @@ where
     let field = record.sweeper_version_field();
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
     // See `Own::FieldInside`.
-    let contained_key = (!R::COUNTER && frames::inside()).then(|| sweeper.counter_key(record));
+    let inside = frames::inside();
+    let shown = !inside;
+    let contained_key = (!R::COUNTER && inside).then(|| sweeper.counter_key(record));
     let mut state = session.state();
     let recording = state.pass.recording();
     let discarded = state.pass.discards();
@@ -358,6 +474,7 @@ where
             counter_key,
             field,
             parts: parts.clone(),
+            shown,
         }
     };
     let own = match counter_key {
@@ -487,6 +604,9 @@ where
                         stored,
                         storable: true,
                     };
+                    if shown {
+                        state.shown.insert(key.clone());
+                    }
                     state.slots.insert(key, slot);
                     return Ok(html);
                 }
@@ -529,6 +649,9 @@ where
             match finished.write {
                 Some(write) => state.writes.push(write),
                 None => state.releases.push(key.clone()),
+            }
+            if shown {
+                state.shown.insert(key.clone());
             }
             state.slots.insert(
                 key,
@@ -585,10 +708,11 @@ async fn prefetch<I: Io>(
     // inside it for nested fragments.
     let mut missed = !session.state().failed_counters.is_empty();
     let (keys, hint_keys): (Vec<String>, Vec<_>) = {
-        let state = session.state();
+        let mut state = session.state();
+        let mut shown = Vec::new();
         let hasher = foldhash::fast::RandomState::default();
         let mut seen = HashSet::default();
-        wanted
+        let fetched = wanted
             .into_iter()
             .zip(hints)
             .filter_map(|(w, hints)| {
@@ -605,12 +729,17 @@ async fn prefetch<I: Io>(
                         .inner
                         .keys
                         .fragment_key(w.model, &w.record_key, &version, &w.parts);
+                if w.shown {
+                    shown.push(key.clone());
+                }
                 Some((key, (w.hint_key, hints)))
             })
             // Duplicates told apart by a hash of the key, not a copy of it: one that collides
             // is not fetched, and the final pass finds it unannounced (never another's value).
             .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(hasher.hash_one(k)))
-            .unzip()
+            .unzip();
+        state.shown.extend(shown);
+        fetched
     };
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mut found = store.fetch(io, &meter, &session.leases, &refs).await;

@@ -10,6 +10,7 @@ mod article_page;
 mod askama_block;
 mod bad_values;
 mod block_keys;
+mod conditional;
 mod derive;
 mod digests;
 mod holes;
