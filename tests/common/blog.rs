@@ -202,6 +202,8 @@ pub struct Page {
     pub cache: Option<(u64, u64)>,
     pub location: Option<String>,
     pub content_type: Option<String>,
+    /// `ETag`.
+    pub etag: Option<String>,
     pub body: String,
 }
 
@@ -315,6 +317,18 @@ impl Client {
         self.read(response.map_err(|e| e.to_string())?)
     }
 
+    /// A conditional GET: with `If-None-Match: etag`.
+    pub fn get_if_none_match(&self, path: &str, etag: &str) -> Page {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .header("if-none-match", etag)
+            .call();
+        self.read(response.unwrap_or_else(|e| panic!("GET {path}: {e}")))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// Like [`post`](Self::post), with errors as [`try_get`](Self::try_get) has them.
     pub fn try_post(&self, path: &str, form: Option<&[(&str, &str)]>) -> Result<Page, String> {
         let mut fields = vec![("csrf", self.csrf.as_str())];
@@ -342,6 +356,7 @@ impl Client {
         let cache = header("x-fragment-cache").map(|value| parse_figures(&value));
         let location = header("location");
         let content_type = header("content-type");
+        let etag = header("etag");
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -361,6 +376,7 @@ impl Client {
             cache,
             location,
             content_type,
+            etag,
             body,
         })
     }
