@@ -1,8 +1,12 @@
-//! [`Scope`] as an axum extractor (feature `axum`).
+//! [`Scope`] as an axum extractor, and [`Scope::respond`]: a page with its conditional GET
+//! done (feature `axum`).
 
+use axum_core::body::Body;
 use axum_core::extract::{FromRef, FromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
 
-use crate::{Scope, Sweeper};
+use crate::{Conditional, Scope, Sweeper, TemplateDigest};
 
 /// A handler that takes a [`Scope`] gets one taken when its request arrived: axum runs the
 /// extractors before the handler's body, so the scope predates every read the handler makes,
@@ -46,9 +50,106 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
-        _: &mut http::request::Parts,
+        parts: &mut http::request::Parts,
         state: &S,
     ) -> Result<Scope, Self::Rejection> {
-        Ok(Sweeper::from_ref(state).scope())
+        let mut scope = Sweeper::from_ref(state).scope();
+        scope.if_none_match = parts
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|value| value.to_str().ok())
+            .map(Into::into);
+        Ok(scope)
+    }
+}
+
+/// What every page [`Scope::respond`] answers with says of its caching: a browser may keep it
+/// but asks again each time (`no-cache`, answered 304 when nothing changed), and no shared cache
+/// may keep it (`private`: a page may show who is looking).
+pub const CACHE_CONTROL: &str = "private, no-cache";
+
+impl Scope {
+    /// The request's `If-None-Match`, as the extractor read it: for a page rendered with
+    /// [`Scope::render_conditional`] rather than [`respond`](Self::respond).
+    pub fn if_none_match(&self) -> Option<&str> {
+        self.if_none_match.as_deref()
+    }
+
+    /// Renders `page` for an axum handler, with the conditional GET done: `200` with the page,
+    /// its `ETag` (the page's validator, see [`Scope::render_conditional`]) and
+    /// `Cache-Control: private, no-cache`; or, when the request's `If-None-Match` (read by the
+    /// extractor) names the current validator, `304 Not Modified` with no fragment rendered; or
+    /// `500` if the page fails to render.
+    ///
+    /// ```
+    /// use askama::Template;
+    /// use axum::{Router, response::Response, routing::get};
+    /// use cachesweeper::{Scope, Sweepable, Sweeper};
+    ///
+    /// #[derive(Sweepable)]
+    /// struct Post { id: i64, title: String }
+    ///
+    /// #[derive(Template, cachesweeper::TemplateDigest)]
+    /// #[template(ext = "html", source = "{% filter cachesweeper::filters::cachesweeper(post, 60, \"title\") %}<h1>{{ post.title }}</h1>{% endfilter %}")]
+    /// struct PostPage { post: Post }
+    ///
+    /// async fn post(scope: Scope) -> Response {
+    ///     let post = Post { id: 1, title: "Hello".into() }; // read after the scope was taken
+    ///     scope.respond(&PostPage { post }).await
+    /// }
+    ///
+    /// let app: Router = Router::new().route("/posts/1", get(post)).with_state(Sweeper::embedded());
+    /// ```
+    pub async fn respond<T>(&self, page: &T) -> Response
+    where
+        T: askama::Template + TemplateDigest + Sync + ?Sized,
+    {
+        match self
+            .render_conditional_async(page, self.if_none_match.as_deref())
+            .await
+        {
+            Ok(answer) => answer.into_response(),
+            Err(error) => {
+                tracing::error!(%error, "cachesweeper: the page failed to render");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page failed to render",
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// A page's conditional render as a response: `200` with the page (`Content-Type:
+/// text/html`), its `ETag` when it has one and `Cache-Control: private, no-cache`; or `304`
+/// with the `ETag`. For a page rendered some other way than [`Scope::respond`] (with the
+/// blocking [`Scope::render_conditional`] on a blocking thread, say).
+impl IntoResponse for Conditional {
+    fn into_response(self) -> Response {
+        let (mut response, etag) = match self {
+            Conditional::NotModified { etag } => {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                (response, Some(etag))
+            }
+            Conditional::Page { html, etag } => {
+                let mut response = Response::new(Body::from(html));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                (response, etag)
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(CACHE_CONTROL),
+        );
+        if let Some(etag) = etag.and_then(|etag| HeaderValue::from_str(&etag).ok()) {
+            headers.insert(header::ETAG, etag);
+        }
+        response
     }
 }

@@ -4,7 +4,7 @@
 #![deny(missing_docs)]
 
 #[cfg(feature = "axum")]
-mod axum;
+pub mod axum;
 pub mod backend;
 mod by_fragment;
 mod cached;

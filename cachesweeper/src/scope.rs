@@ -44,6 +44,8 @@ use crate::{Conditional, Sweepable, Sweeper, TemplateDigest, clock, io, session}
 pub struct Scope {
     /// The sweeper's handle with this scope's counters and start time.
     handle: Sweeper,
+    /// The request's `If-None-Match`, as the axum extractor found it (see `Scope::respond`).
+    pub(crate) if_none_match: Option<std::sync::Arc<str>>,
 }
 
 impl Sweeper {
@@ -60,6 +62,7 @@ impl Sweeper {
                 mode: self.mode,
                 holes: None,
             },
+            if_none_match: None,
         }
     }
 }
@@ -286,6 +289,7 @@ impl Scope {
                 mode,
                 ..self.handle.clone()
             },
+            if_none_match: self.if_none_match.clone(),
         }
     }
 

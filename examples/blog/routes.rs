@@ -7,10 +7,10 @@ use askama::Template;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Extension, Form, FromRef, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use cachesweeper::{Conditional, Lazy, Scope, StatsSnapshot, Sweeper, TemplateDigest};
+use cachesweeper::{Lazy, Scope, StatsSnapshot, Sweeper, TemplateDigest};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
@@ -126,10 +126,10 @@ pub fn router(app: App) -> Router {
 
 /// What a handler produces.
 enum Reply {
-    /// An HTML page, already rendered, and its `ETag` if it has one.
-    Html(StatusCode, String, Option<String>),
-    /// 304 Not Modified: the request's `If-None-Match` names the page's current `ETag`.
-    NotModified(String),
+    /// A page's response, with its `ETag`, or 304 (see [`html`]).
+    Page(Response),
+    /// An error page.
+    Html(StatusCode, String),
     /// 303 See Other, after a POST: the browser GETs the page again, so reloading it does not
     /// vote twice. With the visitor's new cookie after signing in or out.
     SeeOther(String, Option<HeaderValue>),
@@ -158,49 +158,26 @@ impl From<askama::Error> for Failure {
 
 /// Renders `page` through this request's sweeper scope, with every fragment lookup of the page
 /// batched: a constant number of cache round trips however many comments. The template's
-/// passes run on this task and the cache is awaited between them
-/// (`Scope::render_conditional_async`): nothing here blocks a worker thread on the network.
+/// passes run on this task and the cache is awaited between them (`Scope::respond`): nothing
+/// here blocks a worker thread on the network.
 ///
-/// A conditional GET: the page's validator goes out as its `ETag`, and a request whose
-/// `If-None-Match` names the current one (`revalidating`) is answered 304 without rendering
-/// any fragment.
-async fn html<P>(
-    status: StatusCode,
-    page: P,
-    app: &App,
-    scope: &Scope,
-    revalidating: Option<String>,
-) -> Result<Reply, Failure>
+/// A conditional GET: `Scope::respond` sends the page's validator as its `ETag`, and answers a
+/// request whose `If-None-Match` (read by the `Scope` extractor) names the current one with 304,
+/// without rendering any fragment.
+async fn html<P>(page: P, app: &App, scope: &Scope) -> Result<Reply, Failure>
 where
     P: Template + TemplateDigest + Send + Sync + 'static,
 {
-    let answer = if app.blocking_api {
-        let scope = scope.clone();
-        tokio::task::spawn_blocking(move || {
-            scope.render_conditional(&page, revalidating.as_deref())
-        })
-        .await
-        .map_err(|panic| Failure::Internal(format!("render panicked: {panic}")))??
-    } else {
-        scope
-            .render_conditional_async(&page, revalidating.as_deref())
-            .await?
-    };
-    Ok(match answer {
-        Conditional::NotModified { etag } => Reply::NotModified(etag),
-        Conditional::Page { html, etag } => Reply::Html(status, html, etag),
-    })
+    if !app.blocking_api {
+        return Ok(Reply::Page(scope.respond(&page).await));
+    }
+    let scope = scope.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || scope.render_conditional(&page, scope.if_none_match()))
+            .await
+            .map_err(|panic| Failure::Internal(format!("render panicked: {panic}")))??;
+    Ok(Reply::Page(answer.into_response()))
 }
-
-/// The request's `If-None-Match`, if it has one.
-fn if_none_match(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::IF_NONE_MATCH)?;
-    Some(value.to_str().ok()?.to_owned())
-}
-
-/// What every page says of its caching: a browser may keep it but asks again each time
-/// (`no-cache`), and no shared cache may keep it (`private`: it shows who is looking).
-const CACHE_CONTROL: &str = "private, no-cache";
 
 /// Whether the page was asked for with `?cache_debug=1`: its fragments are marked, and it
 /// draws the marks (see `templates/blog/cache-debug.html`).
@@ -235,33 +212,16 @@ where
     let cache = scope.stats();
     let figures = cache_figures(&cache);
     let mut response = match reply {
-        Ok(Reply::Html(status, body, etag)) => {
-            let mut response = (
-                status,
-                [
-                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                    (header::CACHE_CONTROL, CACHE_CONTROL),
-                ],
-                body,
-            )
-                .into_response();
-            if let Some(etag) = etag.and_then(|etag| HeaderValue::from_str(&etag).ok()) {
-                response.headers_mut().insert(header::ETAG, etag);
-            }
-            response
-        }
-        Ok(Reply::NotModified(etag)) => {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(CACHE_CONTROL),
-            );
-            if let Ok(etag) = HeaderValue::from_str(&etag) {
-                headers.insert(header::ETAG, etag);
-            }
-            response
-        }
+        Ok(Reply::Page(response)) => response,
+        Ok(Reply::Html(status, body)) => (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, cachesweeper::axum::CACHE_CONTROL),
+            ],
+            body,
+        )
+            .into_response(),
         Ok(Reply::SeeOther(location, cookie)) => {
             let mut response = axum::response::Redirect::to(&location).into_response();
             if let Some(cookie) = cookie {
@@ -320,7 +280,7 @@ async fn error_page(
     scope
         .render_async(&page)
         .await
-        .map(|body| Reply::Html(status, body, None))
+        .map(|body| Reply::Html(status, body))
         .map_err(|error| format!("{status}: {error}"))
 }
 
@@ -336,9 +296,7 @@ async fn index(
     scope: Scope,
     Extension(visitor): Extension<Visitor>,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    let revalidating = if_none_match(&headers);
     let cache_debug = cache_debug(&uri);
     let visit = app.visit(&visitor, &uri);
     let request = (format!("GET {uri}"), visit.clone());
@@ -349,7 +307,7 @@ async fn index(
             articles,
             cache_debug,
         };
-        html(StatusCode::OK, page, &app, &scope, revalidating).await
+        html(page, &app, &scope).await
     })
     .await
 }
@@ -360,9 +318,7 @@ async fn article(
     Extension(visitor): Extension<Visitor>,
     Path(article_id): Path<String>,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    let revalidating = if_none_match(&headers);
     let cache_debug = cache_debug(&uri);
     let visit = app.visit(&visitor, &uri);
     let request = (format!("GET {uri}"), visit.clone());
@@ -381,7 +337,7 @@ async fn article(
             comments,
             cache_debug,
         };
-        html(StatusCode::OK, page, &app, &scope, revalidating).await
+        html(page, &app, &scope).await
     })
     .await
 }
@@ -571,7 +527,7 @@ async fn edit_form(
             comment,
             cache_debug: false,
         };
-        html(StatusCode::OK, page, &app, &scope, None).await
+        html(page, &app, &scope).await
     })
     .await
 }
