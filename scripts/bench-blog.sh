@@ -3,9 +3,12 @@
 #
 # 1. GET /articles/1 on memcached, pages rendered with the async API (the blog as it ships)
 #    against the same blog rendering on tokio's blocking pool with the blocking API
-#    (`--blocking-api`, how it ran before), and against `--no-cache`;
-# 2. the latency of a vote (POST .../like: its commit invalidates, through the change log) on
-#    memcached, both ways;
+#    (`--blocking-api`, how it ran before), and against `--no-cache`; then the same page
+#    revalidated (`If-None-Match` with its current ETag: 304, no fragment rendered);
+# 2. the latency of a vote (POST .../like with the visitor's CSRF token: its commit
+#    invalidates, through the change log) on memcached, both ways;
+# Every request is a signed-in visitor's (its cookie, signed in through the blog's own forms
+# with curl), as a browser's would be.
 # 3. the Django peer (../shared/peers/django-blog) under gunicorn on the same memcached: the same
 #    article page (article 1, 50 Markdown comments) uncached, with Django's {% cache %} and with
 #    django-cache-sweeper's algorithm. Its virtualenv is made in target/django-venv on first use
@@ -65,14 +68,27 @@ stop_blog() {
     BLOG_PID=
 }
 
-cat >"$WORK/like.lua" <<'EOF'
--- Likes comments 1..50 of article 1 in turn.
+# Signs a visitor in through the blog's forms; sets COOKIE (the Cookie header's value), CSRF
+# (its token) and ETAG (article 1's current ETag for it), and writes the vote script.
+sign_in() {
+    local jar="$WORK/jar" token
+    rm -f "$jar"
+    token=$(curl -sf -c "$jar" "$URL/articles/1" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -1)
+    curl -sf -b "$jar" -c "$jar" -o /dev/null --data "name=bench&csrf=$token&next=/" "$URL/signin"
+    COOKIE=$(awk '$6 == "blog_visitor" {print $6 "=" $7}' "$jar")
+    CSRF=$(curl -sf -H "Cookie: $COOKIE" "$URL/articles/1" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -1)
+    ETAG=$(curl -sf -o /dev/null -D - -H "Cookie: $COOKIE" "$URL/articles/1" | tr -d '\r' | sed -n 's/^etag: //Ip')
+    cat >"$WORK/like.lua" <<EOF
+-- Likes comments 1..50 of article 1 in turn, as the signed-in visitor.
 local n = 0
 request = function()
     n = n % 50 + 1
-    return wrk.format("POST", "/articles/1/comments/" .. n .. "/like")
+    return wrk.format("POST", "/articles/1/comments/" .. n .. "/like",
+        { ["Cookie"] = "$COOKIE", ["Content-Type"] = "application/x-www-form-urlencoded" },
+        "csrf=$CSRF")
 end
 EOF
+}
 
 # CPU time (user + system, in clock ticks) a process has used so far.
 cpu_ticks() {
@@ -113,9 +129,14 @@ run_mode() {
     local label=$1
     shift
     start_blog "$@"
-    # Warm the page, then measure it.
-    wrk -t1 -c1 -d1s "$URL/articles/1" >/dev/null
-    measure "$label article page" "$URL/articles/1"
+    sign_in
+    # Warm the page, then measure it, then its revalidations (304 when it has an ETag).
+    wrk -t1 -c1 -d1s -H "Cookie: $COOKIE" "$URL/articles/1" >/dev/null
+    measure "$label article page" -H "Cookie: $COOKIE" "$URL/articles/1"
+    if [ -n "$ETAG" ]; then
+        measure "$label revalidation (304)" -H "Cookie: $COOKIE" -H "If-None-Match: $ETAG" \
+            "$URL/articles/1"
+    fi
     measure "$label vote" -s "$WORK/like.lua" "$URL"
     stop_blog
 }
