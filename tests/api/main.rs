@@ -11,6 +11,7 @@ mod askama_block;
 mod bad_values;
 mod block_keys;
 mod conditional;
+mod conditional_probe;
 mod derive;
 mod digests;
 mod holes;
