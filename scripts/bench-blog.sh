@@ -68,16 +68,28 @@ stop_blog() {
     BLOG_PID=
 }
 
+# The first CSRF token in the page "$1".
+csrf_of() {
+    local match
+    match=$(grep -o -m1 'name="csrf" value="[0-9a-f]*"' <<<"$1")
+    match=${match#*value=\"}
+    echo "${match%\"}"
+}
+
 # Signs a visitor in through the blog's forms; sets COOKIE (the Cookie header's value), CSRF
 # (its token) and ETAG (article 1's current ETag for it), and writes the vote script.
 sign_in() {
-    local jar="$WORK/jar" token
+    local jar="$WORK/jar" page token
     rm -f "$jar"
-    token=$(curl -sf -c "$jar" "$URL/articles/1" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -1)
+    # Read whole first, then parsed: a parser that stops early would cut curl's pipe.
+    page=$(curl -sf -c "$jar" "$URL/articles/1")
+    token=$(csrf_of "$page")
     curl -sf -b "$jar" -c "$jar" -o /dev/null --data "name=bench&csrf=$token&next=/" "$URL/signin"
     COOKIE=$(awk '$6 == "blog_visitor" {print $6 "=" $7}' "$jar")
-    CSRF=$(curl -sf -H "Cookie: $COOKIE" "$URL/articles/1" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -1)
-    ETAG=$(curl -sf -o /dev/null -D - -H "Cookie: $COOKIE" "$URL/articles/1" | tr -d '\r' | sed -n 's/^etag: //Ip')
+    page=$(curl -sf -H "Cookie: $COOKIE" "$URL/articles/1")
+    CSRF=$(csrf_of "$page")
+    ETAG=$(curl -sf -o /dev/null -D - -H "Cookie: $COOKIE" "$URL/articles/1" | tr -d '\r' \
+        | awk 'tolower($1) == "etag:" {print $2}')
     cat >"$WORK/like.lua" <<EOF
 -- Likes comments 1..50 of article 1 in turn, as the signed-in visitor.
 local n = 0

@@ -59,7 +59,7 @@ pub(crate) fn matches(if_none_match: &str, etag: &str) -> bool {
 }
 
 /// The validator of a page: see the [module docs](self). `outside` is the page's first pass,
-/// `fragments` what it shows, by key, in key order.
+/// `fragments` what it shows, by key, in page order (a fragment shown twice, twice).
 pub(crate) fn validator<'a>(
     digest: &str,
     outside: &str,

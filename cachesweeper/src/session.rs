@@ -140,9 +140,11 @@ struct State {
     /// Whether the final pass met a fragment no record pass announced (rendered outside the
     /// session's slots, so the page's validator cannot cover it).
     unannounced: bool,
-    /// The keys of the fragments the page shows itself, outside every other fragment: what
-    /// its validator covers (with what is inside each). A warm page meets no other.
-    shown: HashSet<String>,
+    /// The keys of the fragments the page shows itself, outside every other fragment, in page
+    /// order and as often as it shows each: the first record pass's, which meets them all
+    /// (nothing is known yet). What its validator covers, with what is inside each; a warm
+    /// page meets no other.
+    shown: Option<Vec<String>>,
 }
 
 /// The state of one page render, shared by the clones of its sweeper handle.
@@ -293,16 +295,23 @@ where
     {
         return None;
     }
-    let mut fragments = Vec::with_capacity(state.shown.len());
-    for key in &state.shown {
+    let shown = state.shown.as_deref().unwrap_or_default();
+    let mut fragments = Vec::with_capacity(shown.len());
+    for key in shown {
         match state.slots.get(key)? {
-            Slot::Cached { stored, .. } | Slot::Rendered { stored, .. } => {
-                fragments.push((key.as_str(), &**stored));
+            Slot::Cached { stored, .. }
+            | Slot::Rendered {
+                stored,
+                storable: true,
+            } => fragments.push((key.as_str(), &**stored)),
+            // Rendered from data that may be older than the version in its key (the store
+            // rule refused it): the next render's page, under the same key, may differ.
+            Slot::Rendered {
+                storable: false, ..
             }
-            Slot::Missed { .. } => return None,
+            | Slot::Missed { .. } => return None,
         }
     }
-    fragments.sort_unstable_by_key(|(key, _)| *key);
     conditional::validator(digest, outside, fragments.into_iter(), holes, page.holes())
 }
 
@@ -460,7 +469,6 @@ where
     let counter_key = R::COUNTER.then(|| sweeper.counter_key(record));
     // See `Own::FieldInside`.
     let inside = frames::inside();
-    let shown = !inside;
     let contained_key = (!R::COUNTER && inside).then(|| sweeper.counter_key(record));
     let mut state = session.state();
     let recording = state.pass.recording();
@@ -474,7 +482,7 @@ where
             counter_key,
             field,
             parts: parts.clone(),
-            shown,
+            shown: !inside,
         }
     };
     let own = match counter_key {
@@ -604,9 +612,6 @@ where
                         stored,
                         storable: true,
                     };
-                    if shown {
-                        state.shown.insert(key.clone());
-                    }
                     state.slots.insert(key, slot);
                     return Ok(html);
                 }
@@ -649,9 +654,6 @@ where
             match finished.write {
                 Some(write) => state.writes.push(write),
                 None => state.releases.push(key.clone()),
-            }
-            if shown {
-                state.shown.insert(key.clone());
             }
             state.slots.insert(
                 key,
@@ -738,7 +740,8 @@ async fn prefetch<I: Io>(
             // is not fetched, and the final pass finds it unannounced (never another's value).
             .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(hasher.hash_one(k)))
             .unzip();
-        state.shown.extend(shown);
+        // The first batch is the first pass's: the page's own fragments in order.
+        state.shown.get_or_insert(shown);
         fetched
     };
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();

@@ -11,7 +11,7 @@ mod askama_block;
 mod bad_values;
 mod block_keys;
 mod conditional;
-mod conditional_probe;
+mod conditional_corners;
 mod derive;
 mod digests;
 mod holes;
