@@ -194,6 +194,17 @@ impl Browser {
         }
     }
 
+    /// Makes the tab's page keep no HTTP cache: every navigation is a full request (no
+    /// `If-None-Match`).
+    pub fn disable_cache(&mut self, tab: &Tab) {
+        self.call(Some(&tab.session), "Network.enable", json!({}));
+        self.call(
+            Some(&tab.session),
+            "Network.setCacheDisabled",
+            json!({ "cacheDisabled": true }),
+        );
+    }
+
     /// Gives the tab's page a viewport of `width` × `height` CSS pixels.
     pub fn set_viewport(&mut self, tab: &Tab, width: u32, height: u32) {
         self.call(
