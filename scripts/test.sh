@@ -10,7 +10,8 @@
 # PostgreSQL tests start their own servers) is looked for in $PG_BIN if set, else in the newest
 # /usr/lib/postgresql/VERSION/bin (where Debian keeps it, off PATH), else on PATH. If one is
 # missing this script installs it with apt-get when it can (root on Debian/Ubuntu); otherwise
-# it says how and stops.
+# it says how and stops. Varnish (varnishd, on PATH or in /usr/sbin) with the xkey module of
+# varnish-modules runs in front of the tests' servers (tests/varnish_harness.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +74,16 @@ need_postgres() {
   fi
 }
 
+# Varnish, and its xkey module (purging by tag), in Debian's varnish-modules.
+need_varnish() {
+  if ! command -v varnishd >/dev/null 2>&1 && [ ! -x /usr/sbin/varnishd ]; then
+    apt_install varnishd varnish "your system's Varnish package (7.x)"
+  fi
+  if ! compgen -G "/usr/lib/*/varnish/vmods/libvmod_xkey.so" >/dev/null; then
+    apt_install libvmod_xkey.so varnish-modules "varnish-modules, which has the xkey vmod"
+  fi
+}
+
 need "${MEMCACHED:-memcached}" memcached
 # redis-server brings redis-cli (redis-tools), which creates the test cluster.
 need "${REDIS_SERVER:-redis-server}" redis-server
@@ -84,9 +95,13 @@ need "${CHROMIUM:-chromium}" chromium
 need "${SQLITE3:-sqlite3}" sqlite3
 # PostgreSQL: servers that the PostgreSQL tests start themselves.
 need_postgres
+# Varnish: caches the Varnish tests start themselves in front of their servers.
+need_varnish
 echo "using $(command -v "${MEMCACHED:-memcached}") ($("${MEMCACHED:-memcached}" -V))" >&2
 echo "using $(command -v "${REDIS_SERVER:-redis-server}") ($("${REDIS_SERVER:-redis-server}" --version))" >&2
 echo "using $(pg_bin)/postgres ($("$(pg_bin)/postgres" --version))" >&2
+VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+echo "using $VARNISHD ($("$VARNISHD" -V 2>&1 | sed -n 1p))" >&2
 # (Debian's Chromium launcher may complain on stderr about /dev/shm while it answers.)
 echo "using $(command -v "${CHROMIUM:-chromium}") ($("${CHROMIUM:-chromium}" --version 2>/dev/null))" >&2
 

@@ -1,6 +1,6 @@
 //! The harness shared by cachesweeper's end-to-end tests, benchmarks and examples: real
-//! memcached, Redis (standalone, and a three-master Redis Cluster) and PostgreSQL processes on
-//! free loopback ports, and temporary database files.
+//! memcached, Redis (standalone, and a three-master Redis Cluster), PostgreSQL and Varnish
+//! processes on free loopback ports, and temporary database files.
 
 #![deny(missing_docs)]
 
@@ -11,3 +11,4 @@ pub mod redis;
 pub mod silent;
 pub mod slow_link;
 pub mod temp_file;
+pub mod varnish;
