@@ -540,44 +540,58 @@ async fn edit_comment(
     uri: Uri,
     form: Result<Form<CommentForm>, FormRejection>,
 ) -> Response {
-    let request = posted(&app, &visitor, &uri);
-    respond(app, scope, request, false, async move |app, _| {
-        app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
-        let author = signed_in(&visitor)?;
-        let (article_id, comment_id) = comment_ids(&ids)?;
-        let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-        let body = field(&form.body, "comment", MAX_BODY_CHARS)?.to_owned();
-        app.db
-            .change_own_comment(article_id, comment_id, author, OwnChange::Edit(body))
-            .await?
-            .ok_or_else(|| not_yours(article_id, comment_id))?;
-        Ok(Reply::SeeOther(
-            format!("/articles/{article_id}#comment-{comment_id}"),
-            None,
-        ))
-    })
-    .await
+    change_own(app, scope, (visitor, uri), ids, form, Own::Edit).await
 }
 
+/// The delete button's form carries a token only (a missing body is an empty one).
 async fn delete_comment(
     State(app): State<App>,
     scope: Scope,
     Extension(visitor): Extension<Visitor>,
     Path(ids): Path<(String, String)>,
     uri: Uri,
-    form: Result<Form<TokenOnly>, FormRejection>,
+    form: Result<Form<CommentForm>, FormRejection>,
+) -> Response {
+    change_own(app, scope, (visitor, uri), ids, form, Own::Delete).await
+}
+
+/// What an author does to their comment.
+#[derive(Clone, Copy)]
+enum Own {
+    Edit,
+    Delete,
+}
+
+/// Edits or deletes the visitor's own comment: their token, signed in, the comment theirs
+/// (in the statement itself: `Db::change_own_comment`).
+async fn change_own(
+    app: App,
+    scope: Scope,
+    (visitor, uri): (Visitor, Uri),
+    ids: (String, String),
+    form: Result<Form<CommentForm>, FormRejection>,
+    own: Own,
 ) -> Response {
     let request = posted(&app, &visitor, &uri);
     respond(app, scope, request, false, async move |app, _| {
         app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
         let author = signed_in(&visitor)?;
         let (article_id, comment_id) = comment_ids(&ids)?;
+        let (change, back_to) = match own {
+            Own::Edit => {
+                let Form(form) =
+                    form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+                let body = field(&form.body, "comment", MAX_BODY_CHARS)?.to_owned();
+                (OwnChange::Edit(body), format!("#comment-{comment_id}"))
+            }
+            Own::Delete => (OwnChange::Delete, "#comments".to_owned()),
+        };
         app.db
-            .change_own_comment(article_id, comment_id, author, OwnChange::Delete)
+            .change_own_comment(article_id, comment_id, author, change)
             .await?
             .ok_or_else(|| not_yours(article_id, comment_id))?;
         Ok(Reply::SeeOther(
-            format!("/articles/{article_id}#comments"),
+            format!("/articles/{article_id}{back_to}"),
             None,
         ))
     })
