@@ -18,7 +18,7 @@
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Error;
 
@@ -142,8 +142,9 @@ pub(crate) struct Placed {
 /// The holes one page render has met, and the nonce of its markers.
 #[derive(Debug)]
 pub(crate) struct HoleTable {
-    /// What every marker of this render begins with: a start byte and the nonce.
-    prefix: String,
+    /// What every marker of this render begins with: a start byte and the nonce. Drawn at the
+    /// first hole, so that a page without holes draws nothing.
+    prefix: OnceLock<String>,
     holes: Mutex<Vec<Arc<Hole>>>,
 }
 
@@ -188,17 +189,27 @@ const START: char = '\u{2}';
 /// Ends a marker, after the hole's index.
 const END: char = '\u{3}';
 
+/// About the length of a marker: the start byte, 40 digits and `:`, an index, the end byte.
+const MARKER_LEN: usize = 48;
+
 impl HoleTable {
     pub(crate) fn new() -> HoleTable {
-        // 128 bits from std's randomly keyed SipHash (its keys come from the operating
-        // system): unguessable, with no crate for it. Digits only, so that a filter such as
-        // `upper` around a block leaves the markers as they are.
-        let state = std::collections::hash_map::RandomState::new();
-        let (a, b) = (state.hash_one(1u8), state.hash_one(2u8));
         HoleTable {
-            prefix: format!("{START}{a:020}{b:020}:"),
+            prefix: OnceLock::new(),
             holes: Mutex::default(),
         }
+    }
+
+    /// The markers' prefix, drawn now if no hole was met yet.
+    fn prefix(&self) -> &str {
+        self.prefix.get_or_init(|| {
+            // 128 bits from std's randomly keyed SipHash (its keys come from the operating
+            // system): unguessable, with no crate for it. Digits only, so that a filter such
+            // as `upper` around a block leaves the markers as they are.
+            let state = std::collections::hash_map::RandomState::new();
+            let (a, b) = (state.hash_one(1u8), state.hash_one(2u8));
+            format!("{START}{a:020}{b:020}:")
+        })
     }
 
     /// Registers `hole` and writes its marker into `out`.
@@ -209,7 +220,7 @@ impl HoleTable {
 
     fn push_marker(&self, holes: &mut Vec<Arc<Hole>>, hole: Arc<Hole>, out: &mut String) {
         holes.push(hole);
-        out.push_str(&self.prefix);
+        out.push_str(self.prefix());
         // Into the string as it is (`to_string` would allocate one more).
         let _ = write!(out, "{}", holes.len() - 1);
         out.push(END);
@@ -218,14 +229,15 @@ impl HoleTable {
     /// Cuts this render's markers out of a fragment on its way into the store: its HTML
     /// without them, and where they were.
     pub(crate) fn cut(&self, html: String) -> (String, Arc<[Placed]>) {
-        if !html.contains(START) {
+        // No start byte, or no hole met by this render: none of its markers.
+        let Some(prefix) = self.prefix.get().filter(|_| html.contains(START)) else {
             return (html, Arc::new([]));
-        }
+        };
         let mut clean = String::with_capacity(html.len());
         let mut placed = Vec::new();
         let mut copied = 0;
         let holes = crate::lock(&self.holes);
-        for (start, end, hole) in markers(&self.prefix, &holes, &html) {
+        for (start, end, hole) in markers(prefix, &holes, &html) {
             clean.push_str(&html[copied..start]);
             copied = end;
             placed.push(Placed {
@@ -239,7 +251,7 @@ impl HoleTable {
 
     /// A stored fragment's HTML with fresh markers for this render where its holes are.
     pub(crate) fn reinsert(&self, html: &str, placed: &[Placed]) -> String {
-        let mut out = String::with_capacity(html.len() + placed.len() * (self.prefix.len() + 4));
+        let mut out = String::with_capacity(html.len() + placed.len() * MARKER_LEN);
         let mut copied = 0;
         let mut holes = crate::lock(&self.holes);
         for p in placed {
@@ -265,7 +277,7 @@ impl HoleTable {
         }
         let Some(page) = page else {
             return Err(askama::Error::custom(Error::Hole {
-                name: markers(&self.prefix, &holes, &html)
+                name: markers(self.prefix(), &holes, &html)
                     .next()
                     .map_or_else(String::new, |(.., hole)| hole.name.to_string()),
                 problem: format!(
@@ -278,7 +290,7 @@ impl HoleTable {
         };
         let mut out = String::with_capacity(html.len());
         let mut copied = 0;
-        for (start, end, hole) in markers(&self.prefix, &holes, &html) {
+        for (start, end, hole) in markers(self.prefix(), &holes, &html) {
             out.push_str(&html[copied..start]);
             copied = end;
             page.fill(hole, &mut out)?;
@@ -323,7 +335,7 @@ mod tests {
         // Another render serves the stored fragment with markers of its own.
         let next = HoleTable::new();
         let served = next.reinsert(&clean, &placed);
-        assert!(!served.contains(&render.prefix));
+        assert!(!served.contains(render.prefix()));
         let page = next.fill(served, Some(&Echo), "Page").unwrap();
         assert_eq!(page, "<p>é[like:1]</p><p>[edit:2][like:2]");
     }
@@ -338,7 +350,7 @@ mod tests {
         let other = HoleTable::new();
         let mut forged = String::new();
         other.mark(hole("admin", "x"), &mut forged);
-        let with_index = format!("{}7{END}", render.prefix);
+        let with_index = format!("{}7{END}", render.prefix());
         let page = format!("{forged}{html}{with_index}");
         let filled = render.fill(page, Some(&Echo), "Page").unwrap();
         assert_eq!(filled, format!("{forged}[like:1]{with_index}"));

@@ -140,11 +140,23 @@ struct State {
     /// Whether the final pass met a fragment no record pass announced (rendered outside the
     /// session's slots, so the page's validator cannot cover it).
     unannounced: bool,
-    /// The keys of the fragments the page shows itself, outside every other fragment, in page
-    /// order and as often as it shows each: the first record pass's, which meets them all
-    /// (nothing is known yet). What its validator covers, with what is inside each; a warm
-    /// page meets no other.
-    shown: Option<Vec<String>>,
+    /// The fragments the page shows itself, for its validator.
+    shown: Shown,
+}
+
+/// The keys of the fragments a page shows itself, outside every other fragment, in page order
+/// and as often as it shows each: the first record pass's (which meets them all, since nothing
+/// is known yet). What the page's validator covers, with what is inside each; a warm page
+/// meets no other. Kept only for a render that wants a validator: a plain render copies no key.
+#[derive(Debug, Default)]
+enum Shown {
+    /// No validator was asked for.
+    #[default]
+    Unwanted,
+    /// Wanted, and the first batch has not been fetched yet.
+    Pending,
+    /// The first batch's.
+    Recorded(Vec<String>),
 }
 
 /// The state of one page render, shared by the clones of its sweeper handle.
@@ -239,6 +251,9 @@ where
             Caller::AsyncPage
         };
         let session = Arc::new(Session::new(began, Arc::default(), caller));
+        if condition.is_some() {
+            session.state().shown = Shown::Pending;
+        }
         let run = sweeper.for_session(
             Arc::clone(&session),
             T::TEMPLATE_DIGEST,
@@ -295,7 +310,12 @@ where
     {
         return None;
     }
-    let shown = state.shown.as_deref().unwrap_or_default();
+    let shown = match &state.shown {
+        Shown::Recorded(shown) => shown.as_slice(),
+        // A page without blocks.
+        Shown::Pending => &[],
+        Shown::Unwanted => return None,
+    };
     let mut fragments = Vec::with_capacity(shown.len());
     for key in shown {
         match state.slots.get(key)? {
@@ -711,6 +731,7 @@ async fn prefetch<I: Io>(
     let mut missed = !session.state().failed_counters.is_empty();
     let (keys, hint_keys): (Vec<String>, Vec<_>) = {
         let mut state = session.state();
+        let record_shown = matches!(state.shown, Shown::Pending);
         let mut shown = Vec::new();
         let hasher = foldhash::fast::RandomState::default();
         let mut seen = HashSet::default();
@@ -731,7 +752,7 @@ async fn prefetch<I: Io>(
                         .inner
                         .keys
                         .fragment_key(w.model, &w.record_key, &version, &w.parts);
-                if w.shown {
+                if record_shown && w.shown {
                     shown.push(key.clone());
                 }
                 Some((key, (w.hint_key, hints)))
@@ -741,7 +762,9 @@ async fn prefetch<I: Io>(
             .filter(|(k, _)| !state.slots.contains_key(k) && seen.insert(hasher.hash_one(k)))
             .unzip();
         // The first batch is the first pass's: the page's own fragments in order.
-        state.shown.get_or_insert(shown);
+        if record_shown {
+            state.shown = Shown::Recorded(shown);
+        }
         fetched
     };
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
