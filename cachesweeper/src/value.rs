@@ -88,7 +88,7 @@ pub(crate) fn encode(stored: &Stored) -> Vec<u8> {
         MAGIC_HOLES
     });
     out.extend_from_slice(&stored.expires_ms.to_le_bytes());
-    out.extend_from_slice(&u32::try_from(stored.deps.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&len32(stored.deps.len()));
     for dep in stored.deps.iter() {
         let len = u16::try_from(dep.counter_key.len()).unwrap_or(0);
         out.extend_from_slice(&len.to_le_bytes());
@@ -106,7 +106,7 @@ pub(crate) fn encode(stored: &Stored) -> Vec<u8> {
             }
         }
     }
-    out.extend_from_slice(&u32::try_from(stored.html.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&len32(stored.html.len()));
     out.extend_from_slice(stored.html.as_bytes());
     out
 }
