@@ -633,7 +633,7 @@ async fn sign_in(
     uri: Uri,
     form: Result<Form<SignForm>, FormRejection>,
 ) -> Response {
-    sign(app, scope, (visitor, uri), form, true).await
+    sign(app, scope, (visitor, uri), form, Sign::In).await
 }
 
 /// `POST /signout`.
@@ -644,7 +644,14 @@ async fn sign_out(
     uri: Uri,
     form: Result<Form<SignForm>, FormRejection>,
 ) -> Response {
-    sign(app, scope, (visitor, uri), form, false).await
+    sign(app, scope, (visitor, uri), form, Sign::Out).await
+}
+
+/// Which way a visitor signs.
+#[derive(Clone, Copy)]
+enum Sign {
+    In,
+    Out,
 }
 
 async fn sign(
@@ -652,23 +659,24 @@ async fn sign(
     scope: Scope,
     (visitor, uri): (Visitor, Uri),
     form: Result<Form<SignForm>, FormRejection>,
-    signing_in: bool,
+    sign: Sign,
 ) -> Response {
     let request = posted(&app, &visitor, &uri);
     respond(app, scope, request, false, async move |app, _| {
         app.check_csrf(&visitor, token(&form, |f| &f.csrf))?;
         let Form(form) = form.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-        let name = if signing_in {
-            let name = form.name.trim();
-            if !visitor::valid_name(name) {
-                return Err(Failure::BadRequest(format!(
-                    "A name is 1 to {} letters, digits, '-' or '_'.",
-                    visitor::MAX_NAME_CHARS
-                )));
+        let name = match sign {
+            Sign::In => {
+                let name = form.name.trim();
+                if !visitor::valid_name(name) {
+                    return Err(Failure::BadRequest(format!(
+                        "A name is 1 to {} letters, digits, '-' or '_'.",
+                        visitor::MAX_NAME_CHARS
+                    )));
+                }
+                Some(name.to_owned())
             }
-            Some(name.to_owned())
-        } else {
-            None
+            Sign::Out => None,
         };
         let cookie = app.keys.cookie(&app.keys.visitor(name));
         Ok(Reply::SeeOther(back_to(&form.next), Some(cookie)))
