@@ -82,7 +82,7 @@ sign_in() {
     local jar="$WORK/jar" page token
     rm -f "$jar"
     # Read whole first, then parsed: a parser that stops early would cut curl's pipe.
-    page=$(curl -sf -c "$jar" "$URL/articles/1")
+    page=$(curl -sf -c "$jar" "$URL/signin?next=/")
     token=$(csrf_of "$page")
     curl -sf -b "$jar" -c "$jar" -o /dev/null --data "name=bench&csrf=$token&next=/" "$URL/signin"
     COOKIE=$(awk '$6 == "blog_visitor" {print $6 "=" $7}' "$jar")

@@ -7,6 +7,8 @@
 pub mod memcached;
 pub mod postgres;
 mod process;
+
+pub use process::free_port;
 pub mod redis;
 pub mod silent;
 pub mod slow_link;

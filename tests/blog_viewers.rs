@@ -168,7 +168,9 @@ fn two_viewers_never_see_each_others_page() {
             // are counted; bob's browser revalidates what it has.
             browser.disable_cache(&tab);
         }
-        browser.goto(&tab, &url("/articles/1"));
+        // Signing in is a page of its own: the article page of a visitor without a cookie is
+        // everyone's, with a link to it.
+        browser.goto(&tab, &url("/signin?next=/articles/1"));
         browser.navigate_by(
             &tab,
             &format!(
@@ -362,7 +364,9 @@ fn a_picture_of_two_viewers() {
     for name in ["ann", "bob"] {
         let tab = browser.visitor();
         browser.set_viewport(&tab, 620, 1060);
-        browser.goto(&tab, &url("/articles/1"));
+        // Signing in is a page of its own: the article page of a visitor without a cookie is
+        // everyone's, with a link to it.
+        browser.goto(&tab, &url("/signin?next=/articles/1"));
         browser.navigate_by(
             &tab,
             &format!(

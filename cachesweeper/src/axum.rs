@@ -6,6 +6,7 @@ use axum_core::extract::{FromRef, FromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::http_cache::Audience;
 use crate::{Conditional, Scope, Sweeper, TemplateDigest};
 
 /// A handler that takes a [`Scope`] gets one taken when its request arrived: axum runs the
@@ -13,6 +14,12 @@ use crate::{Conditional, Scope, Sweeper, TemplateDigest};
 /// which is what the store rule needs (see [`Sweeper::invalidate`]). The [`Sweeper`] comes
 /// from the router's state (`Sweeper: FromRef<S>`: the state itself, or a field of it with
 /// `#[derive(FromRef)]` or a hand-written `impl FromRef<AppState> for Sweeper`).
+///
+/// It reads the request's `If-None-Match` (for [`Scope::respond`]), and its
+/// [`Audience`]: [`Anyone`](Audience::Anyone) for a request without a `Cookie` or an
+/// `Authorization` header (as Varnish's built-in rules decide what they may look up), else
+/// [`Viewer`](Audience::Viewer). Whatever else a page shows (a header, the client's address)
+/// the handler says with [`Scope::for_audience`].
 ///
 /// ```
 /// use askama::Template;
@@ -53,7 +60,15 @@ where
         parts: &mut http::request::Parts,
         state: &S,
     ) -> Result<Scope, Self::Rejection> {
-        let mut scope = Sweeper::from_ref(state).scope();
+        let credentials = parts.headers.contains_key(header::COOKIE)
+            || parts.headers.contains_key(header::AUTHORIZATION);
+        let mut scope = Sweeper::from_ref(state)
+            .scope()
+            .for_audience(if credentials {
+                Audience::Viewer
+            } else {
+                Audience::Anyone
+            });
         scope.if_none_match = parts
             .headers
             .get(header::IF_NONE_MATCH)
@@ -63,9 +78,10 @@ where
     }
 }
 
-/// What every page [`Scope::respond`] answers with says of its caching: a browser may keep it
-/// but asks again each time (`no-cache`, answered 304 when nothing changed), and no shared cache
-/// may keep it (`private`: a page may show who is looking).
+/// The `Cache-Control` of one viewer's page ([`Caching::Private`](crate::http_cache::Caching::Private)): a browser may keep it but
+/// asks again each time (`no-cache`, answered 304 when nothing changed), and no shared cache
+/// may keep it (`private`: it may show who is looking). For the application's own responses
+/// that are one viewer's.
 pub const CACHE_CONTROL: &str = "private, no-cache";
 
 impl Scope {
@@ -76,8 +92,8 @@ impl Scope {
     }
 
     /// Renders `page` for an axum handler, with the conditional GET done: `200` with the page,
-    /// its `ETag` (the page's validator, see [`Scope::render_conditional`]) and
-    /// `Cache-Control: private, no-cache`; or, when the request's `If-None-Match` (read by the
+    /// its `ETag` (the page's validator, see [`Scope::render_conditional`]) and the headers of
+    /// its [`Caching`](crate::http_cache::Caching) (`Cache-Control`, and for a page a shared cache may keep, its tags); or, when the request's `If-None-Match` (read by the
     /// extractor) names the current validator, `304 Not Modified` with no fragment rendered; or
     /// `500` if the page fails to render.
     ///
@@ -127,26 +143,39 @@ impl Scope {
 /// blocking [`Scope::render_conditional`] on a blocking thread, say).
 impl IntoResponse for Conditional {
     fn into_response(self) -> Response {
-        let (mut response, etag) = match self {
-            Conditional::NotModified { etag } => {
+        let (mut response, etag, caching) = match self {
+            Conditional::NotModified { etag, caching } => {
                 let mut response = Response::new(Body::empty());
                 *response.status_mut() = StatusCode::NOT_MODIFIED;
-                (response, Some(etag))
+                (response, Some(etag), caching)
             }
-            Conditional::Page { html, etag } => {
+            Conditional::Page {
+                html,
+                etag,
+                caching,
+            } => {
                 let mut response = Response::new(Body::from(html));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/html; charset=utf-8"),
                 );
-                (response, etag)
+                (response, etag, caching)
             }
         };
         let headers = response.headers_mut();
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(CACHE_CONTROL),
-        );
+        for (name, value) in caching.headers() {
+            match HeaderValue::from_str(&value) {
+                Ok(value) => {
+                    headers.insert(name, value);
+                }
+                // Tags are hex digits, the rest is ours: never, but a page must not go out
+                // shared without what makes it so.
+                Err(_) => {
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    break;
+                }
+            }
+        }
         if let Some(etag) = etag.and_then(|etag| HeaderValue::from_str(&etag).ok()) {
             headers.insert(header::ETAG, etag);
         }

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Holes;
 use crate::holes::HoleTable;
+use crate::http_cache::Caching;
 use crate::value::Stored;
 
 /// What [`Scope::render_conditional`](crate::Scope::render_conditional) gives.
@@ -35,6 +36,8 @@ pub enum Conditional {
     NotModified {
         /// The page's `ETag` header value, quotes included.
         etag: String,
+        /// Which caches may keep the page (a 304 updates what a cache kept).
+        caching: Caching,
     },
     /// The page, rendered, with its validator when it has one. It has none when part of it
     /// was rendered from versions the render could not read (the cache failed), in a debug or
@@ -45,6 +48,8 @@ pub enum Conditional {
         html: String,
         /// The page's `ETag` header value, quotes included.
         etag: Option<String>,
+        /// Which caches may keep it: none without a validator.
+        caching: Caching,
     },
 }
 

@@ -50,6 +50,9 @@ pub enum Error {
         /// The version key.
         key: String,
     },
+    /// A purge of the HTTP caches in front has not reached every one of them yet (one is
+    /// down): it is being retried.
+    PurgePending,
     /// A value under a counter key is not a counter (someone else wrote that key).
     NotACounter {
         /// The version key.
@@ -120,6 +123,9 @@ impl fmt::Display for Error {
             Error::InvalidationPending { key } => {
                 write!(f, "version `{key}` has an invalidation still being retried")
             }
+            Error::PurgePending => f.write_str(
+                "an HTTP cache has not taken a purge yet; it is being retried in the background",
+            ),
             Error::NotACounter { key } => {
                 write!(f, "value under version key `{key}` is not a counter")
             }

@@ -129,6 +129,13 @@ impl Hole {
 pub trait Holes {
     /// Writes `hole` for this request into `out`.
     fn fill(&self, hole: &Hole, out: &mut String) -> askama::Result<()>;
+
+    /// Whether this request's fills are the same for everyone who sends it (an anonymous
+    /// visitor's, with no token and no controls): only then may a shared HTTP cache keep the
+    /// page (see [`crate::http_cache`]). False unless the page says so.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A hole in a stored fragment: where it goes in the fragment's HTML (a byte offset, at a

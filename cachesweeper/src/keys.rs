@@ -275,6 +275,21 @@ impl KeySpace {
         })
     }
 
+    /// The tag that names a record in an HTTP cache (see [`crate::http_cache`]), from its
+    /// counter key: `cs` and 16 hex digits of the key's SHA-256. Short, since a page names
+    /// every record it shows; the same in every process, which purges what another stored;
+    /// lower case only, since some caches fold the case of tags. Two records that share a tag
+    /// purge each other's pages: safe, and one in 2^64.
+    pub(crate) fn http_tag(counter_key: &str) -> String {
+        let hash = Sha256::digest(counter_key.as_bytes());
+        let mut tag = String::with_capacity(18);
+        tag.push_str("cs");
+        for byte in &hash[..8] {
+            let _ = write!(tag, "{byte:02x}");
+        }
+        tag
+    }
+
     /// A fragment's identity without its version: the same for every version of one block of
     /// one record, in this process (it keys in-process hints, never the shared cache).
     pub(crate) fn hint_key(&self, model: &str, key: &str, parts: &KeyParts) -> u64 {

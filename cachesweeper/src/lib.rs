@@ -18,6 +18,7 @@ pub mod filters;
 mod flight;
 mod frames;
 mod holes;
+pub mod http_cache;
 mod in_render;
 mod io;
 mod key_part;
@@ -25,6 +26,7 @@ mod keys;
 mod l1;
 mod lazy;
 mod meter;
+mod purge;
 mod retry;
 mod scope;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! rendered once and remembered. Every fragment, in a page or on its own ([`lone`]), takes the
 //! same hit and miss path, [`fragment`].
 
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,9 +13,10 @@ use foldhash::{HashMap, HashSet};
 
 use crate::conditional::{self, Conditional};
 use crate::holes::HoleTable;
+use crate::http_cache::{Audience, Caching};
 use crate::in_render::InRender;
 use crate::io::{self, Blocking, Io};
-use crate::keys::Version;
+use crate::keys::{KeySpace, Version};
 use crate::store::{FragmentStore, Hints, Leases, Miss, Own, ReadFrom, VersionMap, Write};
 use crate::sweeper::Mode;
 use crate::value::{Dep, Html, Stored};
@@ -156,7 +158,16 @@ enum Shown {
     /// Wanted, and the first batch has not been fetched yet.
     Pending,
     /// The first batch's.
-    Recorded(Vec<String>),
+    Recorded(Vec<ShownFragment>),
+}
+
+/// A fragment the page shows itself.
+#[derive(Debug)]
+struct ShownFragment {
+    key: String,
+    /// Its record's counter key (which a record versioned by a field alone has too): what
+    /// names the record to an HTTP cache.
+    record: String,
 }
 
 /// The state of one page render, shared by the clones of its sweeper handle.
@@ -220,26 +231,32 @@ pub(crate) async fn render<I: Io, T>(
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
-    match render_conditional(io, sweeper, page, began, None).await? {
+    match render_conditional(io, sweeper, page, began, None, Audience::Viewer).await? {
         Conditional::Page { html, .. } => Ok(html),
         Conditional::NotModified { .. } => unreachable!("no validator was asked for"),
     }
 }
 
 /// [`render`], and the page's validator if `condition` asks for it: with the request's
-/// `If-None-Match` (`Some(Some(..))`) a page that has not changed is not rendered at all.
+/// `If-None-Match` (`Some(Some(..))`) a page that has not changed is not rendered at all. Its
+/// [`Caching`] says which caches may keep it, the request being `audience`'s.
 pub(crate) async fn render_conditional<I: Io, T>(
     io: &I,
     sweeper: &Sweeper,
     page: &T,
     began: ReadFrom,
     condition: Option<Option<&str>>,
+    audience: Audience,
 ) -> askama::Result<Conditional>
 where
     T: askama::Template + TemplateDigest + ?Sized,
 {
     let holes = Arc::new(HoleTable::new());
-    let (html, etag) = if sweeper.mode == Mode::Uncached {
+    // Whether a shared cache may keep the page, if nothing else forbids it.
+    let shareable = audience == Audience::Anyone
+        && sweeper.inner.http_caches.is_some()
+        && page.holes().is_none_or(|holes| holes.shared());
+    let (html, validated) = if sweeper.mode == Mode::Uncached {
         // Nothing to look up or store: one pass, every block rendered as it is met.
         let html =
             page.render_with_values(&InRender::page(&sweeper.with_holes(Arc::clone(&holes))));
@@ -263,43 +280,97 @@ where
         let passes = render_passes(io, &run, &session, page).await;
         store_rendered(&run, &session).await;
         let (outside, html) = passes?;
-        let validate = |condition: Option<&str>| {
-            let etag = validated(&session, T::TEMPLATE_DIGEST, &outside, &holes, page)?;
-            Some((
-                condition.is_some_and(|c| conditional::matches(c, &etag)),
-                etag,
-            ))
+        let validate = || {
+            validated(
+                &session,
+                T::TEMPLATE_DIGEST,
+                &outside,
+                &holes,
+                page,
+                shareable,
+            )
         };
         match html {
-            FinalPass::Skipped => match condition.and_then(validate) {
-                Some((true, etag)) => return Ok(Conditional::NotModified { etag }),
+            FinalPass::Skipped => match condition.and_then(|c| Some((c?, validate()?))) {
+                Some((condition, validated))
+                    if conditional::matches(condition, &validated.etag) =>
+                {
+                    let caching = caching(sweeper, began, Some(&validated)).await;
+                    return Ok(Conditional::NotModified {
+                        etag: validated.etag,
+                        caching,
+                    });
+                }
                 // Not the page the request has: render it after all.
                 _ => {
                     let html = final_pass(&run, &session, page);
                     store_rendered(&run, &session).await;
-                    let etag = condition.and_then(|_| validate(None)).map(|(_, e)| e);
-                    (html, etag)
+                    (html, condition.and_then(|_| validate()))
                 }
             },
-            FinalPass::Written(html) => {
-                let etag = condition.and_then(|_| validate(None)).map(|(_, e)| e);
-                (Ok(html), etag)
-            }
+            FinalPass::Written(html) => (Ok(html), condition.and_then(|_| validate())),
         }
     };
     let html = holes.fill(html?, page.holes(), std::any::type_name::<T>())?;
-    Ok(Conditional::Page { html, etag })
+    let caching = caching(sweeper, began, validated.as_ref()).await;
+    Ok(Conditional::Page {
+        html,
+        etag: validated.map(|v| v.etag),
+        caching,
+    })
+}
+
+/// What a page's validator covers: its `ETag`, and for a page a shared cache may keep, the
+/// counter keys of every record on it.
+struct Validated {
+    etag: String,
+    /// `None` unless the page may be shared.
+    records: Option<Vec<String>>,
+}
+
+/// Which caches may keep a page with `validated`, rendered from data read since `began` (see
+/// [`crate::http_cache`]). For a page that may be shared, the counters of its records are
+/// read once more (one batch): a record invalidated since the request began may be shown as
+/// it was before the write, and the page could reach an HTTP cache after that write's purge.
+async fn caching(sweeper: &Sweeper, began: ReadFrom, validated: Option<&Validated>) -> Caching {
+    let Some(validated) = validated else {
+        return Caching::NoStore;
+    };
+    let (Some(records), Some(caches)) = (&validated.records, &sweeper.inner.http_caches) else {
+        return Caching::Private;
+    };
+    if records.is_empty() {
+        // No record on it: nothing would ever purge it.
+        return Caching::Private;
+    }
+    let keys: Vec<&str> = records.iter().map(String::as_str).collect();
+    let now = sweeper.inner.versions.read(&sweeper.meter(), &keys).await;
+    let store = &sweeper.inner.store;
+    if !now.iter().all(|version| {
+        version
+            .as_ref()
+            .is_ok_and(|&v| store.fresh_enough(v, began))
+    }) {
+        return Caching::NoStore;
+    }
+    Caching::Shared {
+        tags: records.iter().map(|k| KeySpace::http_tag(k)).collect(),
+        header: caches.tag_header,
+        max_age: caches.shared_max_age,
+    }
 }
 
 /// The page's validator from what the session knows (see [`conditional`]), if it covers the
-/// whole page: every fragment the page shows is known, with its version.
+/// whole page: every fragment the page shows is known, with its version. With the records on
+/// it if it is `shareable`.
 fn validated<T>(
     session: &Session,
     digest: &str,
     outside: &str,
     holes: &HoleTable,
     page: &T,
-) -> Option<String>
+    shareable: bool,
+) -> Option<Validated>
 where
     T: TemplateDigest + ?Sized,
 {
@@ -317,13 +388,20 @@ where
         Shown::Unwanted => return None,
     };
     let mut fragments = Vec::with_capacity(shown.len());
-    for key in shown {
-        match state.slots.get(key)? {
+    let mut records = shareable.then(BTreeSet::new);
+    for fragment in shown {
+        match state.slots.get(&fragment.key)? {
             Slot::Cached { stored, .. }
             | Slot::Rendered {
                 stored,
                 storable: true,
-            } => fragments.push((key.as_str(), &**stored)),
+            } => {
+                if let Some(records) = &mut records {
+                    records.insert(fragment.record.as_str());
+                    records.extend(stored.deps.iter().map(|dep| &*dep.counter_key));
+                }
+                fragments.push((fragment.key.as_str(), &**stored));
+            }
             // Rendered from data that may be older than the version in its key (the store
             // rule refused it): the next render's page, under the same key, may differ.
             Slot::Rendered {
@@ -332,7 +410,11 @@ where
             | Slot::Missed { .. } => return None,
         }
     }
-    conditional::validator(digest, outside, fragments.into_iter(), holes, page.holes())
+    let etag = conditional::validator(digest, outside, fragments.into_iter(), holes, page.holes())?;
+    Some(Validated {
+        etag,
+        records: records.map(|records| records.into_iter().map(str::to_owned).collect()),
+    })
 }
 
 /// Stores what the session rendered, in one batch, and releases the leases it will not store.
@@ -753,7 +835,12 @@ async fn prefetch<I: Io>(
                         .keys
                         .fragment_key(w.model, &w.record_key, &version, &w.parts);
                 if record_shown && w.shown {
-                    shown.push(key.clone());
+                    shown.push(ShownFragment {
+                        key: key.clone(),
+                        record: w.counter_key.clone().unwrap_or_else(|| {
+                            sweeper.inner.keys.counter_key(w.model, &w.record_key)
+                        }),
+                    });
                 }
                 Some((key, (w.hint_key, hints)))
             })

@@ -189,7 +189,7 @@ impl FragmentStore {
     /// `version` acknowledged: `version` is confirmed
     /// ([`Backend::fresh_counter`](crate::backend::Backend::fresh_counter)) and older than
     /// `began` by more than the clock skew.
-    fn fresh_enough(&self, version: u64, began: ReadFrom) -> bool {
+    pub(crate) fn fresh_enough(&self, version: u64, began: ReadFrom) -> bool {
         match began {
             ReadFrom::At(began) => {
                 crate::versions::is_confirmed(version)

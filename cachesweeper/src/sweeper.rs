@@ -6,9 +6,11 @@ use std::time::Duration;
 use crate::backend::{Backend, Embedded};
 use crate::by_fragment::{ByFragment, FragmentStats};
 use crate::holes::HoleTable;
+use crate::http_cache::HttpCaches;
 use crate::io::{self, Blocking};
 use crate::keys::{KeyParts, KeySpace, Version};
 use crate::meter::{Meter, Metrics, Warnings};
+use crate::purge::Purger;
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::{FragmentStore, ReadFrom};
@@ -67,6 +69,8 @@ pub(crate) struct Inner {
     metrics: Metrics,
     pub(crate) versions: Versions,
     pub(crate) store: FragmentStore,
+    /// The HTTP caches in front, if the application has any.
+    pub(crate) http_caches: Option<HttpCaches>,
 }
 
 /// Configures a [`Sweeper`].
@@ -77,6 +81,7 @@ pub struct SweeperBuilder {
     backend: Option<(Arc<dyn Backend>, Option<Embedded>)>,
     l1_bytes: Option<u64>,
     clock_skew: Duration,
+    http_caches: Option<HttpCaches>,
 }
 
 impl SweeperBuilder {
@@ -117,6 +122,15 @@ impl SweeperBuilder {
         self
     }
 
+    /// The HTTP caches in front of the application (Varnish, a CDN): pages the same for
+    /// everyone are then [`Caching::Shared`](crate::http_cache::Caching::Shared), tagged with
+    /// the records they show, and every invalidation purges its records' tags from each cache
+    /// after raising their counters, before it returns (see [`crate::http_cache`]).
+    pub fn http_caches(mut self, caches: HttpCaches) -> Self {
+        self.http_caches = Some(caches);
+        self
+    }
+
     /// Checks the configuration and builds the sweeper.
     pub fn build(self) -> Result<Sweeper> {
         let keys = KeySpace::new(self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
@@ -133,7 +147,7 @@ impl SweeperBuilder {
         Ok(Sweeper {
             inner: Arc::new(Inner {
                 store: FragmentStore::new(l1_bytes, self.clock_skew),
-                versions: Versions::default(),
+                versions: Versions::new(self.http_caches.as_ref().map(Purger::start)),
                 backend,
                 embedded,
                 keys,
@@ -141,6 +155,7 @@ impl SweeperBuilder {
                 warnings: Warnings::default(),
                 by_fragment: ByFragment::default(),
                 metrics,
+                http_caches: self.http_caches,
             }),
             scope: None,
             session: None,

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::io::Io;
+use crate::keys::KeySpace;
 use crate::meter::Meter;
+use crate::purge::Purger;
 use crate::retry::{self, Retry};
 use crate::{Error, Result, clock};
 
@@ -21,13 +23,32 @@ pub(crate) fn confirmed(value: u64) -> u64 {
     value.saturating_add(value & 1)
 }
 
-/// The counters' side of a sweeper: the invalidations still to retry.
+/// The counters' side of a sweeper: the invalidations still to retry, and the HTTP caches
+/// each raise purges.
 #[derive(Debug, Default)]
 pub(crate) struct Versions {
     retry: Arc<Retry>,
+    purger: Option<Arc<Purger>>,
 }
 
 impl Versions {
+    /// The counters of a sweeper whose raises purge through `purger`, if it has HTTP caches.
+    pub(crate) fn new(purger: Option<Purger>) -> Versions {
+        Versions {
+            retry: Arc::default(),
+            purger: purger.map(Arc::new),
+        }
+    }
+
+    /// Purges the HTTP-cache tags of the counters `keys` (raised), if there are caches.
+    async fn purge(&self, keys: &[&str]) {
+        if let Some(purger) = &self.purger {
+            purger
+                .purge(keys.iter().map(|k| KeySpace::http_tag(k)).collect())
+                .await;
+        }
+    }
+
     /// The current value of each counter in `keys`, in one batch, creating missing ones (at
     /// the backend's [`fresh_counter`](Backend::fresh_counter) for the current time). Counters
     /// whose invalidation failed in this process and has not been retried yet read as errors:
@@ -80,8 +101,9 @@ impl Versions {
         }
     }
 
-    /// Raises counters to the current time, in one batch; those that fail are kept and
-    /// retried from a background thread, and the first error is returned. Dropped before it
+    /// Raises counters to the current time, in one batch, then purges the HTTP caches of
+    /// those raised; those that fail are kept and retried from a background thread (which
+    /// purges them once raised), and the first error is returned. Dropped before it
     /// is done (an async caller's task cancelled), it leaves every key to the retry thread: the
     /// write it follows is committed, so the invalidation must land.
     pub(crate) async fn raise(
@@ -106,13 +128,19 @@ impl Versions {
         // A counter this raise had to create is odd, like any created one: confirmed here, so
         // that the renders after `Ok` may store (one more batch, only for missing counters).
         self.confirm(meter, &refs, &mut results).await;
-        let (mut failed, mut first_error) = (Vec::new(), None);
+        let (mut failed, mut first_error, mut raised) = (Vec::new(), None, Vec::new());
         for (key, result) in keys.iter().zip(results) {
-            if let Err(error) = result {
-                first_error.get_or_insert(error);
-                failed.push(key.clone());
+            match result {
+                Ok(_) => raised.push(key.as_str()),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    failed.push(key.clone());
+                }
             }
         }
+        // After the raise, never before: a page rendered between a purge and the raise would
+        // show the old versions and be kept by the HTTP cache.
+        self.purge(&raised).await;
         unfinished.keys = None;
         let Some(error) = first_error else {
             return Ok(());
@@ -124,7 +152,11 @@ impl Versions {
     /// Keeps `keys` to be raised from the retry thread, starting it if it is not running.
     fn retry_later(&self, backend: &Arc<dyn Backend>, keys: Vec<String>) {
         if self.retry.add(keys) {
-            spawn_retry(Arc::clone(&self.retry), Arc::clone(backend));
+            spawn_retry(
+                Arc::clone(&self.retry),
+                Arc::clone(backend),
+                self.purger.clone(),
+            );
         }
     }
 
@@ -138,11 +170,17 @@ impl Versions {
     /// passed; else the error naming a key still pending.
     pub(crate) async fn flush<I: Io>(&self, io: &I, timeout: std::time::Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
-        while self.retry.is_pending() && std::time::Instant::now() < deadline {
+        let purging = || self.purger.as_ref().is_some_and(|p| p.pending());
+        while (self.retry.is_pending() || purging()) && std::time::Instant::now() < deadline {
             io.sleep(FLUSH_POLL).await;
         }
-        let pending = self.retry.snapshot().into_iter().next();
-        pending.map_or(Ok(()), |(key, _)| Err(Error::InvalidationPending { key }))
+        if let Some((key, _)) = self.retry.snapshot().into_iter().next() {
+            return Err(Error::InvalidationPending { key });
+        }
+        if purging() {
+            return Err(Error::PurgePending);
+        }
+        Ok(())
     }
 }
 
@@ -171,7 +209,7 @@ impl Drop for Unfinished<'_> {
 /// Retries failed invalidations until the backend takes them. The thread owns what it retries:
 /// the write each one follows is committed, so it must land even if every handle on the
 /// sweeper is dropped meanwhile (a request's clone, a reconfiguration) while the process lives.
-fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>) {
+fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>, purger: Option<Arc<Purger>>) {
     let spawned = std::thread::Builder::new()
         .name("cachesweeper-retry".into())
         .spawn(move || {
@@ -186,6 +224,9 @@ fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>) {
                     .zip(&results)
                     .filter_map(|(k, r)| r.is_ok().then_some(k))
                     .collect();
+                if let Some(purger) = purger.as_ref().filter(|_| !done.is_empty()) {
+                    purger.purge_later(done.iter().map(|(k, _)| KeySpace::http_tag(k)).collect());
+                }
                 if !done.is_empty() {
                     tracing::info!(
                         invalidations = done.len(),

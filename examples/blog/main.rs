@@ -8,6 +8,8 @@
 //! cargo run --example blog -- --redis redis://127.0.0.1:6379
 //! cargo run --example blog -- --redis-cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001
 //! cargo run --example blog -- --no-cache    # the uncached reference render
+//! cargo run --example blog -- --memcache memcache://127.0.0.1:11211 --varnish 127.0.0.1:6081
+//!                                             # behind Varnish (scripts/blog-varnish.sh)
 //! cargo run --example blog -- --postgres postgresql://blog@localhost/blog
 //! ```
 //!
@@ -37,7 +39,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cachesweeper::Sweeper;
-use cachesweeper::backend::Null;
+use cachesweeper::backend::{self, Null};
+use cachesweeper::http_cache::HttpCaches;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -94,6 +97,12 @@ struct Args {
     #[arg(long, value_name = "SECRET")]
     session_secret: Option<String>,
 
+    /// An HTTP cache in front of the blog (Varnish with vmod xkey, `examples/blog/varnish.vcl`)
+    /// at HOST:PORT, purged by tag on every write; repeat it for several. Pages that are the
+    /// same for everyone (an anonymous visitor's) are then sent for it to keep.
+    #[arg(long, value_name = "HOST:PORT")]
+    varnish: Vec<String>,
+
     /// Render and invalidate with the blocking API on tokio's blocking pool, as before the
     /// async API: the baseline of the throughput benchmark (BENCHMARKS.md).
     #[arg(long, hide = true)]
@@ -123,17 +132,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Before the sweeper is built: it registers its metrics then, with the recorder installed
     // at that moment; built first, it would count into none.
     let metrics = install_metrics()?;
-    let sweeper = if args.no_cache {
-        Sweeper::builder().backend(Null).build()?
+    let builder = Sweeper::builder();
+    let builder = if args.no_cache {
+        builder.backend(Null)
     } else if let Some(urls) = &args.memcache {
-        Sweeper::memcached(urls)?
+        builder.backend(backend::Memcached::from_url(urls)?)
     } else if let Some(url) = &args.redis {
-        Sweeper::redis(url)?
+        builder.backend(backend::Redis::from_url(url)?)
     } else if let Some(urls) = &args.redis_cluster {
-        Sweeper::redis_cluster(urls)?
+        builder.backend(backend::Redis::cluster(urls)?)
     } else {
-        Sweeper::embedded()
+        builder
     };
+    let builder = if args.varnish.is_empty() {
+        builder
+    } else {
+        builder.http_caches(HttpCaches::purge_to(&args.varnish))
+    };
+    let sweeper = builder.build()?;
 
     // Two cores: the default (one worker per core) is right. Pages render on the workers and
     // await the cache and the database; SQLite runs on its pool's own threads (db/sqlite.rs).

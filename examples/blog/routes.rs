@@ -2,11 +2,13 @@
 //! the cache, and answered.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use askama::Template;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Extension, Form, FromRef, Path, State};
+use axum::extract::{Extension, Form, FromRef, Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, OwnChange, Vote};
 use crate::models::Comment;
-use crate::views::{ArticlePage, EditPage, ErrorPage, IndexPage, Visit};
+use crate::views::{ArticlePage, EditPage, ErrorPage, IndexPage, SignInPage, Visit};
 use crate::visitor::{self, Keys, Visitor};
 
 /// The per-request cache figures header: `hits=H misses=M`.
@@ -40,6 +42,8 @@ pub struct App {
     blocking_api: bool,
     /// What signs the visitors' cookies and CSRF tokens.
     keys: Keys,
+    /// Pages this process answered (200 or 304): behind an HTTP cache, what it did not answer.
+    pages: Arc<AtomicU64>,
 }
 
 /// What the `Scope` extractor takes its scope from.
@@ -63,14 +67,21 @@ impl App {
             metrics,
             blocking_api,
             keys,
+            pages: Arc::default(),
         }
     }
 
-    /// What a page shows `visitor` of themselves, on the page at `here`.
+    /// What a page shows `visitor` of themselves, on the page at `here`. A visitor without a
+    /// cookie has no token (nothing to check it against) and sees no form that needs one, so
+    /// their page is everyone's: an HTTP cache in front may keep it.
     fn visit(&self, visitor: &Visitor, here: &Uri) -> Visit {
         Visit {
             name: visitor.name.clone(),
-            csrf: self.keys.csrf(visitor),
+            csrf: if visitor.has_cookie {
+                self.keys.csrf(visitor)
+            } else {
+                String::new()
+            },
             here: here.path().to_owned(),
         }
     }
@@ -115,7 +126,7 @@ pub fn router(app: App) -> Router {
             get(edit_form).post(edit_comment),
         )
         .route("/articles/{id}/comments/{cid}/delete", post(delete_comment))
-        .route("/signin", post(sign_in))
+        .route("/signin", get(sign_in_page).post(sign_in))
         .route("/signout", post(sign_out))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
@@ -168,6 +179,7 @@ async fn html<P>(page: P, app: &App, scope: &Scope) -> Result<Reply, Failure>
 where
     P: Template + TemplateDigest + Send + Sync + 'static,
 {
+    app.pages.fetch_add(1, Ordering::Relaxed);
     if !app.blocking_api {
         return Ok(Reply::Page(scope.respond(&page).await));
     }
@@ -397,6 +409,13 @@ async fn vote(
 ) -> Response {
     let request = posted(&app, &visitor, &uri);
     respond(app, scope, request, false, async move |app, _| {
+        if !visitor.has_cookie {
+            // A vote from a page everyone shares, which has no token to carry: sign in first.
+            return Ok(Reply::SeeOther(
+                format!("/signin?next=/articles/{article_id}"),
+                None,
+            ));
+        }
         app.check_csrf(&visitor, &token)?;
         let no_such_comment = Failure::NotFound(format!(
             "There is no comment {comment_id} on article {article_id}."
@@ -624,6 +643,43 @@ fn back_to(next: &str) -> String {
     }
 }
 
+/// `GET /signin`: the sign-in form. It gives a visitor without a cookie one (anonymous, with
+/// the token the form carries); the page is theirs, so no cache in front keeps it.
+async fn sign_in_page(
+    State(app): State<App>,
+    scope: Scope,
+    Extension(visitor): Extension<Visitor>,
+    uri: Uri,
+    Query(query): Query<NextQuery>,
+) -> Response {
+    let cookie = (!visitor.has_cookie).then(|| app.keys.cookie(&visitor));
+    let visitor = visitor.with_cookie();
+    let request = (format!("GET {uri}"), app.visit(&visitor, &uri));
+    let visit = request.1.clone();
+    let mut response = respond(app, scope, request, false, async move |_, scope| {
+        let page = SignInPage {
+            visit,
+            next: back_to(&query.next),
+            cache_debug: false,
+        };
+        // Not `html`: the page holds this visitor's token.
+        let body = scope.render_async(&page).await?;
+        Ok(Reply::Html(StatusCode::OK, body))
+    })
+    .await;
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The page to come back to after signing in.
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
 /// `POST /signin`: a name is all it takes. A new id, so the token of the page signed in from
 /// is no longer good.
 async fn sign_in(
@@ -711,6 +767,8 @@ struct Stats {
     bytes_written: u64,
     oversized: u64,
     corrupt: u64,
+    /// Pages this process answered, 200 or 304 (behind Varnish: those Varnish did not).
+    pages: u64,
     /// Fragments rendered but not stored: a record in them changed while they rendered.
     unstored: u64,
     /// Fragments found but not served: a record inside them had changed.
@@ -731,41 +789,49 @@ struct FragmentFigures {
     hit_rate: f64,
 }
 
-async fn stats(State(app): State<App>) -> Json<Stats> {
+async fn stats(State(app): State<App>) -> impl IntoResponse {
     let s = app.sweeper.stats();
-    Json(Stats {
-        backend: app.sweeper.backend().name().to_owned(),
-        hits: s.hits,
-        misses: s.misses,
-        errors: s.errors,
-        round_trips: s.round_trips,
-        invalidations: s.invalidations,
-        bytes_read: s.bytes_read,
-        bytes_written: s.bytes_written,
-        oversized: s.oversized,
-        corrupt: s.corrupt,
-        unstored: s.unstored,
-        outdated: s.outdated,
-        db_queries: db::statements(),
-        fragments: app
-            .sweeper
-            .fragment_stats()
-            .into_iter()
-            .map(|f| FragmentFigures {
-                hit_rate: f.hit_rate(),
-                name: f.name,
-                hits: f.hits,
-                misses: f.misses,
-            })
-            .collect(),
-    })
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    (
+        no_store,
+        Json(Stats {
+            backend: app.sweeper.backend().name().to_owned(),
+            hits: s.hits,
+            misses: s.misses,
+            errors: s.errors,
+            round_trips: s.round_trips,
+            invalidations: s.invalidations,
+            bytes_read: s.bytes_read,
+            bytes_written: s.bytes_written,
+            oversized: s.oversized,
+            corrupt: s.corrupt,
+            pages: app.pages.load(Ordering::Relaxed),
+            unstored: s.unstored,
+            outdated: s.outdated,
+            db_queries: db::statements(),
+            fragments: app
+                .sweeper
+                .fragment_stats()
+                .into_iter()
+                .map(|f| FragmentFigures {
+                    hit_rate: f.hit_rate(),
+                    name: f.name,
+                    hits: f.hits,
+                    misses: f.misses,
+                })
+                .collect(),
+        }),
+    )
 }
 
 /// `GET /metrics`: the same counters (and round-trip times) in Prometheus's text format, for
 /// a scraper.
 async fn metrics(State(app): State<App>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [
+            (header::CONTENT_TYPE, "text/plain; version=0.0.4"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         app.metrics.render(),
     )
         .into_response()

@@ -80,6 +80,12 @@ impl Holes for ArticlePage {
         }
         Ok(())
     }
+
+    /// A visitor without a cookie has no token and no comments of their own: every such
+    /// visitor's fills are the same.
+    fn shared(&self) -> bool {
+        self.visit.name.is_none() && self.visit.csrf.is_empty()
+    }
 }
 
 /// A comment's edit link and delete button, shown to its author.
@@ -104,6 +110,16 @@ pub struct EditPage {
 }
 
 /// Any page that is an error: 404, 400, 500.
+/// The sign-in form (`GET /signin`), with its visitor's token: never shared.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(path = "blog/signin.html")]
+pub struct SignInPage {
+    pub visit: Visit,
+    /// Where to come back to.
+    pub next: String,
+    pub cache_debug: bool,
+}
+
 #[derive(Template, cachesweeper::TemplateDigest)]
 #[template(path = "blog/error.html")]
 pub struct ErrorPage {

@@ -1,5 +1,6 @@
-//! Who is looking: every visitor has a signed cookie (`blog_visitor`) naming a random id and,
-//! once signed in, a name. No passwords: signing in is saying a name, which is enough to show
+//! Who is looking: a visitor who opened the sign-in page has a signed cookie (`blog_visitor`)
+//! naming a random id and, once signed in, a name; anyone else has none, and reads the pages
+//! everyone reads (which an HTTP cache in front may keep). No passwords: signing in is saying a name, which is enough to show
 //! what a cache must never mix up between viewers ("Signed in as …", edit links on your own
 //! comments, a CSRF token in every form).
 //!
@@ -12,7 +13,7 @@
 use std::hash::BuildHasher;
 
 use axum::extract::{Request, State};
-use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -34,13 +35,17 @@ pub struct Keys {
     secret: Vec<u8>,
 }
 
-/// One visitor, from a cookie whose signature checked (or just made).
+/// One visitor, from a cookie whose signature checked, or new (without one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visitor {
     /// 32 hex digits, drawn at random when the visitor arrived or last signed in or out.
     id: String,
     /// The name they signed in with, if they did.
     pub name: Option<String>,
+    /// Whether the request carried this visitor's cookie. A visitor without one is given one
+    /// only by the sign-in page, so that the pages everyone reads set no cookie and hold no
+    /// token: an HTTP cache in front may keep them.
+    pub has_cookie: bool,
 }
 
 impl Keys {
@@ -80,6 +85,7 @@ impl Keys {
         Visitor {
             id: random_hex(ID_LEN),
             name,
+            has_cookie: false,
         }
     }
 
@@ -100,6 +106,7 @@ impl Keys {
                 (well_formed && self.verify(&[COOKIE_NAME, id, name], signature)).then(|| Visitor {
                     id: id.to_owned(),
                     name: (!name.is_empty()).then(|| name.to_owned()),
+                    has_cookie: true,
                 })
             })
     }
@@ -126,6 +133,16 @@ impl Keys {
     }
 }
 
+impl Visitor {
+    /// This visitor, as they are once the cookie the response sets them has come back.
+    pub fn with_cookie(self) -> Visitor {
+        Visitor {
+            has_cookie: true,
+            ..self
+        }
+    }
+}
+
 /// A name one may sign in with: 1 to 40 ASCII letters, digits, `-` or `_` (it goes into the
 /// cookie as it is).
 pub fn valid_name(name: &str) -> bool {
@@ -135,19 +152,14 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The middleware that gives every request its [`Visitor`] (an extension), and a browser
-/// without a valid cookie a new one.
+/// The middleware that gives every request its [`Visitor`] (an extension): the cookie's, or
+/// a new anonymous one without a cookie (which only the sign-in page gives).
 pub async fn layer(State(keys): State<Keys>, mut request: Request, next: Next) -> Response {
-    let known = keys.visitor_of(request.headers());
-    let visitor = known.clone().unwrap_or_else(|| keys.visitor(None));
-    request.extensions_mut().insert(visitor.clone());
-    let mut response = next.run(request).await;
-    if known.is_none() && !response.headers().contains_key(SET_COOKIE) {
-        response
-            .headers_mut()
-            .insert(SET_COOKIE, keys.cookie(&visitor));
-    }
-    response
+    let visitor = keys
+        .visitor_of(request.headers())
+        .unwrap_or_else(|| keys.visitor(None));
+    request.extensions_mut().insert(visitor);
+    next.run(request).await
 }
 
 /// `len` random hex digits. From std's randomly keyed SipHash (keyed from the operating

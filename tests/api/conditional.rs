@@ -4,6 +4,7 @@
 use crate::common;
 
 use askama::Template;
+use cachesweeper::http_cache::Caching;
 use cachesweeper::{Conditional, Hole, Holes, StatsSnapshot, Sweeper};
 use common::{Article, Comment, Renders, article, cases, comment, known};
 
@@ -110,7 +111,10 @@ fn an_unchanged_page_is_not_rendered_and_a_changed_one_gets_a_new_validator() {
             );
             assert_eq!(
                 answer,
-                Conditional::NotModified { etag: etag.clone() },
+                Conditional::NotModified {
+                    etag: etag.clone(),
+                    caching: Caching::Private
+                },
                 "{name}: If-None-Match: {header}"
             );
             assert_eq!((cost.hits, cost.misses), (0, 0), "{name}");
@@ -146,6 +150,7 @@ fn an_unchanged_page_is_not_rendered_and_a_changed_one_gets_a_new_validator() {
         let Conditional::Page {
             html,
             etag: Some(liked),
+            ..
         } = &answer
         else {
             panic!("{name}: {answer:?}");
@@ -157,7 +162,14 @@ fn an_unchanged_page_is_not_rendered_and_a_changed_one_gets_a_new_validator() {
             &page(&renders, &a2, &comments2, "ann", "t1"),
             Some(&other),
         );
-        assert_eq!(answer, Conditional::NotModified { etag: other }, "{name}");
+        assert_eq!(
+            answer,
+            Conditional::NotModified {
+                etag: other,
+                caching: Caching::Private
+            },
+            "{name}"
+        );
         // The new one is stable, whether the page was stored or rendered again.
         for _ in 0..2 {
             let (answer, _) = get(
@@ -168,7 +180,8 @@ fn an_unchanged_page_is_not_rendered_and_a_changed_one_gets_a_new_validator() {
             assert_eq!(
                 answer,
                 Conditional::NotModified {
-                    etag: liked.clone()
+                    etag: liked.clone(),
+                    caching: Caching::Private,
                 },
                 "{name}"
             );
@@ -218,7 +231,10 @@ fn a_change_at_any_depth_changes_the_validator() {
         let etag = etag_of(&get_outer(sweeper, &slug, &c, None));
         assert_eq!(
             get_outer(sweeper, &slug, &c, Some(&etag)),
-            Conditional::NotModified { etag: etag.clone() },
+            Conditional::NotModified {
+                etag: etag.clone(),
+                caching: Caching::Private
+            },
             "{name}"
         );
         c.body = "edited".into();

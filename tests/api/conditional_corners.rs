@@ -6,6 +6,7 @@
 use crate::common;
 
 use askama::Template;
+use cachesweeper::http_cache::Caching;
 use cachesweeper::{Conditional, Sweeper};
 use common::{Article, Comment, article, cases, comment, known};
 
@@ -35,6 +36,7 @@ fn page_of(answer: &Conditional) -> (String, String) {
         Conditional::Page {
             html,
             etag: Some(etag),
+            ..
         } => (html.clone(), etag.clone()),
         other => panic!("a page with a validator, not {other:?}"),
     }
@@ -94,7 +96,8 @@ fn conditional_reordered_blocks_are_a_different_page() {
                 Some(&etag1)
             ),
             Conditional::NotModified {
-                etag: etag1.clone()
+                etag: etag1.clone(),
+                caching: Caching::Private,
             },
             "{name}: unchanged"
         );
@@ -219,6 +222,7 @@ fn conditional_a_render_that_raced_an_invalidation_gets_the_new_pages_validator(
         let Conditional::Page {
             html: html_a,
             etag: etag_a,
+            ..
         } = &answer_a
         else {
             panic!("{name}: {answer_a:?}");
@@ -298,7 +302,10 @@ fn conditional_three_deep_change_changes_the_validator() {
         let (_, e1) = page_of(&get(&t, None));
         assert_eq!(
             get(&t, Some(&e1)),
-            Conditional::NotModified { etag: e1.clone() },
+            Conditional::NotModified {
+                etag: e1.clone(),
+                caching: Caching::Private
+            },
             "{name}"
         );
         t.name = "zig".into();
@@ -306,7 +313,7 @@ fn conditional_three_deep_change_changes_the_validator() {
         tick();
         let answer = get(&t, Some(&e1));
         assert!(
-            matches!(&answer, Conditional::Page { html, etag: Some(e) } if html.contains("zig") && *e != e1),
+            matches!(&answer, Conditional::Page { html, etag: Some(e), .. } if html.contains("zig") && *e != e1),
             "{name}: {answer:?}"
         );
     });
@@ -345,7 +352,10 @@ fn conditional_cached_block_inside_an_uncached_one() {
         let (_, e1) = page_of(&get(&a, &c, None));
         assert_eq!(
             get(&a, &c, Some(&e1)),
-            Conditional::NotModified { etag: e1.clone() },
+            Conditional::NotModified {
+                etag: e1.clone(),
+                caching: Caching::Private
+            },
             "{name}"
         );
         a.title = "Retitled".into();
@@ -383,7 +393,10 @@ fn conditional_memcached_restart_between_requests() {
     let _ = get(&c, None);
     assert_eq!(
         get(&c, Some(&e1)),
-        Conditional::NotModified { etag: e1.clone() }
+        Conditional::NotModified {
+            etag: e1.clone(),
+            caching: Caching::Private
+        }
     );
 
     // Unchanged page across a restart: a new validator is allowed (secondary), a wrong page not.

@@ -189,7 +189,7 @@ pub struct Client {
     agent: ureq::Agent,
     url: String,
     totals: Mutex<(u64, u64)>,
-    /// `blog_visitor=...`.
+    /// `blog_visitor=...`, or empty for a visitor without a cookie.
     cookie: String,
     csrf: String,
 }
@@ -204,10 +204,19 @@ pub struct Page {
     pub content_type: Option<String>,
     /// `ETag`.
     pub etag: Option<String>,
+    /// Every header.
+    pub headers: ureq::http::HeaderMap,
     pub body: String,
 }
 
 impl Page {
+    /// The header `name`'s value, if the response has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+
     /// The cache figures, which every HTML response must carry.
     pub fn cache(&self) -> (u64, u64) {
         self.cache.expect("no X-Fragment-Cache header")
@@ -290,6 +299,29 @@ impl Client {
         }
     }
 
+    /// A client of `url` (an HTTP cache in front of this client's server), a visitor without a
+    /// cookie: one who reads the pages everyone reads.
+    pub fn without_cookie_at(&self, url: &str) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            url: url.to_owned(),
+            totals: Mutex::new((0, 0)),
+            cookie: String::new(),
+            csrf: String::new(),
+        }
+    }
+
+    /// This client's visitor, on `url` (an HTTP cache in front of its server).
+    pub fn at(&self, url: &str) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            url: url.to_owned(),
+            totals: Mutex::new((0, 0)),
+            cookie: self.cookie.clone(),
+            csrf: self.csrf.clone(),
+        }
+    }
+
     /// The visitor's CSRF token.
     pub fn csrf(&self) -> &str {
         &self.csrf
@@ -309,22 +341,23 @@ impl Client {
     /// Like [`get`](Self::get), with a transport error (refused, reset, timed out) or an
     /// unreadable answer as an `Err` rather than a panic.
     pub fn try_get(&self, path: &str) -> Result<Page, String> {
-        let response = self
-            .agent
-            .get(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .call();
-        self.read(response.map_err(|e| e.to_string())?)
+        let mut request = self.agent.get(format!("{}{path}", self.url));
+        if !self.cookie.is_empty() {
+            request = request.header("cookie", &self.cookie);
+        }
+        self.read(request.call().map_err(|e| e.to_string())?)
     }
 
     /// A conditional GET: with `If-None-Match: etag`.
     pub fn get_if_none_match(&self, path: &str, etag: &str) -> Page {
-        let response = self
+        let mut request = self
             .agent
             .get(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .header("if-none-match", etag)
-            .call();
+            .header("if-none-match", etag);
+        if !self.cookie.is_empty() {
+            request = request.header("cookie", &self.cookie);
+        }
+        let response = request.call();
         self.read(response.unwrap_or_else(|e| panic!("GET {path}: {e}")))
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
@@ -338,11 +371,11 @@ impl Client {
 
     /// POSTs `form` as it is, with no token added (a forged or a missing one).
     pub fn try_post_as_is(&self, path: &str, form: &[(&str, &str)]) -> Result<Page, String> {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .send_form(form.iter().copied());
+        let mut request = self.agent.post(format!("{}{path}", self.url));
+        if !self.cookie.is_empty() {
+            request = request.header("cookie", &self.cookie);
+        }
+        let response = request.send_form(form.iter().copied());
         self.read(response.map_err(|e| e.to_string())?)
     }
 
@@ -377,6 +410,7 @@ impl Client {
             location,
             content_type,
             etag,
+            headers: response.headers().clone(),
             body,
         })
     }
