@@ -33,6 +33,12 @@
 //! Before the never-stale redesign, a 20 s run found 34,014 stale comment reads out of 42,911
 //! page reads.
 //!
+//! And again behind a real Varnish (`examples/blog/varnish.vcl`, in front of the first
+//! process; both purge it): the readers are visitors without a cookie, whose pages Varnish
+//! keeps, reading through it; the likers like through it and through the second process.
+//! A page Varnish keeps must be purged by every like on it, and a page rendered from rows read
+//! before a like must never reach it after that like's purge.
+//!
 //! Run: `CACHESWEEPER_BLOG_FRESHNESS_SECS=20 cargo test --test blog_freshness -- --nocapture`
 
 mod common;
@@ -41,8 +47,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cachesweeper_suite::free_port;
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::postgres::PostgresProcess;
+use cachesweeper_suite::varnish::VarnishProcess;
 use common::blog::{Client, Server, Stats, TempFile, comment_counts, comment_ids};
 use common::random_below;
 
@@ -53,6 +61,9 @@ const FOREIGN_WRITERS: usize = 2;
 /// How long after its commit a foreign write must show on every page that begins reading.
 const FOREIGN_LAG: Duration = Duration::from_millis(100);
 const PAGE: &str = "/articles/1";
+/// How long each comment list render takes behind Varnish: longer than the purges' settle
+/// time (50 ms), which alone would cover a faster render.
+const SLOW_RENDER_MS: u64 = 100;
 
 /// How long the load runs: `CACHESWEEPER_BLOG_FRESHNESS_SECS`, 8 s by default.
 fn load_duration() -> Duration {
@@ -83,6 +94,8 @@ struct Shared {
     writes: AtomicU64,
     stale_comment_reads: AtomicU64,
     stale_pages: AtomicU64,
+    /// Reads Varnish answered from what it kept.
+    kept_reads: AtomicU64,
     /// Comments showing more likes than were ever sent: the page is misread.
     impossible: AtomicU64,
     /// The first few stale reads, described.
@@ -154,9 +167,23 @@ impl Database {
     }
 }
 
+/// Where the readers and likers send their requests.
+enum Front {
+    /// Straight to the two processes.
+    Direct,
+    /// The readers through a Varnish in front of the first process (as visitors without a
+    /// cookie, whose pages it keeps); the likers through it and to the second process.
+    Varnish,
+}
+
 #[test]
 fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_like_missing() {
-    freshness(Database::Sqlite(TempFile::new("sqlite3")));
+    freshness(Database::Sqlite(TempFile::new("sqlite3")), Front::Direct);
+}
+
+#[test]
+fn two_blog_processes_behind_varnish_never_show_an_answered_like_missing() {
+    freshness(Database::Sqlite(TempFile::new("sqlite3")), Front::Varnish);
 }
 
 #[test]
@@ -165,10 +192,10 @@ fn two_blog_processes_on_one_postgres_database_never_show_an_answered_like_missi
         return;
     };
     server.create_database("blog");
-    freshness(Database::Postgres(server));
+    freshness(Database::Postgres(server), Front::Direct);
 }
 
-fn freshness(db: Database) {
+fn freshness(db: Database, front: Front) {
     let Some(memcached) = MemcachedProcess::start() else {
         eprintln!("memcached is not installed: skipping the blog freshness test");
         return;
@@ -176,21 +203,73 @@ fn freshness(db: Database) {
     let url = memcached.url();
     let comments = COMMENTS.to_string();
     let [db_flag, db_arg] = db.args();
-    let args = [
-        "--addr",
-        "127.0.0.1:0",
-        &db_flag,
-        &db_arg,
-        "--memcache",
-        &url,
-        "--articles",
-        "1",
-        "--comments",
-        &comments,
+    let mut args = vec![
+        db_flag,
+        db_arg,
+        "--memcache".to_owned(),
+        url,
+        "--articles".to_owned(),
+        "1".to_owned(),
+        "--comments".to_owned(),
+        comments,
     ];
+    // Varnish first, pointed at the port the first process will take.
+    let first_port = free_port();
+    let varnish = match front {
+        Front::Direct => None,
+        Front::Varnish => {
+            let vcl =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/varnish.vcl");
+            let Some(varnish) = VarnishProcess::start(&vcl, first_port) else {
+                return;
+            };
+            args.push("--varnish".to_owned());
+            args.push(format!("127.0.0.1:{}", varnish.port()));
+            // Renders slower than the purges' settle time: a page rendered from comments read
+            // before a like reaches Varnish after both its purges, unless marked so that
+            // Varnish does not keep it.
+            args.push("--slow-render-ms".to_owned());
+            args.push(SLOW_RENDER_MS.to_string());
+            Some(varnish)
+        }
+    };
+    let with_addr = |addr: String| {
+        let mut all = vec!["--addr".to_owned(), addr];
+        all.extend(args.iter().cloned());
+        all
+    };
+    let first_args = with_addr(format!("127.0.0.1:{first_port}"));
+    let second_args = with_addr("127.0.0.1:0".to_owned());
     // One after the other: the first seeds the empty database before it listens (`start` returns
     // once it does); the second finds the data there and does not seed.
-    let mut servers = [Server::start(&args), Server::start(&args)];
+    let mut servers = [
+        Server::start(&strs(&first_args)),
+        Server::start(&strs(&second_args)),
+    ];
+    // Behind Varnish the writers pause between likes (about 2 a second in all, a few times
+    // the slow render's length apart): a page every like purges at once would never stay kept
+    // long enough to be read from Varnish, which is what is under test, and the page a like
+    // during a render would leave behind must stay long enough to be read.
+    let (pause, foreign_pause) = match front {
+        Front::Direct => (Duration::ZERO, Duration::from_millis(20)),
+        Front::Varnish => (Duration::from_millis(2000), Duration::from_millis(2000)),
+    };
+    // Who reads and who likes, where.
+    let readers_at = || -> Vec<Client> {
+        match &varnish {
+            None => servers.iter().map(Client::new).collect(),
+            Some(varnish) => vec![Client::new(&servers[0]).without_cookie_at(&varnish.url())],
+        }
+    };
+    let likers_at = || -> Vec<Client> {
+        match &varnish {
+            None => servers.iter().map(Client::new).collect(),
+            Some(varnish) => vec![
+                Client::new(&servers[0]).at(&varnish.url()),
+                Client::new(&servers[1]),
+            ],
+        }
+    };
 
     // The page before the load: the comments and their initial counts, the same through both.
     let probes: Vec<Client> = servers.iter().map(Client::new).collect();
@@ -220,6 +299,7 @@ fn freshness(db: Database) {
         writes: AtomicU64::new(0),
         stale_comment_reads: AtomicU64::new(0),
         stale_pages: AtomicU64::new(0),
+        kept_reads: AtomicU64::new(0),
         impossible: AtomicU64::new(0),
         examples: Mutex::new(Vec::new()),
         failures: Mutex::new(Vec::new()),
@@ -231,13 +311,13 @@ fn freshness(db: Database) {
     let started = Instant::now();
     std::thread::scope(|threads| {
         for _ in 0..LIKERS {
-            threads.spawn(|| liker(&shared, &servers));
+            threads.spawn(|| liker(&shared, &likers_at(), pause));
         }
         for _ in 0..READERS {
-            threads.spawn(|| reader(&shared, &servers));
+            threads.spawn(|| reader(&shared, &readers_at()));
         }
         for _ in 0..FOREIGN_WRITERS {
-            threads.spawn(|| foreign_writer(&shared, &db));
+            threads.spawn(|| foreign_writer(&shared, &db, foreign_pause));
         }
         std::thread::sleep(duration);
         shared.stop.store(true, Ordering::SeqCst);
@@ -260,10 +340,11 @@ fn freshness(db: Database) {
         "blog freshness: reads={reads} writes={writes} foreign_writes={foreign_writes} stale_comment_reads={stale} hits={hits} misses={misses}"
     );
     eprintln!(
-        "blog freshness:   {:.1} s, stale_pages={} impossible_counts={} failures={} \
-         cache errors={} invalidations={} (per process: {:?})",
+        "blog freshness:   {:.1} s, stale_pages={} kept_by_varnish={} impossible_counts={} \
+         failures={} cache errors={} invalidations={} (per process: {:?})",
         elapsed.as_secs_f64(),
         shared.stale_pages.load(Ordering::SeqCst),
+        shared.kept_reads.load(Ordering::SeqCst),
         shared.impossible.load(Ordering::SeqCst),
         shared.failures.lock().unwrap().len(),
         during.iter().map(|s| s.errors).sum::<u64>(),
@@ -303,6 +384,12 @@ fn freshness(db: Database) {
         "no load: reads={reads} writes={writes} foreign_writes={foreign_writes}"
     );
     assert!(hits > 0, "the cache was never hit (misses={misses})");
+    if varnish.is_some() {
+        assert!(
+            shared.kept_reads.load(Ordering::SeqCst) > 0,
+            "Varnish never answered a read from what it kept"
+        );
+    }
     for server in &servers {
         assert!(
             !server.log().contains("could not invalidate"),
@@ -312,7 +399,8 @@ fn freshness(db: Database) {
     }
 
     // Every like was answered: the database holds each of them, once, and both processes show
-    // exactly that now.
+    // exactly that now (a foreign like counts once its bound has passed, as during the load).
+    std::thread::sleep(FOREIGN_LAG);
     for (p, probe) in probes.iter().enumerate() {
         let page = probe.get(PAGE);
         assert_eq!(page.status, 200);
@@ -329,9 +417,8 @@ fn freshness(db: Database) {
     }
 }
 
-/// Likes random comments through random processes until told to stop.
-fn liker(shared: &Shared, servers: &[Server]) {
-    let clients: Vec<Client> = servers.iter().map(Client::new).collect();
+/// Likes random comments through random `clients`, `pause` apart, until told to stop.
+fn liker(shared: &Shared, clients: &[Client], pause: Duration) {
     while !shared.stop.load(Ordering::SeqCst) {
         let c = random_below(COMMENTS as u64) as usize;
         let p = random_below(clients.len() as u64) as usize;
@@ -351,12 +438,13 @@ fn liker(shared: &Shared, servers: &[Server]) {
             )),
             Err(error) => shared.fail(format!("POST {path} via process {p}: {error}")),
         }
+        std::thread::sleep(pause);
     }
 }
 
 /// Likes random comments with SQL of its own on the database until told to stop: the writes
 /// no blog process makes, which only the database's change log tells them about.
-fn foreign_writer(shared: &Shared, db: &Database) {
+fn foreign_writer(shared: &Shared, db: &Database, pause: Duration) {
     let mut like = db.liker();
     while !shared.stop.load(Ordering::SeqCst) {
         let c = random_below(COMMENTS as u64) as usize;
@@ -371,14 +459,13 @@ fn foreign_writer(shared: &Shared, db: &Database) {
                 shared.ids[c]
             )),
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
     }
 }
 
-/// Reads the article page through random processes until told to stop, checking every comment
+/// Reads the article page through random `clients` until told to stop, checking every comment
 /// against the likes acknowledged when the read started.
-fn reader(shared: &Shared, servers: &[Server]) {
-    let clients: Vec<Client> = servers.iter().map(Client::new).collect();
+fn reader(shared: &Shared, clients: &[Client]) {
     while !shared.stop.load(Ordering::SeqCst) {
         let p = random_below(clients.len() as u64) as usize;
         let starts = Instant::now();
@@ -413,6 +500,9 @@ fn reader(shared: &Shared, servers: &[Server]) {
             continue;
         }
         shared.reads.fetch_add(1, Ordering::SeqCst);
+        if page.header("x-varnish-cache") == Some("hit") {
+            shared.kept_reads.fetch_add(1, Ordering::SeqCst);
+        }
         shared.read_times.lock().unwrap().push(sent.elapsed());
         let mut stale_here = 0;
         for (i, &id) in shared.ids.iter().enumerate() {
@@ -423,9 +513,10 @@ fn reader(shared: &Shared, servers: &[Server]) {
                 let mut examples = shared.examples.lock().unwrap();
                 if examples.len() < 5 {
                     examples.push(format!(
-                        "process {p}, comment {id}: shows {shown} likes, {at_least} acknowledged \
-                         when the read started (cache {:?})",
-                        page.cache
+                        "client {p}, comment {id}: shows {shown} likes, {at_least} acknowledged \
+                         when the read started (cache {:?}, varnish {:?})",
+                        page.cache,
+                        page.header("x-varnish-cache"),
                     ));
                 }
             }
@@ -440,6 +531,11 @@ fn reader(shared: &Shared, servers: &[Server]) {
             shared.stale_pages.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Arguments as `Server::start` takes them.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// `p50=… p99=… max=…` of `times`, in milliseconds.

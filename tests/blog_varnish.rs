@@ -8,6 +8,8 @@
 //!   row is the article's (a like touches its article); another article stays kept. The next
 //!   read through Varnish shows the like.
 //! - A signed-in visitor's page is never kept: it carries their name and tokens.
+//! - A page whose render read its comments before a like, and is answered after that like's
+//!   purges went by, is not kept: the next read shows the like.
 //! - Two Varnish instances are both purged; one that hangs (paused) neither fails the like nor
 //!   misses its purge, which reaches it once it answers again.
 
@@ -28,8 +30,9 @@ struct Site {
     server: Server,
 }
 
-/// The site, or `None` outside CI when memcached or Varnish is missing.
-fn site(caches: usize) -> Option<Site> {
+/// The site, or `None` outside CI when memcached or Varnish is missing; `extra` are more of
+/// the blog's arguments.
+fn site(caches: usize, extra: &[&str]) -> Option<Site> {
     let memcached = MemcachedProcess::start()?;
     let vcl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/varnish.vcl");
     // Varnish first, pointed at the port the blog will take: the blog needs Varnish's
@@ -53,6 +56,7 @@ fn site(caches: usize) -> Option<Site> {
         args.push("--varnish".to_owned());
         args.push(format!("127.0.0.1:{}", varnish.port()));
     }
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args);
     Some(Site {
@@ -76,7 +80,7 @@ fn kept(page: &Page) -> bool {
 
 #[test]
 fn varnish_keeps_what_everyone_reads_and_a_like_purges_exactly_its_pages() {
-    let Some(site) = site(1) else {
+    let Some(site) = site(1, &[]) else {
         return;
     };
     let blog = Client::new(&site.server);
@@ -178,7 +182,7 @@ fn varnish_keeps_what_everyone_reads_and_a_like_purges_exactly_its_pages() {
 
 #[test]
 fn a_like_purges_every_varnish_and_one_that_hangs_once_it_answers() {
-    let Some(site) = site(2) else {
+    let Some(site) = site(2, &[]) else {
         return;
     };
     let blog = Client::new(&site.server);
@@ -242,5 +246,50 @@ fn a_like_purges_every_varnish_and_one_that_hangs_once_it_answers() {
         site.server.log().contains("HTTP cache purge failed"),
         "the failure was not logged: {}",
         site.server.log()
+    );
+}
+
+#[test]
+fn a_page_rendered_across_a_like_is_not_kept() {
+    // Every render of an article page waits 400 ms once it has read every version it shows:
+    // a like in that wait is not seen by the render's reads, and its purges (50 ms apart) are
+    // both gone by when the page reaches Varnish.
+    let Some(site) = site(1, &["--slow-render-ms", "400"]) else {
+        return;
+    };
+    let blog = Client::new(&site.server);
+    let ann = blog.signed_in("ann");
+    let anyone = blog.without_cookie_at(&site.varnishes[0].url());
+    let first = anyone.get("/articles/1");
+    let liked = comment_ids(&first.body)[1];
+    let likes = comment_counts(&first.body, liked).0;
+    let like = || {
+        let page = ann.post(&format!("/articles/1/comments/{liked}/like"), None);
+        assert_eq!(page.status, 303);
+    };
+    // Purged: the next read through Varnish renders.
+    like();
+    let slow = std::thread::scope(|threads| {
+        let slow = threads.spawn(|| anyone.get("/articles/1"));
+        // Into the render's wait, which comes after its reads.
+        std::thread::sleep(Duration::from_millis(150));
+        like();
+        slow.join().expect("the slow read")
+    });
+    // The slow page shows the comments as they were before the second like...
+    assert_eq!(comment_counts(&slow.body, liked).0, likes + 1);
+    // ...so Varnish must not keep it: the like was answered before the page arrived there.
+    let after = anyone.get("/articles/1");
+    assert_eq!(
+        comment_counts(&after.body, liked).0,
+        likes + 2,
+        "{:?}",
+        after.headers
+    );
+    assert_eq!(
+        slow.header("cache-control"),
+        Some("no-store"),
+        "{:?}",
+        slow.headers
     );
 }

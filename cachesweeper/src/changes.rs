@@ -113,10 +113,19 @@ pub struct Parent {
 const RAISE_BATCH: usize = 1_000;
 
 /// Raises the counters of the records `changes` names (model name, key), each once, in
-/// batches of [`RAISE_BATCH`]. A batch that fails goes to the sweeper's retry thread like any
-/// failed invalidation, and the first error is returned once every batch has been sent.
+/// batches of [`RAISE_BATCH`], adding those raised to `raised` for the caller to purge from
+/// the HTTP caches once it holds no lock (a purge waits [`HttpCaches::settle`], which every
+/// commit waiting on the log's lock would wait again). A batch that fails goes to the
+/// sweeper's retry thread like any failed invalidation, and the first error is returned once
+/// every batch has been sent.
+///
+/// [`HttpCaches::settle`]: crate::http_cache::HttpCaches::settle
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) async fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Result<()> {
+pub(crate) async fn apply(
+    sweeper: &Sweeper,
+    changes: &[(String, String)],
+    raised: &mut Vec<String>,
+) -> Result<()> {
     let mut seen = foldhash::HashSet::default();
     let keys: Vec<String> = changes
         .iter()
@@ -125,11 +134,32 @@ pub(crate) async fn apply(sweeper: &Sweeper, changes: &[(String, String)]) -> Re
         .collect();
     let mut first_error = None;
     for batch in keys.chunks(RAISE_BATCH) {
-        if let Err(error) = sweeper.raise(batch.to_vec()).await {
+        let (done, result) = sweeper.raise_unpurged(batch.to_vec()).await;
+        raised.extend(done);
+        if let Err(error) = result {
             first_error.get_or_insert(error);
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Whether a catch-up waits for the purges of what it applied from the HTTP caches.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purging {
+    /// A commit's own: the write's response must not go before the caches are purged.
+    Awaited,
+    /// The follower's: nobody waits on it, and its next read must not wait the settle time.
+    Queued,
+}
+
+/// Purges what a catch-up `raised` from the HTTP caches, as `purging` says.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) async fn purge(sweeper: &Sweeper, raised: &[String], purging: Purging) {
+    match purging {
+        Purging::Awaited => sweeper.purge(raised).await,
+        Purging::Queued => sweeper.purge_later(raised),
+    }
 }
 
 /// How often at most a log records how far it is applied (and prunes) after ordinary changes:

@@ -17,8 +17,20 @@
 //!
 //! Every invalidation then purges its records' tags from every cache in
 //! [`HttpCaches::purge_to`], after raising their counters and before it returns.
+//!
+//! **A page on its way.** A page checked just before a write can still be on its way to the
+//! cache when that write's purge arrives there, and be kept after it. So each purge is sent
+//! twice: at once, and again [`settle`](HttpCaches::settle) later, and the invalidation
+//! returns after the second; and a shared page says by when a cache must have stored it
+//! (`cachesweeper-store-by`, half the settle time after its check), which the cache's rules
+//! enforce (`examples/blog/varnish.vcl`). A page stored in time is stored before the second
+//! purge arrives, as long as the cache's clock is within half the settle time of the
+//! application's.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The header that says by when a shared cache must have stored a page.
+pub const STORE_BY: &str = "cachesweeper-store-by";
 
 /// Where an application's HTTP caches are, and how their responses are tagged and purged:
 /// given to [`SweeperBuilder::http_caches`](crate::SweeperBuilder::http_caches). Without it,
@@ -42,6 +54,7 @@ pub struct HttpCaches {
     pub(crate) purge_header: String,
     pub(crate) timeout: Duration,
     pub(crate) shared_max_age: Duration,
+    pub(crate) settle: Duration,
 }
 
 impl HttpCaches {
@@ -56,6 +69,7 @@ impl HttpCaches {
             purge_header: "xkey-purge".to_owned(),
             timeout: Duration::from_millis(500),
             shared_max_age: Duration::from_secs(24 * 3600),
+            settle: Duration::from_millis(50),
         }
     }
 
@@ -76,6 +90,16 @@ impl HttpCaches {
     /// cache that failed is retried in the background only, until it answers.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long after the first purge of an invalidation its second is sent, and the
+    /// invalidation returns (default 50 ms): what each write costs for the guarantee that no
+    /// page on its way to a cache during the first purge is kept after the write (see the
+    /// [module docs](self)). A shared page must be stored within half of it after its check,
+    /// so it also bounds how far apart the caches' clocks and the application's may be.
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
         self
     }
 
@@ -145,6 +169,9 @@ pub enum Caching {
         header: TagHeader,
         /// How long a shared cache may keep the page (`s-maxage`).
         max_age: Duration,
+        /// The latest time a cache may store it: after that, the second purge of a write
+        /// checked after it may have gone by (see the [module docs](self)).
+        store_by: SystemTime,
     },
     /// Only the viewer's browser may keep it, revalidating each time with its `ETag`.
     Private,
@@ -155,9 +182,10 @@ pub enum Caching {
 }
 
 impl Caching {
-    /// The response headers that say it: `Cache-Control`, and for a shared page its tags and
-    /// `Vary: Cookie, Authorization` (a cache that does not pass requests with credentials
-    /// by itself then keeps them apart from the shared page).
+    /// The response headers that say it: `Cache-Control`, and for a shared page its tags,
+    /// `cachesweeper-store-by` (seconds since the Unix epoch, in thousandths, as Varnish's
+    /// `std.time` reads them) and `Vary: Cookie, Authorization` (a cache that does not pass
+    /// requests with credentials by itself then keeps them apart from the shared page).
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             // Browsers revalidate every time (max-age=0, with the ETag); shared caches keep it
@@ -166,14 +194,22 @@ impl Caching {
                 tags,
                 header,
                 max_age,
-            } => vec![
-                (
-                    "cache-control",
-                    format!("public, max-age=0, s-maxage={}", max_age.as_secs()),
-                ),
-                (header.name(), tags.join(header.separator())),
-                ("vary", "Cookie, Authorization".to_owned()),
-            ],
+                store_by,
+            } => {
+                let store_by = store_by.duration_since(UNIX_EPOCH).unwrap_or_default();
+                vec![
+                    (
+                        "cache-control",
+                        format!("public, max-age=0, s-maxage={}", max_age.as_secs()),
+                    ),
+                    (header.name(), tags.join(header.separator())),
+                    (
+                        STORE_BY,
+                        format!("{}.{:03}", store_by.as_secs(), store_by.subsec_millis()),
+                    ),
+                    ("vary", "Cookie, Authorization".to_owned()),
+                ]
+            }
             Caching::Private => vec![("cache-control", "private, no-cache".to_owned())],
             Caching::NoStore => vec![("cache-control", "no-store".to_owned())],
         }

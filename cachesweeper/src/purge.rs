@@ -2,7 +2,9 @@
 //!
 //! One thread per sweeper sends every purge, so that blocking and async invalidations share
 //! it and wait for it alike ([`Purger::purge`] is a future either can await). Purges that
-//! queue while it sends are sent together, one request per cache. A cache that fails (down,
+//! queue while it sends are sent together, one request per cache. Each is sent again after
+//! [`HttpCaches::settle`], and is done then (see [`crate::http_cache`]: for a page that was
+//! on its way to a cache during the first). A cache that fails (down,
 //! paused, refusing) keeps its tags here and is retried with backoff until it takes them: a
 //! purge is never forgotten while the process lives, and an invalidation waits on a failing
 //! cache at most once per outage ([`HttpCaches::timeout`]), not once per write.
@@ -11,7 +13,7 @@
 //! and the status line of the answer. An HTTP client crate would bring a runtime's worth of
 //! dependencies to every application for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -63,6 +65,8 @@ impl Purger {
                 .collect(),
             purge_header: caches.purge_header.clone(),
             timeout: caches.timeout,
+            settle: caches.settle,
+            second: VecDeque::new(),
             pending: Arc::clone(&pending),
         };
         let spawned = std::thread::Builder::new()
@@ -77,8 +81,8 @@ impl Purger {
         }
     }
 
-    /// Purges `tags` from every cache: done when each cache took them or failed (and keeps
-    /// them to retry).
+    /// Purges `tags` from every cache, twice: done when each cache took them the second time
+    /// or failed (and keeps them to retry).
     pub(crate) fn purge(&self, tags: Vec<String>) -> impl Future<Output = ()> + Send + use<> {
         let done = Arc::new(Done::default());
         self.send(Job {
@@ -129,22 +133,31 @@ struct Worker {
     caches: Vec<Cache>,
     purge_header: String,
     timeout: Duration,
+    settle: Duration,
+    /// Purges sent once, to send again when their time comes, in that order (one delay for
+    /// all), with who waits for them.
+    second: VecDeque<(Instant, BTreeSet<String>, Vec<Arc<Done>>)>,
     pending: Arc<AtomicBool>,
 }
 
 impl Worker {
-    /// Until every handle is dropped and every cache took its tags.
+    /// Until every handle is dropped and nothing is left to send.
     fn run(mut self, queue: &mpsc::Receiver<Job>) {
         let mut open = true;
         loop {
-            let next_retry = self
+            let next = self
                 .caches
                 .iter()
                 .filter_map(|c| c.retry)
                 .map(|r| r.0)
+                .chain(self.second.front().map(|s| s.0))
                 .min();
-            let first = match (open, next_retry) {
-                (true, None) => queue.recv().ok(),
+            let first = match (open, next) {
+                (true, None) => match queue.recv() {
+                    Ok(job) => Some(job),
+                    // Every handle dropped, nothing left to send.
+                    Err(_) => return,
+                },
                 (true, Some(at)) => {
                     match queue.recv_timeout(at.saturating_duration_since(Instant::now())) {
                         Ok(job) => Some(job),
@@ -161,26 +174,41 @@ impl Worker {
                 }
                 (false, None) => return,
             };
-            if open && first.is_none() && next_retry.is_none() {
-                // Every handle dropped, nothing left to retry.
-                return;
-            }
-            let mut waiting = Vec::new();
+            // The first sending of what arrived (all that queued, together)...
+            let (mut tags, mut waiting) = (BTreeSet::new(), Vec::new());
             for job in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| queue.try_recv().ok()))
             {
-                for cache in &mut self.caches {
-                    cache.tags.extend(job.tags.iter().cloned());
-                }
+                tags.extend(job.tags);
                 waiting.extend(job.done);
             }
+            // ...and the second of what is due.
+            let now = Instant::now();
+            let mut done = Vec::new();
+            while self.second.front().is_some_and(|s| s.0 <= now) {
+                let (_, again, dones) = self.second.pop_front().expect("a front");
+                self.add(&again);
+                done.extend(dones);
+            }
+            self.add(&tags);
             self.send_due();
-            let left = self.caches.iter().any(|c| !c.tags.is_empty());
+            if !tags.is_empty() {
+                self.second
+                    .push_back((Instant::now() + self.settle, tags, waiting));
+            }
+            let left = !self.second.is_empty() || self.caches.iter().any(|c| !c.tags.is_empty());
             self.pending.store(left, Ordering::Release);
-            for done in waiting {
+            for done in done {
                 done.finish();
             }
+        }
+    }
+
+    /// Gives every cache `tags` to take.
+    fn add(&mut self, tags: &BTreeSet<String>) {
+        for cache in &mut self.caches {
+            cache.tags.extend(tags.iter().cloned());
         }
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use foldhash::{HashMap, HashSet};
 
@@ -344,6 +344,8 @@ async fn caching(sweeper: &Sweeper, began: ReadFrom, validated: Option<&Validate
         return Caching::Private;
     }
     let keys: Vec<&str> = records.iter().map(String::as_str).collect();
+    // Before the read: a raise it does not see lands after this.
+    let checked = SystemTime::now();
     let now = sweeper.inner.versions.read(&sweeper.meter(), &keys).await;
     let store = &sweeper.inner.store;
     if !now.iter().all(|version| {
@@ -357,6 +359,7 @@ async fn caching(sweeper: &Sweeper, began: ReadFrom, validated: Option<&Validate
         tags: records.iter().map(|k| KeySpace::http_tag(k)).collect(),
         header: caches.tag_header,
         max_age: caches.shared_max_age,
+        store_by: checked + caches.settle / 2,
     }
 }
 

@@ -379,14 +379,35 @@ impl Sweeper {
         self.raise(self.invalidation(record)).await
     }
 
-    /// Raises the counters of one invalidation, counted as one.
+    /// Raises the counters of one invalidation, counted as one, then purges them from the
+    /// HTTP caches.
     pub(crate) async fn raise(&self, keys: Vec<String>) -> Result<()> {
+        let (raised, result) = self.raise_unpurged(keys).await;
+        self.purge(&raised).await;
+        result
+    }
+
+    /// Raises the counters of one invalidation, counted as one: the keys raised, for the
+    /// caller to [`purge`](Self::purge) (once it let go of what others wait for), and the
+    /// first error.
+    pub(crate) async fn raise_unpurged(&self, keys: Vec<String>) -> (Vec<String>, Result<()>) {
         self.meter().invalidation();
         let meter = self.meter();
         self.inner
             .versions
             .raise(&meter, &self.inner.backend, keys)
             .await
+    }
+
+    /// Purges raised counters from the HTTP caches in front, if there are any.
+    pub(crate) async fn purge(&self, raised: &[String]) {
+        self.inner.versions.purge(raised).await;
+    }
+
+    /// [`purge`](Self::purge), without waiting for it.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn purge_later(&self, raised: &[String]) {
+        self.inner.versions.purge_later(raised);
     }
 
     /// The counters an invalidation of `record` raises.

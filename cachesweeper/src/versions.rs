@@ -40,12 +40,22 @@ impl Versions {
         }
     }
 
-    /// Purges the HTTP-cache tags of the counters `keys` (raised), if there are caches.
-    async fn purge(&self, keys: &[&str]) {
+    /// Purges the HTTP-cache tags of the counters `keys`, if there are caches: after they
+    /// were raised, never before (a page rendered between the purge and the raise would show
+    /// the old versions, and be kept).
+    pub(crate) async fn purge(&self, keys: &[String]) {
         if let Some(purger) = &self.purger {
             purger
                 .purge(keys.iter().map(|k| KeySpace::http_tag(k)).collect())
                 .await;
+        }
+    }
+
+    /// [`purge`](Self::purge), without waiting for it.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn purge_later(&self, keys: &[String]) {
+        if let Some(purger) = &self.purger {
+            purger.purge_later(keys.iter().map(|k| KeySpace::http_tag(k)).collect());
         }
     }
 
@@ -101,9 +111,9 @@ impl Versions {
         }
     }
 
-    /// Raises counters to the current time, in one batch, then purges the HTTP caches of
-    /// those raised; those that fail are kept and retried from a background thread (which
-    /// purges them once raised), and the first error is returned. Dropped before it
+    /// Raises counters to the current time, in one batch; those that fail are kept and
+    /// retried from a background thread (which purges them once raised). Returns the keys
+    /// raised, for the caller to [`purge`](Self::purge), and the first error. Dropped before it
     /// is done (an async caller's task cancelled), it leaves every key to the retry thread: the
     /// write it follows is committed, so the invalidation must land.
     pub(crate) async fn raise(
@@ -111,9 +121,9 @@ impl Versions {
         meter: &Meter<'_>,
         backend: &Arc<dyn Backend>,
         keys: Vec<String>,
-    ) -> Result<()> {
+    ) -> (Vec<String>, Result<()>) {
         if keys.is_empty() {
-            return Ok(());
+            return (Vec::new(), Ok(()));
         }
         let mut unfinished = Unfinished {
             versions: self,
@@ -128,25 +138,20 @@ impl Versions {
         // A counter this raise had to create is odd, like any created one: confirmed here, so
         // that the renders after `Ok` may store (one more batch, only for missing counters).
         self.confirm(meter, &refs, &mut results).await;
-        let (mut failed, mut first_error, mut raised) = (Vec::new(), None, Vec::new());
+        let (mut failed, mut first_error) = (Vec::new(), None);
         for (key, result) in keys.iter().zip(results) {
-            match result {
-                Ok(_) => raised.push(key.as_str()),
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                    failed.push(key.clone());
-                }
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+                failed.push(key.clone());
             }
         }
-        // After the raise, never before: a page rendered between a purge and the raise would
-        // show the old versions and be kept by the HTTP cache.
-        self.purge(&raised).await;
-        unfinished.keys = None;
+        let mut raised = unfinished.keys.take().unwrap_or_default();
         let Some(error) = first_error else {
-            return Ok(());
+            return (raised, Ok(()));
         };
+        raised.retain(|key| !failed.contains(key));
         self.retry_later(backend, failed);
-        Err(error)
+        (raised, Err(error))
     }
 
     /// Keeps `keys` to be raised from the retry thread, starting it if it is not running.

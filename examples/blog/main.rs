@@ -103,6 +103,11 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     varnish: Vec<String>,
 
+    /// Milliseconds an article page's render waits after reading every version it shows: a
+    /// slow page, for the tests of pages rendered across a write (behind Varnish).
+    #[arg(long, hide = true, default_value_t = 0)]
+    slow_render_ms: u64,
+
     /// Render and invalidate with the blocking API on tokio's blocking pool, as before the
     /// async API: the baseline of the throughput benchmark (BENCHMARKS.md).
     #[arg(long, hide = true)]
@@ -182,6 +187,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         metrics.clone(),
         args.blocking_api,
         keys,
+        std::time::Duration::from_millis(args.slow_render_ms),
     );
 
     runtime.block_on(async {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, OwnChange, Vote};
 use crate::models::Comment;
-use crate::views::{ArticlePage, EditPage, ErrorPage, IndexPage, SignInPage, Visit};
+use crate::views::{ArticlePage, EditPage, ErrorPage, IndexPage, SignInPage, SlowRender, Visit};
 use crate::visitor::{self, Keys, Visitor};
 
 /// The per-request cache figures header: `hits=H misses=M`.
@@ -44,6 +45,8 @@ pub struct App {
     keys: Keys,
     /// Pages this process answered (200 or 304): behind an HTTP cache, what it did not answer.
     pages: Arc<AtomicU64>,
+    /// How long an article page's render waits after reading its versions (`--slow-render-ms`).
+    slow_render: Duration,
 }
 
 /// What the `Scope` extractor takes its scope from.
@@ -60,6 +63,7 @@ impl App {
         metrics: PrometheusHandle,
         blocking_api: bool,
         keys: Keys,
+        slow_render: Duration,
     ) -> App {
         App {
             db,
@@ -68,6 +72,7 @@ impl App {
             blocking_api,
             keys,
             pages: Arc::default(),
+            slow_render,
         }
     }
 
@@ -348,6 +353,7 @@ async fn article(
             article,
             comments,
             cache_debug,
+            slow: SlowRender::new(app.slow_render),
         };
         html(page, &app, &scope).await
     })

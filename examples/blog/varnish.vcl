@@ -1,12 +1,18 @@
 vcl 4.1;
 
-# The blog behind Varnish (issue 24, in progress): Varnish keeps what the blog's responses let
-# a shared cache keep (today none: every page is `Cache-Control: private`, since every page
-# shows who is looking), and purges by tag: a `PURGE` from loopback with an `xkey-purge` header
-# drops every object whose `xkey` header names one of its tags (vmod xkey, Debian's
-# varnish-modules). The backend is the blog on its default port; the test harness
-# (src/varnish.rs) points `.port = "8000"` at the blog it started.
+# The blog behind Varnish: Varnish keeps what the blog's responses let a shared cache keep (the
+# pages of a visitor without a cookie, `Cache-Control: public, s-maxage=...`; Varnish's built-in
+# rules pass every request with a cookie and keep no response marked private or no-store), and
+# purges by tag: a `PURGE` from loopback with an `xkey-purge` header drops every object whose
+# `xkey` header names one of its tags (vmod xkey, Debian's varnish-modules). The blog purges
+# the tags of every record it invalidates, twice (cachesweeper's `HttpCaches::settle` apart),
+# and says by when each page must be stored (`cachesweeper-store-by`): a page later than that
+# may have been checked before a write whose purges are both gone by, so it is not kept.
+#
+# The backend is the blog on its default port; the test harness (src/varnish.rs) and
+# scripts/blog-varnish.sh point `.port = "8000"` at the blog they start.
 
+import std;
 import xkey;
 
 backend blog {
@@ -28,6 +34,17 @@ sub vcl_recv {
         }
         set req.http.n-gone = xkey.purge(req.http.xkey-purge);
         return (synth(200, "Purged " + req.http.n-gone));
+    }
+}
+
+sub vcl_backend_response {
+    if (beresp.http.cachesweeper-store-by &&
+        std.time(beresp.http.cachesweeper-store-by, now) < now) {
+        # Too late: answer it, keep nothing (and remember not to wait for it, as Varnish's
+        # built-in rules do for any response they must not keep).
+        set beresp.uncacheable = true;
+        set beresp.ttl = 120s;
+        return (deliver);
     }
 }
 

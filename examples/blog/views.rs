@@ -55,13 +55,39 @@ pub struct ArticlePage {
     #[sweeper(belongs_to = article)]
     pub comments: Lazy<'static, Vec<Comment>>,
     pub cache_debug: bool,
+    /// `--slow-render-ms`.
+    pub slow: SlowRender,
 }
 
-/// The holes of each cached comment (`comment.html`), filled for this visitor on every
-/// render: the CSRF token of its Like and Dislike forms, and the edit and delete controls,
-/// for its author only.
+/// A wait in the render of an article page (`--slow-render-ms`): once, when its holes are
+/// first filled, which is after every version it shows was read, before its response goes.
+/// For the freshness test behind Varnish: a like during it must not leave the page, rendered
+/// from the comments before it, in Varnish.
+#[derive(Debug, Default)]
+pub struct SlowRender {
+    wait: std::time::Duration,
+    waited: std::sync::atomic::AtomicBool,
+}
+
+impl SlowRender {
+    pub fn new(wait: std::time::Duration) -> SlowRender {
+        SlowRender {
+            wait,
+            waited: Default::default(),
+        }
+    }
+
+    fn wait_once(&self) {
+        if !self.wait.is_zero() && !self.waited.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // Off the runtime's worker: other requests go on meanwhile.
+            tokio::task::block_in_place(|| std::thread::sleep(self.wait));
+        }
+    }
+}
+
 impl Holes for ArticlePage {
     fn fill(&self, hole: &Hole, out: &mut String) -> askama::Result<()> {
+        self.slow.wait_once();
         match hole.name() {
             // Hex digits: nothing to escape.
             "csrf" => out.push_str(&self.visit.csrf),

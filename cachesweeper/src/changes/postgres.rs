@@ -46,8 +46,8 @@ use tokio::sync::{Mutex, Notify};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::{
-    LOG_TABLE_MISSING, PROGRESS_EVERY, RAISE_BATCH, Record, Table, Tracked, apply, report,
-    untracked,
+    LOG_TABLE_MISSING, PROGRESS_EVERY, Purging, RAISE_BATCH, Record, Table, Tracked, apply, purge,
+    report, untracked,
 };
 use crate::{Error, Result, Sweeper};
 
@@ -174,7 +174,7 @@ impl ChangeLog {
     /// that was: call it after a commit made with any client (sqlx, diesel, a pool) so that
     /// the write's response reflects it. Concurrent calls share one read of the log.
     pub async fn catch_up(&self) -> Result<usize> {
-        self.shared.catch_up_and_record().await
+        self.shared.catch_up_and_record(Purging::Awaited).await
     }
 
     /// How many log rows this process has applied since the log was opened.
@@ -316,7 +316,7 @@ impl ChangeLogBuilder {
         // What was committed and not applied before (a process that died after its commit):
         // a cache that cannot take it now does not keep the application from starting; the
         // keys are retried, and meanwhile not served from here.
-        if let Err(error) = shared.catch_up_and_record().await {
+        if let Err(error) = shared.catch_up_and_record(Purging::Awaited).await {
             report(&error);
         }
         let follower = tokio::spawn(follow(Arc::downgrade(&shared), wake, self.poll));
@@ -466,7 +466,7 @@ impl Shared {
     /// retry, and the progress recorded for other processes stays behind them. The first
     /// error is returned once every row has been applied; a database error leaves the
     /// snapshot where it was, so the rows are read again.
-    async fn catch_up(&self) -> Result<usize> {
+    async fn catch_up(&self, purging: Purging) -> Result<usize> {
         let called = self.started.load(Ordering::SeqCst);
         let mut reader = self.reader.lock().await;
         if self.finished.load(Ordering::SeqCst) > called {
@@ -477,24 +477,28 @@ impl Shared {
             .client
             .as_ref()
             .is_some_and(|(client, _)| !client.is_closed());
-        let mut result = reader.read(self).await;
+        let mut raised = Vec::new();
+        let mut result = reader.read(self, &mut raised).await;
         // A connection that died since the last read (its backend terminated, a restart the
         // client has not noticed yet) fails the first statement sent on it: read once more on
         // a new one, so that the caller's commit is still applied before it returns. A failure
         // to connect is not retried: the database is down.
         if connected && matches!(result, Err(Error::Database { .. })) {
-            result = reader.read(self).await;
+            result = reader.read(self, &mut raised).await;
         }
         if result.is_ok() {
             self.finished.store(read, Ordering::SeqCst);
         }
+        // Not under the lock: a purge waits the settle time, and every commit waits on the lock.
+        drop(reader);
+        purge(&self.sweeper, &raised, purging).await;
         result
     }
 
     /// [`catch_up`](Self::catch_up), then records the progress: a bulk change's at once,
     /// others' when due.
-    async fn catch_up_and_record(&self) -> Result<usize> {
-        let applied = self.catch_up().await;
+    async fn catch_up_and_record(&self, purging: Purging) -> Result<usize> {
+        let applied = self.catch_up(purging).await;
         self.record_progress(Record::after(&applied)).await;
         applied
     }
@@ -572,7 +576,7 @@ impl Shared {
 
 impl Reader {
     /// One read of the log: see [`Shared::catch_up`].
-    async fn read(&mut self, shared: &Shared) -> Result<usize> {
+    async fn read(&mut self, shared: &Shared, raised: &mut Vec<String>) -> Result<usize> {
         if self
             .client
             .as_ref()
@@ -605,13 +609,13 @@ impl Reader {
                     _ => snapshot = row.get::<_, Option<String>>(2),
                 }
                 if batch.len() == RAISE_BATCH {
-                    if let Err(error) = apply(&shared.sweeper, &batch).await {
+                    if let Err(error) = apply(&shared.sweeper, &batch, raised).await {
                         first_error.get_or_insert(error);
                     }
                     batch.clear();
                 }
             }
-            if let Err(error) = apply(&shared.sweeper, &batch).await {
+            if let Err(error) = apply(&shared.sweeper, &batch, raised).await {
                 first_error.get_or_insert(error);
             }
             let snapshot = snapshot.ok_or_else(|| {
@@ -687,7 +691,7 @@ async fn follow(shared: Weak<Shared>, wake: Arc<Notify>, poll: Duration) {
             continue;
         }
         read_at = Instant::now();
-        match shared.catch_up_and_record().await {
+        match shared.catch_up_and_record(Purging::Queued).await {
             Ok(_) => backoff = Duration::ZERO,
             Err(error) => {
                 report(&error);

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, ffi};
 
-use super::{LOG_TABLE_MISSING, PROGRESS_EVERY, Record, Table, Tracked, apply, report, untracked};
+use super::{
+    LOG_TABLE_MISSING, PROGRESS_EVERY, Purging, Record, Table, Tracked, apply, purge, report,
+    untracked,
+};
 use crate::{Error, Result, Sweeper, lock};
 
 /// The log, and how far it has been applied (by any process: the cache is shared).
@@ -129,7 +132,7 @@ impl ChangeLog {
     /// Applies what has been committed and not yet applied by this process, now (the follower
     /// does it every poll interval); returns how many log rows it applied.
     pub fn catch_up(&self) -> Result<usize> {
-        self.shared.catch_up_and_record()
+        self.shared.catch_up_and_record(Purging::Awaited)
     }
 
     /// How many log rows this process has applied since the log was opened.
@@ -252,7 +255,7 @@ impl ChangeLogBuilder {
         // What was committed and not applied before (a process that died after its commit):
         // a cache that cannot take it now does not keep the application from starting; the
         // keys are retried, and meanwhile not served from here.
-        if let Err(error) = shared.catch_up() {
+        if let Err(error) = shared.catch_up(Purging::Awaited) {
             report(&error);
         }
         shared.record_progress(Record::Now);
@@ -439,7 +442,9 @@ unsafe extern "C" fn committed(
     let hook = unsafe { &*hook.cast_const().cast::<Hook>() };
     // A failed raise is retried by the sweeper and, until it lands, nothing is served under the
     // record's version; the commit itself stands, so it is not reported as the commit's error.
-    let applied = std::panic::catch_unwind(AssertUnwindSafe(|| hook.shared.catch_up_and_record()));
+    let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        hook.shared.catch_up_and_record(Purging::Awaited)
+    }));
     match applied {
         Ok(Err(error)) => {
             tracing::warn!(%error, "cachesweeper: applying this commit's changes failed; retrying")
@@ -492,7 +497,15 @@ impl Shared {
     /// (and until then not served from this process), and the progress recorded for other
     /// processes stays behind them (see [`record_progress`](Self::record_progress)). The first
     /// error is returned once every row has been applied.
-    fn catch_up(&self) -> Result<usize> {
+    fn catch_up(&self, purging: Purging) -> Result<usize> {
+        let mut raised = Vec::new();
+        let applied = self.apply_new(&mut raised);
+        crate::io::block_on(purge(&self.sweeper, &raised, purging));
+        applied
+    }
+
+    /// [`catch_up`](Self::catch_up) under the log's lock, with what it raised left to purge.
+    fn apply_new(&self, raised: &mut Vec<String>) -> Result<usize> {
         let mut reader = lock(&self.reader);
         let (mut total, mut first_error) = (0, None);
         loop {
@@ -513,7 +526,7 @@ impl Shared {
             let count = rows.len();
             let changes: Vec<(String, String)> =
                 rows.into_iter().filter_map(|(_, change)| change).collect();
-            if let Err(error) = crate::io::block_on(apply(&self.sweeper, &changes)) {
+            if let Err(error) = crate::io::block_on(apply(&self.sweeper, &changes, raised)) {
                 first_error.get_or_insert(error);
             }
             reader.through = last;
@@ -528,8 +541,8 @@ impl Shared {
 
     /// [`catch_up`](Self::catch_up), then records the progress: a bulk change's at once,
     /// others' when due.
-    fn catch_up_and_record(&self) -> Result<usize> {
-        let applied = self.catch_up();
+    fn catch_up_and_record(&self, purging: Purging) -> Result<usize> {
+        let applied = self.catch_up(purging);
         self.record_progress(Record::after(&applied));
         applied
     }
@@ -574,7 +587,7 @@ fn follow(shared: &Weak<Shared>, stop: &AtomicBool, poll: Duration) {
         };
         if caught_up_at.elapsed() >= poll {
             caught_up_at = Instant::now();
-            if let Err(error) = shared.catch_up_and_record() {
+            if let Err(error) = shared.catch_up_and_record(Purging::Queued) {
                 report(&error);
             }
         } else {
