@@ -15,5 +15,6 @@ mod conditional_corners;
 mod derive;
 mod digests;
 mod holes;
+mod http_cache;
 mod invalidation;
 mod lazy;

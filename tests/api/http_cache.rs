@@ -1,0 +1,284 @@
+//! Which caches may keep a page (issue 24), on every backend: a shared cache only a page that
+//! is everyone's, whose every record is tagged, and that no write raced; and the purges that
+//! reach real Varnish caches, or are kept for one that hangs until it answers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::common;
+
+use askama::Template;
+use cachesweeper::http_cache::{Audience, Caching, HttpCaches, TagHeader};
+use cachesweeper::{Conditional, Error, Hole, Holes, Sweeper, TemplateDigest};
+use cachesweeper_suite::free_port;
+use cachesweeper_suite::varnish::VarnishProcess;
+use common::{Article, Comment, article, cases, comment, known};
+
+/// An article's comments (Russian dolls), a hole in each comment, the viewer outside.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"<header>{{ viewer }}</header>
+{%- filter cachesweeper::filters::cachesweeper(article, 600, "comments") -%}
+<ol>{% for c in comments %}
+{%- filter cachesweeper::filters::cachesweeper(c, 600, "comment") -%}
+<li>{{ c.body }} ({{ c.likes }}){{ "vote"|cachesweeper::filters::hole }}</li>
+{%- endfilter %}{% endfor %}</ol>
+{%- endfilter %}"#
+)]
+struct ArticlePage<'a> {
+    article: &'a Article,
+    #[sweeper(belongs_to = article)]
+    comments: &'a [Comment],
+    viewer: &'a str,
+    /// Whether this request's fills are everyone's.
+    everyones: bool,
+    /// A write to make while the holes are filled (after every version was read), once.
+    write_during: Option<(&'a Sweeper, &'a Comment, AtomicBool)>,
+}
+
+impl Holes for ArticlePage<'_> {
+    fn fill(&self, _: &Hole, out: &mut String) -> askama::Result<()> {
+        if let Some((sweeper, comment, written)) = &self.write_during
+            && !written.swap(true, Ordering::SeqCst)
+        {
+            sweeper.invalidate(*comment).unwrap();
+        }
+        out.push_str(if self.everyones {
+            "vote"
+        } else {
+            "vote as ann"
+        });
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        self.everyones
+    }
+}
+
+/// A page with no block: nothing on it is known, so nothing would purge it.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(ext = "html", source = "<p>{{ text }}</p>")]
+struct PlainPage<'a> {
+    text: &'a str,
+}
+
+fn page<'a>(article: &'a Article, comments: &'a [Comment], everyones: bool) -> ArticlePage<'a> {
+    ArticlePage {
+        article,
+        comments,
+        viewer: "",
+        everyones,
+        write_during: None,
+    }
+}
+
+/// The sweeper of `sweeper`'s backend, with HTTP caches in front (none to purge: the
+/// decisions are what is tested here).
+fn with_caches(sweeper: &Sweeper) -> Sweeper {
+    Sweeper::builder()
+        .backend(Arc::clone(sweeper.backend()))
+        .http_caches(HttpCaches::purge_to(Vec::<String>::new()).tag_header(TagHeader::SurrogateKey))
+        .build()
+        .unwrap()
+}
+
+/// What `sweeper` answers a request of `audience` for `page` with.
+fn caching<T: Template + TemplateDigest>(
+    scope: cachesweeper::Scope,
+    audience: Audience,
+    page: &T,
+) -> Caching {
+    match scope.for_audience(audience).render_conditional(page, None) {
+        Ok(Conditional::Page { caching, .. }) => caching,
+        other => panic!("not a page: {other:?}"),
+    }
+}
+
+fn tags(caching: &Caching) -> BTreeSet<String> {
+    match caching {
+        Caching::Shared { tags, .. } => tags.iter().cloned().collect(),
+        other => panic!("not shared: {other:?}"),
+    }
+}
+
+#[test]
+fn only_a_page_that_is_everyones_may_be_shared() {
+    for case in cases() {
+        let name = case.name;
+        let shared = with_caches(&case.sweeper);
+        let a = article(1);
+        let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
+        known(&shared, [&a]);
+        known(&shared, &comments);
+        let everyones = page(&a, &comments, true);
+
+        // Shared: tagged with the article and each comment, the same on a warm render.
+        let cold = caching(shared.scope(), Audience::Anyone, &everyones);
+        let warm = caching(shared.scope(), Audience::Anyone, &everyones);
+        assert!(matches!(cold, Caching::Shared { .. }), "{name}: {cold:?}");
+        assert_eq!(tags(&cold).len(), 1 + comments.len(), "{name}: {cold:?}");
+        assert_eq!(tags(&cold), tags(&warm), "{name}");
+        let headers = warm.headers();
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| *h == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            header("cache-control"),
+            Some("public, max-age=0, s-maxage=86400"),
+            "{name}"
+        );
+        assert_eq!(
+            header("surrogate-key").map(|v| v.split(' ').count()),
+            Some(4)
+        );
+        assert!(header("cachesweeper-store-by").is_some(), "{name}");
+        // Another article of two comments: its own three tags.
+        let b = article(2);
+        let others: Vec<Comment> = (4..=5).map(|id| comment(id, 2)).collect();
+        known(&shared, [&b]);
+        known(&shared, &others);
+        let other = caching(shared.scope(), Audience::Anyone, &page(&b, &others, true));
+        assert_eq!(tags(&other).len(), 3, "{name}: {other:?}");
+        assert!(tags(&cold).is_disjoint(&tags(&other)), "{name}");
+
+        // One viewer's request, a viewer's holes, no HTTP cache: the viewer's browser only.
+        for (why, answer) in [
+            (
+                "a viewer",
+                caching(shared.scope(), Audience::Viewer, &everyones),
+            ),
+            (
+                "a viewer's holes",
+                caching(
+                    shared.scope(),
+                    Audience::Anyone,
+                    &page(&a, &comments, false),
+                ),
+            ),
+            (
+                "no HTTP cache",
+                caching(case.sweeper.scope(), Audience::Anyone, &everyones),
+            ),
+            (
+                "no record on it",
+                caching(shared.scope(), Audience::Anyone, &PlainPage { text: "hi" }),
+            ),
+        ] {
+            assert_eq!(answer, Caching::Private, "{name}: {why}");
+        }
+        // No validator: no cache.
+        for (why, scope) in [
+            ("debug", shared.scope().debug()),
+            ("uncached", shared.scope().uncached()),
+        ] {
+            assert_eq!(
+                caching(scope, Audience::Anyone, &everyones),
+                Caching::NoStore,
+                "{name}: {why}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_page_a_write_raced_is_kept_by_no_cache() {
+    for case in cases() {
+        let name = case.name;
+        let shared = with_caches(&case.sweeper);
+        let a = article(1);
+        let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
+        known(&shared, [&a]);
+        known(&shared, &comments);
+        let everyones = page(&a, &comments, true);
+        assert!(matches!(
+            caching(shared.scope(), Audience::Anyone, &everyones),
+            Caching::Shared { .. }
+        ));
+
+        // Invalidated after the request began, before its render: the store rule's case.
+        let scope = shared.scope();
+        shared.invalidate(&comments[1]).unwrap();
+        assert_eq!(
+            caching(scope, Audience::Anyone, &everyones),
+            Caching::NoStore,
+            "{name}: invalidated before the render"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+
+        // Invalidated during the render, after every version it shows was read: only the
+        // read after the render sees it.
+        let racing = ArticlePage {
+            write_during: Some((&shared, &comments[2], AtomicBool::new(false))),
+            ..page(&a, &comments, true)
+        };
+        assert_eq!(
+            caching(shared.scope(), Audience::Anyone, &racing),
+            Caching::NoStore,
+            "{name}: invalidated during the render"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            matches!(
+                caching(shared.scope(), Audience::Anyone, &everyones),
+                Caching::Shared { .. }
+            ),
+            "{name}: the next render"
+        );
+    }
+}
+
+#[test]
+fn purges_reach_every_cache_and_wait_for_one_that_hangs() {
+    let vcl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/varnish.vcl");
+    // Nothing is fetched through them here: only purged.
+    let backend = free_port();
+    let Some(first) = VarnishProcess::start(&vcl, backend) else {
+        return;
+    };
+    let Some(second) = VarnishProcess::start(&vcl, backend) else {
+        return;
+    };
+    let sweeper = Sweeper::builder()
+        .http_caches(
+            HttpCaches::purge_to([
+                format!("127.0.0.1:{}", first.port()),
+                format!("127.0.0.1:{}", second.port()),
+            ])
+            .timeout(Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap();
+    let a = article(1);
+    sweeper.invalidate(&a).unwrap();
+    sweeper.flush(Duration::from_secs(5)).unwrap();
+
+    // One hangs: the write succeeds, the purge is kept for it.
+    second.pause();
+    sweeper.invalidate(&a).unwrap();
+    sweeper.invalidate(&comment(1, 1)).unwrap();
+    assert!(matches!(
+        sweeper.flush(Duration::from_millis(300)),
+        Err(Error::PurgePending)
+    ));
+    second.resume();
+    sweeper.flush(Duration::from_secs(10)).unwrap();
+    // A cache that is not there at all: the same.
+    let gone = format!("127.0.0.1:{}", free_port());
+    let sweeper = Sweeper::builder()
+        .http_caches(HttpCaches::purge_to([gone]))
+        .build()
+        .unwrap();
+    sweeper.invalidate(&a).unwrap();
+    assert!(matches!(
+        sweeper.flush(Duration::from_millis(200)),
+        Err(Error::PurgePending)
+    ));
+}
