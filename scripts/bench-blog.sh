@@ -9,7 +9,10 @@
 #    invalidates, through the change log) on memcached, both ways;
 # Every request is a signed-in visitor's (its cookie, signed in through the blog's own forms
 # with curl), as a browser's would be.
-# 3. the Django peer (../shared/peers/django-blog) under gunicorn on the same memcached: the same
+# 3. behind Varnish (examples/blog/varnish.vcl, when varnishd is installed; VARNISH=0 skips it):
+#    a visitor without a cookie's article page answered by Varnish, against the same page
+#    answered by the blog (warm, 200), with the blog's, memcached's and Varnish's CPU;
+# 4. the Django peer (../shared/peers/django-blog) under gunicorn on the same memcached: the same
 #    article page (article 1, 50 Markdown comments) uncached, with Django's {% cache %} and with
 #    django-cache-sweeper's algorithm. Its virtualenv is made in target/django-venv on first use
 #    (pip: django pymemcache markdown gunicorn); DJANGO_PEER=0 skips it.
@@ -49,7 +52,7 @@ PIDS+=("$MC_PID")
 
 # Starts the blog with "$@"; sets URL.
 start_blog() {
-    "$BLOG" --addr 127.0.0.1:0 "$@" >"$WORK/out" 2>"$WORK/err" &
+    "$BLOG" --addr "${BLOG_ADDR:-127.0.0.1:0}" "$@" >"$WORK/out" 2>"$WORK/err" &
     BLOG_PID=$!
     PIDS+=("$BLOG_PID")
     for _ in $(seq 100); do
@@ -107,14 +110,25 @@ cpu_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# CPU time (clock ticks) of a process and its children (Varnish's manager and cache process).
+tree_ticks() {
+    local pid=$1 total child
+    total=$(cpu_ticks "$pid")
+    for child in $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do
+        total=$((total + $(cpu_ticks "$child")))
+    done
+    echo "$total"
+}
+
 # Prints "<label> <requests/s> <p50> <p99>" for one wrk run of "$@", and, when BLOG_PID is set,
-# the blog's and memcached's CPU per request: on this machine they share two cores with wrk,
-# where a deployment would give memcached a host of its own.
+# the blog's and memcached's CPU per request (and Varnish's, when VARNISH_PID is set): on this
+# machine they share two cores with wrk, where a deployment would give each a host of its own.
 measure() {
     local label=$1
     shift
-    local out blog0 mc0
+    local out blog0 mc0 v0=0
     [ -n "${BLOG_PID:-}" ] && { blog0=$(cpu_ticks "$BLOG_PID"); mc0=$(cpu_ticks "$MC_PID"); }
+    [ -n "${VARNISH_PID:-}" ] && v0=$(tree_ticks "$VARNISH_PID")
     out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"${SECS}s" "$@")
     # A run with errors measured something else (a cache that was not there, a 500 page).
     if grep -q "Non-2xx or 3xx responses\|Socket errors" <<<"$out"; then
@@ -133,6 +147,10 @@ measure() {
         cpu=$(awk -v b=$(($(cpu_ticks "$BLOG_PID") - blog0)) -v m=$(($(cpu_ticks "$MC_PID") - mc0)) \
             -v n="$requests" -v t="$tick" \
             'BEGIN { printf "   cpu/request: blog %4.0f us, memcached %3.0f us", b * 1e6 / t / n, m * 1e6 / t / n }')
+        if [ -n "${VARNISH_PID:-}" ]; then
+            cpu+=$(awk -v v=$(($(tree_ticks "$VARNISH_PID") - v0)) -v n="$requests" -v t="$tick" \
+                'BEGIN { printf ", varnish %3.0f us", v * 1e6 / t / n }')
+        fi
     fi
     printf '%-34s %10s req/s   p50 %8s   p99 %8s%s\n' "$label" "$rps" "$p50" "$p99" "$cpu"
 }
@@ -157,6 +175,31 @@ echo "bench-blog: ${SECS}s per run, $CONNS connections, wrk -t$THREADS, memcache
 run_mode "async (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT"
 run_mode "blocking pool (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT" --blocking-api
 run_mode "no cache" --no-cache
+
+VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+if [ "${VARNISH:-1}" != 0 ] && [ -x "$VARNISHD" ]; then
+    BLOG_PORT=$(free_port)
+    V_PORT=$(free_port)
+    sed "s/\.port = \"8000\"/.port = \"$BLOG_PORT\"/" examples/blog/varnish.vcl >"$WORK/blog.vcl"
+    "$VARNISHD" -F -a "127.0.0.1:$V_PORT" -T "127.0.0.1:$(free_port)" -n "$WORK/varnish" \
+        -f "$WORK/blog.vcl" -s malloc,256m >"$WORK/varnish.log" 2>&1 &
+    VARNISH_PID=$!
+    PIDS+=("$VARNISH_PID")
+    BLOG_ADDR=127.0.0.1:$BLOG_PORT start_blog --memcache "memcache://127.0.0.1:$MC_PORT" \
+        --varnish "127.0.0.1:$V_PORT"
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$V_PORT/articles/1" && break
+        sleep 0.1
+    done
+    # Everyone's page (no cookie): from the blog, warm, then from Varnish, which keeps it.
+    wrk -t1 -c1 -d1s "$URL/articles/1" >/dev/null
+    measure "anyone's page from the blog (200)" "$URL/articles/1"
+    wrk -t1 -c1 -d1s "http://127.0.0.1:$V_PORT/articles/1" >/dev/null
+    measure "anyone's page from Varnish" "http://127.0.0.1:$V_PORT/articles/1"
+    stop_blog
+    kill "$VARNISH_PID"
+    VARNISH_PID=
+fi
 
 if [ "${DJANGO_PEER:-1}" != 0 ]; then
     VENV=$(realpath -m "${CARGO_TARGET_DIR:-target}/django-venv")

@@ -182,3 +182,83 @@ impl IntoResponse for Conditional {
         response
     }
 }
+
+/// A layer for the router that makes sure a response that sets a cookie is never kept by a
+/// shared cache: it is one viewer's, whatever the page rendered for it said (a handler that
+/// answers with [`Scope::respond`] and then signs the visitor in, say). Such a response loses
+/// its tags and `cachesweeper-store-by`, and becomes `Cache-Control: private, no-cache`.
+/// Varnish's built-in rules keep no response that sets a cookie either; a CDN may.
+///
+/// ```
+/// use axum::Router;
+/// use cachesweeper::Sweeper;
+///
+/// let app: Router = Router::new()
+///     // .route(...)
+///     .layer(cachesweeper::axum::CookieGuard)
+///     .with_state(Sweeper::embedded());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CookieGuard;
+
+impl<S> tower_layer::Layer<S> for CookieGuard {
+    type Service = CookieGuarded<S>;
+
+    fn layer(&self, inner: S) -> CookieGuarded<S> {
+        CookieGuarded(inner)
+    }
+}
+
+/// The service [`CookieGuard`] wraps around the router's.
+#[derive(Debug, Clone)]
+pub struct CookieGuarded<S>(S);
+
+impl<S, B> tower_service::Service<http::Request<B>> for CookieGuarded<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, S::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            one_viewers_if_it_sets_a_cookie(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// A shared page's response that sets a cookie, made one viewer's.
+fn one_viewers_if_it_sets_a_cookie(response: &mut Response) {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::SET_COOKIE)
+        || !headers.contains_key(crate::http_cache::STORE_BY)
+    {
+        return;
+    }
+    headers.remove(crate::http_cache::STORE_BY);
+    for tags in [
+        crate::http_cache::TagHeader::Xkey,
+        crate::http_cache::TagHeader::SurrogateKey,
+        crate::http_cache::TagHeader::CacheTag,
+    ] {
+        headers.remove(tags.name());
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+}

@@ -137,6 +137,8 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(keys, visitor::layer))
+        // A page that sets a cookie is one visitor's, whatever it was rendered as.
+        .layer(cachesweeper::axum::CookieGuard)
         .with_state(app)
 }
 

@@ -282,3 +282,72 @@ fn purges_reach_every_cache_and_wait_for_one_that_hangs() {
         Err(Error::PurgePending)
     ));
 }
+
+/// The article's title, cached.
+#[derive(Template, cachesweeper::TemplateDigest)]
+#[template(
+    ext = "html",
+    source = r#"{% filter cachesweeper::filters::cachesweeper(article, 60, "title") %}<h1>{{ article.title }}</h1>{% endfilter %}"#
+)]
+struct TitlePage {
+    article: Article,
+}
+
+#[test]
+fn a_shared_page_that_sets_a_cookie_is_one_viewers() {
+    use axum::http::{HeaderValue, header};
+    use axum::response::Response;
+
+    let sweeper = with_caches(&Sweeper::embedded());
+    known(&sweeper, [&article(1)]);
+    // A handler that answers with the page, then signs the visitor in.
+    async fn signs_in(scope: cachesweeper::Scope) -> Response {
+        let mut response = scope
+            .respond(&TitlePage {
+                article: article(1),
+            })
+            .await;
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, HeaderValue::from_static("who=ann"));
+        response
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serve = |guarded: bool| {
+        let router = axum::Router::new().route("/", axum::routing::get(signs_in));
+        let router = if guarded {
+            router.layer(cachesweeper::axum::CookieGuard)
+        } else {
+            router
+        };
+        let app = router.with_state(sweeper.clone());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    let get = |url: &str| {
+        let response = ureq::get(url).call().unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (header("cache-control"), header("surrogate-key"))
+    };
+    // Without the guard the cookie goes out on a page any cache may keep...
+    let (control, tags) = get(&serve(false));
+    assert!(control.unwrap().starts_with("public"));
+    assert!(tags.is_some());
+    // ...with it, on one only its viewer's browser keeps.
+    let (control, tags) = get(&serve(true));
+    assert_eq!(control.as_deref(), Some("private, no-cache"));
+    assert_eq!(tags, None);
+}
