@@ -33,6 +33,8 @@ done
 cargo build --release --example blog
 BLOG=${CARGO_TARGET_DIR:-target}/release/examples/blog
 WORK=$(mktemp -d)
+# Readable by varnishd's unprivileged workers, which compile the VCL written there.
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -1,8 +1,9 @@
 //! The Varnish harness itself (src/varnish.rs) with the repository's VCL
 //! (examples/blog/varnish.vcl), in front of a small HTTP server of the test's own that counts
 //! what reaches it: Varnish keeps what the server lets it, a `PURGE` by `xkey` tag drops exactly
-//! the objects with that tag, only from loopback and only with a tag, a paused Varnish answers
-//! nothing until resumed, and nothing is left behind.
+//! the objects with that tag, only from loopback and only with a tag, it keeps nothing past its
+//! `cachesweeper-store-by`, a paused Varnish answers nothing until resumed, and nothing is left
+//! behind.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -37,10 +38,16 @@ fn origin() -> (u16, Arc<AtomicU32>) {
             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
             let body = format!("{path} {n}");
             let tags = path.trim_start_matches('/').replace('-', " ");
+            // By when it must be stored: long ago, unreadable, or (for any other path) never said.
+            let store_by = match path.split('-').next() {
+                Some("/late") => "cachesweeper-store-by: 1000000000.000\r\n",
+                Some("/garbled") => "cachesweeper-store-by: soon\r\n",
+                _ => "",
+            };
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nCache-Control: public, max-age=60\r\n\
-                 xkey: {tags}\r\nConnection: close\r\n\r\n{body}",
+                 xkey: {tags}\r\n{store_by}Connection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -109,6 +116,14 @@ fn varnish_keeps_purges_by_tag_pauses_and_goes() {
     assert_eq!(purged("zzz"), 0);
     // A purge must name tags.
     assert_eq!(request("PURGE", &url("/"), &[]).unwrap().0, 400);
+
+    // A response to be stored by a time gone by, or one that does not read as a time, is
+    // answered and not kept.
+    assert_eq!(get(&url("/late-x")), "/late-x 5");
+    assert_eq!(get(&url("/late-x")), "/late-x 6");
+    assert_eq!(get(&url("/garbled-x")), "/garbled-x 7");
+    assert_eq!(get(&url("/garbled-x")), "/garbled-x 8");
+    assert_eq!(get(&url("/a-b")), "/a-b 4");
 
     // Paused, it answers nothing; resumed, it answers from what it kept.
     varnish.pause();

@@ -166,7 +166,7 @@ impl IntoResponse for Conditional {
         for (name, value) in caching.headers() {
             match HeaderValue::from_str(&value) {
                 Ok(value) => {
-                    headers.insert(name, value);
+                    headers.append(name, value);
                 }
                 // Tags are hex digits, the rest is ours: never, but a page must not go out
                 // shared without what makes it so.

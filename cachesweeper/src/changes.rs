@@ -113,9 +113,9 @@ pub struct Parent {
 const RAISE_BATCH: usize = 1_000;
 
 /// Raises the counters of the records `changes` names (model name, key), each once, in
-/// batches of [`RAISE_BATCH`], adding those raised to `raised` for the caller to purge from
-/// the HTTP caches once it holds no lock (a purge waits [`HttpCaches::settle`], which every
-/// commit waiting on the log's lock would wait again). A batch that fails goes to the
+/// batches of [`RAISE_BATCH`], adding their keys to `raised` for the caller to purge from the
+/// HTTP caches: queued under its lock, awaited after (a purge waits
+/// [`HttpCaches::settle`], which every commit waiting on the log's lock would wait again). A batch that fails goes to the
 /// sweeper's retry thread like any failed invalidation, and the first error is returned once
 /// every batch has been sent.
 ///
@@ -143,7 +143,9 @@ pub(crate) async fn apply(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Whether a catch-up waits for the purges of what it applied from the HTTP caches.
+/// Whether a catch-up waits for the purges of what it applied from the HTTP caches: queued
+/// under the log's lock either way (so that a commit whose changes another caller applied
+/// waits for that caller's purges: see [`crate::purge::Purger::purge`]), awaited after it.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Purging {
@@ -153,12 +155,13 @@ pub(crate) enum Purging {
     Queued,
 }
 
-/// Purges what a catch-up `raised` from the HTTP caches, as `purging` says.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) async fn purge(sweeper: &Sweeper, raised: &[String], purging: Purging) {
-    match purging {
-        Purging::Awaited => sweeper.purge(raised).await,
-        Purging::Queued => sweeper.purge_later(raised),
+impl Purging {
+    /// Waits for `purge` if this is a commit's.
+    pub(crate) async fn finish(self, purge: crate::purge::Wait) {
+        if let Purging::Awaited = self {
+            purge.await;
+        }
     }
 }
 

@@ -16,7 +16,12 @@
 //!   before the write, and could reach the cache after the write's purge.
 //!
 //! Every invalidation then purges its records' tags from every cache in
-//! [`HttpCaches::purge_to`], after raising their counters and before it returns.
+//! [`HttpCaches::purge_to`] after raising their counters, and returns once they are purged (a
+//! counter whose raise failed is purged too, and again once the retry thread raises it). A
+//! commit through a [change log](crate::changes) waits the same way, also for changes another
+//! caller applied for it; the log's follower, which nobody waits on, only queues its purges. A
+//! cache that does not answer is retried in the background until it takes the tags, and no
+//! invalidation waits on it meanwhile.
 //!
 //! **A page on its way.** A page checked just before a write can still be on its way to the
 //! cache when that write's purge arrives there, and be kept after it. So each purge is sent
@@ -31,6 +36,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The header that says by when a shared cache must have stored a page.
 pub const STORE_BY: &str = "cachesweeper-store-by";
+
+/// How many tags (18 bytes and a separator each) go on one line of the tag header.
+const TAGS_PER_LINE: usize = 200;
+
+/// How many tags a shared page may have: more would pass a cache's limit on a response's
+/// headers (Varnish's is 32 KiB in all), and it is one viewer's (`Private`) instead.
+pub(crate) const MAX_TAGS: usize = 1000;
 
 /// Where an application's HTTP caches are, and how their responses are tagged and purged:
 /// given to [`SweeperBuilder::http_caches`](crate::SweeperBuilder::http_caches). Without it,
@@ -58,10 +70,12 @@ pub struct HttpCaches {
 }
 
 impl HttpCaches {
-    /// The caches at these `host:port` addresses, each sent `PURGE / HTTP/1.1` with the tags
-    /// to drop in an `xkey-purge` header (Varnish's vmod xkey; the blog's
+    /// The caches at these `host:port` addresses (at least one), each sent `PURGE / HTTP/1.1`
+    /// with the tags to drop in an `xkey-purge` header (Varnish's vmod xkey; the blog's
     /// `examples/blog/varnish.vcl` shows the VCL). A cache that does not answer within
-    /// [`timeout`](Self::timeout) is retried in the background until it does.
+    /// [`timeout`](Self::timeout) is retried in the background until it does. A CDN whose
+    /// purges are an API call (Fastly's surrogate keys, Cloudflare's cache tags) takes them
+    /// through a relay at such an address that makes that call.
     pub fn purge_to<A: Into<String>>(addresses: impl IntoIterator<Item = A>) -> HttpCaches {
         HttpCaches {
             purge_to: addresses.into_iter().map(Into::into).collect(),
@@ -96,7 +110,8 @@ impl HttpCaches {
     /// How long after the first purge of an invalidation its second is sent, and the
     /// invalidation returns (default 50 ms): what each write costs for the guarantee that no
     /// page on its way to a cache during the first purge is kept after the write (see the
-    /// [module docs](self)). A shared page must be stored within half of it after its check,
+    /// [module docs](self)). A blocking [`Sweeper::invalidate`](crate::Sweeper::invalidate)
+    /// blocks its thread that long: from async code, use `invalidate_async`. A shared page must be stored within half of it after its check,
     /// so it also bounds how far apart the caches' clocks and the application's may be.
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
@@ -182,7 +197,8 @@ pub enum Caching {
 }
 
 impl Caching {
-    /// The response headers that say it: `Cache-Control`, and for a shared page its tags,
+    /// The response headers that say it, to append (the tag header may take several lines):
+    /// `Cache-Control`, and for a shared page its tags,
     /// `cachesweeper-store-by` (seconds since the Unix epoch, in thousandths, as Varnish's
     /// `std.time` reads them) and `Vary: Cookie, Authorization` (a cache that does not pass
     /// requests with credentials by itself then keeps them apart from the shared page).
@@ -197,18 +213,23 @@ impl Caching {
                 store_by,
             } => {
                 let store_by = store_by.duration_since(UNIX_EPOCH).unwrap_or_default();
-                vec![
+                let mut headers = vec![
                     (
                         "cache-control",
                         format!("public, max-age=0, s-maxage={}", max_age.as_secs()),
                     ),
-                    (header.name(), tags.join(header.separator())),
                     (
                         STORE_BY,
                         format!("{}.{:03}", store_by.as_secs(), store_by.subsec_millis()),
                     ),
                     ("vary", "Cookie, Authorization".to_owned()),
-                ]
+                ];
+                // Several lines of the tag header, each well under a cache's limit on one
+                // header line (Varnish's is 8 KiB).
+                for line in tags.chunks(TAGS_PER_LINE) {
+                    headers.push((header.name(), line.join(header.separator())));
+                }
+                headers
             }
             Caching::Private => vec![("cache-control", "private, no-cache".to_owned())],
             Caching::NoStore => vec![("cache-control", "no-store".to_owned())],

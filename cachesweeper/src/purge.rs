@@ -1,26 +1,24 @@
 //! Purging tags from the HTTP caches in front: the one place that speaks to them.
 //!
-//! One thread per sweeper sends every purge, so that blocking and async invalidations share
-//! it and wait for it alike ([`Purger::purge`] is a future either can await). Purges that
-//! queue while it sends are sent together, one request per cache. Each is sent again after
-//! [`HttpCaches::settle`], and is done then (see [`crate::http_cache`]: for a page that was
-//! on its way to a cache during the first). A cache that fails (down,
-//! paused, refusing) keeps its tags here and is retried with backoff until it takes them: a
-//! purge is never forgotten while the process lives, and an invalidation waits on a failing
-//! cache at most once per outage ([`HttpCaches::timeout`]), not once per write.
+//! Each cache has a thread of its own, so that one that hangs holds up no other. A purge is
+//! queued for every cache at once ([`Purger::purge`], which returns a future that a blocking
+//! and an async invalidation await alike); what queues while a cache's thread sends is sent
+//! together, in one request. Each purge is sent a second time [`HttpCaches::settle`] later,
+//! and its future is done then (see [`crate::http_cache`]: for a page that was on its way to
+//! the cache during the first). A cache that fails keeps its tags here and is retried with
+//! backoff until it takes them: a purge is never forgotten while the process lives, and while
+//! a cache is failing no invalidation waits on it.
 //!
-//! The request is hand-written HTTP/1.1 on a std socket: one request line and three headers,
+//! The request is hand-written HTTP/1.1 on a std socket: one request line and a few headers,
 //! and the status line of the answer. An HTTP client crate would bring a runtime's worth of
 //! dependencies to every application for it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -35,274 +33,355 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// than 8 KiB by default).
 const MAX_TAG_BYTES: usize = 4000;
 
-/// The purges of one sweeper.
+/// The purges of one sweeper: a queue per cache, each with its thread.
 #[derive(Debug)]
 pub(crate) struct Purger {
-    jobs: Mutex<mpsc::Sender<Job>>,
-    /// Whether some cache has tags it has not taken yet.
-    pending: Arc<AtomicBool>,
-}
-
-struct Job {
-    tags: Vec<String>,
-    done: Option<Arc<Done>>,
+    caches: Vec<Arc<Queue>>,
 }
 
 impl Purger {
-    /// Starts the purging thread for `caches`.
+    /// Starts a thread for each of `caches`.
     pub(crate) fn start(caches: &HttpCaches) -> Purger {
-        let (jobs, queue) = mpsc::channel();
-        let pending = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
-            caches: caches
-                .purge_to
-                .iter()
-                .map(|address| Cache {
+        let caches = caches
+            .purge_to
+            .iter()
+            .map(|address| {
+                let queue = Arc::new(Queue {
                     address: address.clone(),
-                    tags: BTreeSet::new(),
-                    retry: None,
-                })
-                .collect(),
-            purge_header: caches.purge_header.clone(),
-            timeout: caches.timeout,
-            settle: caches.settle,
-            second: VecDeque::new(),
-            pending: Arc::clone(&pending),
-        };
-        let spawned = std::thread::Builder::new()
-            .name("cachesweeper-purge".into())
-            .spawn(move || worker.run(&queue));
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cachesweeper: cannot start the purge thread; no HTTP cache is purged");
-        }
-        Purger {
-            jobs: Mutex::new(jobs),
-            pending,
-        }
+                    purge_header: caches.purge_header.clone(),
+                    timeout: caches.timeout,
+                    settle: caches.settle,
+                    state: Mutex::default(),
+                    wake: Condvar::new(),
+                });
+                let thread = Arc::clone(&queue);
+                let spawned = std::thread::Builder::new()
+                    .name("cachesweeper-purge".into())
+                    .spawn(move || thread.run());
+                if let Err(error) = spawned {
+                    tracing::error!(%error, cache = %address, "cachesweeper: cannot start a purge thread; this cache is never purged");
+                    queue.state().closed = true;
+                }
+                queue
+            })
+            .collect();
+        Purger { caches }
     }
 
-    /// Purges `tags` from every cache, twice: done when each cache took them the second time
-    /// or failed (and keeps them to retry).
-    pub(crate) fn purge(&self, tags: Vec<String>) -> impl Future<Output = ()> + Send + use<> {
-        let done = Arc::new(Done::default());
-        self.send(Job {
-            tags,
-            done: Some(Arc::clone(&done)),
-        });
+    /// Queues `tags` to be purged from every cache, now, and returns what waits for it: done
+    /// once each cache took them a second time, or failed (and keeps them to retry). With no
+    /// tags it waits for every purge queued before it (a commit whose changes another caller
+    /// applied and queued).
+    pub(crate) fn purge(&self, tags: Vec<String>) -> Wait {
+        let done = Arc::new(Done::new(self.caches.len()));
+        for queue in &self.caches {
+            queue.add(&tags, &done);
+        }
         Wait(done)
-    }
-
-    /// Purges `tags` from every cache, without waiting (an invalidation retried in the
-    /// background).
-    pub(crate) fn purge_later(&self, tags: Vec<String>) {
-        self.send(Job { tags, done: None });
-    }
-
-    fn send(&self, job: Job) {
-        if job.tags.is_empty() {
-            if let Some(done) = &job.done {
-                done.finish();
-            }
-            return;
-        }
-        self.pending.store(true, Ordering::Release);
-        if let Err(mpsc::SendError(job)) = lock(&self.jobs).send(job) {
-            // The thread could not start: nothing to wait for.
-            if let Some(done) = job.done {
-                done.finish();
-            }
-        }
     }
 
     /// Whether some purge has not reached every cache yet.
     pub(crate) fn pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+        self.caches.iter().any(|queue| !queue.state().is_empty())
     }
 }
 
-/// One HTTP cache, as the thread sees it.
-struct Cache {
-    address: String,
-    /// Tags it has not taken yet.
-    tags: BTreeSet<String>,
-    /// After a failure: when to try again, and how long the wait after that is.
-    retry: Option<(Instant, Duration)>,
+impl Drop for Purger {
+    fn drop(&mut self) {
+        for queue in &self.caches {
+            queue.state().closed = true;
+            queue.wake.notify_one();
+        }
+    }
 }
 
-struct Worker {
-    caches: Vec<Cache>,
+/// One cache, its purges and its thread.
+#[derive(Debug)]
+struct Queue {
+    address: String,
     purge_header: String,
     timeout: Duration,
     settle: Duration,
-    /// Purges sent once, to send again when their time comes, in that order (one delay for
-    /// all), with who waits for them.
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Tags to send now, and who waits for their second sending.
+    first: BTreeSet<String>,
+    first_waiting: Vec<Arc<Done>>,
+    /// Tags sent once, to send again when their time comes (in that order: one delay), with
+    /// who waits for them.
     second: VecDeque<(Instant, BTreeSet<String>, Vec<Arc<Done>>)>,
-    pending: Arc<AtomicBool>,
+    /// After a failure: the tags the cache has not taken, when to try again, and how long the
+    /// wait after that is. Nobody waits on a failing cache.
+    failing: Option<Failing>,
+    /// A sending is under way (its tags are in none of the above meanwhile).
+    sending: bool,
+    /// Every handle is gone: stop once nothing is left.
+    closed: bool,
 }
 
-impl Worker {
-    /// Until every handle is dropped and nothing is left to send.
-    fn run(mut self, queue: &mpsc::Receiver<Job>) {
-        let mut open = true;
+#[derive(Debug)]
+struct Failing {
+    tags: BTreeSet<String>,
+    next_try: Instant,
+    wait: Duration,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.second.is_empty() && self.failing.is_none() && !self.sending
+    }
+}
+
+/// What a cache's thread does next.
+enum Step {
+    First(BTreeSet<String>, Vec<Arc<Done>>),
+    Second(BTreeSet<String>, Vec<Arc<Done>>),
+    Retry(BTreeSet<String>),
+    Stop,
+}
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Queues `tags` for this cache; `done` is counted down once they are taken twice, at once
+    /// if the cache is failing (they are kept for it) or if there is nothing to wait for.
+    fn add(&self, tags: &[String], done: &Arc<Done>) {
+        let mut state = self.state();
+        if let Some(failing) = &mut state.failing {
+            failing.tags.extend(tags.iter().cloned());
+            done.finish();
+            return;
+        }
+        if !tags.is_empty() {
+            state.first.extend(tags.iter().cloned());
+            state.first_waiting.push(Arc::clone(done));
+        } else if !state.first.is_empty() {
+            // Nothing of its own: it waits for what is queued before it, whose last sending
+            // is the last one queued.
+            state.first_waiting.push(Arc::clone(done));
+        } else if let Some((.., waiting)) = state.second.back_mut() {
+            waiting.push(Arc::clone(done));
+        } else {
+            done.finish();
+            return;
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// The cache's thread: until every handle is gone and nothing is left to send.
+    fn run(&self) {
         loop {
-            let next = self
-                .caches
-                .iter()
-                .filter_map(|c| c.retry)
-                .map(|r| r.0)
-                .chain(self.second.front().map(|s| s.0))
-                .min();
-            let first = match (open, next) {
-                (true, None) => match queue.recv() {
-                    Ok(job) => Some(job),
-                    // Every handle dropped, nothing left to send.
-                    Err(_) => return,
-                },
-                (true, Some(at)) => {
-                    match queue.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                        Ok(job) => Some(job),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            None
-                        }
-                    }
-                }
-                (false, Some(at)) => {
-                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                    None
-                }
-                (false, None) => return,
-            };
-            // The first sending of what arrived (all that queued, together)...
-            let (mut tags, mut waiting) = (BTreeSet::new(), Vec::new());
-            for job in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| queue.try_recv().ok()))
-            {
-                tags.extend(job.tags);
-                waiting.extend(job.done);
+            let step = self.next_step();
+            if let Step::Stop = step {
+                return;
             }
-            // ...and the second of what is due.
-            let now = Instant::now();
-            let mut done = Vec::new();
-            while self.second.front().is_some_and(|s| s.0 <= now) {
-                let (_, again, dones) = self.second.pop_front().expect("a front");
-                self.add(&again);
-                done.extend(dones);
-            }
-            self.add(&tags);
-            self.send_due();
-            if !tags.is_empty() {
-                self.second
-                    .push_back((Instant::now() + self.settle, tags, waiting));
-            }
-            let left = !self.second.is_empty() || self.caches.iter().any(|c| !c.tags.is_empty());
-            self.pending.store(left, Ordering::Release);
-            for done in done {
-                done.finish();
-            }
+            self.step(step);
+            self.state().sending = false;
         }
     }
 
-    /// Gives every cache `tags` to take.
-    fn add(&mut self, tags: &BTreeSet<String>) {
-        for cache in &mut self.caches {
-            cache.tags.extend(tags.iter().cloned());
-        }
-    }
-
-    /// Sends each cache its tags, unless it failed and its next try is not due yet.
-    fn send_due(&mut self) {
-        let now = Instant::now();
-        for cache in &mut self.caches {
-            if cache.tags.is_empty() || cache.retry.is_some_and(|(at, _)| at > now) {
-                continue;
-            }
-            match purge(
-                &cache.address,
-                &self.purge_header,
-                &cache.tags,
-                self.timeout,
-            ) {
+    /// Sends what `step` says, and keeps what came of it.
+    fn step(&self, step: Step) {
+        match step {
+            Step::First(tags, waiting) => match self.send(&tags) {
                 Ok(()) => {
-                    if cache.retry.is_some() {
-                        tracing::info!(cache = %cache.address, "cachesweeper: HTTP cache purged again after failing");
-                    }
-                    cache.tags.clear();
-                    cache.retry = None;
+                    let at = Instant::now() + self.settle;
+                    self.state().second.push_back((at, tags, waiting));
                 }
-                Err(error) => {
-                    let wait = cache
-                        .retry
-                        .map_or(FIRST_WAIT, |(_, w)| (w * 2).min(MAX_WAIT));
-                    if cache.retry.is_none() {
-                        tracing::warn!(cache = %cache.address, %error, tags = cache.tags.len(), "cachesweeper: HTTP cache purge failed; retrying in the background");
+                Err(error) => self.failed(tags, waiting, &error),
+            },
+            Step::Second(tags, waiting) => match self.send(&tags) {
+                Ok(()) => waiting.iter().for_each(|done| done.finish()),
+                Err(error) => self.failed(tags, waiting, &error),
+            },
+            Step::Retry(tags) => match self.send(&tags) {
+                Ok(()) => {
+                    tracing::info!(cache = %self.address, "cachesweeper: HTTP cache purged again after failing");
+                    let mut state = self.state();
+                    if let Some(failing) = state.failing.take() {
+                        // Tags added while this was sent: the cache answers again.
+                        let later: BTreeSet<String> =
+                            failing.tags.difference(&tags).cloned().collect();
+                        state.first.extend(later);
                     }
-                    cache.retry = Some((Instant::now() + wait, wait));
                 }
+                Err(_) => {
+                    let mut state = self.state();
+                    if let Some(failing) = &mut state.failing {
+                        failing.wait = (failing.wait * 2).min(MAX_WAIT);
+                        failing.next_try = Instant::now() + failing.wait;
+                    }
+                }
+            },
+            Step::Stop => {}
+        }
+    }
+
+    /// Waits for the next thing to do.
+    fn next_step(&self) -> Step {
+        let mut state = self.state();
+        loop {
+            let now = Instant::now();
+            if let Some(failing) = &state.failing {
+                if failing.next_try <= now {
+                    let tags = failing.tags.clone();
+                    state.sending = true;
+                    return Step::Retry(tags);
+                }
+            } else if !state.first.is_empty() {
+                let tags = std::mem::take(&mut state.first);
+                let waiting = std::mem::take(&mut state.first_waiting);
+                state.sending = true;
+                return Step::First(tags, waiting);
+            }
+            if state.second.front().is_some_and(|second| second.0 <= now) {
+                let (_, tags, waiting) = state.second.pop_front().expect("a front");
+                if let Some(failing) = &mut state.failing {
+                    failing.tags.extend(tags);
+                    waiting.iter().for_each(|done| done.finish());
+                    continue;
+                }
+                state.sending = true;
+                return Step::Second(tags, waiting);
+            }
+            if state.closed && state.is_empty() {
+                return Step::Stop;
+            }
+            let next = state
+                .failing
+                .as_ref()
+                .map(|f| f.next_try)
+                .into_iter()
+                .chain(state.second.front().map(|s| s.0))
+                .min();
+            state = match next {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(now);
+                    self.wake
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            };
+        }
+    }
+
+    /// The cache did not take `tags`: keep them (with anything queued for it) to retry, and
+    /// let nobody wait on it meanwhile.
+    fn failed(&self, tags: BTreeSet<String>, waiting: Vec<Arc<Done>>, error: &std::io::Error) {
+        let mut state = self.state();
+        if state.failing.is_none() {
+            tracing::warn!(cache = %self.address, %error, tags = tags.len(), "cachesweeper: HTTP cache purge failed; retrying in the background");
+        }
+        let mut kept = tags;
+        kept.append(&mut state.first);
+        let queued = std::mem::take(&mut state.first_waiting);
+        let failing = state.failing.get_or_insert(Failing {
+            tags: BTreeSet::new(),
+            next_try: Instant::now() + FIRST_WAIT,
+            wait: FIRST_WAIT,
+        });
+        failing.tags.append(&mut kept);
+        drop(state);
+        waiting.iter().chain(&queued).for_each(|done| done.finish());
+    }
+
+    /// Sends `tags` to the cache in as few `PURGE` requests as fit [`MAX_TAG_BYTES`] each: all
+    /// of them taken (a 2xx answer to each), or the first failure.
+    fn send(&self, tags: &BTreeSet<String>) -> std::io::Result<()> {
+        let mut batch = String::new();
+        for tag in tags {
+            if !batch.is_empty() && batch.len() + tag.len() >= MAX_TAG_BYTES {
+                self.send_one(&batch)?;
+                batch.clear();
+            }
+            if !batch.is_empty() {
+                batch.push(' ');
+            }
+            batch.push_str(tag);
+        }
+        self.send_one(&batch)
+    }
+
+    /// One `PURGE`, to the first of the cache's addresses that takes a connection, within the
+    /// timeout all told.
+    fn send_one(&self, tags: &str) -> std::io::Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let left = || {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
+        };
+        let addresses: Vec<SocketAddr> = match self.address.parse() {
+            Ok(address) => vec![address],
+            Err(_) => self.address.to_socket_addrs()?.collect(),
+        };
+        let mut last_error =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the address names no host");
+        let mut stream = None;
+        for address in addresses {
+            match TcpStream::connect_timeout(&address, left()?) {
+                Ok(connected) => {
+                    stream = Some(connected);
+                    break;
+                }
+                Err(error) => last_error = error,
             }
         }
-    }
-}
-
-/// Sends `tags` to the cache at `address` in as few `PURGE` requests as fit
-/// [`MAX_TAG_BYTES`] each: all of them taken (a 2xx answer to each), or the first failure.
-fn purge(
-    address: &str,
-    header: &str,
-    tags: &BTreeSet<String>,
-    timeout: Duration,
-) -> std::io::Result<()> {
-    let mut batch = String::new();
-    for tag in tags {
-        if !batch.is_empty() && batch.len() + tag.len() >= MAX_TAG_BYTES {
-            purge_one(address, header, &batch, timeout)?;
-            batch.clear();
+        let mut stream = stream.ok_or(last_error)?;
+        stream.set_write_timeout(Some(left()?))?;
+        write!(
+            stream,
+            "PURGE / HTTP/1.1\r\nHost: {}\r\n{}: {tags}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.address, self.purge_header
+        )?;
+        stream.set_read_timeout(Some(left()?))?;
+        let mut status = String::new();
+        // The status line only, and not a byte more than one needs.
+        BufReader::new(stream.take(256)).read_line(&mut status)?;
+        // `HTTP/1.1 200 Purged 3`, or `HTTP/1.1 200` with no reason.
+        let code = status.split_whitespace().nth(1).unwrap_or("");
+        if code.len() == 3 && code.starts_with('2') {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "the cache answered {:?}",
+                status.trim_end()
+            )))
         }
-        if !batch.is_empty() {
-            batch.push(' ');
-        }
-        batch.push_str(tag);
-    }
-    purge_one(address, header, &batch, timeout)
-}
-
-fn purge_one(address: &str, header: &str, tags: &str, timeout: Duration) -> std::io::Result<()> {
-    let socket = address.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the address names no host")
-    })?;
-    let mut stream = TcpStream::connect_timeout(&socket, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "PURGE / HTTP/1.1\r\nHost: {address}\r\n{header}: {tags}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut status = String::new();
-    BufReader::new(stream).read_line(&mut status)?;
-    // `HTTP/1.1 200 Purged 3`
-    let code = status.split(' ').nth(1).unwrap_or("");
-    if code.starts_with('2') && code.len() == 3 {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "the cache answered {:?}",
-            status.trim_end()
-        )))
     }
 }
 
-/// Whether a job is done, and who waits for it: a one-shot that a blocking caller (through
-/// `io::block_on`) and an async one await alike.
-#[derive(Default)]
-struct Done(Mutex<(bool, Option<Waker>)>);
+/// Whether a purge is done at every cache, and who waits for it: a one-shot that a blocking
+/// caller (through `io::block_on`) and an async one await alike.
+#[derive(Debug)]
+struct Done(Mutex<(usize, Option<Waker>)>);
 
 impl Done {
+    /// Done once [`finish`](Self::finish)ed `caches` times.
+    fn new(caches: usize) -> Done {
+        Done(Mutex::new((caches, None)))
+    }
+
     fn finish(&self) {
         let waker = {
             let mut state = lock(&self.0);
-            state.0 = true;
+            state.0 = state.0.saturating_sub(1);
+            if state.0 > 0 {
+                return;
+            }
             state.1.take()
         };
         if let Some(waker) = waker {
@@ -311,14 +390,23 @@ impl Done {
     }
 }
 
-struct Wait(Arc<Done>);
+/// What [`Purger::purge`] returns: ready once the purge is done at every cache.
+#[derive(Debug)]
+pub(crate) struct Wait(Arc<Done>);
+
+impl Wait {
+    /// A purge with nothing to wait for.
+    pub(crate) fn ready() -> Wait {
+        Wait(Arc::new(Done::new(0)))
+    }
+}
 
 impl Future for Wait {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = lock(&self.0.0);
-        if state.0 {
+        if state.0 == 0 {
             return Poll::Ready(());
         }
         state.1 = Some(cx.waker().clone());

@@ -339,8 +339,8 @@ async fn caching(sweeper: &Sweeper, began: ReadFrom, validated: Option<&Validate
     let (Some(records), Some(caches)) = (&validated.records, &sweeper.inner.http_caches) else {
         return Caching::Private;
     };
-    if records.is_empty() {
-        // No record on it: nothing would ever purge it.
+    if records.is_empty() || records.len() > crate::http_cache::MAX_TAGS {
+        // No record on it, nothing would ever purge it; too many, no cache would take them.
         return Caching::Private;
     }
     let keys: Vec<&str> = records.iter().map(String::as_str).collect();

@@ -133,6 +133,16 @@ impl SweeperBuilder {
 
     /// Checks the configuration and builds the sweeper.
     pub fn build(self) -> Result<Sweeper> {
+        if self
+            .http_caches
+            .as_ref()
+            .is_some_and(|caches| caches.purge_to.is_empty())
+        {
+            return Err(crate::Error::Config(
+                "http_caches: purge_to names no cache, so nothing would purge a shared page"
+                    .to_owned(),
+            ));
+        }
         let keys = KeySpace::new(self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
         let (backend, embedded) = self.backend.unwrap_or_else(|| {
             let embedded = Embedded::new(DEFAULT_EMBEDDED_BYTES);
@@ -327,6 +337,13 @@ impl Sweeper {
             .counter_key(R::sweeper_model(), &record.sweeper_key())
     }
 
+    /// The tag that names `record` to an HTTP cache in front (see [`crate::http_cache`]): what
+    /// a shared page showing it is tagged with, and what its invalidation purges. For a
+    /// response of the application's own that shows the record (a JSON endpoint, a feed).
+    pub fn http_tag<R: Sweepable + ?Sized>(&self, record: &R) -> String {
+        KeySpace::http_tag(&self.counter_key(record))
+    }
+
     /// The key of a fragment of `record` at its current version.
     pub fn fragment_key<R: Sweepable + ?Sized>(
         &self,
@@ -359,6 +376,10 @@ impl Sweeper {
     /// If the cache cannot be reached, it returns the error and retries the invalidation in
     /// the background until the cache takes it; until then this process serves and stores
     /// nothing under the record's version.
+    ///
+    /// With HTTP caches in front ([`SweeperBuilder::http_caches`]), it then purges the
+    /// records' tags from them and returns once they are purged, the settle time (50 ms)
+    /// after the first: from async code, use `invalidate_async`, which awaits it.
     pub fn invalidate<R: Sweepable + ?Sized>(&self, record: &R) -> Result<()> {
         io::block_on(self.raise(self.invalidation(record)))
     }
@@ -382,14 +403,14 @@ impl Sweeper {
     /// Raises the counters of one invalidation, counted as one, then purges them from the
     /// HTTP caches.
     pub(crate) async fn raise(&self, keys: Vec<String>) -> Result<()> {
-        let (raised, result) = self.raise_unpurged(keys).await;
-        self.purge(&raised).await;
+        let (keys, result) = self.raise_unpurged(keys).await;
+        self.purge(&keys).await;
         result
     }
 
-    /// Raises the counters of one invalidation, counted as one: the keys raised, for the
-    /// caller to [`purge`](Self::purge) (once it let go of what others wait for), and the
-    /// first error.
+    /// Raises the counters of one invalidation, counted as one: the keys, for the caller to
+    /// [`purge`](Self::purge) (queued before it lets go of what others wait for, awaited
+    /// after), and the first error.
     pub(crate) async fn raise_unpurged(&self, keys: Vec<String>) -> (Vec<String>, Result<()>) {
         self.meter().invalidation();
         let meter = self.meter();
@@ -399,15 +420,10 @@ impl Sweeper {
             .await
     }
 
-    /// Purges raised counters from the HTTP caches in front, if there are any.
-    pub(crate) async fn purge(&self, raised: &[String]) {
-        self.inner.versions.purge(raised).await;
-    }
-
-    /// [`purge`](Self::purge), without waiting for it.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    pub(crate) fn purge_later(&self, raised: &[String]) {
-        self.inner.versions.purge_later(raised);
+    /// Queues the purge of raised counters from the HTTP caches in front, if there are any;
+    /// the future waits for it (see [`Versions::purge`]).
+    pub(crate) fn purge(&self, raised: &[String]) -> crate::purge::Wait {
+        self.inner.versions.purge(raised)
     }
 
     /// The counters an invalidation of `record` raises.

@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::io::Io;
 use crate::keys::KeySpace;
 use crate::meter::Meter;
-use crate::purge::Purger;
+use crate::purge::{Purger, Wait};
 use crate::retry::{self, Retry};
 use crate::{Error, Result, clock};
 
@@ -43,19 +43,12 @@ impl Versions {
     /// Purges the HTTP-cache tags of the counters `keys`, if there are caches: after they
     /// were raised, never before (a page rendered between the purge and the raise would show
     /// the old versions, and be kept).
-    pub(crate) async fn purge(&self, keys: &[String]) {
-        if let Some(purger) = &self.purger {
-            purger
-                .purge(keys.iter().map(|k| KeySpace::http_tag(k)).collect())
-                .await;
-        }
-    }
-
-    /// [`purge`](Self::purge), without waiting for it.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    pub(crate) fn purge_later(&self, keys: &[String]) {
-        if let Some(purger) = &self.purger {
-            purger.purge_later(keys.iter().map(|k| KeySpace::http_tag(k)).collect());
+    ///
+    /// Queued now, when called; the returned future waits for it (drop it not to).
+    pub(crate) fn purge(&self, keys: &[String]) -> Wait {
+        match &self.purger {
+            Some(purger) => purger.purge(keys.iter().map(|k| KeySpace::http_tag(k)).collect()),
+            None => Wait::ready(),
         }
     }
 
@@ -112,8 +105,10 @@ impl Versions {
     }
 
     /// Raises counters to the current time, in one batch; those that fail are kept and
-    /// retried from a background thread (which purges them once raised). Returns the keys
-    /// raised, for the caller to [`purge`](Self::purge), and the first error. Dropped before it
+    /// retried from a background thread (which purges them again once raised). Returns the
+    /// keys, for the caller to [`purge`](Self::purge) (all of them: one that failed is purged
+    /// at once too, so that no HTTP cache serves the page from before the write while the
+    /// backend is down), and the first error. Dropped before it
     /// is done (an async caller's task cancelled), it leaves every key to the retry thread: the
     /// write it follows is committed, so the invalidation must land.
     pub(crate) async fn raise(
@@ -145,13 +140,12 @@ impl Versions {
                 failed.push(key.clone());
             }
         }
-        let mut raised = unfinished.keys.take().unwrap_or_default();
+        let keys = unfinished.keys.take().unwrap_or_default();
         let Some(error) = first_error else {
-            return (raised, Ok(()));
+            return (keys, Ok(()));
         };
-        raised.retain(|key| !failed.contains(key));
         self.retry_later(backend, failed);
-        (raised, Err(error))
+        (keys, Err(error))
     }
 
     /// Keeps `keys` to be raised from the retry thread, starting it if it is not running.
@@ -230,7 +224,8 @@ fn spawn_retry(retry: Arc<Retry>, backend: Arc<dyn Backend>, purger: Option<Arc<
                     .filter_map(|(k, r)| r.is_ok().then_some(k))
                     .collect();
                 if let Some(purger) = purger.as_ref().filter(|_| !done.is_empty()) {
-                    purger.purge_later(done.iter().map(|(k, _)| KeySpace::http_tag(k)).collect());
+                    // Nobody waits for it: the write it follows was answered long ago.
+                    drop(purger.purge(done.iter().map(|(k, _)| KeySpace::http_tag(k)).collect()));
                 }
                 if !done.is_empty() {
                     tracing::info!(

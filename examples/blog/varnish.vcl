@@ -38,8 +38,11 @@ sub vcl_recv {
 }
 
 sub vcl_backend_response {
+    # Checked here, where the object is about to be stored: with streaming on (Varnish's
+    # default, kept), it is stored (and indexed by xkey) as soon as this returns, before its
+    # body arrives. A time that does not parse counts as past.
     if (beresp.http.cachesweeper-store-by &&
-        std.time(beresp.http.cachesweeper-store-by, now) < now) {
+        std.time(beresp.http.cachesweeper-store-by, now - 1s) < now) {
         # Too late: answer it, keep nothing (and remember not to wait for it, as Varnish's
         # built-in rules do for any response they must not keep).
         set beresp.uncacheable = true;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::common;
@@ -77,12 +77,13 @@ fn page<'a>(article: &'a Article, comments: &'a [Comment], everyones: bool) -> A
     }
 }
 
-/// The sweeper of `sweeper`'s backend, with HTTP caches in front (none to purge: the
-/// decisions are what is tested here).
+/// The sweeper of `sweeper`'s backend, with an HTTP cache in front that is not there (the
+/// decisions are what is tested here; its purges are kept to retry, and nobody waits on them).
 fn with_caches(sweeper: &Sweeper) -> Sweeper {
+    let nowhere = format!("127.0.0.1:{}", free_port());
     Sweeper::builder()
         .backend(Arc::clone(sweeper.backend()))
-        .http_caches(HttpCaches::purge_to(Vec::<String>::new()).tag_header(TagHeader::SurrogateKey))
+        .http_caches(HttpCaches::purge_to([nowhere]).tag_header(TagHeader::SurrogateKey))
         .build()
         .unwrap()
 }
@@ -270,7 +271,12 @@ fn purges_reach_every_cache_and_wait_for_one_that_hangs() {
     ));
     second.resume();
     sweeper.flush(Duration::from_secs(10)).unwrap();
-    // A cache that is not there at all: the same.
+    // No cache at all: refused, since nothing would purge a shared page.
+    let none = Sweeper::builder()
+        .http_caches(HttpCaches::purge_to(Vec::<String>::new()))
+        .build();
+    assert!(matches!(none, Err(Error::Config(_))));
+    // A cache that is not there at all: the same as one that hangs.
     let gone = format!("127.0.0.1:{}", free_port());
     let sweeper = Sweeper::builder()
         .http_caches(HttpCaches::purge_to([gone]))
@@ -350,4 +356,87 @@ fn a_shared_page_that_sets_a_cookie_is_one_viewers() {
     let (control, tags) = get(&serve(true));
     assert_eq!(control.as_deref(), Some("private, no-cache"));
     assert_eq!(tags, None);
+}
+
+/// A server that answers every `GET` with the value of `body` when the request arrived, after
+/// `delay`, tagged with `tag` and to be kept by a shared cache for a minute, as long as it is
+/// stored within a minute.
+fn slow_origin(tag: String, delay: Duration, body: Arc<AtomicU32>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (tag, body) = (tag.clone(), Arc::clone(&body));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let text = format!("v{}", body.load(Ordering::SeqCst));
+                std::thread::sleep(delay);
+                let store_by = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    + 60;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nCache-Control: public, s-maxage=60\r\n\
+                     xkey: {tag}\r\ncachesweeper-store-by: {store_by}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_page_on_its_way_during_the_first_purge_is_taken_by_the_second() {
+    // The page leaves the origin 400 ms after it read the record; the write lands 100 ms in,
+    // so its first purge reaches Varnish before the page does. The second, a second later,
+    // comes after it.
+    let vcl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/varnish.vcl");
+    let sweeper_of = |varnish: &VarnishProcess| {
+        Sweeper::builder()
+            .http_caches(
+                HttpCaches::purge_to([format!("127.0.0.1:{}", varnish.port())])
+                    .settle(Duration::from_secs(1)),
+            )
+            .build()
+            .unwrap()
+    };
+    let a = article(1);
+    let body = Arc::new(AtomicU32::new(1));
+    let tag = Sweeper::embedded().http_tag(&a);
+    let origin = slow_origin(tag, Duration::from_millis(400), Arc::clone(&body));
+    let Some(varnish) = VarnishProcess::start(&vcl, origin) else {
+        return;
+    };
+    let sweeper = sweeper_of(&varnish);
+    assert_eq!(sweeper.http_tag(&a), Sweeper::embedded().http_tag(&a));
+    let url = format!("{}/a", varnish.url());
+    let get = || {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let old = std::thread::scope(|threads| {
+        let old = threads.spawn(get);
+        std::thread::sleep(Duration::from_millis(100));
+        body.store(2, Ordering::SeqCst);
+        sweeper.invalidate(&a).unwrap();
+        old.join().unwrap()
+    });
+    assert_eq!(
+        old, "v1",
+        "the page on its way shows the record before the write"
+    );
+    assert_eq!(get(), "v2", "kept after the write's purges");
 }

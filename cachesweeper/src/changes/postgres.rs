@@ -46,8 +46,8 @@ use tokio::sync::{Mutex, Notify};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::{
-    LOG_TABLE_MISSING, PROGRESS_EVERY, Purging, RAISE_BATCH, Record, Table, Tracked, apply, purge,
-    report, untracked,
+    LOG_TABLE_MISSING, PROGRESS_EVERY, Purging, RAISE_BATCH, Record, Table, Tracked, apply, report,
+    untracked,
 };
 use crate::{Error, Result, Sweeper};
 
@@ -470,6 +470,11 @@ impl Shared {
         let called = self.started.load(Ordering::SeqCst);
         let mut reader = self.reader.lock().await;
         if self.finished.load(Ordering::SeqCst) > called {
+            // Another caller applied this one's changes, and queued their purges: wait for
+            // those.
+            let purge = self.sweeper.purge(&[]);
+            drop(reader);
+            purging.finish(purge).await;
             return Ok(0);
         }
         let read = self.started.fetch_add(1, Ordering::SeqCst) + 1;
@@ -489,9 +494,11 @@ impl Shared {
         if result.is_ok() {
             self.finished.store(read, Ordering::SeqCst);
         }
-        // Not under the lock: a purge waits the settle time, and every commit waits on the lock.
+        // Queued under the lock, awaited after it: a purge waits the settle time, and every
+        // commit waits on the lock.
+        let purge = self.sweeper.purge(&raised);
         drop(reader);
-        purge(&self.sweeper, &raised, purging).await;
+        purging.finish(purge).await;
         result
     }
 

@@ -24,8 +24,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, ffi};
 
 use super::{
-    LOG_TABLE_MISSING, PROGRESS_EVERY, Purging, Record, Table, Tracked, apply, purge, report,
-    untracked,
+    LOG_TABLE_MISSING, PROGRESS_EVERY, Purging, Record, Table, Tracked, apply, report, untracked,
 };
 use crate::{Error, Result, Sweeper, lock};
 
@@ -498,15 +497,23 @@ impl Shared {
     /// processes stays behind them (see [`record_progress`](Self::record_progress)). The first
     /// error is returned once every row has been applied.
     fn catch_up(&self, purging: Purging) -> Result<usize> {
-        let mut raised = Vec::new();
-        let applied = self.apply_new(&mut raised);
-        crate::io::block_on(purge(&self.sweeper, &raised, purging));
+        let (applied, purge) = self.apply_new();
+        crate::io::block_on(purging.finish(purge));
         applied
     }
 
-    /// [`catch_up`](Self::catch_up) under the log's lock, with what it raised left to purge.
-    fn apply_new(&self, raised: &mut Vec<String>) -> Result<usize> {
+    /// [`catch_up`](Self::catch_up) under the log's lock, with the purge of what it raised
+    /// queued before the lock goes.
+    fn apply_new(&self) -> (Result<usize>, crate::purge::Wait) {
+        let mut raised = Vec::new();
         let mut reader = lock(&self.reader);
+        let applied = self.apply_locked(&mut reader, &mut raised);
+        let purge = self.sweeper.purge(&raised);
+        drop(reader);
+        (applied, purge)
+    }
+
+    fn apply_locked(&self, reader: &mut Reader, raised: &mut Vec<String>) -> Result<usize> {
         let (mut total, mut first_error) = (0, None);
         loop {
             let rows = read_after(&reader.conn, reader.through)?;
