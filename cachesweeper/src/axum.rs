@@ -78,10 +78,11 @@ where
     }
 }
 
-/// The `Cache-Control` of one viewer's page ([`Caching::Private`](crate::http_cache::Caching::Private)): a browser may keep it but
-/// asks again each time (`no-cache`, answered 304 when nothing changed), and no shared cache
-/// may keep it (`private`: it may show who is looking). For the application's own responses
-/// that are one viewer's.
+/// The `Cache-Control` of one viewer's page
+/// ([`Caching::Private`](crate::http_cache::Caching::Private)): a browser may keep it but asks
+/// again each time (`no-cache`, answered 304 when nothing changed), and no shared cache may
+/// keep it (`private`: it may show who is looking). For the application's own responses that
+/// are one viewer's.
 pub const CACHE_CONTROL: &str = "private, no-cache";
 
 impl Scope {
@@ -93,9 +94,10 @@ impl Scope {
 
     /// Renders `page` for an axum handler, with the conditional GET done: `200` with the page,
     /// its `ETag` (the page's validator, see [`Scope::render_conditional`]) and the headers of
-    /// its [`Caching`](crate::http_cache::Caching) (`Cache-Control`, and for a page a shared cache may keep, its tags); or, when the request's `If-None-Match` (read by the
-    /// extractor) names the current validator, `304 Not Modified` with no fragment rendered; or
-    /// `500` if the page fails to render.
+    /// its [`Caching`](crate::http_cache::Caching) (`Cache-Control`, and for a page a shared
+    /// cache may keep, its tags); or, when the request's `If-None-Match` (read by the
+    /// extractor) names the current validator, `304 Not Modified` with no fragment rendered;
+    /// or `500` if the page fails to render.
     ///
     /// ```
     /// use askama::Template;

@@ -114,10 +114,10 @@ const RAISE_BATCH: usize = 1_000;
 
 /// Raises the counters of the records `changes` names (model name, key), each once, in
 /// batches of [`RAISE_BATCH`], adding their keys to `raised` for the caller to purge from the
-/// HTTP caches: queued under its lock, awaited after (a purge waits
-/// [`HttpCaches::settle`], which every commit waiting on the log's lock would wait again). A batch that fails goes to the
-/// sweeper's retry thread like any failed invalidation, and the first error is returned once
-/// every batch has been sent.
+/// HTTP caches: queued under its lock, awaited after (a purge waits [`HttpCaches::settle`],
+/// which every commit waiting on the log's lock would wait again). A batch that fails goes to
+/// the sweeper's retry thread like any failed invalidation, and the first error is returned
+/// once every batch has been sent.
 ///
 /// [`HttpCaches::settle`]: crate::http_cache::HttpCaches::settle
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

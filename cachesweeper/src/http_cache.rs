@@ -111,8 +111,9 @@ impl HttpCaches {
     /// invalidation returns (default 50 ms): what each write costs for the guarantee that no
     /// page on its way to a cache during the first purge is kept after the write (see the
     /// [module docs](self)). A blocking [`Sweeper::invalidate`](crate::Sweeper::invalidate)
-    /// blocks its thread that long: from async code, use `invalidate_async`. A shared page must be stored within half of it after its check,
-    /// so it also bounds how far apart the caches' clocks and the application's may be.
+    /// blocks its thread that long: from async code, use `invalidate_async`. A shared page must
+    /// be stored within half of it after its check, so it also bounds how far apart the
+    /// caches' clocks and the application's may be.
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
         self

@@ -117,8 +117,10 @@ struct State {
     /// After a failure: the tags the cache has not taken, when to try again, and how long the
     /// wait after that is. Nobody waits on a failing cache.
     failing: Option<Failing>,
-    /// A sending is under way (its tags are in none of the above meanwhile).
-    sending: bool,
+    /// The sending under way, if any (its tags are in none of the above meanwhile), and who
+    /// came to wait for it since (an empty purge, for everything queued before it).
+    sending: Option<Sending>,
+    sending_waiting: Vec<Arc<Done>>,
     /// Every handle is gone: stop once nothing is left.
     closed: bool,
 }
@@ -132,8 +134,19 @@ struct Failing {
 
 impl State {
     fn is_empty(&self) -> bool {
-        self.first.is_empty() && self.second.is_empty() && self.failing.is_none() && !self.sending
+        self.first.is_empty()
+            && self.second.is_empty()
+            && self.failing.is_none()
+            && self.sending.is_none()
     }
+}
+
+/// Which sending is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    First,
+    Second,
+    Retry,
 }
 
 /// What a cache's thread does next.
@@ -158,18 +171,23 @@ impl Queue {
             done.finish();
             return;
         }
-        if !tags.is_empty() {
+        if !tags.is_empty() || !state.first.is_empty() {
             state.first.extend(tags.iter().cloned());
             state.first_waiting.push(Arc::clone(done));
-        } else if !state.first.is_empty() {
-            // Nothing of its own: it waits for what is queued before it, whose last sending
-            // is the last one queued.
-            state.first_waiting.push(Arc::clone(done));
-        } else if let Some((.., waiting)) = state.second.back_mut() {
-            waiting.push(Arc::clone(done));
         } else {
-            done.finish();
-            return;
+            // Nothing of its own: it waits for the newest purge queued before it, whose
+            // second sending is the last of them.
+            let state = &mut *state;
+            let newest = match (state.sending, state.second.back_mut()) {
+                (Some(Sending::First), _) => &mut state.sending_waiting,
+                (_, Some((.., waiting))) => waiting,
+                (Some(Sending::Second), None) => &mut state.sending_waiting,
+                (Some(Sending::Retry) | None, None) => {
+                    done.finish();
+                    return;
+                }
+            };
+            newest.push(Arc::clone(done));
         }
         drop(state);
         self.wake.notify_one();
@@ -183,17 +201,25 @@ impl Queue {
                 return;
             }
             self.step(step);
-            self.state().sending = false;
+            let mut state = self.state();
+            state.sending = None;
+            // Those who came to wait for a sending that had none to hand them to.
+            std::mem::take(&mut state.sending_waiting)
+                .iter()
+                .for_each(|done| done.finish());
         }
     }
 
     /// Sends what `step` says, and keeps what came of it.
     fn step(&self, step: Step) {
         match step {
-            Step::First(tags, waiting) => match self.send(&tags) {
+            Step::First(tags, mut waiting) => match self.send(&tags) {
                 Ok(()) => {
                     let at = Instant::now() + self.settle;
-                    self.state().second.push_back((at, tags, waiting));
+                    let mut state = self.state();
+                    // And those who came to wait for this sending meanwhile.
+                    waiting.append(&mut state.sending_waiting);
+                    state.second.push_back((at, tags, waiting));
                 }
                 Err(error) => self.failed(tags, waiting, &error),
             },
@@ -232,13 +258,13 @@ impl Queue {
             if let Some(failing) = &state.failing {
                 if failing.next_try <= now {
                     let tags = failing.tags.clone();
-                    state.sending = true;
+                    state.sending = Some(Sending::Retry);
                     return Step::Retry(tags);
                 }
             } else if !state.first.is_empty() {
                 let tags = std::mem::take(&mut state.first);
                 let waiting = std::mem::take(&mut state.first_waiting);
-                state.sending = true;
+                state.sending = Some(Sending::First);
                 return Step::First(tags, waiting);
             }
             if state.second.front().is_some_and(|second| second.0 <= now) {
@@ -248,7 +274,7 @@ impl Queue {
                     waiting.iter().for_each(|done| done.finish());
                     continue;
                 }
-                state.sending = true;
+                state.sending = Some(Sending::Second);
                 return Step::Second(tags, waiting);
             }
             if state.closed && state.is_empty() {
@@ -411,5 +437,59 @@ impl Future for Wait {
         }
         state.1 = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A cache on loopback that answers each purge `delay` after it arrives, counting them.
+    fn slow_cache(delay: Duration) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&answered);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                std::thread::sleep(delay);
+                // Counted before it is answered: the purger knows of no answer not counted.
+                count.fetch_add(1, Ordering::SeqCst);
+                // No reason phrase: RFC 9112 allows none.
+                let _ = stream.write_all(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        (address, answered)
+    }
+
+    #[test]
+    fn an_empty_purge_waits_for_the_purges_queued_before_it() {
+        let (address, answered) = slow_cache(Duration::from_millis(100));
+        let caches = HttpCaches::purge_to([address]).settle(Duration::from_millis(100));
+        let purger = Purger::start(&caches);
+        let first = purger.purge(vec!["a".to_owned()]);
+        // Its first sending under way (the cache takes 100 ms to answer).
+        std::thread::sleep(Duration::from_millis(30));
+        crate::io::block_on(purger.purge(Vec::new()));
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            2,
+            "back before both sendings of the purge queued before it"
+        );
+        crate::io::block_on(first);
+        assert!(!purger.pending());
+        // Nothing queued: back at once, nothing sent.
+        crate::io::block_on(purger.purge(Vec::new()));
+        assert_eq!(answered.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,8 +1,8 @@
 //! Who is looking: a visitor who opened the sign-in page has a signed cookie (`blog_visitor`)
 //! naming a random id and, once signed in, a name; anyone else has none, and reads the pages
-//! everyone reads (which an HTTP cache in front may keep). No passwords: signing in is saying a name, which is enough to show
-//! what a cache must never mix up between viewers ("Signed in as …", edit links on your own
-//! comments, a CSRF token in every form).
+//! everyone reads (which an HTTP cache in front may keep). No passwords: signing in is saying
+//! a name, which is enough to show what a cache must never mix up between viewers ("Signed in
+//! as …", edit links on your own comments, a CSRF token in every form).
 //!
 //! The cookie is `id.name.signature`, the signature an HMAC-SHA256 of `blog_visitor.id.name`
 //! under the blog's secret; the CSRF token is an HMAC of `csrf.id` (each tagged with what it
