@@ -167,6 +167,20 @@ fn varnish_keeps_what_everyone_reads_and_a_like_purges_exactly_its_pages() {
         Some("/signin?next=/articles/1"),
         "{page:?}"
     );
+    // The article's number goes back into a header: the path's text, which could carry a line
+    // break, is refused first.
+    let direct = blog.without_cookie_at(&site.server.url);
+    let page = direct.post("/articles/1%0D%0Ax/comments/1/like", None);
+    assert_eq!(page.status, 404);
+    assert!(page.location.is_none());
+    // A query that does not parse is a sign-in page all the same, back to the index.
+    let signin = direct.get("/signin?next=%zz");
+    assert_eq!(signin.status, 200);
+    assert!(
+        signin.body.contains("name=\"next\" value=\"/\""),
+        "{}",
+        signin.body
+    );
     // The sign-in page is theirs: it sets their cookie and is never kept.
     for _ in 0..2 {
         let signin = anyone.get("/signin?next=/articles/1");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Extension, Form, FromRef, Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -418,7 +418,9 @@ async fn vote(
     let request = posted(&app, &visitor, &uri);
     respond(app, scope, request, false, async move |app, _| {
         if !visitor.has_cookie {
-            // A vote from a page everyone shares, which has no token to carry: sign in first.
+            // A vote from a page everyone shares, which has no token to carry: sign in first
+            // (back to the article, by its number: the path segment is anyone's text).
+            let article_id = id(&article_id, "article")?;
             return Ok(Reply::SeeOther(
                 format!("/signin?next=/articles/{article_id}"),
                 None,
@@ -658,8 +660,10 @@ async fn sign_in_page(
     scope: Scope,
     Extension(visitor): Extension<Visitor>,
     uri: Uri,
-    Query(query): Query<NextQuery>,
+    query: Result<Query<NextQuery>, QueryRejection>,
 ) -> Response {
+    // A query that does not parse comes back to the index, as any unknown `next` does.
+    let next = query.map(|Query(query)| query.next).unwrap_or_default();
     let cookie = (!visitor.has_cookie).then(|| app.keys.cookie(&visitor));
     let visitor = visitor.with_cookie();
     let request = (format!("GET {uri}"), app.visit(&visitor, &uri));
@@ -667,7 +671,7 @@ async fn sign_in_page(
     let mut response = respond(app, scope, request, false, async move |_, scope| {
         let page = SignInPage {
             visit,
-            next: back_to(&query.next),
+            next: back_to(&next),
             cache_debug: false,
         };
         // Not `html`: the page holds this visitor's token.
