@@ -166,6 +166,13 @@ impl Queue {
     /// if the cache is failing (they are kept for it) or if there is nothing to wait for.
     fn add(&self, tags: &[String], done: &Arc<Done>) {
         let mut state = self.state();
+        if state.closed {
+            // No thread (it could not start): kept, so that `pending` says so, and nobody
+            // waits for it.
+            state.first.extend(tags.iter().cloned());
+            done.finish();
+            return;
+        }
         if let Some(failing) = &mut state.failing {
             failing.tags.extend(tags.iter().cloned());
             done.finish();
@@ -197,75 +204,72 @@ impl Queue {
     fn run(&self) {
         loop {
             let step = self.next_step();
-            if let Step::Stop = step {
-                return;
+            let sent = match &step {
+                Step::First(tags, _) | Step::Second(tags, _) | Step::Retry(tags) => self.send(tags),
+                Step::Stop => return,
+            };
+            self.record(step, sent);
+        }
+    }
+
+    /// Keeps what came of `step`, in one critical section with the end of its sending (so
+    /// that nobody comes to wait for a sending that is over).
+    fn record(&self, step: Step, sent: std::io::Result<()>) {
+        let mut state = self.state();
+        state.sending = None;
+        // Those who came to wait for this sending while it was under way.
+        let mut joined = std::mem::take(&mut state.sending_waiting);
+        match (step, sent) {
+            (Step::First(tags, mut waiting), Ok(())) => {
+                waiting.append(&mut joined);
+                state
+                    .second
+                    .push_back((Instant::now() + self.settle, tags, waiting));
             }
-            self.step(step);
-            let mut state = self.state();
-            state.sending = None;
-            // Those who came to wait for a sending that had none to hand them to.
-            std::mem::take(&mut state.sending_waiting)
-                .iter()
-                .for_each(|done| done.finish());
+            (Step::Second(_, waiting), Ok(())) => {
+                waiting.iter().chain(&joined).for_each(|done| done.finish());
+            }
+            (Step::First(tags, mut waiting) | Step::Second(tags, mut waiting), Err(error)) => {
+                waiting.append(&mut joined);
+                self.fail(&mut state, tags, waiting, &error);
+            }
+            (Step::Retry(tags), Ok(())) => {
+                tracing::info!(cache = %self.address, "cachesweeper: HTTP cache purged again after failing");
+                // Sent again after the settle time, as any purge; what was added meanwhile is
+                // sent now.
+                if let Some(failing) = state.failing.take() {
+                    state.first.extend(failing.tags);
+                }
+                state
+                    .second
+                    .push_back((Instant::now() + self.settle, tags, joined));
+            }
+            (Step::Retry(tags), Err(_)) => {
+                if let Some(failing) = &mut state.failing {
+                    failing.tags.extend(tags);
+                    failing.wait = (failing.wait * 2).min(MAX_WAIT);
+                    failing.next_try = Instant::now() + failing.wait;
+                }
+                joined.iter().for_each(|done| done.finish());
+            }
+            (Step::Stop, _) => {}
         }
     }
 
-    /// Sends what `step` says, and keeps what came of it.
-    fn step(&self, step: Step) {
-        match step {
-            Step::First(tags, mut waiting) => match self.send(&tags) {
-                Ok(()) => {
-                    let at = Instant::now() + self.settle;
-                    let mut state = self.state();
-                    // And those who came to wait for this sending meanwhile.
-                    waiting.append(&mut state.sending_waiting);
-                    state.second.push_back((at, tags, waiting));
-                }
-                Err(error) => self.failed(tags, waiting, &error),
-            },
-            Step::Second(tags, waiting) => match self.send(&tags) {
-                Ok(()) => waiting.iter().for_each(|done| done.finish()),
-                Err(error) => self.failed(tags, waiting, &error),
-            },
-            Step::Retry(tags) => match self.send(&tags) {
-                Ok(()) => {
-                    tracing::info!(cache = %self.address, "cachesweeper: HTTP cache purged again after failing");
-                    let mut state = self.state();
-                    if let Some(failing) = state.failing.take() {
-                        // Tags added while this was sent: the cache answers again.
-                        let later: BTreeSet<String> =
-                            failing.tags.difference(&tags).cloned().collect();
-                        state.first.extend(later);
-                    }
-                }
-                Err(_) => {
-                    let mut state = self.state();
-                    if let Some(failing) = &mut state.failing {
-                        failing.wait = (failing.wait * 2).min(MAX_WAIT);
-                        failing.next_try = Instant::now() + failing.wait;
-                    }
-                }
-            },
-            Step::Stop => {}
-        }
-    }
-
-    /// Waits for the next thing to do.
+    /// Waits for the next thing to do: a retry of a failing cache, a second sending that is
+    /// due (before new purges: a steady stream of them must not hold up every wait), or the
+    /// first sending of what is queued.
     fn next_step(&self) -> Step {
         let mut state = self.state();
         loop {
             let now = Instant::now();
-            if let Some(failing) = &state.failing {
-                if failing.next_try <= now {
-                    let tags = failing.tags.clone();
-                    state.sending = Some(Sending::Retry);
-                    return Step::Retry(tags);
-                }
-            } else if !state.first.is_empty() {
-                let tags = std::mem::take(&mut state.first);
-                let waiting = std::mem::take(&mut state.first_waiting);
-                state.sending = Some(Sending::First);
-                return Step::First(tags, waiting);
+            if let Some(failing) = &mut state.failing
+                && failing.next_try <= now
+            {
+                // Taken out: a purge of the same tag added meanwhile is sent after this one.
+                let tags = std::mem::take(&mut failing.tags);
+                state.sending = Some(Sending::Retry);
+                return Step::Retry(tags);
             }
             if state.second.front().is_some_and(|second| second.0 <= now) {
                 let (_, tags, waiting) = state.second.pop_front().expect("a front");
@@ -276,6 +280,12 @@ impl Queue {
                 }
                 state.sending = Some(Sending::Second);
                 return Step::Second(tags, waiting);
+            }
+            if state.failing.is_none() && !state.first.is_empty() {
+                let tags = std::mem::take(&mut state.first);
+                let waiting = std::mem::take(&mut state.first_waiting);
+                state.sending = Some(Sending::First);
+                return Step::First(tags, waiting);
             }
             if state.closed && state.is_empty() {
                 return Step::Stop;
@@ -305,21 +315,24 @@ impl Queue {
 
     /// The cache did not take `tags`: keep them (with anything queued for it) to retry, and
     /// let nobody wait on it meanwhile.
-    fn failed(&self, tags: BTreeSet<String>, waiting: Vec<Arc<Done>>, error: &std::io::Error) {
-        let mut state = self.state();
+    fn fail(
+        &self,
+        state: &mut State,
+        mut tags: BTreeSet<String>,
+        waiting: Vec<Arc<Done>>,
+        error: &std::io::Error,
+    ) {
         if state.failing.is_none() {
             tracing::warn!(cache = %self.address, %error, tags = tags.len(), "cachesweeper: HTTP cache purge failed; retrying in the background");
         }
-        let mut kept = tags;
-        kept.append(&mut state.first);
+        tags.append(&mut state.first);
         let queued = std::mem::take(&mut state.first_waiting);
         let failing = state.failing.get_or_insert(Failing {
             tags: BTreeSet::new(),
             next_try: Instant::now() + FIRST_WAIT,
             wait: FIRST_WAIT,
         });
-        failing.tags.append(&mut kept);
-        drop(state);
+        failing.tags.append(&mut tags);
         waiting.iter().chain(&queued).for_each(|done| done.finish());
     }
 
@@ -470,6 +483,60 @@ mod tests {
             }
         });
         (address, answered)
+    }
+
+    /// A cache on loopback that fails its first purge (closes without an answer), answers the
+    /// next after `delay`, and the rest at once; it keeps the tags of each purge it took, in
+    /// order.
+    fn flaky_cache(delay: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&taken);
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut line, mut tags) = (String::new(), String::new());
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some(value) = line.strip_prefix("xkey-purge: ") {
+                        tags = value.trim().to_owned();
+                    }
+                    line.clear();
+                }
+                match n {
+                    0 => continue,
+                    1 => std::thread::sleep(delay),
+                    _ => {}
+                }
+                log.lock().unwrap().push(tags);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        (address, taken)
+    }
+
+    #[test]
+    fn a_purge_made_during_a_retry_is_sent_after_it() {
+        let (address, taken) = flaky_cache(Duration::from_millis(200));
+        let caches = HttpCaches::purge_to([address]).settle(Duration::from_millis(50));
+        let purger = Purger::start(&caches);
+        // Fails, and is kept: nobody waits.
+        crate::io::block_on(purger.purge(vec!["x".to_owned()]));
+        // The retry (50 ms later) takes 200 ms; the same tag is purged again meanwhile.
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(
+            taken.lock().unwrap().is_empty(),
+            "the retry was answered already"
+        );
+        crate::io::block_on(purger.purge(vec!["x".to_owned()]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while purger.pending() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!purger.pending());
+        // The retry, then the purge made during it, each sent twice.
+        assert_eq!(*taken.lock().unwrap(), ["x", "x", "x", "x"]);
     }
 
     #[test]
