@@ -32,25 +32,8 @@ done
 
 cargo build --release --example blog
 BLOG=${CARGO_TARGET_DIR:-target}/release/examples/blog
-WORK=$(mktemp -d)
-# Readable by varnishd's unprivileged workers, which compile the VCL written there.
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-MC_PORT=$(free_port)
-# memcached refuses to run as root without -u.
-memcached -l 127.0.0.1 -p "$MC_PORT" -m 256 -U 0 ${EUID:+$([ "$EUID" = 0 ] && echo -u root)} &
-MC_PID=$!
-PIDS+=("$MC_PID")
+source scripts/lib.sh
+start_memcached
 
 # Starts the blog with "$@"; sets URL.
 start_blog() {
@@ -178,15 +161,10 @@ run_mode "async (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT"
 run_mode "blocking pool (memcached)" --memcache "memcache://127.0.0.1:$MC_PORT" --blocking-api
 run_mode "no cache" --no-cache
 
-VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
 if [ "${VARNISH:-1}" != 0 ] && [ -x "$VARNISHD" ]; then
     BLOG_PORT=$(free_port)
-    V_PORT=$(free_port)
-    sed "s/\.port = \"8000\"/.port = \"$BLOG_PORT\"/" examples/blog/varnish.vcl >"$WORK/blog.vcl"
-    "$VARNISHD" -F -a "127.0.0.1:$V_PORT" -T "127.0.0.1:$(free_port)" -n "$WORK/varnish" \
-        -f "$WORK/blog.vcl" -s malloc,256m >"$WORK/varnish.log" 2>&1 &
-    VARNISH_PID=$!
-    PIDS+=("$VARNISH_PID")
+    start_varnish "$BLOG_PORT" varnish
+    VARNISH_PID=$V_PID
     BLOG_ADDR=127.0.0.1:$BLOG_PORT start_blog --memcache "memcache://127.0.0.1:$MC_PORT" \
         --varnish "127.0.0.1:$V_PORT"
     for _ in $(seq 100); do

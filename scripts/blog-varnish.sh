@@ -18,44 +18,23 @@ cd "$(dirname "$0")/.."
 CACHES=${1:-1}
 shift || true
 [ "${1:-}" = "--" ] && shift
-VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+source scripts/lib.sh
 for tool in "$VARNISHD" memcached; do
     command -v "$tool" >/dev/null || { echo "blog-varnish: $tool is not installed" >&2; exit 1; }
 done
 
 cargo build --release --example blog
 BLOG=${CARGO_TARGET_DIR:-target}/release/examples/blog
-WORK=$(mktemp -d)
-# Readable by varnishd's unprivileged workers, which compile the VCL written there.
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-MC_PORT=$(free_port)
-memcached -l 127.0.0.1 -p "$MC_PORT" -m 256 -U 0 ${EUID:+$([ "$EUID" = 0 ] && echo -u root)} &
-PIDS+=("$!")
+start_memcached
 
 # Varnish first, pointed at the port the blog will take: the blog needs the caches' addresses
 # to purge them.
 BLOG_PORT=$(free_port)
-sed "s/\.port = \"8000\"/.port = \"$BLOG_PORT\"/" examples/blog/varnish.vcl >"$WORK/blog.vcl"
 PURGE=()
 for i in $(seq "$CACHES"); do
-    port=$(free_port)
-    "$VARNISHD" -F -a "127.0.0.1:$port" -T "127.0.0.1:$(free_port)" -n "$WORK/varnish$i" \
-        -f "$WORK/blog.vcl" -s malloc,256m >"$WORK/varnish$i.log" 2>&1 &
-    PIDS+=("$!")
-    PURGE+=(--varnish "127.0.0.1:$port")
-    echo "varnish $i: http://127.0.0.1:$port (log $WORK/varnish$i.log)"
+    start_varnish "$BLOG_PORT" "varnish$i"
+    PURGE+=(--varnish "127.0.0.1:$V_PORT")
+    echo "varnish $i: http://127.0.0.1:$V_PORT (log $WORK/varnish$i.log)"
 done
 
 "$BLOG" --addr "127.0.0.1:$BLOG_PORT" --memcache "memcache://127.0.0.1:$MC_PORT" "${PURGE[@]}" "$@" &

@@ -77,6 +77,20 @@ fn page<'a>(article: &'a Article, comments: &'a [Comment], everyones: bool) -> A
     }
 }
 
+/// Article `id` with the comments `ids`, whose versions `sweeper` knows (as the application's
+/// earlier requests would have given them).
+fn known_article(
+    sweeper: &Sweeper,
+    id: i64,
+    ids: std::ops::RangeInclusive<i64>,
+) -> (Article, Vec<Comment>) {
+    let a = article(id);
+    let comments: Vec<Comment> = ids.map(|c| comment(c, id)).collect();
+    known(sweeper, [&a]);
+    known(sweeper, &comments);
+    (a, comments)
+}
+
 /// The sweeper of `sweeper`'s backend, with an HTTP cache in front that is not there (the
 /// decisions are what is tested here; its purges are kept to retry, and nobody waits on them).
 fn with_caches(sweeper: &Sweeper) -> Sweeper {
@@ -112,10 +126,7 @@ fn only_a_page_that_is_everyones_may_be_shared() {
     for case in cases() {
         let name = case.name;
         let shared = with_caches(&case.sweeper);
-        let a = article(1);
-        let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
-        known(&shared, [&a]);
-        known(&shared, &comments);
+        let (a, comments) = known_article(&shared, 1, 1..=3);
         let everyones = page(&a, &comments, true);
 
         // Shared: tagged with the article and each comment, the same on a warm render.
@@ -142,10 +153,7 @@ fn only_a_page_that_is_everyones_may_be_shared() {
         );
         assert!(header("cachesweeper-store-by").is_some(), "{name}");
         // Another article of two comments: its own three tags.
-        let b = article(2);
-        let others: Vec<Comment> = (4..=5).map(|id| comment(id, 2)).collect();
-        known(&shared, [&b]);
-        known(&shared, &others);
+        let (b, others) = known_article(&shared, 2, 4..=5);
         let other = caching(shared.scope(), Audience::Anyone, &page(&b, &others, true));
         assert_eq!(tags(&other).len(), 3, "{name}: {other:?}");
         assert!(tags(&cold).is_disjoint(&tags(&other)), "{name}");
@@ -194,10 +202,7 @@ fn a_page_a_write_raced_is_kept_by_no_cache() {
     for case in cases() {
         let name = case.name;
         let shared = with_caches(&case.sweeper);
-        let a = article(1);
-        let comments: Vec<Comment> = (1..=3).map(|id| comment(id, 1)).collect();
-        known(&shared, [&a]);
-        known(&shared, &comments);
+        let (a, comments) = known_article(&shared, 1, 1..=3);
         let everyones = page(&a, &comments, true);
         assert!(matches!(
             caching(shared.scope(), Audience::Anyone, &everyones),
