@@ -83,7 +83,7 @@ where
 /// again each time (`no-cache`, answered 304 when nothing changed), and no shared cache may
 /// keep it (`private`: it may show who is looking). For the application's own responses that
 /// are one viewer's.
-pub const CACHE_CONTROL: &str = "private, no-cache";
+pub const CACHE_CONTROL: &str = crate::http_cache::PRIVATE;
 
 impl Scope {
     /// The request's `If-None-Match`, as the extractor read it: for a page rendered with

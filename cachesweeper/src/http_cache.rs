@@ -34,6 +34,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The `Cache-Control` of one viewer's page.
+pub(crate) const PRIVATE: &str = "private, no-cache";
+
 /// The header that says by when a shared cache must have stored a page.
 pub const STORE_BY: &str = "cachesweeper-store-by";
 
@@ -232,7 +235,7 @@ impl Caching {
                 }
                 headers
             }
-            Caching::Private => vec![("cache-control", "private, no-cache".to_owned())],
+            Caching::Private => vec![("cache-control", PRIVATE.to_owned())],
             Caching::NoStore => vec![("cache-control", "no-store".to_owned())],
         }
     }

@@ -25,7 +25,7 @@ pub(crate) fn confirmed(value: u64) -> u64 {
 
 /// The counters' side of a sweeper: the invalidations still to retry, and the HTTP caches
 /// each raise purges.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Versions {
     retry: Arc<Retry>,
     purger: Option<Arc<Purger>>,
