@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::process::{free_port, missing};
 
+/// What a server writes, in its directory.
+const LOG_FILE: &str = "redis.log";
+
 fn server_binary() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
@@ -124,6 +127,11 @@ impl RedisProcess {
     ) -> std::io::Result<RedisProcess> {
         let dir = Self::dir_for(answer_port);
         std::fs::create_dir_all(&dir)?;
+        // Appended to, so that a restart keeps what the first process said.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG_FILE))?;
         let child = Command::new(server_binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -132,8 +140,8 @@ impl RedisProcess {
             .arg(&dir)
             .args(extra_args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .spawn()?;
         let mut process = RedisProcess {
             child,
@@ -146,7 +154,8 @@ impl RedisProcess {
         while !process.answers() {
             if let Ok(Some(status)) = process.child.try_wait() {
                 return Err(std::io::Error::other(format!(
-                    "redis-server exited: {status}"
+                    "redis-server exited: {status}; it said: {}",
+                    process.log_tail()
                 )));
             }
             if Instant::now() > deadline {
@@ -157,6 +166,13 @@ impl RedisProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(process)
+    }
+
+    /// The last lines the server logged: why it would not start.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join(LOG_FILE)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
     }
 
     fn answers(&self) -> bool {
@@ -324,8 +340,13 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..3 * (1 + replicas) {
             let port = free_port();
+            // Named, because the default (the port plus 10,000) is past 65,535 for a quarter
+            // of the ports the kernel hands out, and Redis then refuses to start.
+            let bus_port = free_port().to_string();
             let config = format!("nodes-{port}.conf");
             let args = [
+                "--cluster-port",
+                &bus_port,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
