@@ -363,10 +363,9 @@ impl Queue {
                 .filter(|left| !left.is_zero())
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
         };
-        let addresses: Vec<SocketAddr> = match self.address.parse() {
-            Ok(address) => vec![address],
-            Err(_) => self.address.to_socket_addrs()?.collect(),
-        };
+        let addresses = resolve(&self.address, left()?, |name| {
+            Ok(name.to_socket_addrs()?.collect())
+        })?;
         let mut last_error =
             std::io::Error::new(std::io::ErrorKind::NotFound, "the address names no host");
         let mut stream = None;
@@ -401,6 +400,33 @@ impl Queue {
             )))
         }
     }
+}
+
+/// The addresses of a cache given as `IP:port` (at once) or `host:port`: looked up by `lookup`
+/// (the system resolver) within `within`. The lookup blocks and has no timeout of its own (a
+/// resolver that does not answer holds it for seconds), so it runs on a thread of its own,
+/// which is left to finish by itself when time is up.
+fn resolve(
+    address: &str,
+    within: Duration,
+    lookup: fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+) -> std::io::Result<Vec<SocketAddr>> {
+    if let Ok(address) = address.parse() {
+        return Ok(vec![address]);
+    }
+    let (answer, answered) = std::sync::mpsc::channel();
+    let name = address.to_owned();
+    std::thread::Builder::new()
+        .name("cachesweeper-resolve".into())
+        .spawn(move || {
+            let _ = answer.send(lookup(&name));
+        })?;
+    answered.recv_timeout(within).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no address for {address} within {within:?}"),
+        ))
+    })
 }
 
 /// Whether a purge is done at every cache, and who waits for it: a one-shot that a blocking
@@ -514,6 +540,34 @@ mod tests {
             }
         });
         (address, taken)
+    }
+
+    #[test]
+    fn a_host_name_is_looked_up_within_the_timeout() {
+        let within = Duration::from_millis(100);
+        let found = resolve("localhost:6081", within, |name| {
+            Ok(name.to_socket_addrs()?.collect())
+        })
+        .unwrap();
+        assert!(
+            found
+                .iter()
+                .all(|a| a.port() == 6081 && a.ip().is_loopback())
+        );
+        // A resolver that does not answer (its server is down) costs the timeout: this one
+        // answers only once the test lets it.
+        static RESOLVER_DOWN: Mutex<()> = Mutex::new(());
+        let down = RESOLVER_DOWN.lock().unwrap();
+        let error = resolve("cache.example:6081", within, |_| {
+            drop(RESOLVER_DOWN.lock());
+            Ok(Vec::new())
+        })
+        .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        drop(down);
+        // An address needs no lookup.
+        let direct = resolve("127.0.0.1:6081", within, |_| unreachable!()).unwrap();
+        assert_eq!(direct, ["127.0.0.1:6081".parse().unwrap()]);
     }
 
     #[test]
