@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::process::{free_port, missing};
+use crate::process::{Signal, free_port, missing, try_signal};
 
 /// How long the server has to come up (crash recovery included) or to stop.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -78,19 +78,8 @@ fn program(bin: Option<&Path>, name: &str) -> PathBuf {
 
 /// The effective uid of this process.
 fn effective_uid() -> u32 {
-    let from_proc = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("Uid:"))?;
-            line.split_whitespace().nth(2)?.parse().ok()
-        });
-    from_proc.unwrap_or_else(|| {
-        let out = Command::new("id").arg("-u").output().expect("id(1) runs");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("id -u prints a number")
-    })
+    // SAFETY: geteuid(2) cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
 }
 
 /// The uid and gid of the `postgres` user, from `/etc/passwd`.
@@ -156,14 +145,6 @@ fn wait_until_ready(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Sends `SIG<name>` to `pid`, quietly: for drop, which must not panic.
-fn try_signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
 }
 
 impl PostgresProcess {
@@ -392,7 +373,7 @@ impl PostgresProcess {
     /// starts it again on the same port and data directory; returns once it accepts
     /// connections. Panics if it does not stop or come back within 30 s.
     pub fn restart(&mut self) {
-        self.stop("INT");
+        self.stop(Signal::Int);
         self.start_again();
     }
 
@@ -400,19 +381,19 @@ impl PostgresProcess {
     /// checkpoint), so that the server starts with crash recovery from its WAL. Committed
     /// transactions survive it.
     pub fn crash_restart(&mut self) {
-        self.stop("QUIT");
+        self.stop(Signal::Quit);
         self.start_again();
     }
 
-    /// Sends `SIG<signal>` to the postmaster and waits for it to exit.
-    fn stop(&mut self, signal: &str) {
+    /// Sends `signal` to the postmaster and waits for it to exit.
+    fn stop(&mut self, signal: Signal) {
         if matches!(self.child.try_wait(), Ok(None)) {
             crate::process::signal(self.child.id(), signal);
         }
         if !self.wait_for_exit(DEADLINE) {
             crate::process::kill(&mut self.child);
             panic!(
-                "postgres did not stop on SIG{signal} within {} s; its log:\n{}",
+                "postgres did not stop on {signal:?} within {} s; its log:\n{}",
                 DEADLINE.as_secs(),
                 self.log()
             );
@@ -448,7 +429,7 @@ impl PostgresProcess {
 impl Drop for PostgresProcess {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            try_signal(self.child.id(), "QUIT");
+            let _ = try_signal(self.child.id(), Signal::Quit);
             if !self.wait_for_exit(Duration::from_secs(10)) {
                 crate::process::kill(&mut self.child);
             }

@@ -1,25 +1,76 @@
 //! What the server harnesses share: free ports, signals, and starting a binary that may be
 //! missing (a skip outside CI, a panic under it).
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, and that this process was never given
+/// before. The kernel may hand out a port again as soon as it is free, and a port given out
+/// is free until its server binds it: two servers started together (a node and its cluster
+/// bus, Varnish's listener and its admin port) could be given the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port left that this process was not given before")
 }
 
-/// Sends `SIG<name>` to `pid`.
-pub(crate) fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill(1) runs");
-    assert!(status.success(), "kill -{name} failed");
+/// A signal the harness sends to a server it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Freezes it.
+    Stop,
+    /// Lets a frozen one run again.
+    Cont,
+    /// PostgreSQL's fast shutdown.
+    Int,
+    /// PostgreSQL's immediate shutdown (a crash, as far as its data knows).
+    Quit,
+    /// Varnish's shutdown (its manager stops its cache process first).
+    Term,
+    /// Ends it, data and all.
+    Kill,
+}
+
+impl Signal {
+    fn number(self) -> libc::c_int {
+        match self {
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+            Signal::Int => libc::SIGINT,
+            Signal::Quit => libc::SIGQUIT,
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+}
+
+/// Sends `signal` to `pid`. Through libc rather than kill(1), which slim Debian images lack
+/// (procps).
+pub(crate) fn try_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal.number()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Sends `signal` to `pid`; panics if it cannot.
+pub(crate) fn signal(pid: u32, signal: Signal) {
+    try_signal(pid, signal).unwrap_or_else(|e| panic!("could not send {signal:?} to {pid}: {e}"));
 }
 
 /// Kills `child` (its data is lost) and waits for it to exit. A paused child is let go
@@ -27,10 +78,7 @@ pub(crate) fn signal(pid: u32, name: &str) {
 /// pid may belong to another process by now.
 pub(crate) fn kill(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
+        let _ = try_signal(child.id(), Signal::Cont);
         let _ = child.kill();
     }
     let _ = child.wait();
@@ -39,7 +87,7 @@ pub(crate) fn kill(child: &mut Child) {
 /// Stops `pid` (`SIGSTOP`) and waits until every thread of it has stopped: a signal is
 /// delivered asynchronously, and a request sent right after it could still be answered.
 pub(crate) fn pause(pid: u32) {
-    signal(pid, "STOP");
+    signal(pid, Signal::Stop);
     let deadline = Instant::now() + Duration::from_secs(5);
     let thread_stopped = |stat: &str| {
         std::fs::read_to_string(stat).ok().and_then(|stat| {

@@ -224,7 +224,7 @@ impl RedisProcess {
 
     /// Lets a [`pause`](Self::pause)d server run again; it answers what it was sent meanwhile.
     pub fn resume(&self) {
-        crate::process::signal(self.child.id(), "CONT");
+        crate::process::signal(self.child.id(), crate::process::Signal::Cont);
     }
 
     /// Kills the server and starts a new, empty one on the same port (a cluster node comes

@@ -11,12 +11,13 @@
 //! `varnishd` makes [`VarnishProcess::start`] return `None`; under CI (`CI` set) it panics.
 
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::process::{free_port, missing, pause, signal};
+use crate::process::{Signal, free_port, missing, pause, signal, try_signal};
 
 /// How long Varnish has to come up (compiling its VCL takes a second or two) or to stop.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -56,6 +57,12 @@ impl VarnishProcess {
         std::fs::create_dir_all(&dir).expect("create Varnish's directory");
         let vcl = dir.join("default.vcl");
         std::fs::write(&vcl, text).expect("write the VCL");
+        // Varnish compiles the VCL as an unprivileged user, who must be able to read it
+        // whatever the umask made of them.
+        for (path, mode) in [(&dir, 0o755), (&vcl, 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("open Varnish's directory to its compiler");
+        }
         let log = std::fs::File::create(dir.join("varnishd.log")).expect("create the log");
 
         let port = free_port();
@@ -134,7 +141,7 @@ impl VarnishProcess {
     /// Lets a paused Varnish go on (`SIGCONT`), its cache as it was.
     pub fn resume(&self) {
         for pid in self.processes() {
-            signal(pid, "CONT");
+            signal(pid, Signal::Cont);
         }
     }
 }
@@ -143,16 +150,10 @@ impl Drop for VarnishProcess {
     fn drop(&mut self) {
         let processes = self.processes();
         for &pid in &processes {
-            let _ = Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+            let _ = try_signal(pid, Signal::Cont);
         }
         // The manager stops its cache process on SIGTERM; SIGKILL would leave it listening.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
+        let _ = try_signal(self.child.id(), Signal::Term);
         let deadline = Instant::now() + DEADLINE;
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -160,10 +161,7 @@ impl Drop for VarnishProcess {
         if matches!(self.child.try_wait(), Ok(None)) {
             // Still running: end both (their pids are still theirs while the manager lives).
             for pid in processes {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
+                let _ = try_signal(pid, Signal::Kill);
             }
         }
         let _ = self.child.wait();
