@@ -42,14 +42,6 @@ fn current_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The tests of this file one at a time: the ticker tests measure gaps on a 2-core machine, and
-/// another test's renders running beside them would show up as gaps.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Compiles only if the future can move between a multi-threaded runtime's workers (what
 /// `tokio::spawn` and axum handlers need).
 fn assert_send<F: Future + Send>(future: F) -> F {
@@ -58,7 +50,7 @@ fn assert_send<F: Future + Send>(future: F) -> F {
 
 #[test]
 fn an_async_render_of_a_borrowed_page_matches_the_blocking_one() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let runtime = current_thread();
     for case in cases() {
         let s = &case.sweeper;
@@ -138,7 +130,7 @@ fn an_async_render_of_a_borrowed_page_matches_the_blocking_one() {
 
 #[test]
 fn an_async_invalidation_dropped_before_it_is_done_still_lands() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let runtime = current_thread();
     for case in cases() {
         let s = &case.sweeper;
@@ -240,7 +232,7 @@ const MAX_GAP: Duration = Duration::from_millis(100);
 
 #[test]
 fn a_ticker_on_the_same_thread_keeps_ticking_while_pages_render_and_records_are_invalidated() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -282,7 +274,7 @@ fn a_ticker_on_the_same_thread_keeps_ticking_while_pages_render_and_records_are_
 
 #[test]
 fn a_ticker_keeps_ticking_while_the_cache_host_never_answers() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     // Accepts connections and never says a word: connects succeed, every exchange times out.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
@@ -307,7 +299,7 @@ fn a_ticker_keeps_ticking_while_the_cache_host_never_answers() {
 
 #[test]
 fn a_ticker_keeps_ticking_on_redis_up_then_paused() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = RedisProcess::start() else {
         return;
     };
@@ -343,7 +335,7 @@ fn a_ticker_keeps_ticking_on_redis_up_then_paused() {
 
 #[test]
 fn a_ticker_keeps_ticking_while_a_redis_host_never_answers() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
     let backend = Redis::builder()

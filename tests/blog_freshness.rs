@@ -196,6 +196,9 @@ fn two_blog_processes_on_one_postgres_database_never_show_an_answered_like_missi
 }
 
 fn freshness(db: Database, front: Front) {
+    // Each runs two blogs, a loaded memcached and maybe Varnish or PostgreSQL on 2 cores, and
+    // bounds how soon a foreign write shows.
+    let _one = common::one_at_a_time();
     let Some(memcached) = MemcachedProcess::start() else {
         eprintln!("memcached is not installed: skipping the blog freshness test");
         return;

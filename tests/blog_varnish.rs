@@ -263,12 +263,15 @@ fn a_like_purges_every_varnish_and_one_that_hangs_once_it_answers() {
     );
 }
 
+/// What the blog logs when a render with `--slow-render-ms` begins its wait.
+const SLOW_RENDER_WAITS: &str = "slow render: waiting";
+
 #[test]
 fn a_page_rendered_across_a_like_is_not_kept() {
-    // Every render of an article page waits 400 ms once it has read every version it shows:
+    // Every render of an article page waits a second once it has read every version it shows:
     // a like in that wait is not seen by the render's reads, and its purges (50 ms apart) are
     // both gone by when the page reaches Varnish.
-    let Some(site) = site(1, &["--slow-render-ms", "400"]) else {
+    let Some(site) = site(1, &["--slow-render-ms", "1000"]) else {
         return;
     };
     let blog = Client::new(&site.server);
@@ -283,10 +286,11 @@ fn a_page_rendered_across_a_like_is_not_kept() {
     };
     // Purged: the next read through Varnish renders.
     like();
+    let waited = site.server.log().matches(SLOW_RENDER_WAITS).count();
     let slow = std::thread::scope(|threads| {
         let slow = threads.spawn(|| anyone.get("/articles/1"));
         // Into the render's wait, which comes after its reads.
-        std::thread::sleep(Duration::from_millis(150));
+        site.server.wait_for_logged(SLOW_RENDER_WAITS, waited + 1);
         like();
         slow.join().expect("the slow read")
     });

@@ -820,12 +820,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Scenarios share 2 cores: one at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn memcached_sweepers(server: &MemcachedProcess, n: usize) -> Vec<Sweeper> {
     (0..n)
         .map(|_| {
@@ -865,7 +859,7 @@ fn in_memory(sc: &Scenario, sweepers: &[Sweeper], during: impl FnOnce(Instant)) 
 
 #[test]
 fn a_embedded() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let sc = Scenario {
         name: "embedded",
         ..BASE
@@ -879,7 +873,7 @@ fn a_embedded() {
 
 #[test]
 fn b_memcached() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -893,7 +887,7 @@ fn b_memcached() {
 
 #[test]
 fn c_slow_bodies() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -916,7 +910,7 @@ fn c_slow_bodies() {
 
 #[test]
 fn d_lease_contention() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -939,7 +933,7 @@ fn d_lease_contention() {
 
 #[test]
 fn e_memcached_restart() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(mut server) = MemcachedProcess::start() else {
         return;
     };
@@ -994,7 +988,7 @@ fn redis_sweepers(n: usize, backend: impl Fn() -> Redis) -> Vec<Sweeper> {
 
 #[test]
 fn g_redis() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = RedisProcess::start() else {
         return;
     };
@@ -1008,7 +1002,7 @@ fn g_redis() {
 
 #[test]
 fn h_redis_cluster() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(cluster) = RedisCluster::start() else {
         return;
     };
@@ -1022,7 +1016,7 @@ fn h_redis_cluster() {
 
 #[test]
 fn i_redis_restart() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(mut server) = RedisProcess::start() else {
         return;
     };
@@ -1041,7 +1035,7 @@ fn i_redis_restart() {
 
 #[test]
 fn j_redis_lease_contention() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = RedisProcess::start() else {
         return;
     };
@@ -1070,7 +1064,7 @@ const ISSUE_20: Scenario = Scenario {
 
 #[test]
 fn k_field_versioned_records() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -1087,7 +1081,7 @@ fn k_field_versioned_records() {
 
 #[test]
 fn l_evicted_counters_and_slow_reads() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     // 2 MB: a filler of small items in the counters' slab class evicts counters all the time.
     let Some(server) = MemcachedProcess::start_with(&["-m", "2"]) else {
         return;
@@ -1133,7 +1127,7 @@ fn l_evicted_counters_and_slow_reads() {
 
 #[test]
 fn m_debug_renders() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -1150,7 +1144,7 @@ fn m_debug_renders() {
 
 #[test]
 fn n_hot_record() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -1175,7 +1169,7 @@ fn n_hot_record() {
 
 #[test]
 fn o_dropped_sweeper_with_a_retry() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
@@ -1235,7 +1229,7 @@ fn o_dropped_sweeper_with_a_retry() {
 
 #[test]
 fn p_redis_cluster_failover() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(mut cluster) = RedisCluster::start_with_replicas(1) else {
         return;
     };
@@ -1326,7 +1320,7 @@ fn f_second_process() {
     if let Ok(role) = std::env::var(ROLE_VAR) {
         return child(&role);
     }
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let Some(server) = MemcachedProcess::start() else {
         return;
     };

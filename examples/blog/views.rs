@@ -79,6 +79,8 @@ impl SlowRender {
 
     fn wait_once(&self) {
         if !self.wait.is_zero() && !self.waited.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // Tests wait for this line to write during the render.
+            tracing::info!(wait = ?self.wait, "slow render: waiting, its versions read");
             // Off the runtime's worker: other requests go on meanwhile.
             tokio::task::block_in_place(|| std::thread::sleep(self.wait));
         }

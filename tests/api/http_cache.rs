@@ -365,15 +365,20 @@ fn a_shared_page_that_sets_a_cookie_is_one_viewers() {
 
 /// A server that answers every `GET` with the value of `body` when the request arrived, after
 /// `delay`, tagged with `tag` and to be kept by a shared cache for a minute, as long as it is
-/// stored within a minute.
-fn slow_origin(tag: String, delay: Duration, body: Arc<AtomicU32>) -> u16 {
+/// stored within a minute. It says on the channel when it has read `body`.
+fn slow_origin(
+    tag: String,
+    delay: Duration,
+    body: Arc<AtomicU32>,
+) -> (u16, std::sync::mpsc::Receiver<()>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let (read, has_read) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let (tag, body) = (tag.clone(), Arc::clone(&body));
+            let (tag, body, read) = (tag.clone(), Arc::clone(&body), read.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
@@ -381,6 +386,7 @@ fn slow_origin(tag: String, delay: Duration, body: Arc<AtomicU32>) -> u16 {
                     line.clear();
                 }
                 let text = format!("v{}", body.load(Ordering::SeqCst));
+                let _ = read.send(());
                 std::thread::sleep(delay);
                 let store_by = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -396,12 +402,12 @@ fn slow_origin(tag: String, delay: Duration, body: Arc<AtomicU32>) -> u16 {
             });
         }
     });
-    port
+    (port, has_read)
 }
 
 #[test]
 fn a_page_on_its_way_during_the_first_purge_is_taken_by_the_second() {
-    // The page leaves the origin 400 ms after it read the record; the write lands 100 ms in,
+    // The page leaves the origin 400 ms after it read the record; the write lands once it has,
     // so its first purge reaches Varnish before the page does. The second, a second later,
     // comes after it.
     let vcl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/varnish.vcl");
@@ -417,7 +423,7 @@ fn a_page_on_its_way_during_the_first_purge_is_taken_by_the_second() {
     let a = article(1);
     let body = Arc::new(AtomicU32::new(1));
     let tag = Sweeper::embedded().http_tag(&a);
-    let origin = slow_origin(tag, Duration::from_millis(400), Arc::clone(&body));
+    let (origin, origin_read) = slow_origin(tag, Duration::from_millis(400), Arc::clone(&body));
     let Some(varnish) = VarnishProcess::start(&vcl, origin) else {
         return;
     };
@@ -434,7 +440,9 @@ fn a_page_on_its_way_during_the_first_purge_is_taken_by_the_second() {
     };
     let old = std::thread::scope(|threads| {
         let old = threads.spawn(get);
-        std::thread::sleep(Duration::from_millis(100));
+        origin_read
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the request reached the origin");
         body.store(2, Ordering::SeqCst);
         sweeper.invalidate(&a).unwrap();
         old.join().unwrap()

@@ -137,8 +137,13 @@ impl Server {
 
     /// Waits (up to 5 s) until the server has logged `line`.
     pub fn wait_for_log(&self, line: &str) {
+        self.wait_for_logged(line, 1);
+    }
+
+    /// Waits (up to 5 s) until the server has logged `line` `times` times.
+    pub fn wait_for_logged(&self, line: &str, times: usize) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.log.lock().unwrap().contains(line) {
+        while self.log.lock().unwrap().matches(line).count() < times {
             assert!(
                 Instant::now() < deadline,
                 "the server never logged {line:?}; log:\n{}",

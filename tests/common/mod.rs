@@ -13,6 +13,14 @@ use cachesweeper::{Sweeper, backend::Embedded};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use cachesweeper_suite::redis::RedisProcess;
 
+/// Held by each of a test file's load tests while it runs, so that they run one at a time:
+/// they share 2 cores, and what they bound (gaps, lags, timeouts) would show another's load.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An article: versioned by `updated_at`, and touchable by its comments.
 #[derive(Debug, Clone, Sweepable)]
 #[sweeper(counter)]
