@@ -12,7 +12,7 @@ mod common;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cachesweeper::backend::{Embedded, Memcached};
+use cachesweeper::backend::Embedded;
 use cachesweeper::{KeyParts, Sweeper};
 use cachesweeper_suite::memcached::MemcachedProcess;
 use common::comment;
@@ -74,10 +74,6 @@ fn no_render_after_an_invalidate_serves_what_came_before_it() {
         .unwrap();
     run("embedded", &embedded);
     if let Some(server) = MemcachedProcess::start() {
-        let memcached = Sweeper::builder()
-            .backend(Memcached::from_url(&server.url()).unwrap())
-            .build()
-            .unwrap();
-        run("memcached", &memcached);
+        run("memcached", &common::patient_memcached(&server.url()));
     }
 }

@@ -835,20 +835,7 @@ fn memcached_sweepers(server: &MemcachedProcess, n: usize) -> Vec<Sweeper> {
 /// default 200 ms is sometimes missed, and scenarios that require every invalidation to return
 /// `Ok` against a healthy server must not count the machine's stalls.
 fn patient_memcached_sweepers(url: &str, n: usize) -> Vec<Sweeper> {
-    (0..n)
-        .map(|_| {
-            Sweeper::builder()
-                .backend(
-                    Memcached::builder()
-                        .server(url)
-                        .io_timeout(Duration::from_secs(2))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap()
-        })
-        .collect()
+    (0..n).map(|_| common::patient_memcached(url)).collect()
 }
 
 fn in_memory(sc: &Scenario, sweepers: &[Sweeper], during: impl FnOnce(Instant)) {

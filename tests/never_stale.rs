@@ -647,14 +647,14 @@ fn a_hot_record_is_invalidated_whatever_its_read_load() {
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
-    let writer = Sweeper::memcached(&server.url()).unwrap();
+    let writer = common::patient_memcached(&server.url());
     let hot = note(21, 0);
     known(&writer, [&hot]);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (reads, failed) = std::thread::scope(|scope| {
         let readers: Vec<_> = (0..4)
             .map(|_| {
-                let reader = Sweeper::memcached(&server.url()).unwrap();
+                let reader = common::patient_memcached(&server.url());
                 let (stop, hot) = (&stop, &hot);
                 scope.spawn(move || {
                     let mut reads = 0u64;
@@ -812,7 +812,7 @@ fn an_async_invalidation_outlives_the_runtime_that_first_used_the_cache() {
     let Some(server) = MemcachedProcess::start() else {
         return;
     };
-    let s = Sweeper::memcached(&server.url()).unwrap();
+    let s = common::patient_memcached(&server.url());
     let notes: Vec<Note> = (30..34).map(|id| note(id, 0)).collect();
     known(&s, &notes);
     // Threads with runtimes of their own, ending one after another while the others go on;
