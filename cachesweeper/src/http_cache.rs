@@ -103,8 +103,9 @@ impl HttpCaches {
     }
 
     /// How long a purge waits for a cache to answer, its name's lookup included, before it is
-    /// left to the background retries (default 500 ms). An invalidation waits this long at most once per outage: a
-    /// cache that failed is retried in the background only, until it answers.
+    /// left to the background retries (default 500 ms). An invalidation waits this long at
+    /// most once per outage: a cache that failed is retried in the background only, until it
+    /// answers.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

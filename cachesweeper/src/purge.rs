@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ impl Purger {
                     settle: caches.settle,
                     state: Mutex::default(),
                     wake: Condvar::new(),
+                    lookup: PendingLookup::default(),
                 });
                 let thread = Arc::clone(&queue);
                 let spawned = std::thread::Builder::new()
@@ -104,6 +106,7 @@ struct Queue {
     settle: Duration,
     state: Mutex<State>,
     wake: Condvar,
+    lookup: PendingLookup,
 }
 
 #[derive(Debug, Default)]
@@ -363,9 +366,7 @@ impl Queue {
                 .filter(|left| !left.is_zero())
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
         };
-        let addresses = resolve(&self.address, left()?, |name| {
-            Ok(name.to_socket_addrs()?.collect())
-        })?;
+        let addresses = self.lookup.resolve(&self.address, left()?, system_lookup)?;
         let mut last_error =
             std::io::Error::new(std::io::ErrorKind::NotFound, "the address names no host");
         let mut stream = None;
@@ -402,31 +403,61 @@ impl Queue {
     }
 }
 
-/// The addresses of a cache given as `IP:port` (at once) or `host:port`: looked up by `lookup`
-/// (the system resolver) within `within`. The lookup blocks and has no timeout of its own (a
-/// resolver that does not answer holds it for seconds), so it runs on a thread of its own,
-/// which is left to finish by itself when time is up.
-fn resolve(
-    address: &str,
-    within: Duration,
-    lookup: fn(&str) -> std::io::Result<Vec<SocketAddr>>,
-) -> std::io::Result<Vec<SocketAddr>> {
-    if let Ok(address) = address.parse() {
-        return Ok(vec![address]);
+/// How a host name is looked up: [`system_lookup`], or a stand-in in tests.
+type Lookup = fn(&str) -> std::io::Result<Vec<SocketAddr>>;
+
+/// The system resolver's answer for `host:port`.
+fn system_lookup(name: &str) -> std::io::Result<Vec<SocketAddr>> {
+    Ok(name.to_socket_addrs()?.collect())
+}
+
+/// The name lookup of a cache's address that is under way, if any.
+#[derive(Debug, Default)]
+struct PendingLookup(Mutex<Option<Receiver<std::io::Result<Vec<SocketAddr>>>>>);
+
+impl PendingLookup {
+    /// The addresses of a cache given as `IP:port` (at once) or `host:port`, looked up by
+    /// `lookup` within `within`. A lookup blocks and has no timeout of its own (a resolver that
+    /// does not answer holds it for seconds), so it runs on a thread of its own. One that is
+    /// not done in time is waited for again by the next call rather than started anew: at most
+    /// one thread per cache waits on a resolver that does not answer.
+    fn resolve(
+        &self,
+        address: &str,
+        within: Duration,
+        lookup: Lookup,
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        if let Ok(address) = address.parse() {
+            return Ok(vec![address]);
+        }
+        let mut pending = lock(&self.0);
+        let answer = match pending.take() {
+            Some(answer) => answer,
+            None => {
+                let (answered, answer) = std::sync::mpsc::channel();
+                let name = address.to_owned();
+                std::thread::Builder::new()
+                    .name("cachesweeper-resolve".into())
+                    .spawn(move || {
+                        let _ = answered.send(lookup(&name));
+                    })?;
+                answer
+            }
+        };
+        match answer.recv_timeout(within) {
+            Ok(addresses) => addresses,
+            Err(RecvTimeoutError::Timeout) => {
+                *pending = Some(answer);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no address for {address} within {within:?}"),
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(std::io::Error::other(format!(
+                "the lookup of {address} ended without an answer"
+            ))),
+        }
     }
-    let (answer, answered) = std::sync::mpsc::channel();
-    let name = address.to_owned();
-    std::thread::Builder::new()
-        .name("cachesweeper-resolve".into())
-        .spawn(move || {
-            let _ = answer.send(lookup(&name));
-        })?;
-    answered.recv_timeout(within).unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no address for {address} within {within:?}"),
-        ))
-    })
 }
 
 /// Whether a purge is done at every cache, and who waits for it: a one-shot that a blocking
@@ -543,31 +574,49 @@ mod tests {
     }
 
     #[test]
-    fn a_host_name_is_looked_up_within_the_timeout() {
-        let within = Duration::from_millis(100);
-        let found = resolve("localhost:6081", within, |name| {
-            Ok(name.to_socket_addrs()?.collect())
-        })
-        .unwrap();
+    fn a_host_name_is_looked_up_within_the_timeout_one_lookup_at_a_time() {
+        let found = PendingLookup::default()
+            .resolve("localhost:6081", Duration::from_secs(5), system_lookup)
+            .unwrap();
+        assert!(!found.is_empty());
         assert!(
             found
                 .iter()
                 .all(|a| a.port() == 6081 && a.ip().is_loopback())
         );
+        // An address needs no lookup.
+        let direct = PendingLookup::default()
+            .resolve("127.0.0.1:6081", Duration::ZERO, |_| unreachable!())
+            .unwrap();
+        assert_eq!(direct, ["127.0.0.1:6081".parse().unwrap()]);
+
         // A resolver that does not answer (its server is down) costs the timeout: this one
         // answers only once the test lets it.
         static RESOLVER_DOWN: Mutex<()> = Mutex::new(());
-        let down = RESOLVER_DOWN.lock().unwrap();
-        let error = resolve("cache.example:6081", within, |_| {
+        static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+        fn stuck(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+            LOOKUPS.fetch_add(1, Ordering::SeqCst);
             drop(RESOLVER_DOWN.lock());
-            Ok(Vec::new())
-        })
-        .unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+            Ok(vec!["127.0.0.2:6081".parse().unwrap()])
+        }
+        let pending = PendingLookup::default();
+        let within = Duration::from_millis(50);
+        let down = RESOLVER_DOWN.lock().unwrap();
+        for _ in 0..3 {
+            let error = pending
+                .resolve("cache.example:6081", within, stuck)
+                .unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        }
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1, "one lookup waited on");
         drop(down);
-        // An address needs no lookup.
-        let direct = resolve("127.0.0.1:6081", within, |_| unreachable!()).unwrap();
-        assert_eq!(direct, ["127.0.0.1:6081".parse().unwrap()]);
+        // The next call takes the answer of the one under way; the one after asks again.
+        let answer = pending.resolve("cache.example:6081", Duration::from_secs(5), stuck);
+        assert_eq!(answer.unwrap(), ["127.0.0.2:6081".parse().unwrap()]);
+        pending
+            .resolve("cache.example:6081", Duration::from_secs(5), stuck)
+            .unwrap();
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2);
     }
 
     #[test]
