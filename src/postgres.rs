@@ -393,7 +393,7 @@ impl PostgresProcess {
         if !self.wait_for_exit(DEADLINE) {
             crate::process::kill(&mut self.child);
             panic!(
-                "postgres did not stop on {signal:?} within {} s; its log:\n{}",
+                "postgres did not stop on {signal} within {} s; its log:\n{}",
                 DEADLINE.as_secs(),
                 self.log()
             );

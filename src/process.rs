@@ -43,6 +43,12 @@ pub(crate) enum Signal {
     Kill,
 }
 
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SIG{}", format!("{self:?}").to_uppercase())
+    }
+}
+
 impl Signal {
     fn number(self) -> libc::c_int {
         match self {
@@ -70,7 +76,7 @@ pub(crate) fn try_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
 
 /// Sends `signal` to `pid`; panics if it cannot.
 pub(crate) fn signal(pid: u32, signal: Signal) {
-    try_signal(pid, signal).unwrap_or_else(|e| panic!("could not send {signal:?} to {pid}: {e}"));
+    try_signal(pid, signal).unwrap_or_else(|e| panic!("could not send {signal} to {pid}: {e}"));
 }
 
 /// Kills `child` (its data is lost) and waits for it to exit. A paused child is let go

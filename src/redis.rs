@@ -3,7 +3,7 @@
 //!
 //! The `redis-server` and `redis-cli` binaries are found on `PATH` (or named by the
 //! `REDIS_SERVER` and `REDIS_CLI` environment variables; Valkey's `valkey-server` and
-//! `valkey-cli` work too). Each server runs on a free port of 127.0.0.1 with persistence off
+//! `valkey-cli` work too; the cluster needs version 7, for `--cluster-port`). Each server runs on a free port of 127.0.0.1 with persistence off
 //! (`--save '' --appendonly no`), in a directory of its own that goes with it, and is killed
 //! when dropped. Outside CI a missing binary makes `start` return `None` so that a test can say
 //! it skipped; under CI (`CI` set) it panics.
@@ -340,8 +340,8 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..3 * (1 + replicas) {
             let port = free_port();
-            // Named, because the default (the port plus 10,000) is past 65,535 for a quarter
-            // of the ports the kernel hands out, and Redis then refuses to start.
+            // Named, because the default (the port plus 10,000) may be another server's port,
+            // or past 65,535, and Redis then refuses to start.
             let bus_port = free_port().to_string();
             let config = format!("nodes-{port}.conf");
             let args = [

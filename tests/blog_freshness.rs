@@ -178,16 +178,21 @@ enum Front {
 
 #[test]
 fn two_blog_processes_on_one_database_and_one_memcached_never_show_an_answered_like_missing() {
+    // Each of these runs two blogs, a loaded memcached and maybe Varnish or PostgreSQL on 2
+    // cores, and bounds how soon a foreign write shows: one at a time, servers' starts too.
+    let _one = common::one_at_a_time();
     freshness(Database::Sqlite(TempFile::new("sqlite3")), Front::Direct);
 }
 
 #[test]
 fn two_blog_processes_behind_varnish_never_show_an_answered_like_missing() {
+    let _one = common::one_at_a_time();
     freshness(Database::Sqlite(TempFile::new("sqlite3")), Front::Varnish);
 }
 
 #[test]
 fn two_blog_processes_on_one_postgres_database_never_show_an_answered_like_missing() {
+    let _one = common::one_at_a_time();
     let Some(server) = PostgresProcess::start() else {
         return;
     };
@@ -196,9 +201,6 @@ fn two_blog_processes_on_one_postgres_database_never_show_an_answered_like_missi
 }
 
 fn freshness(db: Database, front: Front) {
-    // Each runs two blogs, a loaded memcached and maybe Varnish or PostgreSQL on 2 cores, and
-    // bounds how soon a foreign write shows.
-    let _one = common::one_at_a_time();
     let Some(memcached) = MemcachedProcess::start() else {
         eprintln!("memcached is not installed: skipping the blog freshness test");
         return;

@@ -286,6 +286,8 @@ fn a_page_rendered_across_a_like_is_not_kept() {
     };
     // Purged: the next read through Varnish renders.
     like();
+    // The first page's render has logged its wait (the log is read on a thread of its own).
+    site.server.wait_for_log(SLOW_RENDER_WAITS);
     let waited = site.server.log().matches(SLOW_RENDER_WAITS).count();
     let slow = std::thread::scope(|threads| {
         let slow = threads.spawn(|| anyone.get("/articles/1"));

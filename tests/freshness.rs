@@ -831,9 +831,7 @@ fn memcached_sweepers(server: &MemcachedProcess, n: usize) -> Vec<Sweeper> {
         .collect()
 }
 
-/// [`memcached_sweepers`] that wait up to 2 s for an answer: on a loaded two-core machine the
-/// default 200 ms is sometimes missed, and scenarios that require every invalidation to return
-/// `Ok` against a healthy server must not count the machine's stalls.
+/// [`memcached_sweepers`], each a [`common::patient_memcached`].
 fn patient_memcached_sweepers(url: &str, n: usize) -> Vec<Sweeper> {
     (0..n).map(|_| common::patient_memcached(url)).collect()
 }

@@ -95,7 +95,9 @@ pub struct Case {
 /// One sweeper per backend: embedded, memcached and Redis, each server fresh and its own (left
 /// out only outside CI when it is not installed). The Redis Cluster is not among them: its
 /// start takes a second or two, and the suites that take these cases call this often; the
-/// cluster has its own tests (conformance, round trips, faults, freshness).
+/// cluster has its own tests (conformance, round trips, faults, freshness). Memcached's is a
+/// [`patient_memcached`]: these tests require every call to succeed. The default timeouts have
+/// tests of their own (`tests/faults.rs`, `tests/never_stale.rs`).
 pub fn cases() -> Vec<Case> {
     let mut cases = vec![Case {
         name: "embedded",
